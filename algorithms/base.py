@@ -1,0 +1,118 @@
+"""The plugin interface every method implements.
+
+The core (replay, training loop, evaluation, results, sweeps) only talks to this interface,
+so it never branches on a method's name:
+
+- ``Algorithm(config, spec, device)`` builds the method from its typed config;
+- ``update(batch, step) -> metrics`` does one gradient step (metrics stay tensors so the hot
+  loop never synchronises with the host);
+- ``act(obs, t, knobs) -> ActOutput`` picks actions for a batch of states (``t`` is each
+  environment's time step, for schedules over the episode) and may return per-step audits;
+- ``propose(obs, n) -> [B, n, d_a]`` (methods with ``can_propose = True``) samples several
+  candidate actions per state, so candidate selection can run on any method's proposals;
+- ``state_dict`` / ``load_state_dict`` save and restore everything (tensors only, so
+  checkpoints load with ``torch.load(weights_only=True)``).
+
+Inference-only knobs (GEM's N and lambda, ISEP-FM's guidance w, ...) live in a separate
+``Knobs`` dataclass: they are read at evaluation time, so one checkpoint serves a whole grid.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from algorithms.config import require
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a method needs to know about the task: sizes, episode horizon, run length."""
+
+    obs_dim: int
+    act_dim: int
+    horizon: int = 1000
+    total_steps: int = 1_000_000
+
+
+@dataclass
+class Batch:
+    """A minibatch of transitions on the training device. Actions are in [-1, 1]^d_a."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_observations: torch.Tensor
+    dones: torch.Tensor
+    next_actions: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.observations.shape[0]
+
+
+@dataclass
+class ActOutput:
+    """Actions [B, d_a] in [-1, 1] and optional per-step audits {name: [B]}."""
+
+    actions: torch.Tensor
+    audits: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class AlgoConfig:
+    """Fields every method has. Subclasses override the defaults with their paper's values."""
+
+    batch_size: int = 256  # minibatch size per update
+    discount: float = 0.99  # gamma
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(0.0 <= self.discount <= 1.0, f"discount must be in [0, 1], got {self.discount}")
+
+
+@dataclass
+class NoKnobs:
+    """Methods without inference-only knobs."""
+
+
+class Algorithm(nn.Module, abc.ABC):
+    """Base class of every method. Subclasses set the class attributes and the abstract methods."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[AlgoConfig]] = AlgoConfig
+    knobs_class: ClassVar[type] = NoKnobs
+    can_propose: ClassVar[bool] = False
+
+    def __init__(self, config: AlgoConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.config = config
+        self.spec = spec
+        self.device = torch.device(device)
+
+    @abc.abstractmethod
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """One training step; returns detached scalar tensors named `training/...`."""
+
+    @abc.abstractmethod
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: Any) -> ActOutput:
+        """Actions for a batch of (normalised) observations at episode steps `t`."""
+
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        """n candidate actions per state, [B, n, d_a]."""
+        raise NotImplementedError(f"{self.name} does not propose candidate actions")
+
+    def default_knobs(self) -> Any:
+        return self.knobs_class()
+
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """Optional dataset-level diagnostics (e.g. GEM's NLL gap); empty by default."""
+        return {}
+
+
+def knob_names(knobs_class: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(knobs_class)]

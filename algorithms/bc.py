@@ -1,0 +1,53 @@
+"""BC: Gaussian behaviour cloning, L = -E[log pi(a | s)], evaluated at the mean.
+
+The baseline that exposes the multimodal failure: a unimodal Gaussian fit to a multimodal
+action distribution puts its mean between the modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.config import require
+from algorithms.critics import make_adam
+from algorithms.nets import GaussianPolicy
+
+
+@dataclass
+class BCConfig(AlgoConfig):
+    hidden_dims: tuple[int, ...] = (256, 256)  # actor MLP widths
+    lr: float = 3e-4  # Adam learning rate
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+
+
+class BC(Algorithm):
+    name = "bc"
+    config_class = BCConfig
+    can_propose = True
+
+    def __init__(self, config: BCConfig, spec: EnvSpec, device="cpu"):
+        super().__init__(config, spec, device)
+        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, config.hidden_dims)
+        self.to(self.device)
+        self.optimizer = make_adam(self.actor.parameters(), config.lr, self.device)
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        loss = -self.actor.log_prob(batch.observations, batch.actions).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"training/actor_loss": loss.detach()}
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:
+        return ActOutput(self.actor(obs).mean.clamp(-1.0, 1.0))
+
+    @torch.no_grad()
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        return self.actor(obs).sample((n,)).transpose(0, 1).clamp(-1.0, 1.0)

@@ -1,0 +1,158 @@
+"""Critics shared by the methods: expectile (IQL) value learning and bootstrapped TD ensembles.
+
+- `ExpectileCritic`: Q-ensemble + V. L_V = E[|tau - 1(u<0)| u^2], u = Qtgt_agg(s,a) - V(s);
+  Q regresses to r + gamma (1 - d) V(s') (IQL; GEM Sec. 3 / App.; ISEP Eq. 2 with
+  `value_actions` replacing the dataset actions where its Bernoulli gate picks policy samples).
+- `TDCritic`: Q-ensemble regressed to r + gamma (1 - d) agg_j Qtgt_j(s', a') for next actions a'
+  chosen by the caller: the next DATASET action (LOM's SARSA, Eq. 16) or the actor's own
+  (DROL / FQL).
+
+Both return losses (the caller owns the optimizer and steps once per update) and keep a Polyak
+target network.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Literal, Sequence
+
+import torch
+from torch import nn
+
+from algorithms.base import Batch
+from algorithms.nets import MLP, EnsembleCritic
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Elementwise |tau - 1(u < 0)| u^2 (IQL's asymmetric L2)."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return weight * diff.pow(2)
+
+
+def awr_weight(advantage: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
+    """min(exp(beta * A), w_max) with A detached (AWR / IQL / GEM Eq. 69)."""
+    return torch.exp(beta * advantage.detach()).clamp(max=max_weight)
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau source, for all parameters in one fused call."""
+    t_params = list(target.parameters())
+    s_params = list(source.parameters())
+    torch._foreach_lerp_(t_params, s_params, tau)
+
+
+def aggregate(q: torch.Tensor, how: Literal["min", "mean"]) -> torch.Tensor:
+    """Aggregate an [M, ...] ensemble output over members."""
+    if how == "min":
+        return q.min(0).values
+    if how == "mean":
+        return q.mean(0)
+    raise ValueError(f"unknown ensemble aggregation {how!r}; valid: min, mean")
+
+
+def make_adam(
+    param_groups: Iterable[dict] | Iterable[nn.Parameter], lr: float, device: torch.device
+) -> torch.optim.Adam:
+    """Adam with the fused kernel (one launch for all parameters) where the device supports it."""
+    groups = list(param_groups)
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(groups, lr=lr, fused=fused)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target
+
+
+class ExpectileCritic(nn.Module):
+    """IQL critic: Q-ensemble (min aggregation in training) + expectile state value V."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        num_q: int = 2,
+        expectile: float = 0.7,
+        target_tau: float = 0.005,
+        act: str = "relu",
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm)
+        self.q_target = frozen_copy(self.q)
+        self.v = MLP(obs_dim, hidden_dims, 1, act, layer_norm)
+        self.expectile = expectile
+        self.target_tau = target_tau
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.v(obs).squeeze(-1)
+
+    @torch.no_grad()
+    def target_q(self, obs: torch.Tensor, actions: torch.Tensor, how: str = "min") -> torch.Tensor:
+        return aggregate(self.q_target(obs, actions), how)
+
+    def losses(
+        self, batch: Batch, discount: float, value_actions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Q + V losses for one batch. `value_actions` replaces a in the expectile term."""
+        actions_for_v = batch.actions if value_actions is None else value_actions
+        q_tgt = self.target_q(batch.observations, actions_for_v)
+        v = self.value(batch.observations)
+        value_loss = expectile_loss(q_tgt - v, self.expectile).mean()
+        with torch.no_grad():
+            next_v = self.value(batch.next_observations)
+            td_target = batch.rewards + discount * (1.0 - batch.dones) * next_v
+        q = self.q(batch.observations, batch.actions)
+        q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(1).sum()
+        metrics = {
+            "training/value_loss": value_loss.detach(),
+            "training/q_loss": q_loss.detach(),
+            "training/q_mean": q.detach().mean(),
+            "training/v_mean": v.detach().mean(),
+        }
+        return value_loss + q_loss, metrics
+
+    @torch.no_grad()
+    def advantage(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """A = Qtgt_min(s, a) - V(s), detached."""
+        return self.target_q(obs, actions) - self.value(obs)
+
+    def update_target(self) -> None:
+        polyak_update(self.q_target, self.q, self.target_tau)
+
+
+class TDCritic(nn.Module):
+    """Q-ensemble regressed to r + gamma (1 - d) agg Qtgt(s', a') with caller-chosen a'."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_dims: Sequence[int] = (512, 512, 512, 512),
+        num_q: int = 2,
+        target_tau: float = 0.005,
+        q_agg: Literal["min", "mean"] = "mean",
+        act: str = "gelu",
+        layer_norm: bool = True,
+    ):
+        super().__init__()
+        self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm)
+        self.q_target = frozen_copy(self.q)
+        self.target_tau = target_tau
+        self.q_agg = q_agg
+
+    def losses(
+        self, batch: Batch, discount: float, next_actions: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            next_q = aggregate(self.q_target(batch.next_observations, next_actions), self.q_agg)
+            td_target = batch.rewards + discount * (1.0 - batch.dones) * next_q
+        q = self.q(batch.observations, batch.actions)
+        q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(1).sum()
+        return q_loss, {"training/q_loss": q_loss.detach(), "training/q_mean": q.detach().mean()}
+
+    def update_target(self) -> None:
+        polyak_update(self.q_target, self.q, self.target_tau)

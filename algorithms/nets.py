@@ -1,0 +1,296 @@
+"""Networks shared by every method: MLPs, a vectorised ensemble, GMM and Gaussian heads, flow nets.
+
+Nothing here knows about a particular method. The ensemble critic evaluates its M heads in
+one batched matmul per layer (weights stacked as [M, in, out]), never a Python loop over heads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "mish": nn.Mish,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError as err:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from err
+
+
+class MLP(nn.Sequential):
+    """Linear -> [LayerNorm] -> activation, repeated; a plain linear output layer."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dims: Sequence[int],
+        out_dim: int,
+        act: str = "relu",
+        layer_norm: bool = False,
+    ):
+        layers: list[nn.Module] = []
+        last = in_dim
+        for width in hidden_dims:
+            layers.append(nn.Linear(last, width))
+            if layer_norm:
+                layers.append(nn.LayerNorm(width))
+            layers.append(activation(act))
+            last = width
+        layers.append(nn.Linear(last, out_dim))
+        super().__init__(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """M independent linear layers applied as one batched matmul: [M, B, in] -> [M, B, out]."""
+
+    def __init__(self, num_members: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)
+        # Same init distribution as nn.Linear, drawn independently per member so heads differ.
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """An ensemble of MLPs with stacked weights. Input [B, in] (shared) or [M, B, in]."""
+
+    def __init__(
+        self,
+        num_members: int,
+        in_dim: int,
+        hidden_dims: Sequence[int],
+        out_dim: int,
+        act: str = "relu",
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        self.num_members = num_members
+        layers: list[nn.Module] = []
+        last = in_dim
+        for width in hidden_dims:
+            layers.append(EnsembleLinear(num_members, last, width))
+            if layer_norm:
+                layers.append(nn.LayerNorm(width, elementwise_affine=False))
+            layers.append(activation(act))
+            last = width
+        layers.append(EnsembleLinear(num_members, last, out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.num_members, -1, -1)
+        return self.layers(x)
+
+
+class EnsembleCritic(nn.Module):
+    """Q_1..Q_M(s, a) as one network: forward returns [M, B] (leading batch dims flattened)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        num_members: int = 2,
+        act: str = "relu",
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        self.num_members = num_members
+        self.net = EnsembleMLP(num_members, obs_dim + act_dim, hidden_dims, 1, act, layer_norm)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[:-1]
+        x = torch.cat([obs, actions], dim=-1).reshape(-1, obs.shape[-1] + actions.shape[-1])
+        return self.net(x).squeeze(-1).reshape(self.num_members, *lead)
+
+
+class DiagonalGMM:
+    """A batch of diagonal Gaussian mixtures: log-weights [..., K], means and log-stds [..., K, d]."""
+
+    def __init__(self, log_weights: torch.Tensor, means: torch.Tensor, log_stds: torch.Tensor):
+        self.log_weights = log_weights
+        self.means = means
+        self.log_stds = log_stds.expand_as(means)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.log_weights.exp()
+
+    def component_log_probs(self, actions: torch.Tensor) -> torch.Tensor:
+        """log N(a; mu_k, Sigma_k) for every component: actions [..., d] -> [..., K]."""
+        z = (actions.unsqueeze(-2) - self.means) * torch.exp(-self.log_stds)
+        d = self.means.shape[-1]
+        return -0.5 * (z * z).sum(-1) - self.log_stds.sum(-1) - 0.5 * d * math.log(2 * math.pi)
+
+    def joint_log_probs(self, actions: torch.Tensor) -> torch.Tensor:
+        """u_k = log w_k + log N(a; mu_k, Sigma_k), [..., K]."""
+        return self.log_weights + self.component_log_probs(actions)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(self.joint_log_probs(actions), dim=-1)
+
+    def expand_samples(self, n: int) -> "DiagonalGMM":
+        """The same mixtures with a new axis of size n before the component axis."""
+        return DiagonalGMM(
+            self.log_weights.unsqueeze(-2).expand(*self.log_weights.shape[:-1], n, -1),
+            self.means.unsqueeze(-3).expand(*self.means.shape[:-2], n, *self.means.shape[-2:]),
+            self.log_stds.unsqueeze(-3).expand(*self.log_stds.shape[:-2], n, *self.log_stds.shape[-2:]),
+        )
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples per mixture: [..., n, d]."""
+        lead = self.log_weights.shape[:-1]
+        probs = self.log_weights.exp().reshape(-1, self.log_weights.shape[-1])
+        idx = torch.multinomial(probs, n, replacement=True, generator=generator)  # [L, n]
+        d = self.means.shape[-1]
+        means = self.means.reshape(-1, *self.means.shape[-2:])
+        log_stds = self.log_stds.reshape(-1, *self.log_stds.shape[-2:])
+        gather = idx.unsqueeze(-1).expand(-1, -1, d)
+        mu = torch.gather(means, 1, gather)
+        std = torch.gather(log_stds, 1, gather).exp()
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return (mu + std * noise).reshape(*lead, n, d)
+
+    def gating_entropy(self) -> torch.Tensor:
+        """H(w) = -sum_k w_k log(w_k + 1e-6), [...]."""
+        w = self.weights
+        return -(w * torch.log(w + 1e-6)).sum(-1)
+
+
+class GMMPolicy(nn.Module):
+    """s -> DiagonalGMM with K components. Log-stds are state-independent parameters by default."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_components: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        act: str = "relu",
+        state_dependent_std: bool = False,
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+        tanh_means: bool = True,
+        init_log_std: float = 0.0,
+    ):
+        super().__init__()
+        self.k, self.d = num_components, act_dim
+        self.state_dependent_std = state_dependent_std
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.tanh_means = tanh_means
+        out = num_components * (1 + act_dim + (act_dim if state_dependent_std else 0))
+        self.net = MLP(obs_dim, hidden_dims, out, act)
+        if not state_dependent_std:
+            self.log_std = nn.Parameter(torch.full((num_components, act_dim), float(init_log_std)))
+
+    def forward(self, obs: torch.Tensor) -> DiagonalGMM:
+        out = self.net(obs)
+        k, d = self.k, self.d
+        logits = out[..., :k]
+        means = out[..., k : k + k * d].unflatten(-1, (k, d))
+        if self.tanh_means:
+            means = torch.tanh(means)
+        if self.state_dependent_std:
+            log_std = out[..., k + k * d :].unflatten(-1, (k, d))
+        else:
+            log_std = self.log_std.expand(*obs.shape[:-1], k, d)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        return DiagonalGMM(F.log_softmax(logits, dim=-1), means, log_std)
+
+
+class GaussianPolicy(nn.Module):
+    """Diagonal Gaussian with tanh mean and state-independent log-std (CORL's IQL actor)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        act: str = "relu",
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+        tanh_mean: bool = True,
+    ):
+        super().__init__()
+        self.net = MLP(obs_dim, hidden_dims, act_dim, act)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.tanh_mean = tanh_mean
+
+    def forward(self, obs: torch.Tensor) -> torch.distributions.Normal:
+        mean = self.net(obs)
+        if self.tanh_mean:
+            mean = torch.tanh(mean)
+        std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp().expand_as(mean)
+        return torch.distributions.Normal(mean, std)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self(obs).log_prob(actions).sum(-1)
+
+
+class FlowVelocityNet(nn.Module):
+    """v(x_t, t, s[, token]) for conditional flow matching; tokens are learned embeddings."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_dims: Sequence[int] = (512, 512, 512, 512),
+        act: str = "gelu",
+        num_tokens: int = 0,
+        token_dim: int = 16,
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.token_embedding = nn.Embedding(num_tokens, token_dim) if num_tokens else None
+        in_dim = obs_dim + act_dim + 1 + (token_dim if num_tokens else 0)
+        self.net = MLP(in_dim, hidden_dims, act_dim, act, layer_norm)
+
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, obs: torch.Tensor, token: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if t.dim() == x_t.dim() - 1:
+            t = t.unsqueeze(-1)
+        parts = [obs, x_t, t.expand(*x_t.shape[:-1], 1)]
+        if self.token_embedding is not None:
+            if token is None:
+                raise ValueError("this velocity net is token-conditioned: pass a token")
+            parts.append(self.token_embedding(token))
+        return self.net(torch.cat(parts, dim=-1))
+
+
+def euler_integrate(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """Integrate dx/dt = velocity(x, t) from t=0 to 1 with `steps` Euler steps."""
+    x = x0
+    dt = 1.0 / steps
+    for i in range(steps):
+        t = torch.full(x.shape[:-1], i * dt, device=x.device, dtype=x.dtype)
+        x = x + dt * velocity(x, t)
+    return x
+
+
+def sample_ball(shape: Sequence[int], dim: int, radius: float, generator=None, device=None) -> torch.Tensor:
+    """Exact uniform samples in the `dim`-ball: R * U^{1/d} * g / |g|, g ~ N(0, I), U ~ U(0, 1)."""
+    g = torch.randn(*shape, dim, generator=generator, device=device)
+    u = torch.rand(*shape, 1, generator=generator, device=device)
+    return radius * u.pow(1.0 / dim) * g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)

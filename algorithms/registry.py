@@ -1,0 +1,61 @@
+"""Method registry: a plain dict from a method's name to its class and presets.
+
+A preset is a named variant of a method (a paper ablation, a code-faithful configuration):
+the same class with fixed config and knob overrides. Classes are imported lazily so that
+`modebench --help` stays fast and one method's optional dependencies never block another.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from algorithms.base import Algorithm
+
+
+class UnknownMethodError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """Where a method's class lives, plus fixed config/knob overrides for presets."""
+
+    target: str  # "module:ClassName"
+    config: dict[str, Any] = field(default_factory=dict)
+    knobs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def load(self) -> type[Algorithm]:
+        module_name, class_name = self.target.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+
+METHODS: dict[str, MethodEntry] = {
+    "bc": MethodEntry("algorithms.bc:BC", description="Gaussian behaviour cloning"),
+    "iql": MethodEntry("algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
+}
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> MethodEntry:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UnknownMethodError(
+            f"unknown method {name!r}; registered methods: {', '.join(method_names())}"
+        ) from None
+
+
+def base_method(name: str) -> str:
+    """The registry name of the class a preset uses (e.g. 'gem-no-pw' -> 'gem')."""
+    target = get_method(name).target
+    for other, entry in METHODS.items():
+        if entry.target == target and not entry.config and not entry.knobs:
+            return other
+    return name

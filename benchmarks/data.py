@@ -1,0 +1,317 @@
+"""The one transition store every method trains from, its validation, normalisation and replay.
+
+Layout (numpy, N transitions): observations [N, o], actions [N, a], rewards [N],
+next_observations [N, o], terminals [N] (true environment termination), timeouts [N]
+(truncation), next_actions [N, a] (the next DATASET action, for SARSA-style critics; at an
+episode's last step it repeats the action, which only matters after a timeout since terminals
+are masked by (1 - d)), episode_ids [N].
+
+Actions are stored in [-1, 1]: a dataset whose action box is another box is rescaled on load
+and the box is kept (`action_low`, `action_high`) so evaluation maps actions back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Mapping
+
+import numpy as np
+import torch
+
+from algorithms.base import Batch
+from algorithms.config import require
+
+ACTION_TOLERANCE = 1e-4
+FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions", "episode_ids")
+
+
+class DatasetError(ValueError):
+    """A dataset is malformed; the message names the field, the index and the fix."""
+
+
+@dataclass
+class TransitionDataset:
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    next_actions: np.ndarray
+    episode_ids: np.ndarray
+    name: str = "unnamed"
+    action_low: np.ndarray | None = None  # original action box (None: already [-1, 1])
+    action_high: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.observations.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(len(np.unique(self.episode_ids)))
+
+    def episode_returns(self) -> np.ndarray:
+        return np.bincount(self.episode_ids - self.episode_ids.min(), weights=self.rewards)[
+            np.unique(self.episode_ids - self.episode_ids.min())
+        ]
+
+    def validate(self) -> "TransitionDataset":
+        """Refuse malformed data with the field, the index and what to do about it."""
+        n = len(self)
+        if self.observations.ndim != 2:
+            raise DatasetError(f"{self.name}: observations must be [N, obs_dim], got shape {self.observations.shape}")
+        if self.actions.ndim != 2:
+            raise DatasetError(f"{self.name}: actions must be [N, act_dim], got shape {self.actions.shape}")
+        expected = {
+            "observations": (n, self.obs_dim),
+            "actions": (n, self.act_dim),
+            "rewards": (n,),
+            "next_observations": (n, self.obs_dim),
+            "terminals": (n,),
+            "timeouts": (n,),
+            "next_actions": (n, self.act_dim),
+            "episode_ids": (n,),
+        }
+        for name, shape in expected.items():
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray):
+                raise DatasetError(f"{self.name}: field '{name}' must be a numpy array, got {type(arr).__name__}")
+            if arr.shape != shape:
+                raise DatasetError(f"{self.name}: field '{name}' has shape {arr.shape}, expected {shape}")
+        for name in ("observations", "actions", "rewards", "next_observations", "next_actions"):
+            arr = getattr(self, name)
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise DatasetError(f"{self.name}: field '{name}' must be floating point, got {arr.dtype}")
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                index = int(np.argwhere(bad)[0][0])
+                raise DatasetError(
+                    f"{self.name}: field '{name}' has a non-finite value (NaN or inf) at index {index}; "
+                    "clean or drop those transitions before training"
+                )
+        for name in ("actions", "next_actions"):
+            arr = getattr(self, name)
+            out = np.abs(arr) > 1.0 + ACTION_TOLERANCE
+            if out.any():
+                index = int(np.argwhere(out)[0][0])
+                raise DatasetError(
+                    f"{self.name}: field '{name}' at index {index} is outside the action box [-1, 1] "
+                    f"(value {arr[index].tolist()}); pass the dataset's action bounds so it is rescaled"
+                )
+        if n == 0:
+            raise DatasetError(f"{self.name}: the dataset is empty")
+        if np.any(np.diff(self.episode_ids) < 0):
+            index = int(np.argwhere(np.diff(self.episode_ids) < 0)[0][0]) + 1
+            raise DatasetError(f"{self.name}: episode_ids decrease at index {index}; transitions must be stored episode by episode")
+        ends = np.append(self.episode_ids[1:] != self.episode_ids[:-1], True)
+        inner_terminal = self.terminals.astype(bool) & ~ends
+        if inner_terminal.any():
+            index = int(np.argwhere(inner_terminal)[0][0])
+            raise DatasetError(f"{self.name}: field 'terminals' is set at index {index} in the middle of an episode")
+        return self
+
+    def subset(self, indices: np.ndarray) -> "TransitionDataset":
+        return dataclasses.replace(self, **{f: getattr(self, f)[indices] for f in FIELDS})
+
+    @classmethod
+    def from_episodes(
+        cls,
+        episodes: Iterable[Mapping[str, np.ndarray]],
+        name: str,
+        action_low: np.ndarray | None = None,
+        action_high: np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> "TransitionDataset":
+        """Episodes with observations [T+1, o] (Minari layout), actions [T, a], rewards,
+        terminations and truncations [T]."""
+        parts: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
+        for ep_id, ep in enumerate(episodes):
+            obs = np.asarray(ep["observations"], dtype=np.float32)
+            acts = np.asarray(ep["actions"], dtype=np.float32)
+            steps = acts.shape[0]
+            if obs.shape[0] != steps + 1:
+                raise DatasetError(
+                    f"{name}: episode {ep_id} has {obs.shape[0]} observations for {steps} actions; expected T+1"
+                )
+            term = np.asarray(ep["terminations"], dtype=bool).reshape(steps)
+            trunc = np.asarray(ep["truncations"], dtype=bool).reshape(steps)
+            trunc = trunc.copy()
+            if steps and not (term[-1] or trunc[-1]):
+                trunc[-1] = True  # an episode cut by the recorder counts as a timeout
+            parts["observations"].append(obs[:-1])
+            parts["next_observations"].append(obs[1:])
+            parts["actions"].append(acts)
+            parts["next_actions"].append(np.concatenate([acts[1:], acts[-1:]], axis=0))
+            parts["rewards"].append(np.asarray(ep["rewards"], dtype=np.float32).reshape(steps))
+            parts["terminals"].append(term)
+            parts["timeouts"].append(trunc)
+            parts["episode_ids"].append(np.full(steps, ep_id, dtype=np.int64))
+        if not parts["actions"]:
+            raise DatasetError(f"{name}: no episodes")
+        arrays = {f: np.concatenate(v, axis=0) for f, v in parts.items()}
+        return cls(**arrays, name=name, metadata=metadata or {}).rescale_actions(action_low, action_high)
+
+    @classmethod
+    def from_flat(
+        cls,
+        data: Mapping[str, np.ndarray],
+        name: str,
+        action_low: np.ndarray | None = None,
+        action_high: np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> "TransitionDataset":
+        """D4RL-style flat arrays: observations, actions, rewards, terminals, timeouts and
+        optionally next_observations. Without next_observations, the next observation is the
+        following row and each episode's last transition is dropped (d4rl.qlearning_dataset)."""
+        required = ("observations", "actions", "rewards", "terminals")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise DatasetError(f"{name}: missing field(s) {missing}; a D4RL-style file needs {list(required)} (+ timeouts)")
+        obs = np.asarray(data["observations"], dtype=np.float32)
+        n = obs.shape[0]
+        acts = np.asarray(data["actions"], dtype=np.float32)
+        rewards = np.asarray(data["rewards"], dtype=np.float32).reshape(-1)
+        terminals = np.asarray(data["terminals"], dtype=bool).reshape(-1)
+        timeouts = np.asarray(data.get("timeouts", np.zeros(n, dtype=bool)), dtype=bool).reshape(-1)
+        for key, arr in (("actions", acts), ("rewards", rewards), ("terminals", terminals), ("timeouts", timeouts)):
+            if arr.shape[0] != n:
+                raise DatasetError(f"{name}: field '{key}' has {arr.shape[0]} rows, observations have {n}")
+        timeouts = timeouts & ~terminals
+        timeouts[-1] = timeouts[-1] or not terminals[-1]
+        ends = terminals | timeouts
+        episode_ids = np.concatenate([[0], np.cumsum(ends[:-1])]).astype(np.int64)
+        same_episode_next = np.append(episode_ids[1:] == episode_ids[:-1], False)
+        if "next_observations" in data:
+            next_obs = np.asarray(data["next_observations"], dtype=np.float32)
+            keep = np.ones(n, dtype=bool)
+        else:
+            next_obs = np.concatenate([obs[1:], obs[-1:]], axis=0)
+            keep = ~timeouts  # the observation after a timeout is not recorded: drop it
+            # and the transition before a dropped one becomes its episode's (truncated) last
+            timeouts = (np.append(timeouts[1:], False) & same_episode_next) | (timeouts & ~keep)
+        next_acts = np.where(same_episode_next[:, None], np.concatenate([acts[1:], acts[-1:]], axis=0), acts)
+        arrays = dict(
+            observations=obs, actions=acts, rewards=rewards, next_observations=next_obs, terminals=terminals,
+            timeouts=timeouts, next_actions=next_acts, episode_ids=episode_ids,
+        )
+        arrays = {k: v[keep] for k, v in arrays.items()}
+        return cls(**arrays, name=name, metadata=metadata or {}).rescale_actions(action_low, action_high)
+
+    def rescale_actions(self, low: np.ndarray | None, high: np.ndarray | None) -> "TransitionDataset":
+        """Map actions from the box [low, high] to [-1, 1] (no-op for the unit box or None)."""
+        if low is None or high is None:
+            return self
+        low = np.asarray(low, dtype=np.float32).reshape(-1)
+        high = np.asarray(high, dtype=np.float32).reshape(-1)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise DatasetError(f"{self.name}: the action box must be finite, got low={low}, high={high}")
+        if np.allclose(low, -1.0) and np.allclose(high, 1.0):
+            return self
+        scale = (high - low) / 2.0
+        center = (high + low) / 2.0
+        self.actions = ((self.actions - center) / scale).astype(np.float32)
+        self.next_actions = ((self.next_actions - center) / scale).astype(np.float32)
+        self.action_low, self.action_high = low, high
+        return self
+
+
+@dataclass
+class DataConfig:
+    """Data preprocessing, recorded in every run's config."""
+
+    normalize_obs: bool = True  # standardise observations with the dataset's mean/std
+    reward_transform: Literal["none", "locomotion", "antmaze", "affine"] = "none"
+    # locomotion: r * 1000 / (max_return - min_return) (IQL/CORL); antmaze: r - 1 (IQL);
+    # affine: r * reward_scale + reward_shift
+    reward_scale: float = 1.0
+    reward_shift: float = 0.0
+    clip_actions: float = 1.0  # clip dataset actions to +-clip (FQL uses 1 - 1e-5)
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.clip_actions <= 1.0, f"clip_actions must be in (0, 1], got {self.clip_actions}")
+
+
+@dataclass
+class Normalizer:
+    """Observation standardisation, saved in every checkpoint so evaluation applies the same map."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, observations: np.ndarray, enabled: bool = True) -> "Normalizer":
+        dim = observations.shape[1]
+        if not enabled:
+            return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
+        std = observations.std(0)
+        std = np.where(std < 1e-6, 1.0, std)  # a constant feature stays as it is
+        return cls(observations.mean(0).astype(np.float32), std.astype(np.float32) + 1e-3 * (std >= 1e-6))
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return ((obs - self.mean) / self.std).astype(np.float32)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": torch.as_tensor(self.mean), "std": torch.as_tensor(self.std)}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "Normalizer":
+        return cls(state["mean"].numpy(), state["std"].numpy())
+
+
+def transform_rewards(dataset: TransitionDataset, cfg: DataConfig) -> np.ndarray:
+    r = dataset.rewards
+    if cfg.reward_transform == "none":
+        return r
+    if cfg.reward_transform == "locomotion":
+        returns = dataset.episode_returns()
+        spread = float(returns.max() - returns.min())
+        if spread <= 0:
+            raise DatasetError(f"{dataset.name}: all episode returns are equal; the locomotion reward scale is undefined")
+        return (r * 1000.0 / spread).astype(np.float32)
+    if cfg.reward_transform == "antmaze":
+        return (r - 1.0).astype(np.float32)
+    return (r * cfg.reward_scale + cfg.reward_shift).astype(np.float32)
+
+
+class DeviceReplay:
+    """The whole dataset as tensors on the training device; uniform minibatches by index."""
+
+    def __init__(self, dataset: TransitionDataset, cfg: DataConfig, normalizer: Normalizer, device: torch.device, seed: int):
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
+
+        clip = cfg.clip_actions
+        self.observations = t(normalizer(dataset.observations))
+        self.next_observations = t(normalizer(dataset.next_observations))
+        self.actions = t(np.clip(dataset.actions, -clip, clip))
+        self.next_actions = t(np.clip(dataset.next_actions, -clip, clip))
+        self.rewards = t(transform_rewards(dataset, cfg))
+        self.dones = t(dataset.terminals.astype(np.float32))
+        self.size = len(dataset)
+        self.device = device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.device)
+        return self.batch(idx)
+
+    def batch(self, idx: torch.Tensor) -> Batch:
+        return Batch(
+            observations=self.observations[idx],
+            actions=self.actions[idx],
+            rewards=self.rewards[idx],
+            next_observations=self.next_observations[idx],
+            dones=self.dones[idx],
+            next_actions=self.next_actions[idx],
+        )
