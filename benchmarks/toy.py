@@ -67,7 +67,7 @@ class FourGoalBandit(BanditEnv):
     GOALS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]], np.float32)
     VALUES = np.array([2.0, 1.0, 1.0, 1.0], np.float32)
     # Uniform actions on [-1, 1]^2 hit each corner's quarter-disc with prob (pi r^2 / 4) / 4.
-    REF_RANDOM = float(VALUES.sum() * math.pi * MODE_RADIUS**2 / 16.0)
+    REF_RANDOM = float(VALUES.sum()) * float(math.pi * MODE_RADIUS**2 / 16.0)
     REF_OPTIMAL = 2.0
     success_reward = 2.0
 
@@ -82,7 +82,7 @@ class SparseOptimumBandit(BanditEnv):
     CENTERS = np.stack([OPTIMUM, SUBOPTIMAL, DANGER])
     VALUES = np.array([2.0, 1.0, -1.0], np.float32)
     # Three discs fully inside the box: P(hit each) = pi r^2 / 4.
-    REF_RANDOM = float(VALUES.sum() * math.pi * MODE_RADIUS**2 / 4.0)
+    REF_RANDOM = float(VALUES.sum()) * float(math.pi * MODE_RADIUS**2 / 4.0)
     REF_OPTIMAL = 2.0
     success_reward = 2.0
 

@@ -1,0 +1,234 @@
+"""Suites and tasks: data files in `benchmarks/suites/<suite>.yaml`, resolved into `Task`s.
+
+A suite file names its tasks, and for each the dataset source, the evaluation environment,
+the episode horizon, the score normalisation, the number of evaluation episodes, data
+preprocessing and per-method overrides (config: training hyperparameters, knobs: inference
+knobs). Keys are checked: an unknown key is an error. Suite-level `defaults` and `methods`
+apply to every task; a task's own entries win.
+
+Dataset, environment and score kinds plug in through the three registries below, so the
+core never branches on a suite's name.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import yaml
+
+from algorithms.config import ConfigError
+from benchmarks.data import TransitionDataset
+
+SUITES_DIR = Path(__file__).parent / "suites"
+TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default"}
+SUITE_KEYS = {"name", "description", "defaults", "methods", "tasks", "include_overrides", "bench_steps"}
+
+DatasetLoader = Callable[..., TransitionDataset]
+EnvFactory = Callable[..., gym.Env]
+
+DATASET_SOURCES: dict[str, DatasetLoader] = {}
+ENV_SOURCES: dict[str, EnvFactory] = {}
+
+
+class UnknownNameError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def dataset_source(kind: str):
+    """Register a dataset loader: `loader(**params) -> TransitionDataset`."""
+
+    def register(fn: DatasetLoader) -> DatasetLoader:
+        DATASET_SOURCES[kind] = fn
+        return fn
+
+    return register
+
+
+def env_source(kind: str):
+    """Register an environment factory: `factory(**params) -> gym.Env`."""
+
+    def register(fn: EnvFactory) -> EnvFactory:
+        ENV_SOURCES[kind] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class Task:
+    suite: str
+    name: str
+    dataset: dict[str, Any]
+    env: dict[str, Any]
+    horizon: int
+    score: dict[str, Any]
+    eval_episodes: int = 10
+    data: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    description: str = ""
+    default: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.suite}/{self.name}"
+
+    def load_dataset(self) -> TransitionDataset:
+        params = dict(self.dataset)
+        kind = params.pop("source")
+        loader = _lookup(DATASET_SOURCES, kind, "dataset source")
+        return loader(**params).validate()
+
+    def make_env(self) -> gym.Env:
+        params = dict(self.env)
+        kind = params.pop("source")
+        return _lookup(ENV_SOURCES, kind, "environment source")(**params)
+
+    def reference_returns(self, dataset: TransitionDataset | None = None) -> tuple[float, float]:
+        """(random, expert) returns for the normalised score 100 (R - random) / (expert - random)."""
+        kind = self.score.get("kind", "reference")
+        if kind == "reference":
+            return float(self.score["random"]), float(self.score["expert"])
+        if kind == "success":
+            return 0.0, 1.0
+        if kind == "dataset":
+            meta = (dataset.metadata if dataset is not None else self.load_dataset().metadata)
+            low, high = meta.get("ref_min_score"), meta.get("ref_max_score")
+            if low is None or high is None:
+                raise ConfigError(
+                    f"{self.id}: the dataset records no ref_min_score/ref_max_score; "
+                    "give `score: {kind: reference, random: .., expert: ..}` in the suite file"
+                )
+            return float(low), float(high)
+        raise ConfigError(f"{self.id}: unknown score kind {kind!r}; valid: reference, dataset, success")
+
+    def normalize(self, returns: np.ndarray | float, successes=None, dataset: TransitionDataset | None = None):
+        if self.score.get("kind") == "success":
+            return 100.0 * np.asarray(successes, dtype=np.float64)
+        low, high = self.reference_returns(dataset)
+        return 100.0 * (np.asarray(returns, dtype=np.float64) - low) / (high - low)
+
+    def method_overrides(self, method: str) -> dict[str, dict[str, Any]]:
+        entry = self.methods.get(method, {})
+        unknown = set(entry) - {"config", "knobs"}
+        if unknown:
+            raise ConfigError(f"{self.id}: method {method!r} overrides have unknown keys {sorted(unknown)}; use config/knobs")
+        return {"config": dict(entry.get("config", {})), "knobs": dict(entry.get("knobs", {}))}
+
+
+def _lookup(table: dict, key: str, what: str):
+    try:
+        return table[key]
+    except KeyError:
+        raise ConfigError(f"unknown {what} {key!r}; valid: {sorted(table)}") from None
+
+
+def _merge_methods(*blocks: dict) -> dict:
+    out: dict[str, dict[str, dict]] = {}
+    for block in blocks:
+        for method, entry in (block or {}).items():
+            slot = out.setdefault(method, {})
+            for part, values in (entry or {}).items():
+                slot.setdefault(part, {}).update(values or {})
+    return out
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.stem.endswith(("_defaults", "_overrides")))
+
+
+@lru_cache(maxsize=None)
+def _read_suite(name: str) -> dict:
+    path = SUITES_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise UnknownNameError(f"unknown suite {name!r}; valid suites: {', '.join(suite_names())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - SUITE_KEYS
+    if unknown:
+        raise ConfigError(f"suite file {path}: unknown key(s) {sorted(unknown)}; valid: {sorted(SUITE_KEYS)}")
+    return raw
+
+
+def load_suite(name: str) -> dict[str, Task]:
+    """All tasks of a suite, in file order."""
+    raw = _read_suite(name)
+    defaults = raw.get("defaults", {}) or {}
+    unknown = set(defaults) - TASK_KEYS
+    if unknown:
+        raise ConfigError(f"suite {name}: unknown default key(s) {sorted(unknown)}; valid: {sorted(TASK_KEYS)}")
+    extra_methods = {}
+    for include in raw.get("include_overrides", []) or []:
+        extra_methods = _merge_methods(extra_methods, (yaml.safe_load((SUITES_DIR / include).read_text()) or {}).get(name, {}))
+    tasks: dict[str, Task] = {}
+    for task_name, spec in (raw.get("tasks") or {}).items():
+        spec = spec or {}
+        unknown = set(spec) - TASK_KEYS
+        if unknown:
+            raise ConfigError(f"suite {name}, task {task_name}: unknown key(s) {sorted(unknown)}; valid: {sorted(TASK_KEYS)}")
+        merged = copy.deepcopy(defaults)
+        for key, value in spec.items():
+            if key in ("data",) and isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+            elif key != "methods":
+                merged[key] = value
+        merged["methods"] = _merge_methods(raw.get("methods", {}), extra_methods, defaults.get("methods", {}), spec.get("methods", {}))
+        missing = {"dataset", "env", "horizon", "score"} - set(merged)
+        if missing:
+            raise ConfigError(f"suite {name}, task {task_name}: missing key(s) {sorted(missing)}")
+        tasks[task_name] = Task(suite=name, name=task_name, **merged)
+    return tasks
+
+
+def get_task(task_id: str) -> Task:
+    """`suite/task` (e.g. `toy/four-goal`)."""
+    if "/" not in task_id:
+        raise UnknownNameError(f"task {task_id!r} must be written SUITE/TASK; suites: {', '.join(suite_names())}")
+    suite, name = task_id.split("/", 1)
+    tasks = load_suite(suite)
+    if name not in tasks:
+        raise UnknownNameError(f"unknown task {name!r} in suite {suite!r}; valid tasks: {', '.join(tasks)}")
+    return tasks[name]
+
+
+# ---------------------------------------------------------------- built-in sources
+
+
+@dataset_source("toy")
+def _toy_dataset(task: str, size: int = 10_000, seed: int = 0, noise: float = 0.08) -> TransitionDataset:
+    from benchmarks import toy
+
+    return toy.generate(task, size=size, seed=seed, noise=noise)
+
+
+@env_source("gym")
+def _gym_env(id: str, **kwargs) -> gym.Env:
+    import benchmarks.toy  # noqa: F401  (registers the toy envs)
+
+    return gym.make(id, **kwargs)
+
+
+@dataset_source("minari")
+def _minari_dataset(id: str | None = None, path: str | None = None) -> TransitionDataset:
+    from benchmarks.minari_io import load_minari
+
+    return load_minari(path or id)
+
+
+@env_source("minari")
+def _minari_env(id: str | None = None, path: str | None = None, eval_env: bool = True) -> gym.Env:
+    from benchmarks.minari_io import recover_env
+
+    return recover_env(path or id, eval_env=eval_env)
+
+
+@dataset_source("d4rl-file")
+def _d4rl_file(path: str, name: str | None = None) -> TransitionDataset:
+    from benchmarks.minari_io import load_d4rl_file
+
+    return load_d4rl_file(path, name=name)

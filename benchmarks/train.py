@@ -1,0 +1,385 @@
+"""Train / evaluate entry points shared by the CLI, `make bench` and the sweeps.
+
+`train(...)` resolves a method (registry name or preset) and a task (suite task or a dataset
+given by id/path), merges configs in this order -- the class's paper defaults, the suite's
+overrides for the base method, the preset's fixed values, the suite's overrides for the
+preset, the caller's values -- trains with periodic evaluation, writes one record per
+evaluation and a checkpoint, and resumes an interrupted run from its checkpoint.
+`evaluate_checkpoint(...)` evaluates a checkpoint over a grid of inference-only knobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from algorithms.base import Algorithm, EnvSpec
+from algorithms.config import ConfigError, config_hash, from_dict, to_dict
+from algorithms.registry import base_method, get_method
+from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionDataset
+from benchmarks.evaluation import evaluate
+from benchmarks.results import DEFAULT_ROOT, RunStore, atomic_torch_save, git_revision, record_key
+from benchmarks.suites import Task, get_task
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def task_from_dataset(
+    dataset: str, env: str | None = None, ref_min: float | None = None, ref_max: float | None = None,
+    horizon: int | None = None, eval_episodes: int = 10,
+) -> Task:
+    """An ad-hoc task for `--dataset ID_OR_PATH`: a Minari dataset (evaluated in the env it
+    records, scored with its ref_min/max_score) or a D4RL-style .npz/.hdf5 file (give --env)."""
+    path = Path(dataset).expanduser()
+    if path.suffix in (".npz", ".hdf5", ".h5"):
+        if env is None:
+            raise ConfigError(f"{dataset}: a D4RL-style file records no environment; pass --env GYM_ID to evaluate in")
+        if ref_min is None or ref_max is None:
+            raise ConfigError(f"{dataset}: pass --ref-min and --ref-max (random / expert returns) for the normalised score")
+        import gymnasium as gym
+
+        return Task(
+            suite="dataset", name=path.stem, dataset={"source": "d4rl-file", "path": str(path.resolve())},
+            env={"source": "gym", "id": env}, horizon=horizon or gym.spec(env).max_episode_steps or 1000,
+            score={"kind": "reference", "random": ref_min, "expert": ref_max}, eval_episodes=eval_episodes,
+        )
+    from benchmarks.minari_io import max_episode_steps
+
+    source = {"source": "minari", "path": str(path.resolve())} if path.exists() else {"source": "minari", "id": dataset}
+    score: dict[str, Any] = {"kind": "dataset"}
+    if ref_min is not None and ref_max is not None:
+        score = {"kind": "reference", "random": ref_min, "expert": ref_max}
+    env_spec = {"source": "gym", "id": env} if env else dict(source)
+    name = path.name if path.exists() else dataset.replace("/", "-")
+    return Task(
+        suite="dataset", name=name, dataset=source, env=env_spec,
+        horizon=horizon or max_episode_steps(dataset) or 1000, score=score, eval_episodes=eval_episodes,
+    )
+
+
+@dataclass
+class ResolvedMethod:
+    name: str
+    cls: type[Algorithm]
+    config: Any
+    knobs: Any
+
+
+def resolve_method(name: str, task: Task, config: dict | None = None, knobs: dict | None = None) -> ResolvedMethod:
+    entry = get_method(name)
+    cls = entry.load()
+    base = base_method(name)
+    merged_config: dict[str, Any] = {}
+    merged_knobs: dict[str, Any] = {}
+    layers = [task.method_overrides(base), {"config": entry.config, "knobs": entry.knobs}]
+    if name != base:
+        layers.append(task.method_overrides(name))
+    layers.append({"config": config or {}, "knobs": knobs or {}})
+    for layer in layers:
+        merged_config.update(layer["config"])
+        merged_knobs.update(layer["knobs"])
+    return ResolvedMethod(
+        name=name,
+        cls=cls,
+        config=from_dict(cls.config_class, merged_config, what=f"{name} config"),
+        knobs=from_dict(cls.knobs_class, merged_knobs, what=f"{name} knob"),
+    )
+
+
+@dataclass
+class RunResult:
+    score: float
+    records: list[dict[str, Any]]
+    algorithm: Algorithm
+    checkpoint: Path
+    run_dir: Path
+    updates_per_second: float = math.nan
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _optimizer_like(algorithm: Algorithm) -> dict[str, Any]:
+    """Optimizers and LR schedulers held as attributes (saved for an exact resume)."""
+    return {
+        key: value
+        for key, value in vars(algorithm).items()
+        if isinstance(value, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
+    }
+
+
+def save_checkpoint(path: Path, algorithm: Algorithm, run: dict[str, Any], step: int, normalizer: Normalizer,
+                    dataset: TransitionDataset, replay: DeviceReplay | None) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "run": json.dumps(run, sort_keys=True, default=str),
+        "step": step,
+        "model": algorithm.state_dict(),
+        "optim": {k: v.state_dict() for k, v in _optimizer_like(algorithm).items()},
+        "normalizer": normalizer.state_dict(),
+        "action_low": None if dataset.action_low is None else torch.as_tensor(dataset.action_low),
+        "action_high": None if dataset.action_high is None else torch.as_tensor(dataset.action_high),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "replay": replay.generator.get_state() if replay is not None else None,
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+    }
+    atomic_torch_save(path, payload)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; `modebench train ... --out DIR` writes DIR/runs/<run>/checkpoint.pt")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {payload.get('format')} is not {CHECKPOINT_FORMAT}")
+    payload["run"] = json.loads(payload["run"])
+    return payload
+
+
+def _restore(algorithm: Algorithm, payload: dict[str, Any], replay: DeviceReplay | None) -> None:
+    algorithm.load_state_dict(payload["model"])
+    for key, opt in _optimizer_like(algorithm).items():
+        if key in payload["optim"]:
+            opt.load_state_dict(payload["optim"][key])
+    torch.set_rng_state(payload["rng"]["torch"])
+    if replay is not None and payload["rng"]["replay"] is not None:
+        replay.generator.set_state(payload["rng"]["replay"])
+
+
+def _record(run: dict[str, Any], step: int, knobs: Any, result, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "method": run["method"],
+        "base_method": run["base_method"],
+        "task": run["task"]["id"],
+        "suite": run["task"]["suite"],
+        "dataset": run["dataset_name"],
+        "seed": run["seed"],
+        "step": step,
+        "total_steps": run["steps"],
+        "knobs": to_dict(knobs),
+        "config": run["config"],
+        "config_hash": run["config_hash"],
+        "git_revision": git_revision(),
+        "device": run["device"],
+        "timestamp": time.time(),
+        **result.summary(),
+        **extra,
+    }
+
+
+def train(
+    algo: str,
+    task: str | Task | None = None,
+    steps: int = 1000,
+    seed: int = 0,
+    out: str | Path | None = None,
+    config: dict | None = None,
+    knobs: dict | None = None,
+    data: dict | None = None,
+    eval_every: int | None = None,
+    eval_episodes: int | None = None,
+    device: str = "auto",
+    log_every: int = 1000,
+    checkpoint_every: int | None = None,
+    progress: bool = False,
+    resume: bool = True,
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Train `algo` on `task` for `steps` updates; evaluate every `eval_every` steps and at the end."""
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    task_obj = get_task(task) if isinstance(task, str) else task
+    if task_obj is None:
+        raise ConfigError("give a task (SUITE/TASK) or a dataset")
+    method = resolve_method(algo, task_obj, config, knobs)
+    data_cfg = from_dict(DataConfig, {**task_obj.data, **(data or {})}, what="data")
+    torch_device = resolve_device(device)
+    dataset = task_obj.load_dataset()
+    run = {
+        "method": algo,
+        "base_method": base_method(algo),
+        "task": {k: v for k, v in dataclasses.asdict(task_obj).items()} | {"id": task_obj.id},
+        "dataset_name": dataset.name,
+        "obs_dim": dataset.obs_dim,
+        "act_dim": dataset.act_dim,
+        "seed": seed,
+        "steps": steps,
+        "config": to_dict(method.config),
+        "data": to_dict(data_cfg),
+        "knobs": to_dict(method.knobs),
+        "device": str(torch_device),
+    }
+    identity = {k: run[k] for k in ("method", "seed", "steps", "config", "data")} | {"task": task_obj.id, "dataset": task_obj.dataset}
+    run["config_hash"] = config_hash(identity)
+    run_id = f"{algo}__{task_obj.id.replace('/', '-')}__seed{seed}__{run['config_hash']}"
+    store = RunStore(out or DEFAULT_ROOT, run_id)
+    store.write_config(run)
+
+    seed_everything(seed)
+    normalizer = Normalizer.fit(dataset.observations, data_cfg.normalize_obs)
+    replay = DeviceReplay(dataset, data_cfg, normalizer, torch_device, seed)
+    spec = EnvSpec(dataset.obs_dim, dataset.act_dim, task_obj.horizon, steps)
+    algorithm = method.cls(method.config, spec, torch_device)
+    start_step = 0
+    if resume and store.checkpoint_path.exists():
+        payload = load_checkpoint(store.checkpoint_path)
+        _restore(algorithm, payload, replay)
+        start_step = int(payload["step"])
+
+    eval_every = eval_every or steps
+    checkpoint_every = checkpoint_every or eval_every
+    episodes = eval_episodes or task_obj.eval_episodes
+    records: list[dict[str, Any]] = []
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    last_metrics: dict[str, float] = {}
+    train_time = 0.0
+    timed_updates = 0
+    bar = tqdm(total=steps, initial=start_step, desc=f"{algo} {task_obj.id} seed {seed}", disable=not progress)
+    algorithm.train()
+    tick = time.perf_counter()
+    for step in range(start_step, steps):
+        metrics = algorithm.update(replay.sample(method.config.batch_size), step)
+        for key, value in metrics.items():
+            sums[key] = sums[key] + value if key in sums else value
+        count += 1
+        done = step + 1
+        if done % log_every == 0 or done == steps or done % eval_every == 0:
+            last_metrics = {k: float(v) / count for k, v in sums.items()}  # the one host sync per interval
+            train_time += time.perf_counter() - tick
+            timed_updates += count
+            last_metrics["time/updates_per_second"] = timed_updates / max(train_time, 1e-9)
+            bad = [k for k, v in last_metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"{run_id}: non-finite training metric(s) {bad} at step {done}; the run diverged")
+            store.append_metrics({"step": done, **last_metrics})
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(last_metrics.items())[:4]})
+            sums, count = {}, 0
+            if done % eval_every == 0 or done == steps:
+                if not store.has_record(done, to_dict(method.knobs)):
+                    result = evaluate(algorithm, task_obj, method.knobs, episodes, seed, normalizer,
+                                      dataset.action_low, dataset.action_high, dataset=dataset)
+                    record = _record(run, done, method.knobs, result, {
+                        "source": "train",
+                        "updates_per_second": last_metrics["time/updates_per_second"],
+                        "train_wall_time": train_time,
+                        "training_metrics": last_metrics,
+                    })
+                    save_checkpoint(store.checkpoint_path, algorithm, run, done, normalizer, dataset, replay)
+                    store.write_record(record)
+                    records.append(record)
+                    if on_evaluation is not None:
+                        on_evaluation(record)
+                    bar.write(f"step {done}: normalized_score {record['normalized_score']:.2f}") if progress else None
+            tick = time.perf_counter()
+        if done % checkpoint_every == 0 and done % eval_every != 0:
+            save_checkpoint(store.checkpoint_path, algorithm, run, done, normalizer, dataset, replay)
+        bar.update(1)
+    bar.close()
+    if not records:  # the run had already finished: read its final record back
+        final = store.records_dir / f"{record_key(run_id, steps, to_dict(method.knobs))}.json"
+        if final.exists():
+            records.append(json.loads(final.read_text()))
+        else:
+            result = evaluate(algorithm, task_obj, method.knobs, episodes, seed, normalizer,
+                              dataset.action_low, dataset.action_high, dataset=dataset)
+            record = _record(run, steps, method.knobs, result, {"source": "train"})
+            store.write_record(record)
+            records.append(record)
+    return RunResult(
+        score=float(records[-1]["normalized_score"]),
+        records=records,
+        algorithm=algorithm,
+        checkpoint=store.checkpoint_path,
+        run_dir=store.path,
+        updates_per_second=last_metrics.get("time/updates_per_second", math.nan),
+        metrics=last_metrics,
+    )
+
+
+def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The Cartesian product of knob values, in the given order."""
+    if not grid:
+        return [{}]
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def rebuild(payload: dict[str, Any], device: str = "auto") -> tuple[Algorithm, Task, Normalizer, Any]:
+    """The algorithm, task, normaliser and trained knobs of a loaded checkpoint."""
+    run = payload["run"]
+    task_fields = {k: v for k, v in run["task"].items() if k != "id"}
+    task = Task(**task_fields)
+    method = resolve_method(run["method"], task, run["config"], run["knobs"])
+    normalizer = Normalizer.from_state_dict(payload["normalizer"])
+    spec = EnvSpec(run["obs_dim"], run["act_dim"], task.horizon, run["steps"])
+    algorithm = method.cls(method.config, spec, resolve_device(device))
+    algorithm.load_state_dict(payload["model"])
+    algorithm.eval()
+    return algorithm, task, normalizer, method
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    knob_grid: dict[str, list[Any]] | None = None,
+    episodes: int | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Evaluate a checkpoint at every knob setting of the grid (no retraining); one record each."""
+    payload = load_checkpoint(checkpoint)
+    run = payload["run"]
+    algorithm, task, normalizer, method = rebuild(payload, device)
+    knobs_cls = method.cls.knobs_class
+    base_knobs = to_dict(method.knobs)
+    grid = dict(knob_grid or {})
+    unknown = sorted(set(grid) - set(base_knobs))
+    if unknown:
+        raise ConfigError(
+            f"unknown knob(s) {unknown} for {run['method']}; inference-only knobs: {sorted(base_knobs) or 'none'}"
+        )
+    action_low = None if payload["action_low"] is None else payload["action_low"].numpy()
+    action_high = None if payload["action_high"] is None else payload["action_high"].numpy()
+    store = RunStore(Path(out) if out else Path(checkpoint).resolve().parents[2], run_id_of(checkpoint))
+    settings = [from_dict(knobs_cls, {**base_knobs, **combo}, what=f"{run['method']} knob") for combo in expand_grid(grid)]
+    records = []
+    for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
+        result = evaluate(algorithm, task, knobs, episodes or task.eval_episodes, run["seed"] if seed is None else seed,
+                          normalizer, action_low, action_high)
+        record = _record(run, int(payload["step"]), knobs, result, {"source": "eval", "eval_seed": run["seed"] if seed is None else seed})
+        store.write_record(record)
+        records.append(record)
+    return records
+
+
+def run_id_of(checkpoint: str | Path) -> str:
+    return Path(checkpoint).resolve().parent.name
