@@ -36,6 +36,19 @@ class MethodEntry:
 METHODS: dict[str, MethodEntry] = {
     "bc": MethodEntry("algorithms.bc:BC", description="Gaussian behaviour cloning"),
     "iql": MethodEntry("algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
+    "lom": MethodEntry("algorithms.lom:LOM", description="LOM: weighted imitation on one MDN mode (paper, Eq. 14-18)"),
+    "lom-code": MethodEntry(
+        "algorithms.lom:LOM",
+        # = algorithms.lom.CODE_PRESET (kept literal so the registry imports no method module)
+        config={
+            "mdn_scale": "diagonal", "mdn_tanh_means": True, "mdn_log_std_min": -15.0, "mdn_log_std_max": 0.0,
+            "hidden_dims": (256, 256), "num_q": 2, "q_target_agg": "min", "q_eval": "first",
+            "sarsa_noise": 0.2, "sarsa_noise_clip": 0.5, "hyper_q_input": "onehot", "hyper_q_samples": 1,
+            "weight_form": "beta_times", "advantage_baseline": "policy", "imitation_noise": 0.2,
+            "policy_loss": "mse",
+        },
+        description="LOM as the authors' public code runs it (MianchuWang/LOM agents/lom.py)",
+    ),
 }
 
 

@@ -1,0 +1,463 @@
+"""LOM: weighted imitation Learning on One Mode (Wang et al., ICLR 2025; seeds/LOM-*.txt).
+
+Losses, top to bottom, as Algorithm 1 schedules them:
+
+Phase 1, steps 0 .. mdn_steps - 1 (Algorithm 1 lines 1-4; "I_M" in the paper):
+  MDN behaviour policy pi_rho(a|s) = sum_i alpha_i(s) phi^i(a|s),
+  phi^i(a|s) = N(a; mu_i(s), sigma_i(s)^2 I),  sigma_i(s) = exp(z_i^sigma),
+  alpha_i(s) = softmax_i(z^alpha)                                                   (Eq. 14)
+  L_rho = -E_D[ log pi_rho(a|s) ]   (log-sum-exp over the M modes)                  (Eq. 15)
+  Eq. 14 prints the 1-D normaliser 1/(sqrt(2 pi) sigma); in d_a dimensions the isotropic
+  Gaussian's is (2 pi sigma^2)^(-d_a/2), which is what is used (a proper density, equal to
+  torch's MixtureSameFamily of isotropic Normals).
+  After phase 1 the MDN is FROZEN: it is only ever evaluated under no_grad.
+
+Phase 2, steps >= mdn_steps (Algorithm 1 lines 5-22; "I_G"), from ONE minibatch per step:
+  L_psi = E[(Q_psi(s,a) - r - gamma (1 - d) Q_psi-(s', a'))^2], a' = the NEXT DATASET
+          action (SARSA: the behaviour Q, not an optimal Q)                          (Eq. 16)
+  L_phi = E_{s, u}[(Q_phi(s,u) - (1/n) sum_{j<=n} Q_psi(s, a_j^u))^2], a_j^u ~ phi^u(.|s),
+          n = hyper_q_samples; all M modes at once (default) or u ~ Uniform         (Eq. 17)
+  u* = argmax_u Q_phi(s, u)   (greedy hyper-policy zeta_g)                          (Eq. 7)
+  a_hat ~ phi^{u*}(.|s),  a_bar = mu_{u*}(s),  A = Q_psi(s, a_hat) - Q_psi(s, a_bar)
+  L_theta = -E[ clip(exp(A / beta), 0, C) log pi_theta(a_hat|s) ]                   (Eq. 18)
+  Every `target_update_delay` phase-2 steps: psi- <- rho psi- + (1 - rho) psi, rho = 0.995.
+  (Algorithm 1 also keeps a slow copy phi- of the hyper Q, but no loss reads it, so it is
+  not kept here.)
+
+Scheduling inside `update(batch, step)` (`step` is the 0-based global training step):
+- step < mdn_steps: only L_rho (plus L_psi when `q_during_mdn` is set: the SARSA critic does
+  not depend on the MDN, so it can train from step 0 at no loss of faithfulness to the
+  losses; Algorithm 1 trains it after the MDN, which is the default).
+- step >= mdn_steps: L_psi + L_phi + L_theta, summed, ONE backward, one optimizer with a
+  parameter group (and learning rate) per network. Each loss sees the others' outputs
+  detached (targets, weights and the greedy mode are computed under no_grad), so the sum has
+  the same gradients as three separate backward passes. Algorithm 1 updates psi, then phi,
+  then theta in sequence, each seeing the previous update; the simultaneous step reads the
+  pre-update psi and phi, a one-step lag that is the documented difference.
+- The run's step budget includes the MDN phase: a 1M-step run with mdn_steps = 200k gives
+  800k steps to Q/hyper-Q/policy.
+
+Temperature convention (`weight_form`): Eq. 18 (and Eq. 11) write exp(A / beta); Algorithm 1
+line 16 writes exp(A) (no beta); the authors' public code uses exp(beta * A). Table 3 lists
+beta = 5, C = 50 with the Eq. 18 wording ("advantage weights"), so the default is
+weight_form = "eq18": w = min(exp(A / 5), 50). "algorithm1" and "beta_times" are the others.
+
+Defaults (Table 3): all MLPs 2 x 512 (MDN head M means + M scales + M logits; the table
+prints 2 * ac_dim + M), a single Q_psi, Polyak 0.995 with update delay 2, beta 5, C 50,
+M from the sweep {2, 5, 10, 15, 20} (Fig. 3; default 5, the public code's default).
+The paper gives no learning rates, batch sizes, clamps or sample counts: those defaults are
+the public code's where it has them and are marked as such.
+
+The authors' public code (github MianchuWang/LOM, agents/lom.py) differs in places; the
+registry preset "lom-code" sets its choices (see CODE_PRESET below): tanh MDN means, per-dim
+log-std clamped to [-15, 0], an ensemble of 2 x 256 Q nets with a min SARSA target and
+TD3-style smoothing noise on a', Q_psi read from the first member, a one-hot-input hyper-Q
+with one sample per mode, imitation targets perturbed by N(0, 0.2^2), advantage against the
+policy's own action, w = min(exp(beta A), C) and an MSE loss on a deterministic tanh policy.
+Not reproduced by the preset: the code draws separate minibatches (256 Q / 1024 hyper-Q /
+256 policy / 512 MDN); here every loss of a step shares one batch of `batch_size`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.config import require
+from algorithms.critics import TDCritic, aggregate, make_adam
+from algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
+
+M_SWEEP = (2, 5, 10, 15, 20)  # the paper's sweep of the number of modes M (Table 3, Fig. 3)
+
+
+@dataclass
+class LOMConfig(AlgoConfig):
+    # --- MDN behaviour policy (Eq. 14-15) ---
+    num_modes: int = 5  # M, Gaussian modes of the MDN; paper sweeps {2, 5, 10, 15, 20}
+    mdn_hidden_dims: tuple[int, ...] = (512, 512)  # MDN trunk widths (Table 3)
+    mdn_steps: int = 200_000  # I_M: NLL steps before the MDN is frozen ("until convergence"; code 200k)
+    mdn_lr: float = 1e-3  # MDN Adam learning rate (paper silent; code 1e-3)
+    mdn_scale: Literal["isotropic", "diagonal"] = "isotropic"  # sigma_i(s) scalar per mode (Eq. 14) or per dim (code)
+    mdn_tanh_means: bool = False  # squash mu_i(s) with tanh (code); Eq. 14 has mu_i = z_i^mu
+    mdn_log_std_min: float = -10.0  # clamp of log sigma_i (numerical guard, not in the paper; code -15)
+    mdn_log_std_max: float = 2.0  # clamp of log sigma_i (numerical guard, not in the paper; code 0)
+    mdn_init_mean_spread: float = 1.0  # mean-head biases ~ U(-spread, spread) at init (not in the paper; 0 = torch default)
+    mdn_init_log_std: float | None = None  # scale-head bias at init (not in the paper; None = torch default, ~0)
+    # --- phase schedule ---
+    q_during_mdn: bool = False  # also train Q_psi during the MDN phase (Algorithm 1: after it)
+    # --- behaviour Q_psi, SARSA (Eq. 16) ---
+    hidden_dims: tuple[int, ...] = (512, 512)  # widths of Q_psi, Q_phi and pi_theta (Table 3)
+    num_q: int = 1  # members of the Q_psi ensemble (paper: one Q net; code 2, per-env up to 3)
+    q_lr: float = 3e-4  # Q_psi learning rate (paper silent; code 3e-4)
+    q_target_agg: Literal["min", "mean"] = "min"  # ensemble aggregation in the SARSA target (code: min)
+    q_eval: Literal["mean", "min", "first"] = "mean"  # how Q_psi is read in Eq. 17-18 (code: first member)
+    sarsa_noise: float = 0.0  # std of TD3-style smoothing noise on the next dataset action a' (code 0.2)
+    sarsa_noise_clip: float = 0.5  # clip of that noise (code 0.5)
+    polyak: float = 0.995  # rho of the slow target psi- (Table 3)
+    target_update_delay: int = 2  # Polyak update every this many steps (Table 3, Algorithm 1 line 18)
+    # --- hyper Q_phi(s, u) (Eq. 17) ---
+    hyper_q_input: Literal["state", "onehot"] = "state"  # s -> M values, or (s, onehot(u)) -> 1 value (code)
+    hyper_q_samples: int = 10  # n: samples of each mode in the Monte-Carlo target (paper silent; code 1)
+    hyper_q_modes: Literal["all", "uniform"] = "all"  # regress all M modes per state, or one u ~ Uniform (Eq. 17)
+    hyper_q_lr: float = 1e-3  # Q_phi learning rate (paper silent; code 1e-3)
+    # --- policy pi_theta, weighted imitation on one mode (Eq. 18) ---
+    actor_lr: float = 1e-3  # pi_theta learning rate (paper silent; code 1e-3)
+    beta: float = 5.0  # temperature beta (Table 3)
+    max_weight: float = 50.0  # C, clip of the exponential weight (Table 3)
+    weight_form: Literal["eq18", "algorithm1", "beta_times"] = "eq18"  # exp(A/beta) | exp(A) | exp(beta A) (code)
+    advantage_baseline: Literal["mode_mean", "policy"] = "mode_mean"  # Q(s, mu_u*) (paper) or Q(s, pi(s)) (code)
+    imitation_noise: float = 0.0  # std of Gaussian noise added to a_hat before weighting/imitation (code 0.2)
+    policy_loss: Literal["nll", "mse"] = "nll"  # -w log pi(a_hat|s) (Eq. 18) or w |mean_pi(s) - a_hat|^2 (code)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_modes >= 1, f"num_modes (M) must be >= 1 (paper sweeps {list(M_SWEEP)}), got {self.num_modes}")
+        for name in ("mdn_hidden_dims", "hidden_dims"):
+            dims = getattr(self, name)
+            require(len(dims) >= 1 and all(w >= 1 for w in dims), f"{name} must be non-empty positive widths, got {dims}")
+        require(self.mdn_steps >= 0, f"mdn_steps must be >= 0, got {self.mdn_steps}")
+        for name in ("mdn_lr", "q_lr", "hyper_q_lr", "actor_lr"):
+            require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        require(
+            self.mdn_log_std_min < self.mdn_log_std_max,
+            f"mdn_log_std_min must be < mdn_log_std_max, got {self.mdn_log_std_min} >= {self.mdn_log_std_max}",
+        )
+        require(self.mdn_init_mean_spread >= 0, f"mdn_init_mean_spread must be >= 0, got {self.mdn_init_mean_spread}")
+        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
+        require(self.sarsa_noise >= 0, f"sarsa_noise must be >= 0, got {self.sarsa_noise}")
+        require(self.sarsa_noise_clip >= 0, f"sarsa_noise_clip must be >= 0, got {self.sarsa_noise_clip}")
+        require(0.0 <= self.polyak < 1.0, f"polyak (rho) must be in [0, 1), got {self.polyak}")
+        require(self.target_update_delay >= 1, f"target_update_delay must be >= 1, got {self.target_update_delay}")
+        require(self.hyper_q_samples >= 1, f"hyper_q_samples must be >= 1, got {self.hyper_q_samples}")
+        require(self.beta > 0, f"beta must be > 0, got {self.beta}")
+        require(self.max_weight > 0, f"max_weight (C) must be > 0, got {self.max_weight}")
+        require(self.imitation_noise >= 0, f"imitation_noise must be >= 0, got {self.imitation_noise}")
+
+
+# The authors' public code (agents/lom.py, networks/networks.py): numbers and choices only.
+CODE_PRESET: dict[str, Any] = {
+    "mdn_scale": "diagonal",
+    "mdn_tanh_means": True,
+    "mdn_log_std_min": -15.0,
+    "mdn_log_std_max": 0.0,
+    "hidden_dims": (256, 256),  # Q nets, hyper-Q net and policy are 2 x 256 in the code
+    "num_q": 2,
+    "q_target_agg": "min",
+    "q_eval": "first",
+    "sarsa_noise": 0.2,
+    "sarsa_noise_clip": 0.5,
+    "hyper_q_input": "onehot",
+    "hyper_q_samples": 1,
+    "weight_form": "beta_times",
+    "advantage_baseline": "policy",
+    "imitation_noise": 0.2,
+    "policy_loss": "mse",
+}
+
+
+@dataclass
+class LOMKnobs:
+    # Which policy acts: pi_theta's mean (LOM, default) or the greedy one-mode policy
+    # pi_zeta_g at its mean mu_{u*}(s) (Theorem 1's intermediate policy; an analysis knob).
+    actor: Literal["policy", "greedy_mode"] = "policy"
+
+    def __post_init__(self) -> None:
+        require(self.actor in ("policy", "greedy_mode"), f"actor must be 'policy' or 'greedy_mode', got {self.actor!r}")
+
+
+class MDN(nn.Module):
+    """s -> the M-mode mixture pi_rho(.|s) as a DiagonalGMM (Eq. 14). Head: M means, M scales, M logits."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_modes: int,
+        hidden_dims: tuple[int, ...],
+        scale: str = "isotropic",
+        tanh_means: bool = False,
+        log_std_min: float = -10.0,
+        log_std_max: float = 2.0,
+        init_mean_spread: float = 0.0,
+        init_log_std: float | None = None,
+    ):
+        super().__init__()
+        self.m, self.d = num_modes, act_dim
+        self.isotropic = scale == "isotropic"
+        self.tanh_means = tanh_means
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        num_scales = num_modes if self.isotropic else num_modes * act_dim
+        self.net = MLP(obs_dim, hidden_dims, num_modes * act_dim + num_scales + num_modes, "relu")
+        head = self.net[-1]
+        with torch.no_grad():
+            # Spread the modes over the action box so NLL training leaves the symmetric saddle
+            # where every mode sits on the data mean (slow to escape for symmetric data).
+            if init_mean_spread > 0:
+                head.bias[: num_modes * act_dim].uniform_(-init_mean_spread, init_mean_spread)
+            if init_log_std is not None:
+                head.bias[num_modes * act_dim : -num_modes].fill_(init_log_std)
+
+    def forward(self, obs: torch.Tensor) -> DiagonalGMM:
+        m, d = self.m, self.d
+        out = self.net(obs)
+        means = out[..., : m * d].unflatten(-1, (m, d))  # z_i^mu
+        if self.tanh_means:
+            means = torch.tanh(means)
+        z_sigma = out[..., m * d : -m]  # z_i^sigma: log sigma_i(s)
+        if self.isotropic:
+            log_std = z_sigma.unsqueeze(-1).expand(*z_sigma.shape, d)
+        else:
+            log_std = z_sigma.unflatten(-1, (m, d))
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        log_alpha = F.log_softmax(out[..., -m:], dim=-1)  # alpha_i(s) = softmax(z^alpha)_i
+        return DiagonalGMM(log_alpha, means, log_std)
+
+
+def sample_each_mode(gmm: DiagonalGMM, n: int) -> torch.Tensor:
+    """n samples of EVERY mode: a ~ phi^u(.|s) for all u, [B, M, n, d], clipped to the action box."""
+    mu = gmm.means.unsqueeze(-2)
+    std = gmm.log_stds.exp().unsqueeze(-2)
+    noise = torch.randn(*mu.shape[:-2], n, mu.shape[-1], device=mu.device, dtype=mu.dtype)
+    return (mu + std * noise).clamp(-1.0, 1.0)
+
+
+def select_mode(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """x[b, u[b]] for x [B, M, ...] and mode indices u [B]."""
+    idx = u.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:])
+    return x.gather(1, idx).squeeze(1)
+
+
+class HyperQ(nn.Module):
+    """Q_phi(s, u) for all M modes at once, [B, M]: a state net with M outputs, or a net over (s, onehot(u))."""
+
+    def __init__(self, obs_dim: int, num_modes: int, hidden_dims: tuple[int, ...], mode_input: str = "state"):
+        super().__init__()
+        self.m = num_modes
+        self.onehot = mode_input == "onehot"
+        if self.onehot:
+            self.net = MLP(obs_dim + num_modes, hidden_dims, 1, "relu")
+        else:
+            self.net = MLP(obs_dim, hidden_dims, num_modes, "relu")
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.onehot:
+            return self.net(obs)
+        b, m = obs.shape[0], self.m
+        eye = torch.eye(m, device=obs.device, dtype=obs.dtype).expand(b, m, m)
+        x = torch.cat([obs.unsqueeze(1).expand(b, m, obs.shape[-1]), eye], dim=-1)
+        return self.net(x).squeeze(-1)
+
+
+class LOM(Algorithm):
+    name = "lom"
+    config_class = LOMConfig
+    knobs_class = LOMKnobs
+    can_propose = True
+
+    def __init__(self, config: LOMConfig, spec: EnvSpec, device="cpu"):
+        super().__init__(config, spec, device)
+        cfg = config
+        if cfg.mdn_steps >= spec.total_steps:
+            warnings.warn(
+                f"LOM: mdn_steps ({cfg.mdn_steps}) >= the run's total steps ({spec.total_steps}): "
+                "Q, hyper-Q and the policy will never train",
+                stacklevel=2,
+            )
+        self.mdn = MDN(
+            spec.obs_dim, spec.act_dim, cfg.num_modes, cfg.mdn_hidden_dims,
+            cfg.mdn_scale, cfg.mdn_tanh_means, cfg.mdn_log_std_min, cfg.mdn_log_std_max,
+            cfg.mdn_init_mean_spread, cfg.mdn_init_log_std,
+        )
+        self.critic = TDCritic(
+            spec.obs_dim, spec.act_dim, cfg.hidden_dims, cfg.num_q,
+            target_tau=1.0 - cfg.polyak, q_agg=cfg.q_target_agg, act="relu", layer_norm=False,
+        )
+        self.hyper_q = HyperQ(spec.obs_dim, cfg.num_modes, cfg.hidden_dims, cfg.hyper_q_input)
+        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, cfg.hidden_dims)
+        self.to(self.device)
+        self.optimizer = make_adam(
+            [
+                {"params": self.mdn.parameters(), "lr": cfg.mdn_lr},
+                {"params": self.critic.q.parameters(), "lr": cfg.q_lr},
+                {"params": self.hyper_q.parameters(), "lr": cfg.hyper_q_lr},
+                {"params": self.actor.parameters(), "lr": cfg.actor_lr},
+            ],
+            cfg.actor_lr,
+            self.device,
+        )
+
+    # ----- pieces of the losses, each usable on its own (tests, analysis) -----
+
+    def q_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q_psi(s, a) as Eq. 17-18 read it (ensemble reduced by `q_eval`); obs broadcast to actions."""
+        obs = obs.expand(*actions.shape[:-1], obs.shape[-1])
+        q = self.critic.q(obs, actions)
+        return q[0] if self.config.q_eval == "first" else aggregate(q, self.config.q_eval)
+
+    @torch.no_grad()
+    def hyper_q_targets(self, obs: torch.Tensor, gmm: DiagonalGMM | None = None) -> torch.Tensor:
+        """Eq. 17 target for every mode: (1/n) sum_j Q_psi(s, a_j^u), a_j^u ~ phi^u(.|s); [B, M]."""
+        gmm = self.mdn(obs) if gmm is None else gmm
+        samples = sample_each_mode(gmm, self.config.hyper_q_samples)  # [B, M, n, d]
+        return self.q_value(obs[:, None, None, :], samples).mean(-1)
+
+    def sarsa_next_actions(self, batch: Batch) -> torch.Tensor:
+        """a' of Eq. 16: the next DATASET action (+ TD3-style smoothing noise when sarsa_noise > 0)."""
+        a_next = batch.next_actions
+        if self.config.sarsa_noise > 0:
+            noise = (torch.randn_like(a_next) * self.config.sarsa_noise).clamp(
+                -self.config.sarsa_noise_clip, self.config.sarsa_noise_clip
+            )
+            a_next = (a_next + noise).clamp(-1.0, 1.0)
+        return a_next
+
+    def advantage_weight(self, advantage: torch.Tensor) -> torch.Tensor:
+        """clip(exp(A / beta), 0, C) (Eq. 18), exp(A) (Algorithm 1) or exp(beta A) (code)."""
+        cfg = self.config
+        if cfg.weight_form == "eq18":
+            scaled = advantage / cfg.beta
+        elif cfg.weight_form == "algorithm1":
+            scaled = advantage
+        else:
+            scaled = advantage * cfg.beta
+        return torch.exp(scaled).clamp(max=cfg.max_weight)
+
+    def in_mdn_phase(self, step: int) -> bool:
+        return step < self.config.mdn_steps
+
+    # ----- one training step -----
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        obs = batch.observations
+        metrics: dict[str, torch.Tensor] = {}
+        losses: list[torch.Tensor] = []
+        mdn_phase = self.in_mdn_phase(step)
+
+        if mdn_phase:
+            # Eq. 15: MDN negative log-likelihood (Algorithm 1 lines 1-4).
+            gmm = self.mdn(obs)
+            mdn_loss = -gmm.log_prob(batch.actions).mean()
+            losses.append(mdn_loss)
+            metrics["training/mdn_nll"] = mdn_loss.detach()
+            metrics["training/mdn_log_std_mean"] = gmm.log_stds.detach().mean()
+
+        if not mdn_phase or cfg.q_during_mdn:
+            # Eq. 16: SARSA TD on (s, a, r, s', a') with the next dataset action, slow target psi-.
+            q_loss, q_metrics = self.critic.losses(batch, cfg.discount, self.sarsa_next_actions(batch))
+            losses.append(q_loss)
+            metrics.update(q_metrics)
+
+        if not mdn_phase:
+            losses += self._mode_losses(batch, metrics)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(losses).backward()
+        self.optimizer.step()
+
+        q_step = step + 1 if cfg.q_during_mdn else step - cfg.mdn_steps + 1  # Algorithm 1's i (1-based)
+        if (not mdn_phase or cfg.q_during_mdn) and q_step % cfg.target_update_delay == 0:
+            self.critic.update_target()  # psi- <- rho psi- + (1 - rho) psi
+        return metrics
+
+    def _mode_losses(self, batch: Batch, metrics: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Eq. 17 (hyper Q) and Eq. 18 (weighted imitation on the greedy mode); the MDN is frozen."""
+        cfg = self.config
+        obs = batch.observations
+        b, m = obs.shape[0], cfg.num_modes
+        rows = torch.arange(b, device=obs.device)
+        with torch.no_grad():
+            gmm = self.mdn(obs)  # frozen behaviour modes
+
+        # Eq. 17: regress Q_phi(s, u) to the Monte-Carlo mean of Q_psi over samples of mode u.
+        hq = self.hyper_q(obs)  # [B, M]
+        if cfg.hyper_q_modes == "all":
+            target = self.hyper_q_targets(obs, gmm)
+            hyper_loss = (hq - target).pow(2).mean()
+        else:
+            u = torch.randint(0, m, (b,), device=obs.device)
+            with torch.no_grad():
+                mode_gmm = DiagonalGMM(gmm.log_weights[rows, u, None], gmm.means[rows, u, None], gmm.log_stds[rows, u, None])
+                target = self.hyper_q_targets(obs, mode_gmm).squeeze(-1)  # [B]
+            hyper_loss = (hq[rows, u] - target).pow(2).mean()
+
+        with torch.no_grad():
+            # Eq. 7 / Algorithm 1 line 12: greedy mode u* = argmax_u Q_phi(s, u).
+            u_star = hq.detach().argmax(-1)
+            mu = select_mode(gmm.means, u_star)  # a_bar = mu_{u*}(s)
+            std = select_mode(gmm.log_stds, u_star).exp()
+            a_hat = mu + std * torch.randn_like(mu)  # a_hat ~ phi^{u*}(.|s)
+            if cfg.imitation_noise > 0:
+                a_hat = a_hat + cfg.imitation_noise * torch.randn_like(a_hat)
+            a_hat = a_hat.clamp(-1.0, 1.0)
+            # A = Q_psi(s, a_hat) - Q_psi(s, a_bar)  (code: - Q_psi(s, pi_theta(s)))
+            baseline = mu.clamp(-1.0, 1.0) if cfg.advantage_baseline == "mode_mean" else self.actor(obs).mean
+            advantage = self.q_value(obs, a_hat) - self.q_value(obs, baseline)
+            weight = self.advantage_weight(advantage)
+
+        # Eq. 18: weighted imitation of the greedy mode's samples only.
+        if cfg.policy_loss == "nll":
+            actor_loss = -(weight * self.actor.log_prob(obs, a_hat)).mean()
+        else:
+            actor_loss = (weight * (self.actor(obs).mean - a_hat).pow(2).mean(-1)).mean()
+
+        metrics["training/hyper_q_loss"] = hyper_loss.detach()
+        metrics["training/actor_loss"] = actor_loss.detach()
+        metrics["training/advantage_mean"] = advantage.mean()
+        metrics["training/adv_weight_mean"] = weight.mean()
+        metrics["training/adv_weight_clip_frac"] = (weight >= cfg.max_weight).float().mean()
+        metrics["training/greedy_mode_alpha"] = select_mode(gmm.weights, u_star).mean()  # behaviour weight of u*
+        metrics["training/greedy_mode_std"] = std.mean()
+        selected = F.one_hot(u_star, m).float().mean(0)  # which modes the batch's states choose
+        per_mode_q = hq.detach().mean(0)
+        for i in range(m):
+            metrics[f"training/selected_mode_frac/{i}"] = selected[i]
+            metrics[f"training/hyper_q/{i}"] = per_mode_q[i]
+        return [hyper_loss, actor_loss]
+
+    # ----- inference -----
+
+    @torch.no_grad()
+    def greedy_mode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, DiagonalGMM]:
+        """u*(s) = argmax_u Q_phi(s, u), the hyper-Q values [B, M] and the MDN's mixture."""
+        hq = self.hyper_q(obs)
+        return hq.argmax(-1), hq, self.mdn(obs)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: LOMKnobs) -> ActOutput:
+        u_star, hq, gmm = self.greedy_mode(obs)
+        mode_mean = select_mode(gmm.means, u_star).clamp(-1.0, 1.0)
+        if knobs.actor == "policy":
+            actions = self.actor(obs).mean.clamp(-1.0, 1.0)
+        else:
+            actions = mode_mean
+        audits = {
+            "greedy_mode": u_star.float(),
+            "greedy_mode_alpha": select_mode(gmm.weights, u_star),
+            "dist_to_greedy_mode_mean": (actions - mode_mean).norm(dim=-1),
+        }
+        onehot = F.one_hot(u_star, self.config.num_modes).float()
+        for i in range(self.config.num_modes):
+            audits[f"greedy_mode_is/{i}"] = onehot[:, i]
+            audits[f"hyper_q/{i}"] = hq[:, i]
+        return ActOutput(actions, audits)
+
+    @torch.no_grad()
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        return self.actor(obs).sample((n,)).transpose(0, 1).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """MDN NLL on the batch, mixture weight and hyper-Q value of the greedy mode."""
+        u_star, hq, gmm = self.greedy_mode(batch.observations)
+        return {
+            "mdn_nll": float(-gmm.log_prob(batch.actions).mean()),
+            "greedy_mode_alpha": float(select_mode(gmm.weights, u_star).mean()),
+            "greedy_hyper_q": float(hq.max(-1).values.mean()),
+        }
