@@ -232,3 +232,7 @@ def _d4rl_file(path: str, name: str | None = None) -> TransitionDataset:
     from benchmarks.minari_io import load_d4rl_file
 
     return load_d4rl_file(path, name=name)
+
+
+# The real suites' sources (D4RL files, OGBench, offline generators, MassScale): benchmarks/sources.py
+import benchmarks.sources  # noqa: E402,F401
