@@ -1,30 +1,66 @@
-"""Subcommand `datasets`: what data each suite uses and whether it is on this machine."""
+"""Subcommand `datasets`: what data each suite uses, whether it is here, and how to get it.
+
+    modebench datasets list [--suite S] [--generators]
+    modebench datasets info SUITE/TASK
+    modebench datasets download (SUITE | SUITE/TASK | DATASET_ID)... [--suite S] [--force]
+    modebench datasets generate (GENERATOR | --suite S) [--preset tiny|small|full | --size N] [--seed S] [--force]
+
+`download` goes through minari (Minari ids), OGBench's server (OGBench names) and D4RL's file
+URLs (D4RL names such as hopper-medium-v2); offline, it fails within seconds with the command
+to run when online and the suite that runs without network. `generate` runs the offline
+generators (benchmarks/generators), which write LOCAL datasets named as such.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
+
+from algorithms.config import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("datasets", help="list, inspect, download or generate datasets")
     sub = p.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
-    q = sub.add_parser("list", help="every suite's datasets and where they come from")
+    q = sub.add_parser("list", help="every suite's datasets, where they come from and whether they are here")
     q.add_argument("--suite", default=None)
+    q.add_argument("--generators", action="store_true", help="list the offline generators and their presets instead")
     q.set_defaults(handler=cmd_list)
     q = sub.add_parser("info", help="size, dimensions and returns of a task's dataset (SUITE/TASK)")
     q.add_argument("task")
     q.set_defaults(handler=cmd_info)
+    q = sub.add_parser("download", help="download datasets (needs network): suites, SUITE/TASK, or dataset ids")
+    q.add_argument("targets", nargs="*", metavar="TARGET", help="a suite, SUITE/TASK, a Minari id, an OGBench or D4RL dataset name")
+    q.add_argument("--suite", default=None, help="every dataset of this suite")
+    q.add_argument("--force", action="store_true", help="download again even if present")
+    q.set_defaults(handler=cmd_download)
+    q = sub.add_parser("generate", help="build datasets offline with the benchmarks' own recipes")
+    q.add_argument("generator", nargs="?", help="generator name (`modebench datasets list --generators`)")
+    q.add_argument("--suite", default=None, help="every generated dataset of this suite (e.g. maze2d-local)")
+    q.add_argument("--preset", default=None, help="tiny | small | full (default: small, or the suite's)")
+    q.add_argument("--size", type=int, default=None, help="explicit size (steps for pointmaze-*, episodes for ogbench-*)")
+    q.add_argument("--seed", type=int, default=None, help="generation seed (default 0, or the suite's)")
+    q.add_argument("--reference-episodes", type=int, default=None, help="episodes per reference return (default: by preset)")
+    q.add_argument("--force", action="store_true", help="regenerate even if present")
+    q.set_defaults(handler=cmd_generate)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.generators:
+        from benchmarks.generators import generators
+
+        for gen in generators().values():
+            presets = ", ".join(f"{k}={v}" for k, v in gen.presets.items())
+            print(f"{gen.name:36s} {gen.unit:8s} {presets:36s} {gen.description}")
+        return 0
+    from benchmarks.sources import dataset_status
     from benchmarks.suites import load_suite, suite_names
 
     for suite in [args.suite] if args.suite else suite_names():
         for task in load_suite(suite).values():
-            source = ", ".join(f"{k}={v}" for k, v in task.dataset.items())
-            print(f"{task.id:48s} {source}")
+            print(dataset_status(task).line())
     return 0
 
 
@@ -34,13 +70,111 @@ def cmd_info(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     data = task.load_dataset()
     returns = data.episode_returns()
-    low, high = task.reference_returns(data)
     print(f"task            {task.id}")
     print(f"dataset         {data.name} ({', '.join(f'{k}={v}' for k, v in task.dataset.items())})")
     print(f"transitions     {len(data)} in {data.num_episodes} episodes")
     print(f"obs/act dims    {data.obs_dim} / {data.act_dim}")
     print(f"episode return  mean {returns.mean():.3f}, min {returns.min():.3f}, max {returns.max():.3f}")
-    print(f"reference       random {low:.4f}, expert {high:.4f} (normalised = 100 (R - random) / (expert - random))")
+    if task.score.get("kind") == "success":
+        print("score           success rate x 100 (the env's info['success'])")
+    else:
+        low, high = task.reference_returns(data)
+        print(f"reference       random {low:.4f}, expert {high:.4f} (normalised = 100 (R - random) / (expert - random))")
     print(f"terminals       {int(data.terminals.sum())}, timeouts {int(data.timeouts.sum())}")
     print(f"action range    [{float(np.min(data.actions)):.3f}, {float(np.max(data.actions)):.3f}]")
+    record = _generation_record(task)
+    if record:
+        print("LOCAL dataset   generated on this machine (not the published data):")
+        for key in ("recipe", "preset", "seed", "random_reference", "expert_reference", "generation_seconds"):
+            if key in record:
+                print(f"  {key:22s}{json.dumps(record[key]) if isinstance(record[key], dict) else record[key]}")
+    return 0
+
+
+def _generation_record(task) -> dict | None:
+    params = dict(task.dataset)
+    kind = params.pop("source")
+    if kind == "generated":
+        from benchmarks.generators import output_id
+        from benchmarks.generators.common import minari_dataset_dir, read_marker
+
+        ident = output_id(params["generator"], params.get("preset", "small"), int(params.get("seed", 0)), params.get("size"))
+        return read_marker(minari_dataset_dir(ident["minari"]))
+    if kind == "ogbench" and params.get("local") is not None:
+        from benchmarks.sources import ogbench_file
+
+        marker = ogbench_file(params["name"], None, params["local"]).with_suffix(".json")
+        return json.loads(marker.read_text()) if marker.exists() else None
+    return None
+
+
+def _resolve_targets(targets: list[str], suite: str | None):
+    """Tasks for suite names / SUITE/TASK ids; ad-hoc tasks for raw dataset ids."""
+    from benchmarks.suites import Task, get_task, load_suite, suite_names
+
+    suites = set(suite_names())
+    tasks = []
+    for target in ([suite] if suite else []) + list(targets):
+        if target in suites:
+            tasks.extend(load_suite(target).values())
+        elif "/" in target and target.split("/", 1)[0] in suites:
+            tasks.append(get_task(target))
+        elif "/" in target:  # a Minari id
+            tasks.append(Task("dataset", target, {"source": "minari", "id": target}, {"source": "gym", "id": "none"}, 1, {"kind": "dataset"}))
+        elif "singletask" in target or target.endswith(("-navigate-v0", "-play-v0", "-noisy-v0", "-stitch-v0", "-explore-v0")):
+            name = target if "singletask" in target else target[: -len("-v0")] + "-singletask-v0"
+            tasks.append(Task("dataset", target, {"source": "ogbench", "name": name}, {"source": "gym", "id": "none"}, 1, {"kind": "success"}))
+        elif target.endswith("-v2") and target.split("-", 1)[0] in ("halfcheetah", "hopper", "walker2d", "ant"):
+            tasks.append(Task("dataset", target, {"source": "d4rl", "name": target}, {"source": "gym", "id": "none"}, 1, {"kind": "dataset"}))
+        else:
+            raise ConfigError(
+                f"don't know what to download for {target!r}: give a suite ({', '.join(sorted(suites))}), SUITE/TASK, "
+                "a Minari id (D4RL/pen/human-v2), an OGBench dataset (cube-single-play-v0) or a D4RL name (hopper-medium-v2)"
+            )
+    if not tasks:
+        raise ConfigError("nothing to download: give a suite, SUITE/TASK or a dataset id (or --suite S)")
+    return tasks
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from benchmarks.sources import download_task
+
+    for task in _resolve_targets(args.targets, args.suite):
+        print(download_task(task, force=args.force), flush=True)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from benchmarks.generators import generate
+
+    jobs: list[tuple[str, str | None, int, int | None]] = []
+    if args.suite:
+        from benchmarks.generators.ogbench_gen import recipe_for_dataset
+        from benchmarks.suites import load_suite
+
+        for task in load_suite(args.suite).values():
+            params = task.dataset
+            if params.get("source") == "generated":
+                jobs.append((params["generator"], args.preset or params.get("preset", "small"),
+                             args.seed if args.seed is not None else int(params.get("seed", 0)), args.size or params.get("size")))
+            elif params.get("source") == "ogbench" and params.get("local") is not None:
+                local = params["local"]
+                jobs.append((recipe_for_dataset(params["name"])[0], args.preset or local.get("preset", "small"),  # type: ignore[index]
+                             args.seed if args.seed is not None else int(local.get("seed", 0)), args.size or local.get("size")))
+        if not jobs:
+            raise ConfigError(f"suite {args.suite!r} has no generated datasets (local suites: maze2d-local, ogbench-local)")
+    elif args.generator:
+        jobs.append((args.generator, args.preset or "small", args.seed or 0, args.size))
+    else:
+        raise ConfigError("give a generator name or --suite S (`modebench datasets list --generators` lists generators)")
+    for name, preset, seed, size in dict.fromkeys(jobs):
+        result = generate(name, preset, seed, size=size, force=args.force, reference_episodes=args.reference_episodes)
+        stats = result.stats
+        where = ", ".join(f"{k}: {v}" for k, v in result.paths.items())
+        state = f"generated in {result.seconds:.0f} s" if result.generated else "already present"
+        refs = f"reference returns random {stats.get('ref_min_score')}, expert {stats.get('ref_max_score')}"
+        success = ""
+        if stats.get("expert_reference"):
+            success = f", expert success {stats['expert_reference']['success_rate']:.2f}"
+        print(f"{name} ({preset}, seed {seed}): {state}; {where}; {refs}{success}", flush=True)
     return 0

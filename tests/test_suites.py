@@ -1,0 +1,282 @@
+"""The real suites: every file parses, names tasks that exist in the installed registries, uses
+SPEC's normalisation constants and protocol facts, and fails fast and clearly without data."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from benchmarks import sources
+from benchmarks.minari_io import MissingDatasetError
+from benchmarks.suites import DATASET_SOURCES, ENV_SOURCES, Task, load_suite, suite_names
+
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "SPEC.md"
+REAL_SUITES = ["antmaze", "locomotion", "minari-mujoco", "maze2d", "adroit", "kitchen"]
+OGBENCH_FAMILIES = {  # suite: (env prefix, dataset type, episode length, default task)  -- SPEC "Protocol facts"
+    "ogbench-cube-single": ("cube-single", "play", 200, 2),
+    "ogbench-cube-double": ("cube-double", "play", 500, 2),
+    "ogbench-scene": ("scene", "play", 750, 2),
+    "ogbench-puzzle-3x3": ("puzzle-3x3", "play", 500, 4),
+    "ogbench-puzzle-4x4": ("puzzle-4x4", "play", 500, 4),
+    "ogbench-antmaze-large": ("antmaze-large", "navigate", 1000, 1),
+    "ogbench-antmaze-giant": ("antmaze-giant", "navigate", 1000, 1),
+    "ogbench-humanoidmaze-medium": ("humanoidmaze-medium", "navigate", 2000, 1),
+    "ogbench-humanoidmaze-large": ("humanoidmaze-large", "navigate", 2000, 1),
+    "ogbench-antsoccer": ("antsoccer-arena", "navigate", 1000, 4),
+}
+# SPEC "Protocol facts": D4RL reference returns (d4rl infos.py)
+D4RL_REFERENCE = {
+    "halfcheetah": (-280.178953, 12135.0), "hopper": (-20.272305, 3234.3), "walker2d": (1.629008, 4592.3),
+    "pen": (96.262799, 3076.833102), "hammer": (-274.856578, 12794.134825),
+    "relocate": (-6.425911, 4233.877798), "door": (-56.512833, 2880.569309), "kitchen": (0.0, 4.0),
+    "maze2d-umaze": (23.85, 161.86), "maze2d-medium": (13.13, 277.39), "maze2d-large": (6.7, 273.99),
+    "antmaze": (0.0, 1.0),
+}
+
+
+def all_tasks() -> list[Task]:
+    return [task for suite in suite_names() for task in load_suite(suite).values()]
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    """Empty dataset caches: what an offline machine without downloads looks like."""
+    for var in ("MINARI_DATASETS_PATH", "MODEBENCH_DATA", "D4RL_DATASET_DIR", "OGBENCH_DATASET_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    return tmp_path
+
+
+def test_every_suite_parses_with_registered_sources():
+    names = suite_names()
+    for expected in REAL_SUITES + list(OGBENCH_FAMILIES) + ["maze2d-local", "ogbench-local"]:
+        assert expected in names
+    for task in all_tasks():
+        assert task.dataset["source"] in DATASET_SOURCES, task.id
+        assert task.env["source"] in ENV_SOURCES, task.id
+        assert task.horizon >= 1 and task.eval_episodes >= 1, task.id
+        assert task.score.get("kind") in ("reference", "dataset", "success"), task.id
+        for method, entry in task.methods.items():
+            assert set(entry) <= {"config", "knobs"}, (task.id, method)
+    for suite in names:
+        defaults = [t for t in load_suite(suite).values() if t.default]
+        assert len(defaults) == 1, f"{suite}: exactly one default task, got {[t.id for t in defaults]}"
+
+
+def test_normalisation_constants_match_spec():
+    checked = 0
+    for task in load_suite("locomotion").values():
+        lo, hi = D4RL_REFERENCE[task.name.split("-")[0]]
+        assert task.reference_returns() == (lo, hi), task.id
+        assert task.dataset == {"source": "d4rl", "name": f"{task.name}-v2"}
+        checked += 1
+    for task in load_suite("adroit").values():
+        assert task.reference_returns() == D4RL_REFERENCE[task.name.split("-")[0]], task.id
+        checked += 1
+    for task in load_suite("kitchen").values():
+        assert task.reference_returns() == D4RL_REFERENCE["kitchen"]
+        checked += 1
+    for task in load_suite("maze2d").values():  # Minari metadata scores; D4RL's constants recorded beside
+        ref = task.score["d4rl_reference"]
+        assert (ref["random"], ref["expert"]) == D4RL_REFERENCE[f"maze2d-{task.name}"]
+        assert task.score["kind"] == "dataset"
+        checked += 1
+    for task in load_suite("antmaze").values():  # 0 / 1 on a 0/1 return == success x 100
+        assert task.score["kind"] == "success"
+        assert task.normalize(0.0, successes=np.array([1.0, 0.0])).tolist() == [100.0, 0.0]
+        if task.name.startswith("ogbench"):
+            continue
+        assert (task.score["d4rl_reference"]["random"], task.score["d4rl_reference"]["expert"]) == D4RL_REFERENCE["antmaze"]
+        assert task.data["reward_transform"] == "antmaze"
+        checked += 1
+    for task in load_suite("minari-mujoco").values():
+        assert task.score["kind"] == "dataset"  # Minari's own numbers, never D4RL's
+    assert checked == 9 + 12 + 3 + 3 + 6
+    if SPEC.exists():  # the constants above are SPEC's own digits
+        text = SPEC.read_text()
+        for lo, hi in D4RL_REFERENCE.values():
+            for value in (lo, hi):
+                digits = str(value) if value != int(value) else str(int(value))
+                assert digits in text, f"{value} not in SPEC.md"
+
+
+def test_minari_ids_are_specs():
+    ids = {t.dataset.get("id") for t in all_tasks() if t.dataset["source"] == "minari"}
+    for name in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"):
+        assert f"D4RL/antmaze/{name}-v1" in ids
+    for maze in ("umaze", "medium", "large"):
+        assert f"D4RL/pointmaze/{maze}-v2" in ids
+    for env in ("pen", "door", "hammer", "relocate"):
+        for kind in ("human", "cloned", "expert"):
+            assert f"D4RL/{env}/{kind}-v2" in ids
+    assert {f"D4RL/kitchen/{k}-v2" for k in ("complete", "partial", "mixed")} <= ids
+    assert {f"mujoco/{e}/{k}-v0" for e in ("halfcheetah", "hopper", "walker2d") for k in ("simple", "medium", "expert")} <= ids
+    for task in all_tasks():
+        if task.env["source"] == "minari-recorded":
+            assert task.env["dataset"] == task.dataset["id"], task.id
+
+
+def test_ogbench_families_follow_spec():
+    import ogbench  # noqa: F401  (registers the envs)
+
+    for suite, (env, kind, length, default) in OGBENCH_FAMILIES.items():
+        tasks = load_suite(suite)
+        assert list(tasks) == [f"task{i}" for i in range(1, 6)]
+        for i, task in enumerate(tasks.values(), start=1):
+            assert task.dataset == {"source": "ogbench", "name": f"{env}-{kind}-singletask-task{i}-v0"}
+            assert task.env == {"source": "ogbench", "id": f"{env}-singletask-task{i}-v0"}
+            spec = gym.spec(task.env["id"])
+            assert spec.kwargs["reward_task_id"] == i
+            assert task.horizon == length == spec.max_episode_steps
+            assert task.score == {"kind": "success"} and task.eval_episodes == 50
+            assert task.default == (i == default)
+    antmaze = load_suite("antmaze")
+    for i in range(1, 6):
+        assert antmaze[f"ogbench-large-task{i}"].env["id"] == f"antmaze-large-singletask-task{i}-v0"
+
+
+def test_suite_method_overrides_follow_spec():
+    from benchmarks.train import resolve_method
+
+    for task in load_suite("antmaze").values():
+        iql = resolve_method("iql", task)
+        assert (iql.config.expectile, iql.config.beta) == (0.9, 10.0)
+    hopper = load_suite("locomotion")["hopper-medium"]
+    assert (resolve_method("iql", hopper).config.expectile, resolve_method("iql", hopper).config.beta) == (0.7, 3.0)
+    assert hopper.data["reward_transform"] == "locomotion"
+    assert load_suite("ogbench-cube-single")["task2"].methods["fql"]["config"]["alpha"] == 300.0
+    assert load_suite("ogbench-puzzle-4x4")["task4"].methods["fql"]["config"]["alpha"] == 1000.0
+    giant = load_suite("ogbench-antmaze-giant")["task1"].methods["fql"]["config"]
+    assert giant["discount"] == 0.995 and giant["q_agg"] == "min"
+
+
+def test_gymnasium_and_declared_envs_exist_without_data(no_data):
+    """Env creation without datasets: locomotion's -v4 envs (D4RL's observation sizes), the env
+    each Minari dataset records (declared in the suite), the local generators' eval envs."""
+    dims = {"HalfCheetah-v4": 17, "Hopper-v4": 11, "Walker2d-v4": 17}
+    for task in load_suite("locomotion").values():
+        env = sources.declared_env(task)
+        assert env.observation_space.shape == (dims[task.env["id"]],)
+        assert env.spec.max_episode_steps == task.horizon
+        env.close()
+    sources._register_all()
+    seen = set()
+    for task in all_tasks():
+        if task.env["source"] == "minari-recorded":
+            assert task.env["env_id"] in gym.registry, task.id
+            with pytest.raises(MissingDatasetError):  # evaluation itself needs the dataset's recorded env
+                task.make_env()
+        if task.env["source"] == "minari-recorded" and task.suite != "kitchen" and task.env["env_id"] not in seen:
+            seen.add(task.env["env_id"])
+            env = sources.declared_env(task)
+            env.reset(seed=0)
+            if task.suite != "minari-mujoco":
+                assert env.spec.max_episode_steps == task.horizon, task.id
+            env.close()
+    for task in load_suite("maze2d-local").values():
+        env = task.make_env()
+        obs, info = env.reset(seed=0)
+        assert obs.shape == (8,) and "success" in info
+        env.close()
+
+
+@pytest.mark.xfail(strict=True, reason="gymnasium-robotics 1.4.2's FrankaKitchen-v1 asserts on joint types under "
+                   "MuJoCo 4.0 (mujoco_utils.get_joint_qpos); strict so the test flags the fix")
+def test_kitchen_env_builds():
+    env = sources.declared_env(load_suite("kitchen")["mixed"])
+    env.reset(seed=0)
+
+
+def test_offline_bench_fails_fast_and_clearly(no_data, capsys):
+    from benchmarks.cli import main
+
+    start = time.perf_counter()
+    assert main(["bench", "--suite", "antmaze", "--methods", "bc"]) == 2
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert "modebench datasets download --suite antmaze" in err and "--suite maze2d-local" in err
+    assert "Traceback" not in err and elapsed < 10.0
+    with pytest.raises(MissingDatasetError, match="modebench datasets download"):
+        load_suite("locomotion")["hopper-medium"].load_dataset()
+    with pytest.raises(MissingDatasetError, match="ogbench-local"):
+        load_suite("ogbench-scene")["task2"].load_dataset()
+    assert sources.check_tasks(load_suite("maze2d-local").values()) == []  # generated on first use: never "missing"
+
+
+def test_download_offline_is_a_clear_error_not_a_hang(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(sources.OfflineError, match="looks offline"):
+        sources._fetch("http://127.0.0.1:9/none.hdf5", tmp_path / "none.hdf5", "a test file", "locomotion")
+    assert time.perf_counter() - start < sources.NETWORK_TIMEOUT_S
+    assert not list(tmp_path.iterdir())  # no partial file left behind
+    assert sources.d4rl_url("hopper-medium-replay-v2").endswith("/gym_mujoco_v2/hopper_medium_replay-v2.hdf5")
+    assert sources.d4rl_url("walker2d-medium-v2").endswith("/walker2d_medium-v2.hdf5")
+
+
+def test_d4rl_file_source_reads_an_original_layout_hdf5(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    n = 40
+    file = tmp_path / "hopper_medium-v2.hdf5"
+    with h5py.File(file, "w") as h5:
+        h5["observations"] = rng.normal(size=(n, 11)).astype(np.float32)
+        h5["next_observations"] = rng.normal(size=(n, 11)).astype(np.float32)
+        h5["actions"] = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+        h5["rewards"] = rng.normal(size=n).astype(np.float32)
+        h5["terminals"] = np.zeros(n, bool)
+        h5["timeouts"] = np.arange(n) % 20 == 19
+        h5.create_group("infos")["qpos"] = np.zeros((n, 6), np.float32)
+    task = Task("t", "hopper", {"source": "d4rl", "name": "hopper-medium-v2", "path": str(file)},
+                {"source": "gymnasium", "id": "Hopper-v4"}, 1000, {"kind": "reference", "random": 0.0, "expert": 1.0})
+    data = task.load_dataset()
+    assert len(data) == n and data.num_episodes == 2 and data.metadata["d4rl_name"] == "hopper-medium-v2"
+    assert sources.dataset_status(task).available
+
+
+def test_mass_scale_wrapper_scales_bodies_once_and_changes_dynamics():
+    from benchmarks.wrappers import MassScale, mujoco_model
+
+    base = gym.make("Hopper-v4")
+    nominal = mujoco_model(base).body_mass.copy()
+    task = Task("t", "hopper", {"source": "toy", "task": "four-goal"},
+                {"source": "gymnasium", "id": "Hopper-v4", "mass_scale": 1.5}, 1000, {"kind": "success"})
+    heavy = task.make_env()
+    assert isinstance(heavy, MassScale)
+    for _ in range(3):  # resets never compound the scale
+        heavy.reset(seed=0)
+    model = mujoco_model(heavy)
+    assert np.allclose(model.body_mass[1:], 1.5 * nominal[1:]) and model.body_mass[0] == nominal[0]
+    action = np.full(3, 0.8, np.float32)
+    light_obs, _ = base.reset(seed=0)
+    heavy_obs, _ = heavy.reset(seed=0)
+    assert np.allclose(light_obs, heavy_obs)
+    for _ in range(5):
+        light_obs = base.step(action)[0]
+        heavy_obs = heavy.step(action)[0]
+    assert not np.allclose(light_obs, heavy_obs, atol=1e-4)
+    same = dict(task.env, mass_scale=1.0)
+    assert not isinstance(Task("t", "h", task.dataset, same, 1000, task.score).make_env(), MassScale)
+    torso = MassScale(gym.make("Hopper-v4"), 2.0, bodies=["torso"], scale_inertia=False)
+    masses = mujoco_model(torso).body_mass
+    changed = np.flatnonzero(~np.isclose(masses, nominal))
+    assert len(changed) == 1 and np.isclose(masses[changed[0]], 2 * nominal[changed[0]])
+
+
+def test_datasets_cli_list_and_generators(no_data, capsys):
+    from benchmarks.cli import main
+
+    assert main(["datasets", "list", "--suite", "maze2d-local"]) == 0
+    out = capsys.readouterr().out
+    assert "modebench-local/pointmaze-umaze/small-s0-v0" in out and "generated on first use" in out
+    assert main(["datasets", "list", "--suite", "locomotion"]) == 0
+    assert out.count("MISSING") == 0 and capsys.readouterr().out.count("MISSING") == 9
+    assert main(["datasets", "list", "--generators"]) == 0
+    out = capsys.readouterr().out
+    for name in ("pointmaze-umaze", "ogbench-pointmaze-medium-navigate", "ogbench-cube-single-play", "ogbench-scene-play"):
+        assert re.search(rf"^{name}\s", out, re.M), name
+    assert main(["datasets", "download", "not-a-dataset"]) == 2
