@@ -1,0 +1,248 @@
+"""DROL: Dynamic Routing for Offline RL (Mu et al., 2026, arXiv 2604.22229), Algorithm 1.
+
+A one-step latent actor a_hat = f_theta(s, z) (an MLP on [s, z], clipped to the action box)
+with a bounded latent prior, trained with top-1 dynamic routing over K candidates:
+
+  z_1..z_K ~ Unif(B_R^{d_z}), R = sqrt(d_a), d_z = d_a          (Eq. 4; sampled exactly)
+  a_hat^k = clip(f_theta(s, z_k))        K candidates in ONE batched forward  (Eq. 4-5)
+  k* = argmin_k |a_hat^k - a|^2          no gradient through the argmin      (Eq. 7)
+  actor loss on the winner only (non-winners get exactly zero gradient, Prop. 4.2):
+    "code" (default, authors' agents/drol.py, what produced Table 1):
+        L = alpha E|a_hat^{k*} - a|^2 / d_a - q_coef E[Q_min(s, a_hat^{k*})] / sg(E|Q_min|)
+    "eq8" (the paper's Eq. 8 / Algorithm 1 line 5):
+        L = E|a_hat^{k*} - a|^2 - alpha q_coef E[Q(s, a_hat^{k*})]   (normalize_q_loss off in
+        the "drol-eq8" preset, so alpha weighs the raw Q as printed)
+  critic (Eq. 9, Algorithm 1 lines 6-7): core TDCritic, 2 heads, target
+    r + gamma (1 - d) Qtgt_agg(s', clip(f_theta(s', z'))), z' ~ Unif(B_R), agg = q_agg.
+  inference (Eq. 6): ONE latent sample, one forward pass; K is training-time only.
+
+The paper's alpha is the BC coefficient in the code form (Table 3's values 0.03-10 are the
+code's bc_coef, per the authors' run script) and the Q weight in the Eq. 8 form.
+The Q term holds the critic's parameters fixed (`policy_q_loss`, shared with FQL). As in the
+authors' code, critic and actor losses are summed and stepped ONCE per update with one Adam
+(their own update order, not an approximation). Candidates are clipped before routing, as the
+code does, so the distance and BC act on in-box actions.
+
+Training metrics (Sec. 5.3): candidate pairwise distance mean_{i!=j} |a_i - a_j|^2 / d_a,
+centroid divergence mean_k |a_k - a_bar|^2 / d_a (per state they are tied exactly:
+pairwise = 2K/(K-1) * divergence), routed BC loss E|a_hat^{k*} - a|^2 / d_a, and winner usage
+per candidate index: its entropy and max share per step, the [K] histogram accumulated over
+training in the `winner_counts` buffer (`winner_usage()`), or on a given batch
+(`winner_usage(batch)`, `diagnostics(batch)`).
+Defaults (Tables 2-3): 4 x 512 GELU MLPs (critic with LayerNorm), Adam 3e-4, batch 256,
+tau 0.005, gamma 0.99, K = 16, alpha 1 (code default; per family 0.03-10 in
+benchmarks/suites/drol_overrides.yaml). The authors also clip dataset actions to
++-(1 - 1e-5): DataConfig.clip_actions in the suite's `data:` block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.config import require
+from algorithms.critics import TDCritic, make_adam
+from algorithms.fql import policy_q_loss
+from algorithms.nets import ACTIVATIONS, MLP, sample_ball
+
+K_SWEEP = (1, 2, 4, 8, 16, 32, 64)  # the routing budgets of the paper's K sweeps (Fig. 3-4)
+
+
+def route(candidates: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 7: (k* [B], squared distances [B, K]) for candidates [B, K, d] and data actions [B, d].
+
+    The distances keep their graph; the argmin is taken on detached values (no gradient
+    through the discrete choice).
+    """
+    d2 = (candidates - actions.unsqueeze(-2)).pow(2).sum(-1)
+    return d2.detach().argmin(-1), d2
+
+
+def gather_winner(values: torch.Tensor, k_star: torch.Tensor) -> torch.Tensor:
+    """values[b, k*_b]: [B, K, ...] -> [B, ...]."""
+    index = k_star.view(-1, 1, *([1] * (values.dim() - 2))).expand(-1, 1, *values.shape[2:])
+    return values.gather(1, index).squeeze(1)
+
+
+@torch.no_grad()
+def candidate_geometry(candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sec. 5.3: (mean off-diagonal pairwise |a_i - a_j|^2 / d_a, centroid divergence), scalars.
+
+    Uses sum_{i != j} |a_i - a_j|^2 = 2K sum_k |a_k - a_bar|^2, so no [B, K, K] tensor is built.
+    K = 1 gives 0 for both.
+    """
+    k, d = candidates.shape[-2], candidates.shape[-1]
+    spread = (candidates - candidates.mean(-2, keepdim=True)).pow(2).sum(-1)  # [B, K]
+    divergence = spread.mean() / d
+    pairwise = divergence * (2.0 * k / (k - 1)) if k > 1 else torch.zeros_like(divergence)
+    return pairwise, divergence
+
+
+@dataclass
+class DROLConfig(AlgoConfig):
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # actor and critic MLP widths (Table 2)
+    activation: str = "gelu"  # hidden activation of every MLP (authors' code: GELU)
+    num_q: int = 2  # critic ensemble size (Table 2)
+    lr: float = 3e-4  # Adam learning rate (Table 2)
+    target_tau: float = 0.005  # Polyak rate of the target critic (Table 2)
+    num_candidates: int = 16  # K, latent draws routed per state in training (Table 2; sweep K_SWEEP)
+    alpha: float = 1.0  # code form: BC coefficient (Table 3: 0.03-10 per family); eq8 form: Q weight
+    q_coef: float = 1.0  # extra weight of the Q term (authors' q_coef; 0 = routed BC only)
+    loss_form: Literal["code", "eq8"] = "code"  # actor loss: authors' code (default) or paper Eq. 8
+    normalize_q_loss: bool = True  # divide the Q term by sg(mean |Q|) of the winners (code: True)
+    actor_q_agg: Literal["min", "mean"] = "min"  # ensemble aggregation in the actor's Q term (code: min)
+    q_agg: Literal["mean", "min"] = "mean"  # ensemble aggregation in the TD target (Table 3 flag)
+    latent_dim: int | None = None  # d_z; None = d_a (paper)
+    latent_radius: float | None = None  # R of the latent ball; None = sqrt(d_a) (paper)
+    actor_layer_norm: bool = False  # LayerNorm in the actor MLP (code: False)
+    critic_layer_norm: bool = True  # LayerNorm in the critic MLP (code: True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
+                f"hidden_dims must be a non-empty list of widths >= 1, got {self.hidden_dims}")
+        require(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0.0 < self.target_tau <= 1.0, f"target_tau must be in (0, 1], got {self.target_tau}")
+        require(1 <= self.num_candidates <= 4096,
+                f"num_candidates (K) must be in [1, 4096] (paper sweep {list(K_SWEEP)}), got {self.num_candidates}")
+        require(self.alpha >= 0.0, f"alpha must be >= 0, got {self.alpha}")
+        require(self.q_coef >= 0.0, f"q_coef must be >= 0, got {self.q_coef}")
+        require(self.loss_form in ("code", "eq8"), f"loss_form must be 'code' or 'eq8', got {self.loss_form!r}")
+        require(self.actor_q_agg in ("min", "mean"), f"actor_q_agg must be 'min' or 'mean', got {self.actor_q_agg!r}")
+        require(self.q_agg in ("mean", "min"), f"q_agg must be 'mean' or 'min', got {self.q_agg!r}")
+        require(self.latent_dim is None or self.latent_dim >= 1, f"latent_dim must be >= 1 or None (= d_a), got {self.latent_dim}")
+        require(self.latent_radius is None or self.latent_radius > 0,
+                f"latent_radius must be > 0 or None (= sqrt(d_a)), got {self.latent_radius}")
+
+
+class DROL(Algorithm):
+    name = "drol"
+    config_class = DROLConfig
+    can_propose = True
+
+    def __init__(self, config: DROLConfig, spec: EnvSpec, device="cpu"):
+        super().__init__(config, spec, device)
+        cfg, o, d = config, spec.obs_dim, spec.act_dim
+        self.latent_dim = cfg.latent_dim or d
+        self.latent_radius = cfg.latent_radius or math.sqrt(d)
+        self.actor = MLP(o + self.latent_dim, cfg.hidden_dims, d, cfg.activation, cfg.actor_layer_norm)  # f_theta(s, z)
+        self.critic = TDCritic(o, d, cfg.hidden_dims, cfg.num_q, cfg.target_tau, cfg.q_agg, cfg.activation, cfg.critic_layer_norm)
+        # Winner usage per candidate index, accumulated over training (a buffer: saved, no host sync).
+        self.register_buffer("winner_counts", torch.zeros(cfg.num_candidates, dtype=torch.long))
+        self.to(self.device)
+        self.optimizer = make_adam(
+            [{"params": self.critic.q.parameters()}, {"params": self.actor.parameters()}], cfg.lr, self.device
+        )
+
+    # ------------------------------------------------------------------ the actor
+
+    def sample_latents(self, shape: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
+        """z ~ Unif(B_R^{d_z}), exact (core sample_ball); used by training, the TD target and inference."""
+        return sample_ball(shape, self.latent_dim, self.latent_radius, device=device or self.device)
+
+    def policy(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """a_hat = clip(f_theta(s, z)) for any leading dims (Eq. 4 / Eq. 6)."""
+        return self.actor(torch.cat([obs, z], dim=-1)).clamp(-1.0, 1.0)
+
+    def candidates(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The candidate set A_theta(s) (Eq. 5): obs [B, o], z [B, K, d_z] -> [B, K, d_a], one forward."""
+        return self.policy(obs.unsqueeze(1).expand(-1, z.shape[1], -1), z)
+
+    # ------------------------------------------------------------------ losses
+
+    def actor_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """(loss, metrics, k* [B]): the routed actor loss for given latents z [B, K, d_z] (Alg. 1 l. 3-5)."""
+        cfg = self.config
+        d_a = actions.shape[-1]
+        cands = self.candidates(obs, z)  # Eq. 4-5
+        k_star, d2 = route(cands, actions)  # Eq. 7
+        winner = gather_winner(cands, k_star)  # a_hat^{k*}: the only candidate in the loss
+        bc = gather_winner(d2, k_star)  # |a_hat^{k*} - a|^2, [B]
+        q_loss, q = policy_q_loss(self.critic, obs, winner, cfg.actor_q_agg, cfg.normalize_q_loss)
+        if cfg.loss_form == "code":
+            loss = cfg.alpha * (bc / d_a).mean() + cfg.q_coef * q_loss
+        else:  # Eq. 8
+            loss = bc.mean() + cfg.alpha * cfg.q_coef * q_loss
+
+        with torch.no_grad():
+            k = cands.shape[1]
+            usage = torch.zeros(k, device=cands.device).index_add_(0, k_star, torch.ones_like(k_star, dtype=torch.float32))
+            share = usage / k_star.numel()
+            pairwise, divergence = candidate_geometry(cands.detach())
+            metrics = {
+                "training/actor_loss": loss.detach(),
+                "training/bc_loss": (bc.detach() / d_a).mean(),  # routed BC, per action dimension
+                "training/actor_q_loss": q_loss.detach(),
+                "training/q_pi": q.detach().mean(),
+                "training/candidate_pairwise_dist": pairwise,
+                "training/candidate_divergence": divergence,
+                "training/winner_usage_entropy": -(share * share.clamp_min(1e-12).log()).sum(),
+                "training/winner_usage_max": share.max(),
+            }
+        return loss, metrics, k_star
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        obs = batch.observations
+        b = obs.shape[0]
+        z = self.sample_latents((b, cfg.num_candidates), obs.device)  # Algorithm 1 line 3
+        actor_loss, metrics, k_star = self.actor_loss(obs, batch.actions, z)
+        self.winner_counts.index_add_(0, k_star, torch.ones_like(k_star))
+        with torch.no_grad():  # line 6: the TD target uses the actor's own single-sample action
+            next_actions = self.policy(batch.next_observations, self.sample_latents((b,), obs.device))
+        critic_loss, critic_metrics = self.critic.losses(batch, cfg.discount, next_actions)  # line 7, Eq. 9
+        self.optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss).backward()
+        self.optimizer.step()
+        self.critic.update_target()
+        metrics.update(critic_metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:
+        """Eq. 6: ONE latent sample per state, one forward pass."""
+        return ActOutput(self.policy(obs, self.sample_latents(obs.shape[:-1], obs.device)))
+
+    @torch.no_grad()
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        """n latent samples per state, [B, n, d_a] (the candidate set with K = n)."""
+        return self.candidates(obs, self.sample_latents((obs.shape[0], n), obs.device))
+
+    # ------------------------------------------------------------------ routing analysis
+
+    @torch.no_grad()
+    def winner_usage(self, batch: Batch | None = None) -> torch.Tensor:
+        """Winner share per candidate index, [K]: accumulated over training, or on `batch` now."""
+        if batch is None:
+            counts = self.winner_counts.double()
+            return counts / counts.sum().clamp_min(1.0)
+        z = self.sample_latents((len(batch), self.config.num_candidates), batch.observations.device)
+        k_star, _ = route(self.candidates(batch.observations, z), batch.actions)
+        counts = torch.bincount(k_star, minlength=self.config.num_candidates).double()
+        return counts / counts.sum()
+
+    @torch.no_grad()
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """Sec. 5.3 metrics on a batch with fresh latents, plus the per-index winner shares."""
+        z = self.sample_latents((len(batch), self.config.num_candidates), batch.observations.device)
+        cands = self.candidates(batch.observations, z)
+        k_star, d2 = route(cands, batch.actions)
+        pairwise, divergence = candidate_geometry(cands)
+        out = {
+            "routing/bc_loss": float(gather_winner(d2, k_star).mean() / cands.shape[-1]),
+            "routing/candidate_pairwise_dist": float(pairwise),
+            "routing/candidate_divergence": float(divergence),
+        }
+        share = torch.bincount(k_star, minlength=cands.shape[1]).double() / k_star.numel()
+        out.update({f"routing/winner_usage_{k}": float(p) for k, p in enumerate(share.tolist())})
+        return out

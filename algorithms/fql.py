@@ -1,0 +1,183 @@
+"""FQL: Flow Q-Learning (Park, Li and Levine, 2025), DROL's reference point (DROL Sec. 2.1, Eq. 3).
+
+Three networks: a flow-matching BC velocity field v_psi(x_t, t, s), a one-step policy
+mu_theta(s, z) and the TD critic ensemble Q_phi (core TDCritic, 2 heads, LayerNorm).
+Losses, top to bottom (numbers from the authors' code, github seohongpark/fql, agents/fql.py):
+
+  L_flow    = E_{x0~N(0,I), t~U(0,1)} || v_psi((1-t) x0 + t a, t, s) - (a - x0) ||^2 / d_a
+  L_distill = E_{z~N(0,I)} || mu_theta(s, z) - sg(clip(Euler_10[v_psi](s, z))) ||^2 / d_a
+  L_Q       = -E[ Q_mean(s, clip(mu_theta(s, z))) ]   (/ sg(E|Q|) when normalize_q_loss)
+  L_actor   = L_flow + alpha L_distill + L_Q           (DROL Eq. 3 with the flow teacher)
+  L_critic  = sum_j E[(Q_j(s, a) - r - gamma (1 - d) Qtgt_agg(s', clip(mu_theta(s', z'))))^2]
+
+The Q term differentiates through the action only: the critic's parameters are held fixed
+in it (`policy_q_loss`), exactly as the JAX code evaluates the critic with non-gradient
+parameters. Everything is summed and stepped ONCE per update with one Adam (the authors' code
+also takes a single gradient step on critic_loss + actor_loss, so this is their update order,
+not an approximation). The core TDCritic sums its loss over the 2 heads where the code
+averages; the critic and actor share no parameters and Adam is invariant to a per-parameter
+loss scale (up to eps), so the trajectories agree.
+
+Inference: ONE Gaussian noise, one forward of mu_theta, clipped to the box (no flow steps).
+Data: the authors clip dataset actions to +-(1 - 1e-5) (DataConfig.clip_actions = 1 - 1e-5,
+set in the suite's `data:` block, not here). Defaults: 4 x 512 GELU MLPs, actor without and
+critic with LayerNorm, Adam 3e-4, batch 256, alpha 10, 10 Euler steps, q_agg mean.
+Differences from the JAX code: PyTorch's default Linear initialisation (the code uses
+variance scaling, fan_avg uniform).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.config import require
+from algorithms.critics import TDCritic, aggregate, make_adam
+from algorithms.nets import ACTIVATIONS, MLP, FlowVelocityNet, euler_integrate
+
+
+def policy_q_loss(
+    critic: TDCritic, obs: torch.Tensor, actions: torch.Tensor, agg: str, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(-E[Q_agg(s, a)] [/ sg(E|Q_agg|)], Q_agg [B]) with the critic's parameters held fixed.
+
+    The gradient reaches `actions` (hence the actor) but never the critic's weights: they are
+    passed detached through torch.func.functional_call, so one combined backward per update
+    stays correct. `normalize` is FQL's / DROL's normalize_q_loss (lam = 1 / sg(mean |Q|)).
+    """
+    frozen = {name: p.detach() for name, p in critic.q.named_parameters()}
+    q = aggregate(torch.func.functional_call(critic.q, frozen, (obs, actions)), agg)
+    loss = -q.mean()
+    if normalize:
+        loss = loss / q.detach().abs().mean().clamp_min(1e-6)
+    return loss, q
+
+
+@dataclass
+class FQLConfig(AlgoConfig):
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # widths of the flow, one-step and critic MLPs
+    activation: str = "gelu"  # hidden activation of every MLP (FQL: GELU)
+    num_q: int = 2  # critic ensemble size
+    lr: float = 3e-4  # Adam learning rate of every network
+    target_tau: float = 0.005  # Polyak rate of the target critic
+    alpha: float = 10.0  # distillation weight (10 antmaze, 300 cube/scene, 1000 puzzle, 3e3-3e4 adroit)
+    flow_steps: int = 10  # Euler steps of the BC flow teacher
+    q_agg: Literal["mean", "min"] = "mean"  # ensemble aggregation in the TD target (min on antmaze-large/giant)
+    normalize_q_loss: bool = False  # divide the actor's Q term by sg(mean |Q|)
+    actor_layer_norm: bool = False  # LayerNorm in the flow and one-step MLPs
+    critic_layer_norm: bool = True  # LayerNorm in the critic MLP
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
+                f"hidden_dims must be a non-empty list of widths >= 1, got {self.hidden_dims}")
+        require(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0.0 < self.target_tau <= 1.0, f"target_tau must be in (0, 1], got {self.target_tau}")
+        require(self.alpha >= 0.0, f"alpha must be >= 0, got {self.alpha}")
+        require(self.flow_steps >= 1, f"flow_steps must be >= 1, got {self.flow_steps}")
+        require(self.q_agg in ("mean", "min"), f"q_agg must be 'mean' or 'min', got {self.q_agg!r}")
+
+
+class FQL(Algorithm):
+    name = "fql"
+    config_class = FQLConfig
+    can_propose = True
+
+    def __init__(self, config: FQLConfig, spec: EnvSpec, device="cpu"):
+        super().__init__(config, spec, device)
+        cfg, o, d = config, spec.obs_dim, spec.act_dim
+        self.flow = FlowVelocityNet(o, d, cfg.hidden_dims, cfg.activation, layer_norm=cfg.actor_layer_norm)
+        self.onestep = MLP(o + d, cfg.hidden_dims, d, cfg.activation, cfg.actor_layer_norm)  # mu_theta(s, z)
+        self.critic = TDCritic(o, d, cfg.hidden_dims, cfg.num_q, cfg.target_tau, cfg.q_agg, cfg.activation, cfg.critic_layer_norm)
+        self.to(self.device)
+        self.optimizer = make_adam(
+            [{"params": self.critic.q.parameters()}, {"params": self.flow.parameters()}, {"params": self.onestep.parameters()}],
+            cfg.lr,
+            self.device,
+        )
+
+    # ------------------------------------------------------------------ policies
+
+    def noise(self, shape: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
+        """z ~ N(0, I) in R^{d_a}: the one-step policy's and the flow's source noise."""
+        return torch.randn(*shape, self.spec.act_dim, device=device or self.device)
+
+    def onestep_actions(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """mu_theta(s, z), unclipped (the distillation loss sees the raw output, as in the code)."""
+        return self.onestep(torch.cat([obs, z], dim=-1))
+
+    def flow_actions(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """clip(Euler_K[v_psi](s, z)): the BC flow teacher's action, K = flow_steps velocity calls."""
+        x1 = euler_integrate(lambda x, t: self.flow(x, t, obs), z, self.config.flow_steps)
+        return x1.clamp(-1.0, 1.0)
+
+    # ------------------------------------------------------------------ losses
+
+    def flow_bc_loss(self, obs: torch.Tensor, actions: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """L_flow = mean || v_psi(x_t, t, s) - (a - x0) ||^2 / d_a, x_t = (1 - t) x0 + t a; t is [B, 1]."""
+        x_t = (1.0 - t) * x0 + t * actions
+        return (self.flow(x_t, t, obs) - (actions - x0)).pow(2).mean()
+
+    def distill_loss(self, obs: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_distill, mu_theta(s, z)): the one-step output regressed on the frozen teacher's endpoint."""
+        with torch.no_grad():
+            target = self.flow_actions(obs, z)
+        actions = self.onestep_actions(obs, z)
+        return (actions - target).pow(2).mean(), actions
+
+    def actor_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_actor = L_flow + alpha L_distill + L_Q for given flow noise x0, times t and latents z."""
+        cfg = self.config
+        flow_loss = self.flow_bc_loss(obs, actions, x0, t)
+        distill, pi_actions = self.distill_loss(obs, z)
+        q_loss, q = policy_q_loss(self.critic, obs, pi_actions.clamp(-1.0, 1.0), "mean", cfg.normalize_q_loss)
+        loss = flow_loss + cfg.alpha * distill + q_loss
+        metrics = {
+            "training/actor_loss": loss.detach(),
+            "training/flow_bc_loss": flow_loss.detach(),
+            "training/distill_loss": distill.detach(),
+            "training/actor_q_loss": q_loss.detach(),
+            "training/q_pi": q.detach().mean(),
+        }
+        return loss, metrics
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        obs, actions = batch.observations, batch.actions
+        b = obs.shape[0]
+        x0 = self.noise((b,), obs.device)
+        t = torch.rand(b, 1, device=obs.device)
+        actor_loss, metrics = self.actor_loss(obs, actions, x0, t, self.noise((b,), obs.device))
+        with torch.no_grad():  # the TD target's next action is the one-step policy's own
+            next_actions = self.onestep_actions(batch.next_observations, self.noise((b,), obs.device)).clamp(-1.0, 1.0)
+        critic_loss, critic_metrics = self.critic.losses(batch, cfg.discount, next_actions)
+        self.optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss).backward()
+        self.optimizer.step()
+        self.critic.update_target()
+        metrics.update(critic_metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:
+        """One noise sample, one forward of the one-step policy."""
+        z = self.noise(obs.shape[:-1], obs.device)
+        return ActOutput(self.onestep_actions(obs, z).clamp(-1.0, 1.0))
+
+    @torch.no_grad()
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        """n one-step samples per state (n noises), [B, n, d_a]."""
+        z = self.noise((obs.shape[0], n), obs.device)
+        return self.onestep_actions(obs.unsqueeze(1).expand(-1, n, -1), z).clamp(-1.0, 1.0)
+
+
+__all__ = ["FQL", "FQLConfig", "policy_q_loss"]
