@@ -1,0 +1,101 @@
+"""Subcommands tables, plots, profile, report: regenerate results/ from the stored records (no training).
+
+    modebench tables  [--root results] [--score final|last:K|best] [--methods a,b] [--reps 50000] [--seed 0]
+    modebench plots   [same] [--formats png,pdf]
+    modebench profile [--devices cpu,cuda] [--batch-sizes 1,64] [--repeats 50] [--methods a,b]
+    modebench report  [same as tables]   (tables + plots + results/report.md linking them)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from algorithms.config import ConfigError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=None, help="results store to read (default: results/ or $MODEBENCH_RESULTS)")
+    p.add_argument("--out", default=None, help="output folder (default: <root>/tables or <root>/plots)")
+    p.add_argument("--score", default="final",
+                   help="which evaluations count as a run's score: final (default), last:K (mean of the last K), best (optimistic)")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: every non-preset method in the store)")
+    p.add_argument("--reps", type=int, default=50_000, help="bootstrap replicates for the 95%% CIs (default 50000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random state (default 0)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("tables", help="paper-layout tables (Markdown, LaTeX, CSV) from the stored records")
+    _common(p)
+    p.set_defaults(handler=cmd_tables)
+
+    p = subparsers.add_parser("plots", help="paper figures (PNG, PDF, data CSV) from the stored records")
+    _common(p)
+    p.add_argument("--formats", default="png,pdf", help="image formats (default png,pdf)")
+    p.set_defaults(handler=cmd_plots)
+
+    p = subparsers.add_parser("profile", help="act latency / peak memory / params of every method (GEM Table 3) + NLL gap")
+    profile_arguments(p)
+    p.set_defaults(handler=cmd_profile)
+
+    p = subparsers.add_parser("report", help="tables + plots + a one-page results/report.md linking them")
+    _common(p)
+    p.add_argument("--formats", default="png,pdf", help="image formats (default png,pdf)")
+    p.set_defaults(handler=cmd_report)
+
+
+def profile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=None, help="results store for the NLL-gap table (default: results/ or $MODEBENCH_RESULTS)")
+    p.add_argument("--out", default=None, help="output folder (default: <root>/profile)")
+    p.add_argument("--methods", default=None, help="comma-separated method names (default: every registered base method)")
+    p.add_argument("--devices", default=None, help="comma-separated devices (default: cpu, plus cuda when present)")
+    p.add_argument("--batch-sizes", default="1,64", help="states per act call (default 1,64)")
+    p.add_argument("--repeats", type=int, default=50, help="timed calls per setting (default 50; the median is reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for every method (default 1)")
+    p.add_argument("--no-nll-gap", action="store_true", help="skip the NLL-gap table")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    from analysis.records import ScoreRule
+
+    if args.reps < 1:
+        raise ConfigError(f"--reps must be >= 1, got {args.reps}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    return {"rule": ScoreRule.parse(args.score), "methods": methods, "reps": args.reps, "seed": args.seed}
+
+
+def _formats(text: str) -> list[str]:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    if not formats or set(formats) - {"png", "pdf", "svg"}:
+        raise ConfigError(f"--formats {text!r}: choose from png, pdf, svg")
+    return formats
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from analysis.tables import build_tables
+
+    build_tables(args.root, args.out, **_options(args))
+    return 0
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from analysis.plots import build_plots
+
+    build_plots(args.root, args.out, formats=_formats(args.formats), **_options(args))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from analysis.profile import main_from_args
+
+    return main_from_args(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+
+    if args.out:
+        raise ConfigError("report writes into --root (tables/, plots/, report.md); --out is not used")
+    build_report(Path(args.root) if args.root else None, formats=_formats(args.formats), **_options(args))
+    return 0

@@ -1,0 +1,397 @@
+"""The papers' figures rebuilt from the results store (PNG and PDF, plus the plotted numbers as CSV).
+
+- gem_budget_suite: score / Violation / CollapseDist versus the candidate budget N, suite means
+  (GEM Fig. 2; like the paper, no error bars at suite level); gem_budget_tasks_<metric>: the
+  same per task with mean ± std bands over seeds (GEM Fig. A.3). Any method with a knob N.
+- gem_wp_frontier: score versus Violation over the terminal support weight w_end at fixed N
+  (GEM Fig. 19), suite means, points labelled by w_end.
+- drol_k: score versus K (DROL's config `num_candidates`; DROL Fig. 4), dashed line at the
+  default K = 16, the best K circled in red.
+- lom_m: score versus M (LOM's config `num_modes`; LOM Fig. 3).
+- isep_lambda: score versus the interpolation λ (ISEP's config `lam`; ISEP Fig. 5).
+- learning_curves: score versus training step, mean ± std band over seeds.
+- aggregates_<scope>, performance_profile_<scope>, probability_of_improvement_<scope>: the
+  rliable plots (analysis/stats.py).
+
+A figure whose data is not in the store is skipped with a printed note that says what is missing.
+Knob sweeps vary one knob around each run's own knobs (the rest equal); config sweeps compare
+runs whose configs differ only in that field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from analysis import stats
+from analysis.records import (
+    ScoreRule,
+    default_root,
+    load_records,
+    main_runs,
+    method_order,
+    select_scores,
+    task_order,
+)
+
+FORMATS = ("png", "pdf")
+AUDIT_LABELS = {"score": "Normalised score", "audit/violation": "Violation", "audit/collapse_dist": "CollapseDist",
+                "audit/support_z": "SupportZ"}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    title: str
+    param: str  # "knob/<name>" or "config/<name>"
+    label: str
+    methods: tuple[str, ...] | None = None  # base methods; None = every base method that has the column
+    default: float | None = None
+    log2: bool = False
+
+
+SWEEPS = [
+    Sweep("drol_k", "Score vs K (DROL Fig. 4)", "config/num_candidates", "K (routed candidates)", ("drol",), 16, True),
+    Sweep("lom_m", "Score vs M (LOM Fig. 3)", "config/num_modes", "M (mixture modes)", ("lom",), None, False),
+    Sweep("isep_lambda", "Score vs λ (ISEP Fig. 5)", "config/lam", "λ (interpolation)", ("isep", "isep-fm"), None, False),
+]
+
+
+class Plotter:
+    """Holds the store's scores, the palette and the output folder; each method writes one figure."""
+
+    def __init__(self, frame: pd.DataFrame, out: Path, rule: ScoreRule | str | None = None, formats: Sequence[str] = FORMATS,
+                 methods: Sequence[str] | None = None, reps: int = stats.REPS, seed: int = 0, log: Callable[[str], None] = print):
+        self.frame = frame
+        self.rule = ScoreRule.parse(rule)
+        self.sweep_scores = select_scores(frame, self.rule)
+        self.scores, _ = main_runs(self.sweep_scores)
+        self.all_scores = select_scores(frame, self.rule, knobs="all")
+        self.methods = method_order(self.scores, methods)
+        self.out = Path(out)
+        self.formats = tuple(formats)
+        self.reps, self.seed = reps, seed
+        self.log = log
+        self.written: list[Path] = []
+        every = method_order(self.all_scores)
+        self.colors = dict(zip(every, sns.color_palette("colorblind", max(len(every), 1)) if len(every) <= 10
+                               else sns.color_palette("husl", len(every))))
+        sns.set_theme(context="paper", style="whitegrid", font_scale=1.2)
+        plt.rcParams.update({"figure.dpi": 150, "savefig.bbox": "tight", "axes.titlesize": 11, "legend.fontsize": 9})
+
+    # ------------------------------------------------------------------ helpers
+
+    def skip(self, name: str, why: str) -> None:
+        self.log(f"plots: {name} skipped: {why}")
+
+    def save(self, fig: plt.Figure, name: str, data: pd.DataFrame | None = None) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        fig.text(0.01, -0.01, self.rule.describe(), fontsize=7, color="0.4", ha="left", va="top")
+        for fmt in self.formats:
+            path = self.out / f"{name}.{fmt}"
+            fig.savefig(path, dpi=150)
+            self.written.append(path)
+        plt.close(fig)
+        if data is not None:
+            path = self.out / f"{name}.csv"
+            data.to_csv(path, index=False)
+            self.written.append(path)
+
+    @staticmethod
+    def grid(n: int, ncols: int = 4, size: tuple[float, float] = (3.6, 2.8)) -> tuple[plt.Figure, list[plt.Axes]]:
+        ncols = max(1, min(ncols, n))
+        nrows = math.ceil(n / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+        flat = list(axes.flat)
+        for ax in flat[n:]:
+            ax.set_visible(False)
+        return fig, flat[:n]
+
+    @staticmethod
+    def set_x(ax: plt.Axes, values: Sequence[float], log2: bool) -> None:
+        values = sorted({float(v) for v in values})
+        if log2 and len(values) > 1:
+            ax.set_xscale("symlog", base=2, linthresh=1) if min(values) <= 0 else ax.set_xscale("log", base=2)
+            ax.set_xticks(values)
+            ax.set_xticklabels([f"{v:g}" for v in values], rotation=45 if len(values) > 5 else 0)
+            ax.minorticks_off()
+
+    def legend(self, fig: plt.Figure, axes: Sequence[plt.Axes]) -> None:
+        handles, labels = {}, []
+        for ax in axes:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                if label not in handles:
+                    handles[label] = h
+                    labels.append(label)
+        if handles:
+            fig.legend([handles[x] for x in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+    # ------------------------------------------------------------------ sweeps
+
+    def knob_sweep(self, knob: str) -> pd.DataFrame:
+        """Rows (all knob settings) whose knobs differ from their run's own knobs at most in `knob`."""
+        column = f"knob/{knob}"
+        if column not in self.all_scores:
+            return self.all_scores.iloc[0:0]
+        rows = self.all_scores[self.all_scores[column].notna() & self.all_scores["run_knob_key"].notna()]
+
+        def others(key: str) -> str:
+            knobs = json.loads(key)
+            knobs.pop(knob, None)
+            return json.dumps(knobs, sort_keys=True)
+
+        keep = [others(k) == others(r) for k, r in zip(rows["knob_key"], rows["run_knob_key"])]
+        return rows[keep]
+
+    def config_sweep(self, column: str, methods: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
+        """Own-knob runs whose configs differ only in `column`; per method the family with most values."""
+        name = column.split("/", 1)[1]
+        if column not in self.sweep_scores:
+            return self.sweep_scores.iloc[0:0], []
+        rows = self.sweep_scores[self.sweep_scores[column].notna()]
+        if methods is not None:
+            rows = rows[rows["base_method"].isin(methods)]
+        notes, parts = [], []
+        for method, group in rows.groupby("method", sort=False):
+            family = group["config_key"].map(lambda k: json.dumps({a: b for a, b in json.loads(k).items() if a != name}, sort_keys=True))
+            counts = group.assign(_f=family).groupby("_f")[column].nunique()
+            best = counts.idxmax()
+            if len(counts) > 1:
+                notes.append(f"{method}: {len(counts) - 1} run group(s) with other config differences left out")
+            parts.append(group[family == best])
+        return (pd.concat(parts) if parts else rows.iloc[0:0]), notes
+
+    def _stat(self, rows: pd.DataFrame, by: list[str], metrics: Sequence[str]) -> pd.DataFrame:
+        g = rows.groupby(by, sort=True)
+        out = g.size().rename("n").reset_index()
+        for m in metrics:
+            out[f"{m}_mean"] = g[m].mean().to_numpy()
+            out[f"{m}_std"] = g[m].std(ddof=1).to_numpy()
+        return out
+
+    def budget_plots(self) -> None:
+        rows = self.knob_sweep("N")
+        if rows.empty or rows["knob/N"].nunique() < 2:
+            self.skip("gem_budget_suite / gem_budget_tasks", "needs records of a method with knob N at >= 2 values of N "
+                      "(e.g. `modebench eval --checkpoint .../checkpoint.pt --knob N=1,64,1024,2048`)")
+            return
+        metrics = [m for m in ("score", "audit/violation", "audit/collapse_dist") if m in rows and rows[m].notna().any()]
+        per_task = self._stat(rows, ["method", "suite", "task", "knob/N"], metrics)
+        suite = per_task.groupby(["method", "suite", "knob/N"])[[f"{m}_mean" for m in metrics]].mean().reset_index()
+        fig, axes = plt.subplots(len(metrics), 1, figsize=(5.2, 2.6 * len(metrics)), sharex=True, squeeze=False)
+        for ax, metric in zip(axes[:, 0], metrics):
+            for (method, s), part in suite.groupby(["method", "suite"]):
+                ax.plot(part["knob/N"], part[f"{metric}_mean"], marker="o", color=self.colors.get(method), label=f"{method} ({s})",
+                        linestyle="-" if s == suite["suite"].iloc[0] else "--")
+            ax.set_ylabel(AUDIT_LABELS.get(metric, metric))
+            self.set_x(ax, suite["knob/N"], True)
+        axes[-1, 0].set_xlabel("candidate budget N")
+        axes[0, 0].set_title("Suite means vs candidate budget N (GEM Fig. 2)")
+        self.legend(fig, list(axes[:, 0]))
+        fig.tight_layout()
+        self.save(fig, "gem_budget_suite", suite)
+        tasks = task_order(rows)
+        for metric in metrics:
+            fig, axes = self.grid(len(tasks))
+            for ax, task in zip(axes, tasks):
+                for method, part in per_task[per_task["task"] == task].groupby("method"):
+                    self.band(ax, part["knob/N"], part[f"{metric}_mean"], part[f"{metric}_std"], method)
+                self.set_x(ax, per_task["knob/N"], True)
+                ax.set_title(task, fontsize=10)
+                ax.set_xlabel("N")
+                ax.set_ylabel(AUDIT_LABELS.get(metric, metric))
+            fig.suptitle(f"{AUDIT_LABELS.get(metric, metric)} vs N per task, mean ± std over seeds (GEM Fig. A.3)", y=1.02)
+            self.legend(fig, axes)
+            fig.tight_layout()
+            self.save(fig, f"gem_budget_tasks_{metric.split('/')[-1]}", per_task)
+
+    def band(self, ax: plt.Axes, x, mean, std, method: str, label: str | None = None) -> None:
+        x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.nan_to_num(np.asarray(std, float))
+        ax.plot(x, mean, marker="o", markersize=4, color=self.colors.get(method), label=label or method)
+        ax.fill_between(x, mean - std, mean + std, color=self.colors.get(method), alpha=0.2, linewidth=0)
+
+    def frontier_plot(self) -> None:
+        rows = self.knob_sweep("w_end")
+        if rows.empty or rows["knob/w_end"].nunique() < 2 or "audit/violation" not in rows:
+            self.skip("gem_wp_frontier", "needs records at >= 2 values of knob w_end with the violation audit "
+                      "(e.g. `modebench eval --checkpoint ... --knob w_end=0,0.2,0.4,0.8,1`)")
+            return
+        per_task = self._stat(rows, ["method", "suite", "task", "knob/w_end"], ["score", "audit/violation"])
+        suite = per_task.groupby(["method", "suite", "knob/w_end"])[["score_mean", "audit/violation_mean"]].mean().reset_index()
+        groups = list(suite.groupby(["method", "suite"]))
+        fig, axes = self.grid(len(groups), ncols=3, size=(4.2, 3.4))
+        for ax, ((method, s), part) in zip(axes, groups):
+            part = part.sort_values("knob/w_end")
+            ax.plot(part["audit/violation_mean"], part["score_mean"], marker="o", color=self.colors.get(method), label=method)
+            for r in part.itertuples(index=False):
+                ax.annotate(f"{r[2]:g}", (r[4], r[3]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.set_xlabel("Violation (suite mean)")
+            ax.set_ylabel("Score (suite mean)")
+            ax.set_title(f"{method}, {s}: w_end sweep", fontsize=10)
+        fig.suptitle("w_p frontier: score vs Violation, labels = w_end (GEM Fig. 19)", y=1.02)
+        fig.tight_layout()
+        self.save(fig, "gem_wp_frontier", suite)
+
+    def sweep_plot(self, sweep: Sweep) -> None:
+        rows, notes = self.config_sweep(sweep.param, sweep.methods)
+        if rows.empty or rows[sweep.param].nunique() < 2:
+            name = sweep.param.split("/", 1)[1]
+            self.skip(sweep.name, f"needs runs of {', '.join(sweep.methods or ['a method'])} at >= 2 values of config {name} "
+                      f"(e.g. `modebench train --algo {(sweep.methods or ['X'])[0]} --set {name}=V ...` per value)")
+            return
+        for note in notes:
+            self.log(f"plots: {sweep.name}: {note}")
+        stat = self._stat(rows, ["method", "task", sweep.param], ["score"])
+        tasks = task_order(rows)
+        fig, axes = self.grid(len(tasks))
+        for ax, task in zip(axes, tasks):
+            part_t = stat[stat["task"] == task]
+            for method, part in part_t.groupby("method"):
+                self.band(ax, part[sweep.param], part["score_mean"], part["score_std"], method)
+            if sweep.default is not None:
+                ax.axvline(sweep.default, color="0.3", linestyle="--", linewidth=1, label=f"default {sweep.label.split()[0]} = {sweep.default:g}")
+            if sweep.name == "drol_k" and not part_t.empty:
+                best = part_t.loc[part_t["score_mean"].idxmax()]
+                ax.plot([best[sweep.param]], [best["score_mean"]], marker="o", markersize=12, markerfacecolor="none",
+                        markeredgecolor="red", markeredgewidth=1.5, linestyle="none", label="best")
+            self.set_x(ax, stat[sweep.param], sweep.log2)
+            ax.set_title(task, fontsize=10)
+            ax.set_xlabel(sweep.label)
+            ax.set_ylabel("Normalised score")
+        fig.suptitle(f"{sweep.title}, mean ± std over seeds", y=1.02)
+        self.legend(fig, axes)
+        fig.tight_layout()
+        self.save(fig, sweep.name, stat)
+
+    def learning_curves(self) -> None:
+        rows = self.frame[self.frame["is_run_knobs"].astype(bool) & self.frame["run_id"].isin(set(self.scores["run_id"]))
+                          & self.frame["method"].isin(self.methods)]
+        if rows.empty or rows.groupby("run_id")["step"].nunique().max() < 2:
+            self.skip("learning_curves", "every run has a single evaluation (train with --eval-every to record curves)")
+            return
+        stat = rows.groupby(["task", "method", "step"])["normalized_score"].agg(["mean", "std", "count"]).reset_index()
+        tasks = task_order(rows.assign(task_order=rows["task_order"]))
+        fig, axes = self.grid(len(tasks))
+        for ax, task in zip(axes, tasks):
+            for method in self.methods:
+                part = stat[(stat["task"] == task) & (stat["method"] == method)]
+                if len(part):
+                    self.band(ax, part["step"], part["mean"], part["std"], method)
+            ax.set_title(task, fontsize=10)
+            ax.set_xlabel("training step")
+            ax.set_ylabel("Normalised score")
+        fig.suptitle("Learning curves, mean ± std over seeds", y=1.02)
+        self.legend(fig, axes)
+        fig.tight_layout()
+        self.save(fig, "learning_curves", stat)
+
+    # ------------------------------------------------------------------ rliable plots
+
+    def rliable_plots(self) -> None:
+        from analysis.tables import _suite_sets
+
+        sets = _suite_sets(self.scores, self.methods)
+        if not sets:
+            self.skip("aggregates / performance_profile / probability_of_improvement", "no task that every method has")
+            return
+        for label, tasks, ms, missing in sets:
+            if missing:
+                self.log(f"plots: aggregates for {label} leave out {', '.join(missing)} (they lack some of its tasks)")
+            scope = label.replace(" ", "_")
+            data = stats.score_dict(self.scores, ms, tasks)
+            agg = stats.aggregate_metrics(data, reps=self.reps, seed=self.seed)
+            fig, axes = plt.subplots(1, 4, figsize=(13, 0.45 * len(ms) + 1.6), sharey=True)
+            for ax, metric in zip(axes, stats.METRICS):
+                part = agg[agg["metric"] == metric].set_index("method").loc[ms]
+                y = np.arange(len(ms))
+                for i, m in enumerate(ms):
+                    ax.plot([part["low"].iloc[i], part["high"].iloc[i]], [y[i], y[i]], color=self.colors.get(m), linewidth=6, alpha=0.6,
+                            solid_capstyle="butt")
+                    ax.plot([part["point"].iloc[i]], [y[i]], marker="|", color="k", markersize=14)
+                ax.set_yticks(y)
+                ax.set_yticklabels(ms)
+                ax.set_ylim(len(ms) - 0.5, -0.5)
+                ax.set_title(stats.METRIC_LABELS[metric] + (" (lower is better)" if metric == "optimality_gap" else ""))
+                ax.set_xlabel("Normalised score")
+            fig.suptitle(f"Aggregates with 95% stratified-bootstrap CIs: {label}, {len(tasks)} tasks", y=1.04)
+            fig.tight_layout()
+            self.save(fig, f"aggregates_{scope}", agg)
+
+            high = max(100.0, float(np.nanmax(self.scores["score"])))
+            low = min(0.0, float(np.nanmin(self.scores["score"])))
+            taus = np.linspace(low, high, 101)
+            profiles = stats.performance_profile(data, taus, reps=self.reps, seed=self.seed)
+            fig, ax = plt.subplots(figsize=(5.6, 3.8))
+            rows = []
+            for m, (point, lo, hi) in profiles.items():
+                ax.plot(taus, point, color=self.colors.get(m), label=m)
+                ax.fill_between(taus, lo, hi, color=self.colors.get(m), alpha=0.15, linewidth=0)
+                rows += [{"method": m, "tau": t, "fraction": p, "low": a, "high": b} for t, p, a, b in zip(taus, point, lo, hi)]
+            ax.set_xlabel("Normalised score τ")
+            ax.set_ylabel("Fraction of runs with score > τ")
+            ax.set_title(f"Performance profiles: {label}")
+            ax.legend(loc="upper right", frameon=True)
+            fig.tight_layout()
+            self.save(fig, f"performance_profile_{scope}", pd.DataFrame(rows))
+
+            poi = stats.improvement_table(data, reps=self.reps, seed=self.seed)
+            if poi.empty:
+                self.skip(f"probability_of_improvement_{scope}", "needs >= 2 methods with equal seed counts per task")
+                continue
+            fig, ax = plt.subplots(figsize=(5.6, 0.38 * len(poi) + 1.2))
+            y = np.arange(len(poi))
+            for i, r in enumerate(poi.itertuples(index=False)):
+                ax.plot([r.low, r.high], [i, i], color=self.colors.get(r.x), linewidth=6, alpha=0.6, solid_capstyle="butt")
+                ax.plot([r.point], [i], marker="|", color="k", markersize=12)
+            ax.axvline(0.5, color="0.3", linestyle="--", linewidth=1)
+            ax.set_yticks(y)
+            ax.set_yticklabels([f"P({r.x} > {r.y})" for r in poi.itertuples(index=False)])
+            ax.invert_yaxis()
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("Probability of improvement")
+            ax.set_title(f"{label}, {len(tasks)} tasks, 95% CIs")
+            fig.tight_layout()
+            self.save(fig, f"probability_of_improvement_{scope}", poi)
+
+    def all(self) -> list[Path]:
+        if self.frame.empty:
+            self.skip("all plots", "no evaluation records in the store")
+            return []
+        self.learning_curves()
+        self.budget_plots()
+        self.frontier_plot()
+        for sweep in SWEEPS:
+            self.sweep_plot(sweep)
+        self.rliable_plots()
+        return self.written
+
+
+def build_plots(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
+                methods: Sequence[str] | None = None, formats: Sequence[str] = FORMATS, reps: int = stats.REPS, seed: int = 0,
+                frame: pd.DataFrame | None = None, log: Callable[[str], None] = print) -> list[Path]:
+    """Every figure from the stored records under `root` into `out` (default <root>/plots)."""
+    from analysis.tables import base_methods
+
+    root = Path(root) if root is not None else default_root()
+    out = Path(out) if out is not None else root / "plots"
+    frame = frame if frame is not None else load_records(root)
+    if frame.empty:
+        log(f"plots: no evaluation records under {root}/; nothing drawn")
+        return []
+    if methods is None:
+        methods = base_methods(select_scores(frame, rule))
+    written = Plotter(frame, out, rule, formats, methods, reps, seed, log).all()
+    figures = sorted({p.stem for p in written if p.suffix == ".png"})
+    log(f"plots: {len(figures)} figures ({', '.join(figures)}) -> {out}/ ({', '.join(formats)}, data as .csv)")
+    return written

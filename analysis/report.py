@@ -1,0 +1,103 @@
+"""One-page Markdown report of the results store: what was run, the main tables, every figure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import stats
+from analysis.records import ScoreRule, default_root, load_records
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+def _summary(frame: pd.DataFrame, rule: ScoreRule) -> list[str]:
+    runs = frame["run_id"].nunique()
+    revisions = sorted(set(frame["git_revision"].dropna().astype(str)))
+    lines = [
+        f"- {len(frame)} evaluation records from {runs} runs; {rule.describe()}.",
+        f"- Methods: {', '.join(sorted(frame['method'].unique()))}.",
+        f"- Tasks: {', '.join(sorted(frame['task'].unique()))}.",
+        (f"- Seeds: {', '.join(str(s) for s in sorted(frame['seed'].unique()))}; "
+        f"training steps: {', '.join(str(s) for s in sorted(frame['total_steps'].dropna().astype(int).unique()))}."),
+        f"- Code revisions: {', '.join(revisions) or 'unknown'}"
+        + (" -- more than one: results from different code are mixed." if len(revisions) > 1 else "")
+        + (" -- uncommitted changes (+dirty)." if any(r.endswith("+dirty") for r in revisions) else ""),
+        f"- Devices: {', '.join(sorted(frame['device'].dropna().astype(str).unique()))}.",
+    ]
+    return lines
+
+
+def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None = None, methods: Sequence[str] | None = None,
+                 reps: int = stats.REPS, seed: int = 0, formats: Sequence[str] = ("png", "pdf"),
+                 log: Callable[[str], None] = print) -> Path:
+    """Regenerate results/tables and results/plots from the stored records and write results/report.md."""
+    from analysis.plots import build_plots
+    from analysis.tables import build_tables
+
+    root = Path(root) if root is not None else default_root()
+    rule = ScoreRule.parse(rule)
+    notes: list[str] = []
+
+    def collect(message: str) -> None:
+        log(message)
+        if "skipped" in message or "left out" in message or "leave out" in message or "no ablation" in message:
+            notes.append(message)
+
+    frame = load_records(root)
+    report = root / "report.md"
+    lines = ["# ModeBench results report", "",
+             f"Regenerated from the stored evaluation records under `{root}/` by `modebench report` (no training).", ""]
+    if frame.empty:
+        lines += ["No evaluation records yet: run `make bench SUITE=toy` (or `modebench train ...`), then `make tables plots`."]
+        root.mkdir(parents=True, exist_ok=True)
+        report.write_text("\n".join(lines) + "\n")
+        log(f"report: {report} (empty store)")
+        return report
+    tables = build_tables(root, rule=rule, methods=methods, reps=reps, seed=seed, frame=frame, log=collect)
+    plots = build_plots(root, rule=rule, methods=methods, formats=formats, reps=reps, seed=seed, frame=frame, log=collect)
+    lines += ["## What is in the store", ""] + _summary(frame, rule) + [""]
+
+    def inline(stem: str, heading: str) -> None:
+        path = root / "tables" / f"{stem}.md"
+        if path.exists():
+            lines.extend([f"## {heading}", "", path.read_text().replace("### ", "#### ", 1), ""])
+
+    inline("main_gem_layout", "Scores per task")
+    inline("aggregates", "Aggregate scores")
+    pngs = sorted(p for p in plots if p.suffix == ".png")
+    if pngs:
+        lines += ["## Figures", ""]
+        for png in pngs:
+            pdf = png.with_suffix(".pdf")
+            data = png.with_suffix(".csv")
+            links = [f"[png]({_rel(png, root)})"] + ([f"[pdf]({_rel(pdf, root)})"] if pdf.exists() else []) + (
+                [f"[data]({_rel(data, root)})"] if data.exists() else [])
+            lines += [f"**{png.stem}** ({' · '.join(links)})", "", f"![{png.stem}]({_rel(png, root)})", ""]
+    stems = sorted({p.stem for p in tables})
+    if stems:
+        lines += ["## All tables", "", "| table | Markdown | LaTeX | CSV |", "|:---|:---|:---|:---|"]
+        for stem in stems:
+            base = root / "tables" / stem
+            lines.append(f"| {stem} | [md]({_rel(base.with_suffix('.md'), root)}) | [tex]({_rel(base.with_suffix('.tex'), root)}) "
+                         f"| [csv]({_rel(base.with_suffix('.csv'), root)}) |")
+        lines.append("")
+    profile_dir = root / "profile"
+    profile_tables = sorted(profile_dir.glob("*.md")) if profile_dir.exists() else []
+    lines += ["## Deployment profile", ""]
+    if profile_tables:
+        for path in profile_tables:
+            lines += [f"- [{path.stem}]({_rel(path, root)}) ([csv]({_rel(path.with_suffix('.csv'), root)}))"]
+    else:
+        lines += ["Not measured yet: `make profile` (or `modebench profile`) writes the act latency / memory table and the NLL-gap table."]
+    lines.append("")
+    if notes:
+        lines += ["## Not shown, and why", ""] + [f"- {n}" for n in notes] + [""]
+    report.write_text("\n".join(lines))
+    log(f"report: {report}")
+    return report

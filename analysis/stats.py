@@ -1,0 +1,273 @@
+"""Aggregate performance with statistical honesty (Agarwal et al. 2021, the rliable estimators).
+
+IQM, median, mean and optimality gap over runs x tasks, with stratified-bootstrap confidence
+intervals (runs resampled with replacement within each task), performance profiles (score
+distributions) and the probability of improvement of one method over another (Mann-Whitney U
+per task, averaged over tasks) with independent stratified-bootstrap intervals.
+
+Why not call rliable directly: rliable 1.2.0 needs `arch`, whose import fails under pandas 3
+(`deprecate_kwarg` changed signature), and it loops over 50 000 replicates in Python. This
+module is a vectorised numpy implementation of the same estimators. It draws its bootstrap
+indices exactly as rliable does (one `RandomState(seed)`, `choice(n_runs, (n_runs, n_tasks))`
+per replicate, methods in order, `np.percentile` intervals), so on rectangular data it returns
+rliable's numbers to the last bit for the same seed (tests/test_analysis.py checks this against
+rliable itself). Tasks with different run counts are also supported (each task's runs are
+resampled with its own count), which rliable cannot do.
+
+Scores are on the 0-100 normalised scale; the optimality gap's threshold is therefore
+`gamma = 100` (rliable's default gamma = 1 assumes 0-1 scores and would report nonsense here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+REPS = 50_000  # bootstrap replicates (rliable's default; CORL's 200 is too few for stable 95% tails)
+CONFIDENCE = 0.95
+GAMMA = 100.0  # optimality-gap threshold for 0-100 normalised scores
+METRICS = ("median", "iqm", "mean", "optimality_gap")
+METRIC_LABELS = {"median": "Median", "iqm": "IQM", "mean": "Mean", "optimality_gap": "Optimality gap"}
+_CHUNK_ELEMENTS = 4_000_000  # bound on replicates x runs x tasks held at once
+
+
+# ------------------------------------------------------------------ runs x tasks containers
+
+
+@dataclass
+class Scores:
+    """One method's scores: per task, a 1-D array of runs (seeds). Rectangular when equal counts."""
+
+    per_task: list[np.ndarray]
+
+    @classmethod
+    def of(cls, data: np.ndarray | Sequence[Sequence[float]]) -> Scores:
+        if isinstance(data, np.ndarray) and data.ndim == 2:
+            return cls([np.asarray(data[:, t], dtype=np.float64) for t in range(data.shape[1])])
+        return cls([np.asarray(col, dtype=np.float64) for col in data])
+
+    @property
+    def rectangular(self) -> bool:
+        return len({len(c) for c in self.per_task}) == 1
+
+    def matrix(self) -> np.ndarray:
+        """[runs, tasks] (rectangular) or NaN-padded."""
+        n = max(len(c) for c in self.per_task)
+        out = np.full((n, len(self.per_task)), np.nan)
+        for t, col in enumerate(self.per_task):
+            out[: len(col), t] = col
+        return out
+
+
+def score_dict(scores: pd.DataFrame, methods: Sequence[str], tasks: Sequence[str], column: str = "score") -> dict[str, Scores]:
+    """{method: Scores} from `select_scores` output, runs ordered by seed, only the given tasks."""
+    out = {}
+    for method in methods:
+        rows = scores[scores["method"] == method]
+        per_task = [rows[rows["task"] == task].sort_values("seed")[column].to_numpy(np.float64) for task in tasks]
+        if all(len(c) for c in per_task):
+            out[method] = Scores(per_task)
+    return out
+
+
+# ------------------------------------------------------------------ the estimators (batched)
+# Each takes x [reps, runs, tasks] (NaN = missing run) and returns [reps].
+
+
+def _task_means(x: np.ndarray) -> np.ndarray:
+    return np.nanmean(x, axis=1)
+
+
+def agg_mean(x: np.ndarray) -> np.ndarray:
+    """Mean over tasks of the per-task mean over runs (rliable aggregate_mean)."""
+    return _task_means(x).mean(axis=-1)
+
+
+def agg_median(x: np.ndarray) -> np.ndarray:
+    """Median over tasks of the per-task mean over runs (rliable aggregate_median)."""
+    return np.median(_task_means(x), axis=-1)
+
+
+def agg_iqm(x: np.ndarray) -> np.ndarray:
+    """25% trimmed mean of all runs x tasks scores (rliable aggregate_iqm = scipy trim_mean)."""
+    flat = np.sort(x.reshape(x.shape[0], -1), axis=1)  # NaN sorts last
+    valid = int(np.isfinite(flat[0]).sum())
+    cut = int(0.25 * valid)
+    return flat[:, cut: valid - cut].mean(axis=1)
+
+
+def agg_optimality_gap(x: np.ndarray, gamma: float = GAMMA) -> np.ndarray:
+    """gamma - mean(min(score, gamma)) over all runs x tasks (rliable aggregate_optimality_gap)."""
+    flat = x.reshape(x.shape[0], -1)
+    return gamma - np.nanmean(np.minimum(flat, gamma), axis=1)
+
+
+def _metric_funcs(gamma: float) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    return {"median": agg_median, "iqm": agg_iqm, "mean": agg_mean, "optimality_gap": lambda x: agg_optimality_gap(x, gamma)}
+
+
+# ------------------------------------------------------------------ stratified bootstrap
+
+
+def _resample(scores: Scores, reps: int, rs: np.random.RandomState) -> np.ndarray:
+    """Bootstrap replicates [reps, runs, tasks]: runs resampled with replacement within each task.
+
+    Rectangular data consumes the random stream exactly as rliable's StratifiedBootstrap
+    (one choice(n, (n, T)) per replicate); ragged data draws task by task."""
+    matrix = scores.matrix()
+    n, n_tasks = matrix.shape
+    if scores.rectangular:
+        idx = rs.choice(n, size=(reps, n, n_tasks), replace=True)
+        return matrix[idx, np.arange(n_tasks)[None, None, :]]
+    out = np.full((reps, n, n_tasks), np.nan)
+    for t, col in enumerate(scores.per_task):
+        out[:, : len(col), t] = col[rs.choice(len(col), size=(reps, len(col)), replace=True)]
+    return out
+
+
+def _bootstrap(scores: Scores, func: Callable[[np.ndarray], np.ndarray], reps: int, rs: np.random.RandomState) -> np.ndarray:
+    """func over `reps` replicates, chunked so memory stays bounded; returns [reps, ...]."""
+    matrix = scores.matrix()
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, matrix.size))
+    parts, done = [], 0
+    while done < reps:
+        size = min(chunk, reps - done)
+        parts.append(func(_resample(scores, size, rs)))
+        done += size
+    return np.concatenate(parts, axis=0)
+
+
+def _interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(samples, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    return low, high
+
+
+def aggregate_metrics(
+    data: Mapping[str, Scores | np.ndarray],
+    *,
+    reps: int = REPS,
+    seed: int = 0,
+    gamma: float = GAMMA,
+    confidence: float = CONFIDENCE,
+) -> pd.DataFrame:
+    """Median, IQM, mean, optimality gap with stratified-bootstrap CIs, one row per (method, metric).
+
+    Equivalent to rliable's `get_interval_estimates(data, lambda x: [median, iqm, mean, og],
+    reps=reps)` after `np.random.seed(seed)` (same replicates, same percentile intervals)."""
+    rs = np.random.RandomState(seed)
+    funcs = _metric_funcs(gamma)
+    rows = []
+    for method, raw in data.items():
+        scores = raw if isinstance(raw, Scores) else Scores.of(raw)
+        point_input = scores.matrix()[None]
+
+        def all_metrics(x: np.ndarray) -> np.ndarray:
+            return np.stack([funcs[m](x) for m in METRICS], axis=1)
+
+        point = all_metrics(point_input)[0]
+        low, high = _interval(_bootstrap(scores, all_metrics, reps, rs), confidence)
+        n_runs = sum(len(c) for c in scores.per_task)
+        for i, metric in enumerate(METRICS):
+            rows.append({"method": method, "metric": metric, "point": float(point[i]), "low": float(low[i]),
+                         "high": float(high[i]), "n_tasks": len(scores.per_task), "n_runs": n_runs})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ performance profiles
+
+
+def performance_profile(
+    data: Mapping[str, Scores | np.ndarray],
+    taus: np.ndarray,
+    *,
+    reps: int = REPS,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Score distributions: fraction of runs (all tasks) with score > tau, with bootstrap CIs.
+
+    Same as rliable's `create_performance_profile(data, taus, reps=reps)` after np.random.seed(seed)."""
+    taus = np.asarray(taus, dtype=np.float64)
+    rs = np.random.RandomState(seed)
+    out = {}
+    for method, raw in data.items():
+        scores = raw if isinstance(raw, Scores) else Scores.of(raw)
+
+        def profile(x: np.ndarray) -> np.ndarray:
+            flat = x.reshape(x.shape[0], -1)
+            valid = np.isfinite(flat).sum(axis=1, keepdims=True)
+            above = (flat[:, :, None] > taus[None, None, :]).sum(axis=1)
+            return above / valid
+
+        point = profile(scores.matrix()[None])[0]
+        low, high = _interval(_bootstrap(scores, profile, reps, rs), confidence)
+        out[method] = (point, low, high)
+    return out
+
+
+# ------------------------------------------------------------------ probability of improvement
+
+
+def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) per replicate: x [R, nx, T], y [R, ny, T] -> [R] (U / (nx ny), averaged over tasks)."""
+    gt = (x[:, :, None, :] > y[:, None, :, :]).mean(axis=(1, 2))
+    eq = (x[:, :, None, :] == y[:, None, :, :]).mean(axis=(1, 2))
+    return (gt + 0.5 * eq).mean(axis=-1)
+
+
+def probability_of_improvement(
+    x: Scores | np.ndarray,
+    y: Scores | np.ndarray,
+    *,
+    reps: int = REPS,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    rs: np.random.RandomState | None = None,
+) -> tuple[float, float, float]:
+    """P(X > Y): the Mann-Whitney probability per task averaged over tasks, with CIs from
+    resampling X's and Y's runs independently within each task (rliable's
+    StratifiedIndependentBootstrap). Needs rectangular X and Y over the same tasks."""
+    xs = x if isinstance(x, Scores) else Scores.of(x)
+    ys = y if isinstance(y, Scores) else Scores.of(y)
+    if not (xs.rectangular and ys.rectangular) or len(xs.per_task) != len(ys.per_task):
+        raise ValueError("probability_of_improvement needs the same tasks and an equal number of runs per task within each method")
+    xm, ym = xs.matrix(), ys.matrix()
+    rs = rs if rs is not None else np.random.RandomState(seed)
+    point = float(_poi(xm[None], ym[None])[0])
+    (nx, tasks), ny = xm.shape, ym.shape[0]
+    cols = np.arange(tasks)[None, None, :]
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, nx * ny * tasks))
+    samples, done = [], 0
+    while done < reps:
+        size = min(chunk, reps - done)
+        if nx == ny:  # per replicate: choice for X then choice for Y, as one draw
+            idx = rs.choice(nx, size=(size, 2, nx, tasks), replace=True)
+            ix, iy = idx[:, 0], idx[:, 1]
+        else:
+            pairs = [(rs.choice(nx, size=(nx, tasks)), rs.choice(ny, size=(ny, tasks))) for _ in range(size)]
+            ix, iy = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        samples.append(_poi(xm[ix, cols], ym[iy, cols]))
+        done += size
+    low, high = _interval(np.concatenate(samples), confidence)
+    return point, float(low), float(high)
+
+
+def improvement_table(data: Mapping[str, Scores], *, reps: int = REPS, seed: int = 0,
+                      confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """P(X > Y) with CIs for every pair of methods, X the later one in `data`'s order (methods come
+    in registry order, baselines first, so X is the newer method); one random stream, pairs in order."""
+    rs = np.random.RandomState(seed)
+    rows = []
+    names = list(data)
+    for i, a in enumerate(names):
+        for b in names[:i]:
+            try:
+                point, low, high = probability_of_improvement(data[a], data[b], reps=reps, rs=rs, confidence=confidence)
+            except ValueError:
+                continue
+            rows.append({"x": a, "y": b, "point": point, "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["x", "y", "point", "low", "high"])

@@ -1,0 +1,652 @@
+"""The papers' table layouts rebuilt from the results store, each beside the published numbers.
+
+- `gem_layout`:  GEM Table 1 -- tasks x methods, mean ± std over seeds with n, per-section Sum
+  and Avg rows, bold within 0.95 of the row's best; a paper / Δ column pair per method.
+- `ablation_layouts`: GEM Table 5 (variant, score, Δ mean ± std over paired runs, audits,
+  n pairs) and Table 6 (per-task Δ of each variant) -- paired on (task, seed).
+- `drol_layout`: DROL Table 4 -- task-level, methods grouped by policy class, bold within 0.95
+  of the row's best, one-step methods within 0.95 underlined, (*) default tasks, per-family
+  averages (DROL Table 1).
+- `lom_layout`: LOM Table 1 -- rows grouped by dataset type then environment, the highest
+  mean bold.
+- `aggregate_layout` / `improvement_layout`: IQM, median, mean, optimality gap with 95%
+  stratified-bootstrap CIs, and P(X > Y) per suite (analysis/stats.py).
+
+Every function takes `select_scores(...)` output (one row per run) and returns a `Table`;
+`build_tables` writes them all as Markdown, LaTeX and CSV. Std is the sample std (ddof = 1)
+over seeds; a cell with one seed prints no std.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+from analysis.records import (
+    ScoreRule,
+    load_records,
+    main_runs,
+    method_order,
+    select_scores,
+    task_order,
+    warn_incomplete,
+)
+from analysis.reference import (
+    PAPER_TO_OURS,
+    published_value,
+    read_reference,
+    reference_id,
+)
+from analysis.render import Cell, Table, mean_std, num, within
+
+BOLD_RATIO = 0.95
+OURS_WITH_PAPER = sorted(set(PAPER_TO_OURS.values()))
+
+# DROL Table 4's column groups, with our methods placed by their policy class
+POLICY_CLASSES = {
+    "Gaussian / mixture policies": ["bc", "iql", "isep", "isep-deterministic", "lom", "lom-code", "gem"],
+    "Multi-step / iterative policies": ["isep-fm", "cfgrl"],
+    "One-step generative policies": ["fql", "drol"],
+}
+ONE_STEP = set(POLICY_CLASSES["One-step generative policies"])
+
+
+# ---------------------------------------------------------------------- per-task statistics
+
+
+def task_stats(scores: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
+    """suite, task, method -> mean, std (ddof), n seeds, plus the published dataset id."""
+    if scores.empty:
+        return pd.DataFrame(columns=["suite", "task", "method", "mean", "std", "n", "reference_id", "default_task"])
+    grouped = scores.groupby(["suite", "task", "method"], sort=False)
+    out = grouped["score"].agg(mean="mean", n="count").reset_index()
+    out["std"] = grouped["score"].std(ddof=ddof).to_numpy()
+    meta = scores.drop_duplicates("task").set_index("task")
+    out["dataset"] = out["task"].map(meta["dataset"])
+    out["default_task"] = out["task"].map(meta["default_task"]).fillna(False).astype(bool)
+    out["reference_id"] = [reference_id(t, d if isinstance(d, str) else None) for t, d in zip(out["task"], out["dataset"])]
+    for column in [c for c in scores if c.startswith("audit/")]:
+        out[column] = grouped[column].mean().to_numpy()
+    return out
+
+
+def _lookup(stats_frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    return {(r.task, r.method): r for r in stats_frame.itertuples(index=False)}
+
+
+def _short(task: str) -> str:
+    return task.split("/", 1)[1] if "/" in task else task
+
+
+def _gem_section(task: str, ref: str | None) -> str:
+    """GEM Table 1's suite (Locomotion / AntMaze / Maze2D) for published tasks, else our suite."""
+    if ref is not None:
+        table = read_reference("gem_table1")
+        hit = table.loc[table["dataset_id"] == ref, "suite"]
+        if not hit.empty:
+            return str(hit.iloc[0])
+    return task.split("/", 1)[0] if "/" in task else "tasks"
+
+
+def _paper_cells(method: str, ref: str | None, mean: float, layout: str, decimals: int) -> tuple[list[Cell], dict[str, Any]]:
+    pub = published_value(method, ref, layout)
+    if pub is None:
+        return [Cell(""), Cell("")], {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+    score, std, label = pub
+    delta = mean - score if not math.isnan(mean) else math.nan
+    text = num(score, decimals) + (f" ± {num(std, decimals)}" if not math.isnan(std) else "")
+    return [Cell(text), Cell(num(delta, decimals, signed=True))], {"paper": score, "paper_std": std, "paper_source": label, "delta": delta}
+
+
+def _sources_note(data: pd.DataFrame) -> list[str]:
+    if data.empty or "paper_source" not in data:
+        return []
+    used = data[data["paper_source"].astype(str) != ""].groupby("paper_source")["method"].unique()
+    if used.empty:
+        return ["paper / Δ: no published number for these tasks (toy and unmapped tasks are empty by design)."]
+    parts = [f"{label} ({', '.join(sorted(methods))})" for label, methods in used.items()]
+    return ["paper = the published number; Δ = ours - paper. Sources: " + "; ".join(parts) + "."]
+
+
+def _base_notes(scores: pd.DataFrame) -> list[str]:
+    notes = [scores.attrs.get("score_rule", ScoreRule().describe()) + "; mean ± sample std over seeds, (n) = seeds."]
+    notes += warn_incomplete(scores)
+    return notes
+
+
+# ---------------------------------------------------------------------- GEM Table 1 layout
+
+
+def gem_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bold_ratio: float = BOLD_RATIO,
+               decimals: int = 2, published: bool = True, name: str = "main_gem_layout") -> Table:
+    st = task_stats(scores)
+    methods = method_order(scores, methods)
+    paper_methods = [m for m in methods if m in OURS_WITH_PAPER] if published else []
+    header = ["Task"]
+    for m in methods:
+        header.append(m)
+        if m in paper_methods:
+            header += [f"{m} paper", f"{m} Δ"]
+    table = Table(name, "Normalised score per task (GEM Table 1 layout)", header)
+    look = _lookup(st)
+    tasks = task_order(scores)
+    refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    sections: dict[str, list[str]] = {}
+    for task in tasks:
+        sections.setdefault(_gem_section(task, refs[task]), []).append(task)
+    rows: list[dict[str, Any]] = []
+
+    def emit(label: str, kind: str, section: str, values: dict[str, tuple[float, float, int | None]],
+             paper: dict[str, tuple[list[Cell], dict[str, Any]]], task_id: str = "", ref: str | None = None) -> None:
+        best = max((v[0] for v in values.values() if not math.isnan(v[0])), default=math.nan)
+        cells: list[Cell] = [Cell(label)]
+        for m in methods:
+            mean, std, n = values.get(m, (math.nan, math.nan, None))
+            bold = within(mean, best, bold_ratio)
+            text = mean_std(mean, std, n, decimals) if kind == "task" else num(mean, decimals)
+            cells.append(Cell(text, bold=bold))
+            extra: dict[str, Any] = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+            if m in paper_methods:
+                pcells, extra = paper.get(m, ([Cell(""), Cell("")], extra))
+                cells += pcells
+            rows.append({"section": section, "row": label, "kind": kind, "task": task_id, "reference_id": ref or "",
+                         "method": m, "mean": mean, "std": std, "n": n, "bold": bold, **extra})
+        table.add(*cells)
+
+    for section, section_tasks in sections.items():
+        table.section(section)
+        for task in section_tasks:
+            values, paper = {}, {}
+            for m in methods:
+                r = look.get((task, m))
+                if r is not None:
+                    values[m] = (float(r.mean), float(r.std), int(r.n))
+                    paper[m] = _paper_cells(m, refs[task], float(r.mean), "gem", decimals)
+                elif m in paper_methods:
+                    paper[m] = _paper_cells(m, refs[task], math.nan, "gem", decimals)
+            emit(_short(task), "task", section, values, paper, task, refs[task])
+        # Sum and Avg over the section's tasks: only for methods with every task (else empty, as GEM's nan)
+        for kind in ("sum", "avg"):
+            values, paper = {}, {}
+            for m in methods:
+                means = [look[(t, m)].mean for t in section_tasks if (t, m) in look]
+                total = float(np.sum(means)) if len(means) == len(section_tasks) else math.nan
+                value = total if kind == "sum" else total / len(section_tasks)
+                values[m] = (value, math.nan, None)
+                if m in paper_methods:
+                    pubs = [published_value(m, refs[t], "gem") for t in section_tasks]
+                    if all(p is not None for p in pubs):
+                        ptotal = float(np.sum([p[0] for p in pubs]))
+                        pvalue = ptotal if kind == "sum" else ptotal / len(section_tasks)
+                        paper[m] = ([Cell(num(pvalue, decimals)), Cell(num(value - pvalue, decimals, signed=True))],
+                                    {"paper": pvalue, "paper_std": math.nan, "paper_source": pubs[0][2], "delta": value - pvalue})
+            emit("Sum" if kind == "sum" else "Avg", kind, section, values, paper)
+    table.data = pd.DataFrame(rows)
+    table.notes = _base_notes(scores) + [
+        f"Bold: within {bold_ratio:g} of the row's best mean. Sum / Avg over the section's tasks, empty where a method lacks a task.",
+    ] + (_sources_note(table.data) if published else [])
+    return table
+
+
+# ---------------------------------------------------------------------- DROL Table 4 layout
+
+
+def _drol_family(task: str, ref: str | None) -> str:
+    if ref is not None:
+        if "-singletask" in ref:
+            return "OGBench " + ref.split("-singletask")[0]
+        if ref.startswith("antmaze"):
+            return "D4RL antmaze"
+        if ref.split("-")[0] in ("pen", "door", "hammer", "relocate"):
+            return "D4RL adroit"
+        return "D4RL " + ref.split("-")[0]
+    return task.split("/", 1)[0] if "/" in task else "tasks"
+
+
+def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bold_ratio: float = BOLD_RATIO,
+                decimals: int = 1, published: bool = True, name: str = "main_drol_layout") -> Table:
+    st = task_stats(scores)
+    present = method_order(scores, methods)
+    ordered: list[str] = []
+    groups: list[tuple[str, int]] = [("", 1)]
+    for label, members in list(POLICY_CLASSES.items()) + [("Other", [m for m in present if not any(m in v for v in POLICY_CLASSES.values())])]:
+        chosen = [m for m in present if m in members]
+        if chosen:
+            ordered += chosen
+            span = sum(3 if (published and m in OURS_WITH_PAPER) else 1 for m in chosen)
+            groups.append((label, span))
+    header = ["Task"]
+    for m in ordered:
+        header.append(m)
+        if published and m in OURS_WITH_PAPER:
+            header += [f"{m} paper", f"{m} Δ"]
+    table = Table(name, "Task-level normalised score (DROL Table 4 layout)", header, groups=groups)
+    look = _lookup(st)
+    tasks = task_order(scores)
+    refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    default = dict(zip(st["task"], st["default_task"]))
+    families: dict[str, list[str]] = {}
+    for task in tasks:
+        families.setdefault(_drol_family(task, refs[task]), []).append(task)
+    rows = []
+
+    def emit(label: str, kind: str, family: str, values: dict[str, tuple[float, float, int | None]], ref: str | None,
+             task_id: str) -> None:
+        best = max((v[0] for v in values.values() if not math.isnan(v[0])), default=math.nan)
+        cells = [Cell(label)]
+        for m in ordered:
+            mean, std, n = values.get(m, (math.nan, math.nan, None))
+            bold = within(mean, best, bold_ratio)
+            underline = bold and m in ONE_STEP
+            text = mean_std(mean, std, n, decimals) if kind == "task" else num(mean, decimals)
+            cells.append(Cell(text, bold=bold, underline=underline))
+            extra = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+            if published and m in OURS_WITH_PAPER:
+                if kind == "task":
+                    pcells, extra = _paper_cells(m, ref, mean, "drol", decimals)
+                else:
+                    pubs = [published_value(m, refs[t], "drol") for t in families[family]]
+                    if all(p is not None for p in pubs):
+                        pvalue = float(np.mean([p[0] for p in pubs]))
+                        delta = mean - pvalue
+                        pcells = [Cell(num(pvalue, decimals)), Cell(num(delta, decimals, signed=True))]
+                        extra = {"paper": pvalue, "paper_std": math.nan, "paper_source": pubs[0][2], "delta": delta}
+                    else:
+                        pcells = [Cell(""), Cell("")]
+                cells += pcells
+            rows.append({"family": family, "row": label, "kind": kind, "task": task_id, "reference_id": ref or "", "method": m,
+                         "mean": mean, "std": std, "n": n, "bold": bold, "underline": underline, **extra})
+        table.add(*cells)
+
+    for family, members in families.items():
+        table.section(family)
+        for task in members:
+            values = {m: (float(look[(task, m)].mean), float(look[(task, m)].std), int(look[(task, m)].n))
+                      for m in ordered if (task, m) in look}
+            emit(_short(task) + (" (*)" if default.get(task) else ""), "task", family, values, refs[task], task)
+        averages = {}
+        for m in ordered:
+            means = [look[(t, m)].mean for t in members if (t, m) in look]
+            averages[m] = (float(np.mean(means)) if len(means) == len(members) else math.nan, math.nan, None)
+        emit(f"Average ({_plural(len(members), 'task')})", "average", family, averages, None, "")
+    table.data = pd.DataFrame(rows)
+    table.notes = _base_notes(scores) + [
+        (f"Bold: within {bold_ratio:g} of the row's best; underlined: one-step methods within {bold_ratio:g} of the best. "
+        "(*) marks the suite's default task. Averages only for methods with every task of the family."),
+    ] + (_sources_note(table.data) if published else [])
+    return table
+
+
+# ---------------------------------------------------------------------- LOM Table 1 layout
+
+_D4RL = re.compile(r"^(?P<env>[a-z0-9]+)-(?P<kind>[a-z-]+)-v\d+$")
+
+
+def _lom_split(task: str, ref: str | None) -> tuple[str, str]:
+    """(dataset type, environment): 'halfcheetah-medium-replay-v2' -> ('medium-replay', 'halfcheetah')."""
+    if ref is not None:
+        match = _D4RL.match(ref)
+        if match:
+            return match["kind"], match["env"]
+        return "other", ref
+    return (task.split("/", 1)[0] if "/" in task else "tasks"), _short(task)
+
+
+def lom_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, decimals: int = 1,
+               published: bool = True, name: str = "main_lom_layout") -> Table:
+    st = task_stats(scores)
+    methods = method_order(scores, methods)
+    paper_methods = [m for m in methods if m in OURS_WITH_PAPER] if published else []
+    header = ["Dataset", "Env"]
+    for m in methods:
+        header.append(m)
+        if m in paper_methods:
+            header += [f"{m} paper", f"{m} Δ"]
+    table = Table(name, "Normalised score by dataset type and environment (LOM Table 1 layout)", header)
+    look = _lookup(st)
+    tasks = task_order(scores)
+    refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    kind_order = ["medium", "medium-replay", "medium-expert", "expert", "full-replay"]
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for task in tasks:
+        kind, env = _lom_split(task, refs[task])
+        grouped.setdefault(kind, []).append((env, task))
+    keys = sorted(grouped, key=lambda k: (kind_order.index(k) if k in kind_order else len(kind_order), list(grouped).index(k)))
+    rows = []
+    for kind in keys:
+        for i, (env, task) in enumerate(sorted(grouped[kind])):
+            values = {m: look[(task, m)] for m in methods if (task, m) in look}
+            best = max((float(v.mean) for v in values.values()), default=math.nan)
+            cells = [Cell(kind if i == 0 else ""), Cell(env)]
+            for m in methods:
+                r = values.get(m)
+                mean = float(r.mean) if r is not None else math.nan
+                bold = not math.isnan(mean) and mean >= best - 1e-12  # LOM bolds the highest mean only
+                cells.append(Cell(mean_std(mean, float(r.std), int(r.n), decimals) if r is not None else "", bold=bold))
+                extra = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+                if m in paper_methods:
+                    pcells, extra = _paper_cells(m, refs[task], mean, "lom", decimals)
+                    cells += pcells
+                rows.append({"dataset_type": kind, "env": env, "task": task, "reference_id": refs[task] or "", "method": m,
+                             "mean": mean, "std": float(r.std) if r is not None else math.nan,
+                             "n": int(r.n) if r is not None else None, "bold": bold, **extra})
+            table.add(*cells)
+    table.data = pd.DataFrame(rows)
+    table.notes = _base_notes(scores) + ["Bold: the highest mean of the row (LOM's rule)."] + (_sources_note(table.data) if published else [])
+    return table
+
+
+# ---------------------------------------------------------------------- ablations (GEM Tables 5 / 6)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An ablation of a base method: a registry preset (`method`) or config/knob overrides of
+    the base run (matched exactly: every other config field and knob equal)."""
+
+    name: str
+    knobs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+    table6: str | None = None  # GEM Table 6 column of the published per-task delta
+
+    def __hash__(self) -> int:
+        return hash((self.name, json.dumps(self.knobs, sort_keys=True), json.dumps(self.config, sort_keys=True), self.method))
+
+
+# GEM Table 5's mechanism ablations (names as printed), all at the run's N
+GEM_ABLATIONS = [
+    Variant("anchor bary", knobs={"anchor": "bary"}),
+    Variant("behavior only cands", knobs={"candidate_source": "behavior"}, table6="behavior_only"),
+    Variant("no anchor", knobs={"anchor": "off"}),
+    Variant("no lcb", knobs={"lcb_lambda": 0.0}, table6="no_lcb"),
+    Variant("no pw", knobs={"use_pw": False}, table6="no_pw"),
+    Variant("unimodal actor cands", config={"num_components": 1}, table6="unimodal_actor"),
+    Variant("raw support", knobs={"support_mode": "raw"}),
+]
+NAMED_VARIANTS: dict[str, list[Variant]] = {
+    "gem": GEM_ABLATIONS,
+    "isep": [Variant("λ = 0 (IQL)", config={"lam": 0.0})],
+    "isep-fm": [Variant("λ = 0 (CFGRL)", config={"lam": 0.0})],
+    "drol": [Variant("K = 1 (no routing)", config={"num_candidates": 1})],
+}
+
+
+def variants_for(base: str) -> list[Variant]:
+    """The named ablations of `base` plus every registry preset built on it."""
+    out = list(NAMED_VARIANTS.get(base, []))
+    try:
+        from algorithms.registry import METHODS, base_method
+
+        named = {(json.dumps(v.config, sort_keys=True), json.dumps(v.knobs, sort_keys=True)) for v in out}
+        for name, entry in METHODS.items():
+            if name != base and (entry.config or entry.knobs) and base_method(name) == base:
+                key = (json.dumps(entry.config, sort_keys=True), json.dumps(entry.knobs, sort_keys=True))
+                if key not in named:  # a preset that is exactly a named ablation would repeat its row
+                    out.append(Variant(name, method=name))
+    except ImportError:  # the registry is optional for reading stored records
+        return out
+    return out
+
+
+def paired_deltas(all_scores: pd.DataFrame, base: str, variant: Variant) -> pd.DataFrame:
+    """(task, seed) pairs of the base method's own-knob runs and the variant: base and variant rows
+    side by side with `delta = variant - base`. Prefers the variant evaluated on the same run."""
+    rows = all_scores[all_scores["base_method"] == base]
+    bases = rows[(rows["method"] == base) & rows["is_run_knobs"].astype(bool)]
+    if variant.method is not None:
+        candidates = all_scores[(all_scores["method"] == variant.method) & all_scores["is_run_knobs"].astype(bool)]
+    else:
+        candidates = rows.assign(_knobs=rows["knob_key"].map(json.loads), _config=rows["config_key"].map(json.loads))
+    out = []
+    for b in bases.itertuples(index=False):
+        pool = candidates[(candidates["task"] == b.task) & (candidates["seed"] == b.seed)]
+        if variant.method is None:
+            want_knobs = json.loads(b.knob_key)
+            want_config = json.loads(b.config_key)
+            if not set(variant.knobs) <= set(want_knobs) or not set(variant.config) <= set(want_config):
+                continue
+            want_knobs.update(variant.knobs)
+            want_config.update(variant.config)
+            if want_knobs == json.loads(b.knob_key) and want_config == json.loads(b.config_key):
+                continue  # the variant is the base setting itself (e.g. lam = 0 on a lam = 0 run)
+            same_knobs = pool["_knobs"].map(lambda k, want=want_knobs: k == want)
+            same_config = pool["_config"].map(lambda c, want=want_config: c == want)
+            pool = pool[same_knobs & same_config]
+        if pool.empty:
+            continue
+        same = pool[pool["run_id"] == b.run_id]
+        v = (same if not same.empty else pool).iloc[0]
+        record = {"task": b.task, "seed": b.seed, "suite": b.suite, "dataset": b.dataset, "base_score": b.score,
+                  "score": float(v["score"]), "delta": float(v["score"]) - b.score, "same_run": not same.empty,
+                  "eval_env_steps_per_second": v.get("eval_env_steps_per_second", math.nan)}
+        for column in [c for c in all_scores if c.startswith("audit/")]:
+            record[column] = v.get(column, math.nan)
+        out.append(record)
+    return pd.DataFrame(out)
+
+
+def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iterable[Variant] | None = None,
+                     decimals: int = 2) -> tuple[Table, Table] | None:
+    """GEM Table 5 (suite-level paired deltas) and Table 6 (per-task deltas) for `base`; None without data."""
+    variants = list(variants) if variants is not None else variants_for(base)
+    rows = all_scores[(all_scores["method"] == base) & all_scores["is_run_knobs"].astype(bool)]
+    if rows.empty:
+        return None
+    pairs = {v: paired_deltas(all_scores, base, v) for v in variants}
+    pairs = {v: p for v, p in pairs.items() if not p.empty}
+    if not pairs:
+        return None
+    audits = ["audit/support_z", "audit/violation", "audit/collapse_dist"]
+    audits = [a for a in audits if a in all_scores and all_scores[a].notna().any()]
+    all_mapped = all(reference_id(t) is not None for t in rows["task"].unique())
+    paper5 = read_reference("gem_table5_ablations").set_index("variant") if base == "gem" and all_mapped else None
+    header = ["Variant", "Score", "Δ mean ± std"] + [a.split("/", 1)[1] for a in audits] + ["eval steps/s", "n pairs"]
+    if paper5 is not None:
+        header += ["paper Δ", "Δ - paper Δ"]
+    t5 = Table(f"ablations_{base}", f"{base} ablations, paired deltas over (task, seed) (GEM Table 5 layout)", header)
+    data5 = []
+
+    def add_row(name: str, score: pd.Series, delta: pd.Series | None, frame: pd.DataFrame) -> None:
+        dmean = float(delta.mean()) if delta is not None else 0.0
+        dstd = float(delta.std(ddof=1)) if delta is not None and len(delta) > 1 else (0.0 if delta is None else math.nan)
+        cells = [Cell(name), Cell(num(float(score.mean()), decimals)),
+                 Cell(f"{num(dmean, decimals, signed=delta is not None)}" + (f" ± {num(dstd, decimals)}" if not math.isnan(dstd) else ""))]
+        values = {a: float(frame[a].mean()) if a in frame else math.nan for a in audits}
+        cells += [Cell(num(values[a], 4 if "violation" in a else 3)) for a in audits]
+        speed = float(frame["eval_env_steps_per_second"].mean()) if "eval_env_steps_per_second" in frame else math.nan
+        cells += [Cell(num(speed, 0)), Cell(str(len(score)))]
+        pdelta = math.nan
+        if paper5 is not None:
+            if name == base:
+                pdelta = 0.0
+            elif name in paper5.index:
+                pdelta = float(paper5.loc[name, "delta_mean"])
+            cells += [Cell(num(pdelta, decimals, signed=True)), Cell(num(dmean - pdelta, decimals, signed=True))]
+        t5.add(*cells)
+        data5.append({"variant": name, "score": float(score.mean()), "delta_mean": dmean, "delta_std": dstd, **values,
+                      "eval_env_steps_per_second": speed, "n": len(score), "paper_delta": pdelta, "delta_minus_paper": dmean - pdelta})
+
+    add_row(base, rows["score"], None, rows)
+    for v, p in pairs.items():
+        add_row(v.name, p["score"], p["delta"], p)
+    t5.data = pd.DataFrame(data5)
+    t5.notes = _base_notes(rows) + [
+        ("Δ = variant - base on the same (task, seed); mean ± sample std over pairs (GEM Table 5 reports the same over 47 pairs). "
+        "Knob variants are evaluated on the base run's checkpoint (exactly paired); config variants are separate runs with the same seed."),
+        f"Audits are episode means of the variant ({', '.join(a.split('/', 1)[1] for a in audits) or 'none recorded'}).",
+    ] + (["paper Δ: GEM Table 5."] if paper5 is not None else ["paper Δ: not shown (GEM Table 5 is over D4RL tasks; these tasks have no published counterpart)."])
+    missing = [v.name for v in variants if v not in pairs]
+    if missing:
+        t5.notes.append("No data for: " + ", ".join(missing) + ".")
+
+    # Table 6: per task, base score and each variant's mean paired delta, with the published delta
+    paper6 = read_reference("gem_table6_ablation_deltas").set_index("dataset_id") if base == "gem" else None
+    header6 = ["Task", base]
+    for v in pairs:
+        header6.append(f"{v.name} Δ")
+        if paper6 is not None and v.table6:
+            header6.append(f"{v.name} paper Δ")
+    t6 = Table(f"ablation_deltas_{base}", f"{base} per-task ablation deltas (GEM Table 6 layout)", header6)
+    data6 = []
+    for task in task_order(rows):
+        ref = reference_id(task)
+        base_scores = rows[rows["task"] == task]["score"]
+        cells = [Cell(_short(task)), Cell(mean_std(float(base_scores.mean()), float(base_scores.std(ddof=1)), len(base_scores), decimals))]
+        for v, p in pairs.items():
+            d = p[p["task"] == task]["delta"]
+            dmean = float(d.mean()) if len(d) else math.nan
+            cells.append(Cell(num(dmean, decimals, signed=True) + (f" ({len(d)})" if len(d) else "")))
+            pvalue = math.nan
+            if paper6 is not None and v.table6:
+                if ref is not None and ref in paper6.index:
+                    pvalue = float(paper6.loc[ref, v.table6])
+                cells.append(Cell(num(pvalue, decimals, signed=True)))
+            data6.append({"task": task, "reference_id": ref or "", "variant": v.name, "base_mean": float(base_scores.mean()),
+                          "delta_mean": dmean, "n": len(d), "paper_delta": pvalue})
+        t6.add(*cells)
+    t6.data = pd.DataFrame(data6)
+    t6.notes = _base_notes(rows) + ["Δ = mean over seeds of the paired (variant - base) difference, (n) = pairs; paper Δ: GEM Table 6 (empty for tasks it does not report)."]
+    return t5, t6
+
+
+# ---------------------------------------------------------------------- aggregates (rliable)
+
+
+def _suite_sets(scores: pd.DataFrame, methods: Sequence[str]) -> list[tuple[str, list[str], list[str], list[str]]]:
+    """(label, tasks, methods, left-out methods) per suite and over all suites.
+
+    Aggregates compare methods on one task set: every task of the scope, with the methods that
+    have all of them; when no method has all, the tasks every method has."""
+    out = []
+    suites = list(dict.fromkeys(scores["suite"]))
+    for label, part in [(s, scores[scores["suite"] == s]) for s in suites] + ([("all suites", scores)] if len(suites) > 1 else []):
+        present = [m for m in methods if m in set(part["method"])]
+        tasks = task_order(part)
+        covered = {m: set(part.loc[part["method"] == m, "task"]) for m in present}
+        full = [m for m in present if covered[m] >= set(tasks)]
+        if full:
+            ms = full
+        else:
+            ms = present
+            tasks = [t for t in tasks if all(t in covered[m] for m in ms)]
+        if ms and tasks:
+            out.append((label, tasks, ms, [m for m in present if m not in ms]))
+    return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def aggregate_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, reps: int = stats.REPS,
+                     seed: int = 0, decimals: int = 1) -> Table:
+    methods = method_order(scores, methods)
+    header = ["Method"] + [stats.METRIC_LABELS[m] for m in stats.METRICS] + ["tasks", "runs"]
+    table = Table("aggregates", "Aggregate normalised score with 95% stratified-bootstrap CIs (rliable estimators)", header)
+    rows = []
+    left_out = []
+    for label, tasks, ms, missing in _suite_sets(scores, methods):
+        table.section(f"{label} ({_plural(len(tasks), 'task')})")
+        if missing:
+            left_out.append(f"{label}: {', '.join(missing)} (lack some of its tasks)")
+        frame = stats.aggregate_metrics(stats.score_dict(scores, ms, tasks), reps=reps, seed=seed)
+        for m in ms:
+            part = frame[frame["method"] == m].set_index("metric")
+            cells = [Cell(m)]
+            for metric in stats.METRICS:
+                r = part.loc[metric]
+                cells.append(Cell(f"{num(r.point, decimals)} [{num(r.low, decimals)}, {num(r.high, decimals)}]"))
+                rows.append({"scope": label, "method": m, "metric": metric, "point": r.point, "low": r.low, "high": r.high,
+                             "n_tasks": int(r.n_tasks), "n_runs": int(r.n_runs)})
+            cells += [Cell(str(int(part["n_tasks"].iloc[0]))), Cell(str(int(part["n_runs"].iloc[0])))]
+            table.add(*cells)
+    table.data = pd.DataFrame(rows)
+    table.notes = _base_notes(scores) + [
+        f"Point estimate [95% CI]; CIs from {reps} stratified-bootstrap replicates (runs resampled within each task), random state {seed}.",
+        "Median and mean are over per-task means; IQM is the 25% trimmed mean of all runs x tasks; optimality gap = 100 - mean(min(score, 100)) (lower is better).",
+        "Per scope, methods are compared on the same tasks: all of the scope's tasks, with the methods that have every one.",
+    ] + (["Left out: " + "; ".join(left_out) + "."] if left_out else [])
+    return table
+
+
+def improvement_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, reps: int = stats.REPS,
+                       seed: int = 0) -> Table:
+    methods = method_order(scores, methods)
+    table = Table("probability_of_improvement", "Probability of improvement P(X > Y) with 95% CIs", ["X", "Y", "P(X > Y)", "95% CI"])
+    rows = []
+    for label, tasks, ms, _ in _suite_sets(scores, methods):
+        data = stats.score_dict(scores, ms, tasks)
+        frame = stats.improvement_table(data, reps=reps, seed=seed)
+        if frame.empty:
+            continue
+        table.section(f"{label} ({_plural(len(tasks), 'task')})")
+        for r in frame.itertuples(index=False):
+            bold = r.low > 0.5 or r.high < 0.5
+            table.add(Cell(r.x), Cell(r.y), Cell(num(r.point, 2), bold=bold), Cell(f"[{num(r.low, 2)}, {num(r.high, 2)}]"))
+            rows.append({"scope": label, "x": r.x, "y": r.y, "point": r.point, "low": r.low, "high": r.high})
+    table.data = pd.DataFrame(rows)
+    table.notes = _base_notes(scores) + [
+        ("P(X > Y): Mann-Whitney probability that a run of X beats a run of Y on the same task, averaged over tasks; "
+        f"CIs from {reps} independent stratified-bootstrap replicates of X's and Y's runs, random state {seed}. "
+        "Bold: the CI excludes 0.5. Pairs with unequal seed counts per task are skipped."),
+    ]
+    return table
+
+
+# ---------------------------------------------------------------------- everything
+
+
+def base_methods(scores: pd.DataFrame) -> list[str]:
+    """Methods that are not presets (method == base_method): the main tables' columns."""
+    if scores.empty:
+        return []
+    return method_order(scores, [m for m in method_order(scores) if (scores.loc[scores["method"] == m, "base_method"] == m).all()])
+
+
+def build_tables(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
+                 methods: Sequence[str] | None = None, reps: int = stats.REPS, seed: int = 0,
+                 frame: pd.DataFrame | None = None, log=print) -> list[Path]:
+    """Every table from the stored records under `root` into `out` (default <root>/tables)."""
+    from analysis.records import default_root
+
+    root = Path(root) if root is not None else default_root()
+    out = Path(out) if out is not None else root / "tables"
+    frame = frame if frame is not None else load_records(root)
+    if frame.empty:
+        log(f"tables: no evaluation records under {root}/ (run `make bench SUITE=toy` or `modebench train ...` first); nothing written")
+        return []
+    scores = select_scores(frame, rule)
+    all_scores = select_scores(frame, rule, knobs="all")
+    chosen = list(methods) if methods else base_methods(scores)
+    main, notes = main_runs(scores[scores["method"].isin(chosen)])
+    main.attrs.update(scores.attrs)
+    for note in notes:
+        log(f"tables: {note}")
+    written: list[Path] = []
+    tables = [gem_layout(main, chosen), drol_layout(main, chosen), lom_layout(main, chosen)]
+    tables.append(aggregate_layout(main, chosen, reps=reps, seed=seed))
+    improvement = improvement_layout(main, chosen, reps=reps, seed=seed)
+    if improvement.rows:
+        tables.append(improvement)
+    else:
+        log("tables: probability of improvement skipped (needs >= 2 methods with equal seed counts on shared tasks)")
+    for base in sorted(set(all_scores["base_method"])):
+        built = ablation_layouts(all_scores, base)
+        if built is None:
+            log(f"tables: no ablation data for {base} (no preset runs or knob variants paired with its runs); ablation table skipped")
+            continue
+        tables += list(built)
+    for table in tables:
+        written += table.write(out)
+    log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out}/ (.md, .tex, .csv)")
+    return written

@@ -1,0 +1,410 @@
+"""The analysis layer: loader, score rule, paper-layout tables, plots, rliable-equivalent
+aggregates, the deployment profile harness and the CLI, on a small store of records with
+hand-checkable numbers written by the real RunStore (numbers chosen in `build_store`)."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import stats
+from analysis.records import ScoreRule, load_records, main_runs, select_scores
+from analysis.render import within
+from analysis.tables import (
+    Variant,
+    ablation_layouts,
+    drol_layout,
+    gem_layout,
+    lom_layout,
+)
+from benchmarks.results import RunStore
+
+# ---------------------------------------------------------------------------- the fixture store
+
+GEM_KNOBS = {"N": 1024, "lcb_lambda": 1.0, "w_end": 0.4, "use_pw": True, "k_smooth": 1,
+             "candidate_source": "actor", "support_mode": "zscore", "anchor": "mode"}
+GEM_CONFIG = {"batch_size": 256, "discount": 0.99, "num_components": 5, "hidden_dims": [256, 256]}
+IQL_CONFIG = {"batch_size": 256, "discount": 0.99, "expectile": 0.7}
+DROL_CONFIG = {"batch_size": 256, "discount": 0.99, "num_candidates": 16, "alpha": 1.0}
+
+TASKS = ["toy/four-goal", "toy/branch", "d4rl/hopper-medium-v2"]
+
+# final-step scores per (method, task) for seeds 0, 1, 2
+FINAL = {
+    ("gem", "toy/four-goal"): [80.0, 90.0, 100.0],  # mean 90, std 10
+    ("iql", "toy/four-goal"): [60.0, 70.0, 80.0],  # mean 70, std 10: not bold (< 0.95 * 90)
+    ("gem", "toy/branch"): [40.0, 44.0, 42.0],  # mean 42, std 2
+    ("iql", "toy/branch"): [40.0, 41.0, 42.0],  # mean 41 >= 0.95 * 42 = 39.9: bold too
+    ("gem", "d4rl/hopper-medium-v2"): [100.0, 102.0, 104.0],  # mean 102; GEM Table 1 prints 100.08
+    ("iql", "d4rl/hopper-medium-v2"): [66.0, 68.0, 70.0],  # mean 68; GEM Table 1 prints 67.53
+}
+MIDWAY = 20.0  # every run scores this at step 500 (learning curves; last:2 = (20 + final) / 2)
+N_SWEEP = {1: (50.0, 0.00, 0.50), 64: (70.0, 0.01, 0.40)}  # N -> (score offset from 0, violation, collapse_dist)
+
+
+def _record(method: str, task: str, seed: int, step: int, score: float, knobs: dict, config: dict, source: str,
+            audits: dict | None = None, base: str | None = None) -> dict:
+    return {
+        "method": method, "base_method": base or method, "task": task, "suite": task.split("/")[0],
+        "dataset": task.split("/")[1] if task.startswith("d4rl/") else task,
+        "seed": seed, "step": step, "total_steps": 1000, "knobs": knobs, "config": config, "config_hash": "h",
+        "git_revision": "test", "device": "cpu", "timestamp": 0.0, "return_mean": score / 100, "return_std": 0.0,
+        "normalized_score": score, "normalized_std": 0.0, "success_rate": 0.0, "episode_length_mean": 1.0,
+        "audits": audits or {}, "eval_wall_time": 0.1, "eval_env_steps_per_second": 1000.0, "episodes": [],
+        "source": source, "updates_per_second": 100.0, "training_metrics": {"training/loss": 1.0},
+    }
+
+
+def build_store(root: Path, with_sweeps: bool = True) -> Path:
+    """The store: gem and iql on three tasks x 3 seeds (plus gem knob grids), drol at K = 4 and 16."""
+    for (method, task), scores in FINAL.items():
+        config = GEM_CONFIG if method == "gem" else IQL_CONFIG
+        knobs = GEM_KNOBS if method == "gem" else {}
+        for seed, final in enumerate(scores):
+            store = RunStore(root, f"{method}__{task.replace('/', '-')}__seed{seed}__h")
+            audits = {"violation": 0.02, "collapse_dist": 0.3, "support_z": 1.0} if method == "gem" else {}
+            store.write_record(_record(method, task, seed, 500, MIDWAY, knobs, config, "train", audits))
+            store.write_record(_record(method, task, seed, 1000, final, knobs, config, "train", audits))
+            if method != "gem" or not with_sweeps:
+                continue
+            # inference-knob grid on the final checkpoint (modebench eval): N, w_end, no-pw ablation
+            for n, (score, violation, collapse) in N_SWEEP.items():
+                store.write_record(_record("gem", task, seed, 1000, score + seed, {**knobs, "N": n}, config, "eval",
+                                           {"violation": violation, "collapse_dist": collapse, "support_z": 0.5}))
+            for w_end, (score, violation) in {0.2: (final + 1.0, 0.05), 1.0: (final - 3.0, 0.001)}.items():
+                store.write_record(_record("gem", task, seed, 1000, score, {**knobs, "w_end": w_end}, config, "eval",
+                                           {"violation": violation, "collapse_dist": 0.3, "support_z": 1.0}))
+            # no-pw: delta -5, -10, -15 for seeds 0, 1, 2 (mean -10, sample std 5 per task)
+            store.write_record(_record("gem", task, seed, 1000, final - 5.0 * (seed + 1), {**knobs, "use_pw": False}, config,
+                                       "eval", {"violation": 0.2, "collapse_dist": 0.6, "support_z": -0.9}))
+    if with_sweeps:
+        # DROL K sweep on four-goal: K = 4 (two seeds) and K = 16 (three seeds: the main-table config)
+        for k, scores in {4: [30.0, 34.0], 16: [50.0, 52.0, 54.0]}.items():
+            for seed, score in enumerate(scores):
+                store = RunStore(root, f"drol__toy-four-goal__seed{seed}__k{k}")
+                store.write_record(_record("drol", "toy/four-goal", seed, 1000, score, {}, {**DROL_CONFIG, "num_candidates": k}, "train"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return build_store(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def frame(store) -> pd.DataFrame:
+    return load_records(store)
+
+
+@pytest.fixture(scope="module")
+def scores(frame) -> pd.DataFrame:
+    main, _ = main_runs(select_scores(frame))
+    return main
+
+
+# ---------------------------------------------------------------------------- loader and score rule
+
+
+def test_loader_one_row_per_record_with_flat_knobs_config_audits(store, frame):
+    files = list(store.glob("**/records/*.json"))
+    assert len(frame) == len(files) == 86
+    for column in ("knob/N", "knob/w_end", "config/num_candidates", "audit/violation", "audit/collapse_dist", "training/loss"):
+        assert column in frame
+    gem = frame[(frame["method"] == "gem") & (frame["task"] == "toy/four-goal") & (frame["seed"] == 0)]
+    # 2 train evaluations + 2 N + 2 w_end + 1 no-pw settings on the final checkpoint
+    assert len(gem) == 7
+    assert gem["is_run_knobs"].sum() == 2
+    assert set(gem.loc[~gem["is_run_knobs"], "setting"]) == {"N=1", "N=64", "w_end=0.2", "w_end=1.0", "use_pw=False"}
+    assert frame.loc[frame["task"] == "toy/four-goal", "default_task"].all()  # toy.yaml marks four-goal default
+    assert load_records(store / "missing").empty
+
+
+def test_score_rule_is_explicit_final_by_default(frame):
+    def gem0(rule):
+        s = select_scores(frame, rule)
+        return s[(s["method"] == "gem") & (s["task"] == "toy/four-goal") & (s["seed"] == 0)].iloc[0]
+
+    final = gem0(None)
+    assert final["score"] == 80.0 and final["n_evals"] == 1 and final["step"] == 1000
+    assert gem0("last:2")["score"] == pytest.approx((MIDWAY + 80.0) / 2)
+    assert gem0("best")["score"] == 80.0
+    assert select_scores(frame).attrs["score_rule"] == "score = final evaluation of each run"
+    assert "BEST" in ScoreRule.parse("best").describe()
+    from algorithms.config import ConfigError
+
+    with pytest.raises(ConfigError, match="last:K"):
+        ScoreRule.parse("max")
+    # knobs="all" keeps every knob setting as its own row (the sweeps), "run" only the run's own
+    every = select_scores(frame, knobs="all")
+    assert len(every[(every["method"] == "gem") & (every["task"] == "toy/four-goal") & (every["seed"] == 0)]) == 6
+
+
+def test_main_runs_keeps_one_training_config(frame):
+    main, notes = main_runs(select_scores(frame))
+    drol = main[main["method"] == "drol"]
+    assert sorted(drol["score"]) == [50.0, 52.0, 54.0]  # K = 16 kept, the K = 4 sweep runs set aside
+    assert any("drol on toy/four-goal: 2 run(s)" in n for n in notes)
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def _cells(table, label):
+    for row in table.rows:
+        if row[0].text == label:
+            return {h: c for h, c in zip(table.header, row)}
+    raise KeyError(label)
+
+
+def test_gem_layout_means_stds_bold_sums_and_published(scores):
+    table = gem_layout(scores)
+    four = _cells(table, "four-goal")
+    assert four["gem"].text == "90.00 ± 10.00 (3)" and four["gem"].bold
+    assert four["iql"].text == "70.00 ± 10.00 (3)" and not four["iql"].bold  # 70 < 0.95 * 90
+    assert four["drol"].text == "52.00 ± 2.00 (3)"
+    branch = _cells(table, "branch")
+    assert branch["gem"].bold and branch["iql"].bold  # 41 >= 0.95 * 42 = 39.9
+    assert branch["drol"].text == ""
+    # toy is the second section: Sum / Avg over its two tasks; drol lacks branch -> empty
+    toy_rows = table.data[(table.data["section"] == "toy")]
+    sums = toy_rows[toy_rows["kind"] == "sum"].set_index("method")["mean"]
+    avgs = toy_rows[toy_rows["kind"] == "avg"].set_index("method")["mean"]
+    assert sums["gem"] == 132.0 and sums["iql"] == 111.0 and math.isnan(sums["drol"])
+    assert avgs["gem"] == 66.0 and avgs["iql"] == 55.5
+    # published: hopper-medium-v2 is in GEM Table 1 (GEM 100.08, IQL 67.53), toy tasks are empty
+    hopper = _cells(table, "hopper-medium-v2")
+    assert hopper["gem paper"].text == "100.08" and hopper["gem Δ"].text == "+1.92"
+    assert hopper["iql paper"].text == "67.53" and hopper["iql Δ"].text == "+0.47"
+    assert four["gem paper"].text == "" and four["gem Δ"].text == ""
+    assert table.sections[0] == "Locomotion"  # GEM Table 1's suite for a published task
+    md, tex = table.markdown(), table.latex()
+    assert "| four-goal | 70.00 ± 10.00 (3) |" in md and "**90.00 ± 10.00 (3)**" in md
+    assert "\\textbf{90.00 $\\pm$ 10.00 (3)}" in tex and "\\toprule" in tex
+    assert "Sources: GEM Table 1 (gem, iql)" in md
+
+
+def test_bold_rule_is_relative_to_the_row_best():
+    assert within(95.0, 100.0, 0.95) and not within(94.9, 100.0, 0.95)
+    assert within(-10.5, -10.0, 0.95) and not within(-10.6, -10.0, 0.95)  # mirrored for negative bests
+
+
+def test_drol_layout_groups_default_marker_and_one_step_underline(scores):
+    table = drol_layout(scores)
+    assert [g[0] for g in table.groups[1:]] == ["Gaussian / mixture policies", "One-step generative policies"]
+    four = _cells(table, "four-goal (*)")
+    assert four["drol"].text == "52.0 ± 2.0 (3)" and not four["drol"].underline
+    # a row where the one-step method is within 0.95 of the best: bold AND underlined
+    one = scores[(scores["task"] == "toy/four-goal") & scores["method"].isin(["iql", "drol"])].copy()
+    one.loc[one["method"] == "drol", "score"] += 20.0  # drol mean 72 vs iql 70
+    row = _cells(drol_layout(one), "four-goal (*)")
+    assert row["drol"].bold and row["drol"].underline and row["iql"].bold and not row["iql"].underline
+    avg = table.data[(table.data["kind"] == "average") & (table.data["family"] == "toy")].set_index("method")["mean"]
+    assert avg["gem"] == 66.0 and math.isnan(avg["drol"])
+
+
+def test_lom_layout_rows_and_highest_only_bold(scores):
+    table = lom_layout(scores)
+    hopper = next(r for r in table.rows if r[1].text == "hopper")
+    assert hopper[0].text == "medium"  # hopper-medium-v2 -> dataset type medium, env hopper
+    branch = {h: c for h, c in zip(table.header, next(r for r in table.rows if r[1].text == "branch"))}
+    assert branch["gem"].bold and not branch["iql"].bold  # LOM bolds the highest mean only
+    assert "iql paper" in table.header
+
+
+def test_ablation_tables_paired_deltas(frame):
+    every = select_scores(frame, knobs="all")
+    t5, t6 = ablation_layouts(every, "gem")
+    no_pw = t5.data.set_index("variant").loc["no pw"]
+    # deltas -5, -10, -15 per task over 3 tasks: mean -10, sample std sqrt(150 / 8)
+    assert no_pw["delta_mean"] == pytest.approx(-10.0)
+    assert no_pw["delta_std"] == pytest.approx(math.sqrt(150 / 8))
+    assert no_pw["n"] == 9 and no_pw["audit/violation"] == pytest.approx(0.2)
+    assert "No data for: anchor bary" in " ".join(t5.notes)
+    assert "paper Δ" not in t5.header  # toy tasks: GEM Table 5 (D4RL) is not comparable
+    six = t6.data.set_index(["task", "variant"])
+    assert six.loc[("toy/four-goal", "no pw"), "delta_mean"] == pytest.approx(-10.0)
+    assert six.loc[("d4rl/hopper-medium-v2", "no pw"), "paper_delta"] == pytest.approx(0.22)  # GEM Table 6
+    # on published tasks only, Table 5's published delta is set beside ours
+    d4rl = every[every["task"] == "d4rl/hopper-medium-v2"]
+    t5_d4rl, _ = ablation_layouts(d4rl, "gem", [Variant("no pw", knobs={"use_pw": False})])
+    row = t5_d4rl.data.set_index("variant").loc["no pw"]
+    assert row["paper_delta"] == pytest.approx(-11.57) and row["delta_minus_paper"] == pytest.approx(1.57)
+    assert ablation_layouts(every, "iql") is None
+
+
+# ---------------------------------------------------------------------------- aggregates vs rliable
+
+
+def _rliable():
+    """rliable.library imports arch, whose import breaks under pandas 3 (deprecate_kwarg's new
+    signature); a temporary shim lets the test compare against rliable itself."""
+    import pandas.util._decorators as dec
+
+    original = dec.deprecate_kwarg
+
+    def compat(*args, **kwargs):
+        if args and isinstance(args[0], str):
+            return original(FutureWarning, *args, **kwargs)
+        return original(*args, **kwargs)
+
+    dec.deprecate_kwarg = compat
+    try:
+        from rliable import library, metrics
+    except (ImportError, TypeError, AttributeError) as err:  # pragma: no cover - depends on the installed versions
+        pytest.skip(f"rliable cannot be imported here: {err}")
+    finally:
+        dec.deprecate_kwarg = original
+    return library, metrics
+
+
+def test_aggregates_equal_rliable_on_a_fixed_seed():
+    rly, metrics = _rliable()
+    rng = np.random.default_rng(0)
+    data = {"a": rng.uniform(0, 120, (5, 7)), "b": rng.uniform(0, 100, (5, 7))}
+
+    def func(x):
+        return np.array([metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
+                         metrics.aggregate_optimality_gap(x, 100)])
+
+    np.random.seed(3)
+    points, intervals = rly.get_interval_estimates(data, func, reps=200)
+    ours = stats.aggregate_metrics(data, reps=200, seed=3)
+    for method in data:
+        part = ours[ours["method"] == method].set_index("metric").loc[list(stats.METRICS)]
+        np.testing.assert_allclose(part["point"], points[method], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(np.stack([part["low"], part["high"]]), intervals[method], rtol=0, atol=1e-10)
+
+    taus = np.linspace(0, 120, 13)
+    np.random.seed(5)
+    profiles, cis = rly.create_performance_profile(data, taus, reps=150)
+    mine = stats.performance_profile(data, taus, reps=150, seed=5)
+    for method in data:
+        np.testing.assert_allclose(mine[method][0], profiles[method], atol=1e-12)
+        np.testing.assert_allclose(np.stack(mine[method][1:]), cis[method], atol=1e-12)
+
+    np.random.seed(7)
+    point, ci = rly.get_interval_estimates({"ab": [data["a"], data["b"]]}, metrics.probability_of_improvement, reps=150)
+    p, low, high = stats.probability_of_improvement(data["a"], data["b"], reps=150, seed=7)
+    assert p == pytest.approx(float(point["ab"]), abs=1e-12)
+    assert (low, high) == pytest.approx(tuple(np.ravel(ci["ab"])), abs=1e-12)
+
+
+def test_aggregates_by_hand_on_0_100_scores():
+    x = np.array([[0.0, 50.0, 120.0, 100.0], [10.0, 60.0, 80.0, 100.0]])  # 2 runs x 4 tasks
+    row = stats.aggregate_metrics({"m": x}, reps=200, seed=0).set_index("metric")["point"]
+    assert row["mean"] == pytest.approx(np.mean([5, 55, 100, 100]))
+    assert row["median"] == pytest.approx(77.5)
+    assert row["iqm"] == pytest.approx(np.mean([50, 60, 80, 100]))  # 8 scores, 2 cut at each end
+    assert row["optimality_gap"] == pytest.approx(100 - np.mean([0, 50, 100, 100, 10, 60, 80, 100]))  # 120 clipped at 100
+    # ragged tasks (different seed counts) are resampled task by task
+    ragged = stats.Scores([np.array([1.0, 2.0, 3.0]), np.array([5.0, 7.0])])
+    agg = stats.aggregate_metrics({"r": ragged}, reps=150, seed=0).set_index("metric")
+    assert agg.loc["mean", "point"] == pytest.approx((2.0 + 6.0) / 2)
+    assert (agg["low"] <= agg["point"]).all() and (agg["point"] <= agg["high"]).all()
+    assert stats.probability_of_improvement(np.ones((3, 2)), np.ones((3, 2)), reps=10)[0] == 0.5
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def test_every_plot_builds_from_the_fixture_and_plots_the_right_numbers(store, tmp_path):
+    from analysis.plots import build_plots
+
+    notes: list[str] = []
+    written = build_plots(store, tmp_path, formats=("png",), reps=200, log=notes.append)
+    stems = {p.stem for p in written if p.suffix == ".png"}
+    expected = {"learning_curves", "gem_budget_suite", "gem_budget_tasks_score", "gem_budget_tasks_violation",
+                "gem_budget_tasks_collapse_dist", "gem_wp_frontier", "drol_k", "aggregates_toy",
+                "performance_profile_toy", "probability_of_improvement_toy"}
+    assert expected <= stems
+    assert all(p.stat().st_size > 10_000 for p in written if p.suffix == ".png")
+    skipped = " ".join(n for n in notes if "skipped" in n)
+    assert "lom_m skipped" in skipped and "isep_lambda skipped" in skipped  # no data: said, not silent
+    budget = pd.read_csv(tmp_path / "gem_budget_suite.csv")
+    toy = budget[budget["suite"] == "toy"].set_index("knob/N")
+    assert toy.loc[1, "score_mean"] == pytest.approx(51.0)  # 50 + seed, mean over seeds and tasks
+    assert toy.loc[1024, "score_mean"] == pytest.approx(66.0)  # the runs' own N
+    assert toy.loc[64, "audit/violation_mean"] == pytest.approx(0.01)
+    drol = pd.read_csv(tmp_path / "drol_k.csv").set_index("config/num_candidates")
+    assert drol.loc[4, "score_mean"] == pytest.approx(32.0) and drol.loc[16, "score_mean"] == pytest.approx(52.0)
+    frontier = pd.read_csv(tmp_path / "gem_wp_frontier.csv")
+    assert sorted(frontier.loc[frontier["suite"] == "toy", "knob/w_end"]) == [0.2, 0.4, 1.0]
+
+
+# ---------------------------------------------------------------------------- profile and NLL gap
+
+
+def test_profile_times_every_registered_base_method(tmp_path):
+    from analysis.profile import ProfileConfig, base_method_names, run_profile
+
+    cfg = ProfileConfig(batch_sizes=(2,), warmup=1, repeats=2, n_values=(1, 8), t_values=(2, 4))
+    logs: list[str] = []
+    run_profile(tmp_path, cfg=cfg, devices=["cpu"], nll_gap=False, log=logs.append)
+    frame = pd.read_csv(tmp_path / "latency.csv")
+    assert set(frame["method"]) == set(base_method_names()), [line for line in logs if "FAILED" in line]
+    assert (frame["latency_ms_median"] > 0).all() and (frame["params_m"] > 0).all() and (frame["peak_alloc_mb"] > 0).all()
+    fm = frame[frame["method"] == "isep-fm"]
+    assert list(fm["setting"]) == ["T2", "T4"]  # iterative sampler: the T sweep
+    assert list(frame.loc[frame["method"] == "bc", "setting"]) == ["default"]
+    from algorithms.registry import get_method
+
+    for name in frame["method"].unique():
+        knobs = {f for f in get_method(name).load().knobs_class.__dataclass_fields__}
+        if "N" in knobs:
+            assert list(frame.loc[frame["method"] == name, "setting"]) == ["N1", "N8"]
+    assert (tmp_path / "latency_cpu.md").read_text().count("\n| ") == len(frame) + 1
+
+
+def test_nll_gap_table_against_gem_table9():
+    from analysis.profile import nll_gap_table
+
+    per_run = pd.DataFrame({
+        "run_id": ["a", "b", "c"], "method": ["gem"] * 3, "task": ["d4rl/hopper-medium-v2"] * 2 + ["toy/four-goal"],
+        "dataset": ["hopper-medium-v2"] * 2 + ["toy/four-goal"], "seed": [0, 1, 0],
+        "diagnostics/behavior_gap": [6.0, 7.0, 1.5], "diagnostics/actor_gap": [0.5, 0.7, 0.1],
+    })
+    table = nll_gap_table(per_run)
+    rows = table.data.set_index("task")
+    assert rows.loc["d4rl/hopper-medium-v2", "diagnostics/behavior_gap_mean"] == pytest.approx(6.5)
+    assert rows.loc["d4rl/hopper-medium-v2", "paper_gap"] == pytest.approx(6.05)  # GEM Table 9
+    assert rows.loc["d4rl/hopper-medium-v2", "delta"] == pytest.approx(0.45)
+    assert math.isnan(rows.loc["toy/four-goal", "paper_gap"])
+
+
+# ---------------------------------------------------------------------------- CLI end to end
+
+
+def test_cli_tables_report_and_errors(store, tmp_path, capsys):
+    from benchmarks.cli import main
+
+    out = tmp_path / "tables"
+    assert main(["tables", "--root", str(store), "--out", str(out), "--reps", "200"]) == 0
+    for stem in ("main_gem_layout", "main_drol_layout", "main_lom_layout", "aggregates", "probability_of_improvement",
+                 "ablations_gem", "ablation_deltas_gem"):
+        for suffix in (".md", ".tex", ".csv"):
+            assert (out / f"{stem}{suffix}").exists()
+    csv = pd.read_csv(out / "main_gem_layout.csv")
+    hop = csv[(csv["task"] == "d4rl/hopper-medium-v2") & (csv["method"] == "gem")].iloc[0]
+    assert hop["mean"] == 102.0 and hop["paper"] == 100.08 and hop["delta"] == pytest.approx(1.92)
+    # the report regenerates tables and plots into its root and links every file it names
+    root = tmp_path / "results"
+    for seed, (gem, iql) in enumerate([(80.0, 60.0), (90.0, 70.0)]):
+        for method, score in (("gem", gem), ("iql", iql)):
+            RunStore(root, f"{method}-{seed}").write_record(
+                _record(method, "toy/four-goal", seed, 1000, score, {}, IQL_CONFIG, "train"))
+    assert main(["report", "--root", str(root), "--reps", "200", "--formats", "png,pdf"]) == 0
+    report = (root / "report.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", report)
+    assert "plots/aggregates_toy.png" in links and "tables/main_gem_layout.md" in links
+    for link in links:
+        assert (root / link).exists(), link
+    assert "| four-goal | 65.00 ± 7.07 (2) |" in report  # iql: mean of 60, 70; sample std 7.07
+    assert main(["tables", "--root", str(root), "--score", "max"]) == 2
+    assert "--score 'max'" in capsys.readouterr().err
+    assert main(["tables", "--root", str(tmp_path / "empty"), "--reps", "10"]) == 0
+    assert "no evaluation records" in capsys.readouterr().out
