@@ -239,10 +239,10 @@ class DROL(Algorithm):
         k_star, d2 = route(cands, batch.actions)
         pairwise, divergence = candidate_geometry(cands)
         out = {
-            "routing/bc_loss": float(gather_winner(d2, k_star).mean() / cands.shape[-1]),
-            "routing/candidate_pairwise_dist": float(pairwise),
-            "routing/candidate_divergence": float(divergence),
+            "diagnostics/bc_loss": float(gather_winner(d2, k_star).mean() / cands.shape[-1]),
+            "diagnostics/candidate_pairwise_dist": float(pairwise),
+            "diagnostics/candidate_divergence": float(divergence),
         }
         share = torch.bincount(k_star, minlength=cands.shape[1]).double() / k_star.numel()
-        out.update({f"routing/winner_usage_{k}": float(p) for k, p in enumerate(share.tolist())})
+        out.update({f"diagnostics/winner_usage_{k}": float(p) for k, p in enumerate(share.tolist())})
         return out

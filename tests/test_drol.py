@@ -225,7 +225,7 @@ def test_winner_usage_histogram_and_metrics():
     fresh = algo.winner_usage(batch)
     assert fresh.shape == (4,) and float(fresh.sum()) == pytest.approx(1.0)
     diag = algo.diagnostics(batch)
-    assert set(diag) >= {"routing/bc_loss", "routing/candidate_pairwise_dist", "routing/winner_usage_3"}
+    assert set(diag) >= {"diagnostics/bc_loss", "diagnostics/candidate_pairwise_dist", "diagnostics/winner_usage_3"}
     for name, value in metrics.items():
         assert name.startswith("training/") and value.dim() == 0 and not value.requires_grad
 
