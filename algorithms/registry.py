@@ -36,6 +36,12 @@ class MethodEntry:
 METHODS: dict[str, MethodEntry] = {
     "bc": MethodEntry("algorithms.bc:BC", description="Gaussian behaviour cloning"),
     "iql": MethodEntry("algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
+    "drol": MethodEntry("algorithms.drol:DROL", description="DROL: top-1 routed one-step latent actor, authors' code loss form"),
+    "drol-eq8": MethodEntry(
+        "algorithms.drol:DROL", config={"loss_form": "eq8", "normalize_q_loss": False},
+        description="DROL with the paper's Eq. 8 loss: |a^{k*} - a|^2 - alpha Q (alpha weighs the raw Q)",
+    ),
+    "fql": MethodEntry("algorithms.fql:FQL", description="FQL: flow BC teacher + distilled one-step policy (seohongpark/fql)"),
     "lom": MethodEntry("algorithms.lom:LOM", description="LOM: weighted imitation on one MDN mode (paper, Eq. 14-18)"),
     "lom-code": MethodEntry(
         "algorithms.lom:LOM",
