@@ -36,12 +36,21 @@ class MethodEntry:
 METHODS: dict[str, MethodEntry] = {
     "bc": MethodEntry("algorithms.bc:BC", description="Gaussian behaviour cloning"),
     "iql": MethodEntry("algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
-    "drol": MethodEntry("algorithms.drol:DROL", description="DROL: top-1 routed one-step latent actor, authors' code loss form"),
-    "drol-eq8": MethodEntry(
-        "algorithms.drol:DROL", config={"loss_form": "eq8", "normalize_q_loss": False},
-        description="DROL with the paper's Eq. 8 loss: |a^{k*} - a|^2 - alpha Q (alpha weighs the raw Q)",
+    "isep": MethodEntry("algorithms.isep:ISEP", description="ISEP (Gaussian): interpolated value Eq. 2 + stochastic action selection Eq. 5"),
+    "isep-fm": MethodEntry("algorithms.isep:ISEPFM", description="ISEP-FM: interpolated value + gated CFG flow matching (Eq. 2, 6, 7)"),
+    "isep-deterministic": MethodEntry(
+        "algorithms.isep:ISEP", config={"selection": "deterministic"},
+        description="ISEP ablation (Sec. 5.3.3): deterministic interpolation of the two targets (App. B Eq. 29)",
     ),
-    "fql": MethodEntry("algorithms.fql:FQL", description="FQL: flow BC teacher + distilled one-step policy (seohongpark/fql)"),
+    "cfgrl": MethodEntry(
+        "algorithms.isep:ISEPFM",
+        config={
+            "lam": 0.0, "expectile": 0.9, "token_rule": "ge", "token_critic": "online", "flow_activation": "gelu",
+            "token_dim": 32, "critic_hidden_dims": (512, 512, 512, 512), "critic_layer_norm": True, "batch_size": 1024,
+        },
+        knobs={"w": 1.0, "T": 16},
+        description="CFGRL as its code runs it (kvfrans/cfgrl_submit flowiql.py): ISEP-FM with lam = 0",
+    ),
     "lom": MethodEntry("algorithms.lom:LOM", description="LOM: weighted imitation on one MDN mode (paper, Eq. 14-18)"),
     "lom-code": MethodEntry(
         "algorithms.lom:LOM",

@@ -1,0 +1,389 @@
+"""ISEP and ISEP-FM: Implicit Support Expansion via stochastic Policy optimization.
+
+Paper: seeds/ISEP-implicit-support-expansion.txt (arXiv 2605.18320; no public code). The
+extraction lost every formula; the equations below are SPEC.md's reconstruction from the text
+and from CFGRL (Frans et al. 2025), which ISEP-FM builds on. Each reconstructed choice is a
+config value.
+
+Shared by both variants (Sec. 4.1):
+  L_Q = sum_j E_D[(Q_j(s, a) - r - gamma (1 - d) V(s'))^2]                        (Eq. 3)
+  L_V = (1 - lam) E_D[L_tau(Qtgt(s, a) - V(s))] + lam E_{s~D, a~pi}[L_tau(Qtgt(s, a) - V(s))]
+                                                                                    (Eq. 2)
+  Eq. 2 is implemented as a per-sample gate b ~ Bernoulli(lam): the action in the expectile
+  term is a detached policy sample where b = 1, the dataset action where b = 0, so lam = 0 is
+  IQL's value objective exactly (same numbers: `ExpectileCritic.losses` with value_actions
+  equal to the dataset actions). Qtgt = min over the target ensemble. Policy samples are
+  clipped to the action box [-1, 1] before the critic sees them.
+
+ISEP (Gaussian actor, Sec. 4.2), `selection`:
+  "stochastic" (the method, Eq. 5 / Eq. 30): per sample, b ~ Bernoulli(lam);
+      target = a~ (detached policy sample) if b else a (dataset action);
+      L_pi = E[w(s, target) (-log pi(target | s))],  w = min(exp(beta (Qtgt_min - V)), w_max).
+  "deterministic" (Sec. 5.3.3 baseline the paper argues against, App. B Eq. 29): regress on
+      the weighted arithmetic mean of the two targets,
+      c_D = (1 - lam) w(s, a), c_pi = lam w(s, a~), abar = (c_D a + c_pi a~) / (c_D + c_pi),
+      L_pi = E[(c_D + c_pi) (-log pi(abar | s))]  (for a fixed-std Gaussian this has the same
+      gradient in the mean as Eq. 26; the target itself is the "mode-collapsed" average).
+  "weighted-sum" (App. B Eq. 26, literal): L_pi = E[c_D (-log pi(a|s)) + c_pi (-log pi(a~|s))].
+  `gate` = "sample" draws b per minibatch element (SPEC; App. B "Remark on batch dynamics");
+  "batch" draws one b per update (App. B Remark: "b fixed per optimization step").
+  The actor is IQL's (tanh mean, state-independent log-std in [-20, 2], cosine LR, evaluated
+  at its mean), so ISEP with lam = 0 is the core IQL, update for update.
+
+ISEP-FM (conditional flow matching with classifier-free guidance, Sec. 4.4, Eq. 6-7):
+  x_0 ~ N(0, I), t ~ U(0, 1), x_t = (1 - t) x_0 + t x_1, target velocity x_1 - x_0;
+  x_1 = a~ (detached sample of the current guided policy) with prob. lam, else a   (Eq. 6)
+  o = POS if A(s, x_1) > adv_threshold else NEG  (A = Qtgt_min(s, x_1) - V(s), detached),
+  o <- NULL with probability p_uncond (CFG dropout);
+  L_flow = E[|v_theta(x_t, t, s, o) - (x_1 - x_0)|^2].
+  Inference (Eq. 7): Euler over T steps from x_0 ~ N(0, I) with
+  v = v(null) + w (v(pos) - v(null)), then clip to [-1, 1]. Both branches are evaluated in ONE
+  batched forward per Euler step (null and pos rows concatenated); w = 0 and w = 1 need only
+  one branch (exactly v(null) / v(pos)) and are evaluated as such. w and T are inference-only
+  knobs (`ISEPFMKnobs`); the self-samples used in training come from the same sampler with
+  the training-time config values `sample_guidance` and `sample_steps`.
+
+CFGRL variants as config values (its code: github kvfrans/cfgrl_submit, ogbench/agents/
+flowiql.py; numbers only, no code copied):
+  - token_scheme "three" (default): tokens NULL, NEG, POS (both ISEP's o in {0, 1} + null and
+    CFGRL's code: labels 0 = null, 1 = negative, 2 = positive advantage);
+    "two": tokens NULL and POS only, p(a|s, POS) proportional to p(a|s) 1[A > 0] -- a
+    non-positive sample trains only the null branch (it is masked out of the loss unless its
+    token was dropped to NULL).
+  - token_rule "gt" (ISEP text: A > 0) or "ge" (CFGRL code: adv >= adv_threshold).
+  - token_critic "target" (Qtgt_min - V, as in the AWR weight) or "online" (CFGRL code:
+    min of the online critics - V).
+  - CFGRL code's sizes: flow 4 x 512 GELU, critics 4 x 512 with LayerNorm, token embedding
+    32, expectile 0.9, 16 Euler steps, batch 1024, guidance 1 (registry preset "cfgrl"
+    sets these with lam = 0). ISEP's defaults: Mish flow MLP (Sec. 5.1.2), IQL critics
+    2 x 256, batch 256, T = 10.
+
+Update order: all losses are computed from the same batch and parameters and summed; ONE
+backward and one Adam step per update. Every cross-term is detached (policy samples, AWR
+weights, optimality tokens), so this equals separate V / Q / actor steps from the same
+parameters (the paper's Algorithm 1 order is not recoverable from the extraction; CFGRL's
+code also takes one joint step).
+
+Divergence: the paper reports (Sec. 5.3.1) that lam >= 0.5-0.7 diverges on D4RL. Nothing here
+guards against it; `training/policy_q_mean` (Q of the policy samples) shows it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.config import require
+from algorithms.critics import ExpectileCritic, aggregate, awr_weight, make_adam
+from algorithms.iql import cosine_schedule
+from algorithms.nets import ACTIVATIONS, FlowVelocityNet, GaussianPolicy, euler_integrate
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def bernoulli_gate(n: int, lam: float, device: torch.device, per_sample: bool = True) -> torch.Tensor:
+    """b ~ Bernoulli(lam), [n] bools: per minibatch element, or one draw shared by the batch.
+    lam = 0 gives all False and lam = 1 all True exactly (rand is in [0, 1))."""
+    draws = torch.rand(n if per_sample else 1, device=device)
+    return (draws < lam).expand(n)
+
+
+def interpolated_value_loss(
+    critic: ExpectileCritic, batch: Batch, discount: float, policy_actions: torch.Tensor, gate: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 2 (+ Eq. 3): the expectile term sees the policy sample where gate = 1, the dataset
+    action elsewhere; the Q regression (Eq. 3) always uses dataset transitions."""
+    value_actions = torch.where(gate.unsqueeze(-1), policy_actions.detach(), batch.actions)
+    loss, metrics = critic.losses(batch, discount, value_actions=value_actions)
+    metrics["training/value_gate_rate"] = gate.float().mean()
+    return loss, metrics
+
+
+def _check_common(cfg) -> None:
+    require(0.0 <= cfg.lam <= 1.0, f"lam must be in [0, 1], got {cfg.lam}")
+    require(0.0 < cfg.expectile < 1.0, f"expectile must be in (0, 1), got {cfg.expectile}")
+    require(cfg.num_q >= 1, f"num_q must be >= 1, got {cfg.num_q}")
+    require(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    require(0.0 < cfg.target_tau <= 1.0, f"target_tau must be in (0, 1], got {cfg.target_tau}")
+    require(cfg.gate in ("sample", "batch"), f"gate must be 'sample' or 'batch', got {cfg.gate!r}")
+
+
+# --------------------------------------------------------------------------- ISEP (Gaussian)
+
+
+@dataclass
+class ISEPConfig(AlgoConfig):
+    lam: float = 0.3  # interpolation lambda of Eq. 2 / Eq. 5 (Tables 3-4: 0.2-0.5; 0 = IQL)
+    expectile: float = 0.7  # tau of the expectile value (Tables 3-4: 0.7 / 0.8)
+    beta: float = 3.0  # AWR inverse temperature (Table 3: 0.05-5)
+    max_weight: float = 100.0  # clip of exp(beta * A)
+    selection: Literal["stochastic", "deterministic", "weighted-sum"] = "stochastic"  # Eq. 5 / Eq. 29 / Eq. 26
+    gate: Literal["sample", "batch"] = "sample"  # Bernoulli gate per minibatch element or per update
+    hidden_dims: tuple[int, ...] = (256, 256)  # width of every MLP (actor, Q, V), IQL's
+    num_q: int = 2  # critic ensemble size (min over members)
+    lr: float = 3e-4  # Adam learning rate for every network
+    target_tau: float = 0.005  # Polyak rate of the target Q
+    actor_cosine_lr: bool = True  # cosine-decay the actor's LR over the run (IQL/CORL)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_common(self)
+        require(self.beta >= 0.0, f"beta must be >= 0, got {self.beta}")
+        require(self.max_weight > 0.0, f"max_weight must be > 0, got {self.max_weight}")
+        require(
+            self.selection in ("stochastic", "deterministic", "weighted-sum"),
+            f"selection must be one of 'stochastic', 'deterministic', 'weighted-sum', got {self.selection!r}",
+        )
+
+
+class ISEP(Algorithm):
+    """Gaussian ISEP: interpolated expectile value (Eq. 2) + stochastic action selection (Eq. 5)."""
+
+    name = "isep"
+    config_class = ISEPConfig
+    can_propose = True
+
+    def __init__(self, config: ISEPConfig, spec: EnvSpec, device="cpu"):
+        super().__init__(config, spec, device)
+        # Same construction order as IQL, so lam = 0 starts from the same weights for a seed.
+        self.critic = ExpectileCritic(
+            spec.obs_dim, spec.act_dim, config.hidden_dims, config.num_q, config.expectile, config.target_tau
+        )
+        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, config.hidden_dims)
+        self.to(self.device)
+        self.optimizer = make_adam(
+            [{"params": self.critic.parameters()}, {"params": self.actor.parameters()}], config.lr, self.device
+        )
+        actor_lr = cosine_schedule(spec.total_steps) if config.actor_cosine_lr else (lambda step: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [lambda step: 1.0, actor_lr])
+
+    def gate(self, n: int) -> torch.Tensor:
+        return bernoulli_gate(n, self.config.lam, self.device, self.config.gate == "sample")
+
+    def weight(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """w(s, a) = min(exp(beta (Qtgt_min(s, a) - V(s))), w_max), detached."""
+        return awr_weight(self.critic.advantage(obs, actions), self.config.beta, self.config.max_weight)
+
+    def actor_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, policy_actions: torch.Tensor, gate: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if cfg.selection == "stochastic":  # Eq. 5 / Eq. 30: pick one target per sample
+            target = torch.where(gate.unsqueeze(-1), policy_actions, actions)
+            weight = self.weight(obs, target)
+            return (weight * -self.actor.log_prob(obs, target)).mean(), weight.mean()
+        c_data = (1.0 - cfg.lam) * self.weight(obs, actions)
+        c_pi = cfg.lam * self.weight(obs, policy_actions)
+        if cfg.selection == "deterministic":  # Eq. 29: the weighted mean of the two targets
+            total = (c_data + c_pi).clamp_min(1e-12)
+            target = (c_data.unsqueeze(-1) * actions + c_pi.unsqueeze(-1) * policy_actions) / total.unsqueeze(-1)
+            return ((c_data + c_pi) * -self.actor.log_prob(obs, target)).mean(), (c_data + c_pi).mean()
+        # weighted-sum, Eq. 26
+        loss = c_data * -self.actor.log_prob(obs, actions) + c_pi * -self.actor.log_prob(obs, policy_actions)
+        return loss.mean(), (c_data + c_pi).mean()
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        obs = batch.observations
+        with torch.no_grad():  # a~ ~ pi(.|s), detached, in the action box
+            policy_actions = self.actor(obs).sample().clamp(-1.0, 1.0)
+        critic_loss, metrics = interpolated_value_loss(self.critic, batch, cfg.discount, policy_actions, self.gate(len(batch)))  # Eq. 2-3
+        actor_gate = self.gate(len(batch))
+        actor_loss, weight_mean = self.actor_loss(obs, batch.actions, policy_actions, actor_gate)  # Eq. 5
+        self.optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss).backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.critic.update_target()
+        metrics["training/actor_loss"] = actor_loss.detach()
+        metrics["training/adv_weight_mean"] = weight_mean
+        metrics["training/actor_gate_rate"] = actor_gate.float().mean()
+        metrics["training/policy_q_mean"] = self.critic.target_q(obs, policy_actions).mean()
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:
+        actions = self.actor(obs).mean.clamp(-1.0, 1.0)
+        return ActOutput(actions, {"advantage": self.critic.advantage(obs, actions)})
+
+    @torch.no_grad()
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        return self.actor(obs).sample((n,)).transpose(0, 1).clamp(-1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- ISEP-FM
+
+
+@dataclass
+class ISEPFMConfig(AlgoConfig):
+    lam: float = 0.3  # interpolation lambda of Eq. 2 and of the flow target x_1 (Eq. 6); 0 = CFGRL
+    expectile: float = 0.7  # tau of the expectile value (Table 4: 0.7 / 0.8; CFGRL code 0.9)
+    p_uncond: float = 0.1  # probability the optimality token is replaced by NULL (CFG dropout)
+    token_scheme: Literal["three", "two"] = "three"  # NULL/NEG/POS tokens, or NULL/POS with masking
+    token_rule: Literal["gt", "ge"] = "gt"  # POS iff A > thr (ISEP) or A >= thr (CFGRL code)
+    adv_threshold: float = 0.0  # advantage threshold of the optimality token
+    token_critic: Literal["target", "online"] = "target"  # Q used in the token's advantage
+    sample_guidance: float = 1.0  # guidance w of the self-samples a~ used in training
+    sample_steps: int = 10  # Euler steps of the self-samples used in training
+    gate: Literal["sample", "batch"] = "sample"  # Bernoulli gate per minibatch element or per update
+    flow_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # velocity MLP widths (CFGRL code 4 x 512)
+    flow_activation: str = "mish"  # velocity MLP activation (ISEP Sec. 5.1.2: Mish; CFGRL: gelu)
+    flow_layer_norm: bool = False  # LayerNorm in the velocity MLP (CFGRL code: off)
+    token_dim: int = 16  # optimality-token embedding size (CFGRL code: 32)
+    critic_hidden_dims: tuple[int, ...] = (256, 256)  # Q and V widths (IQL; CFGRL code 4 x 512)
+    critic_layer_norm: bool = False  # LayerNorm in Q and V (CFGRL code: on)
+    num_q: int = 2  # critic ensemble size (min over members)
+    lr: float = 3e-4  # Adam learning rate for every network
+    target_tau: float = 0.005  # Polyak rate of the target Q
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_common(self)
+        require(0.0 <= self.p_uncond < 1.0, f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        require(self.token_scheme in ("three", "two"), f"token_scheme must be 'three' or 'two', got {self.token_scheme!r}")
+        require(self.token_rule in ("gt", "ge"), f"token_rule must be 'gt' or 'ge', got {self.token_rule!r}")
+        require(self.token_critic in ("target", "online"), f"token_critic must be 'target' or 'online', got {self.token_critic!r}")
+        require(math.isfinite(self.adv_threshold), f"adv_threshold must be finite, got {self.adv_threshold}")
+        require(math.isfinite(self.sample_guidance), f"sample_guidance must be finite, got {self.sample_guidance}")
+        require(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
+        require(self.flow_activation in ACTIVATIONS, f"flow_activation must be one of {sorted(ACTIVATIONS)}, got {self.flow_activation!r}")
+        require(self.token_dim >= 1, f"token_dim must be >= 1, got {self.token_dim}")
+        require(len(self.flow_hidden_dims) >= 1 and min(self.flow_hidden_dims) >= 1,
+                f"flow_hidden_dims must be non-empty positive widths, got {self.flow_hidden_dims}")
+
+
+@dataclass
+class ISEPFMKnobs:
+    w: float = 1.0  # guidance weight of Eq. 7 (0: unconditional, 1: conditional; Table 4: 0.2-3)
+    T: int = 10  # Euler steps
+
+    def __post_init__(self) -> None:
+        require(math.isfinite(self.w) and self.w >= 0.0, f"w (guidance) must be a finite number >= 0, got {self.w}")
+        require(isinstance(self.T, int) and self.T >= 1, f"T (Euler steps) must be an integer >= 1, got {self.T}")
+
+
+class ISEPFM(Algorithm):
+    """ISEP-FM: interpolated value (Eq. 2) + token-conditioned flow matching on the
+    Bernoulli-gated target (Eq. 6) + guided Euler sampling (Eq. 7)."""
+
+    name = "isep-fm"
+    config_class = ISEPFMConfig
+    knobs_class = ISEPFMKnobs
+    can_propose = True
+
+    NULL, NEG = 0, 1  # token ids; POS is the last one (2 for "three", 1 for "two")
+
+    def __init__(self, config: ISEPFMConfig, spec: EnvSpec, device="cpu"):
+        super().__init__(config, spec, device)
+        self.critic = ExpectileCritic(
+            spec.obs_dim, spec.act_dim, config.critic_hidden_dims, config.num_q, config.expectile,
+            config.target_tau, layer_norm=config.critic_layer_norm,
+        )
+        num_tokens = 3 if config.token_scheme == "three" else 2
+        self.POS = num_tokens - 1
+        self.flow = FlowVelocityNet(
+            spec.obs_dim, spec.act_dim, config.flow_hidden_dims, config.flow_activation, num_tokens,
+            config.token_dim, config.flow_layer_norm,
+        )
+        self.to(self.device)
+        self.optimizer = make_adam(list(self.critic.parameters()) + list(self.flow.parameters()), config.lr, self.device)
+
+    # ---- Eq. 7: guided Euler sampling
+    def sample(self, obs: torch.Tensor, w: float, steps: int, x0: torch.Tensor | None = None) -> torch.Tensor:
+        """Integrate v = v(null) + w (v(pos) - v(null)) from x_0 ~ N(0, I) over `steps` Euler
+        steps and clip to [-1, 1]. One forward per step: both branches batched, or the single
+        branch w = 0 (null) / w = 1 (pos) needs."""
+        b = obs.shape[0]
+        if x0 is None:
+            x0 = torch.randn(b, self.spec.act_dim, device=obs.device, dtype=obs.dtype)
+        if w == 0.0 or w == 1.0:
+            token = torch.full((b,), self.NULL if w == 0.0 else self.POS, device=obs.device, dtype=torch.long)
+            x1 = euler_integrate(lambda x, t: self.flow(x, t, obs, token), x0, steps)
+        else:
+            obs2 = torch.cat([obs, obs], 0)
+            tokens = torch.cat([
+                torch.full((b,), self.NULL, device=obs.device, dtype=torch.long),
+                torch.full((b,), self.POS, device=obs.device, dtype=torch.long),
+            ])
+
+            def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                v_null, v_pos = self.flow(x.repeat(2, 1), t.repeat(2), obs2, tokens).chunk(2)
+                return v_null + w * (v_pos - v_null)
+
+            x1 = euler_integrate(guided, x0, steps)
+        return x1.clamp(-1.0, 1.0)
+
+    # ---- optimality token of Eq. 6
+    @torch.no_grad()
+    def optimality_tokens(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token before dropout, positive mask): POS iff A(s, a) > thr ('gt') or >= thr ('ge')."""
+        cfg = self.config
+        if cfg.token_critic == "target":
+            adv = self.critic.advantage(obs, actions)
+        else:
+            adv = aggregate(self.critic.q(obs, actions), "min") - self.critic.value(obs)
+        positive = adv > cfg.adv_threshold if cfg.token_rule == "gt" else adv >= cfg.adv_threshold
+        neg = self.NEG if cfg.token_scheme == "three" else self.NULL
+        return torch.where(positive, self.POS, neg), positive
+
+    def flow_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, policy_actions: torch.Tensor, gate: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.config
+        b, d = actions.shape
+        x1 = torch.where(gate.unsqueeze(-1), policy_actions, actions)  # Eq. 6: Bernoulli-gated target
+        token, positive = self.optimality_tokens(obs, x1)
+        dropped = torch.rand(b, device=obs.device) < cfg.p_uncond
+        token = torch.where(dropped, self.NULL, token)
+        x0 = torch.randn(b, d, device=obs.device, dtype=actions.dtype)
+        t = torch.rand(b, 1, device=obs.device, dtype=actions.dtype)
+        x_t = (1.0 - t) * x0 + t * x1
+        err = (self.flow(x_t, t, obs, token) - (x1 - x0)).pow(2).mean(-1)
+        if cfg.token_scheme == "three":
+            loss = err.mean()
+        else:  # "two": a non-positive, non-dropped sample has no token to train
+            keep = (dropped | positive).to(err.dtype)
+            loss = (err * keep).sum() / keep.sum().clamp_min(1.0)
+        return loss, {"training/positive_token_rate": positive.float().mean(), "training/actor_gate_rate": gate.float().mean()}
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        obs, n = batch.observations, len(batch)
+        per_sample = cfg.gate == "sample"
+        if cfg.lam > 0.0:
+            with torch.no_grad():  # a~ from the current guided policy, detached
+                policy_actions = self.sample(obs, cfg.sample_guidance, cfg.sample_steps)
+        else:  # lam = 0: the gates never pick a~, skip the sampling cost
+            policy_actions = batch.actions
+        critic_loss, metrics = interpolated_value_loss(
+            self.critic, batch, cfg.discount, policy_actions, bernoulli_gate(n, cfg.lam, obs.device, per_sample)
+        )  # Eq. 2-3
+        flow_loss, flow_metrics = self.flow_loss(
+            obs, batch.actions, policy_actions, bernoulli_gate(n, cfg.lam, obs.device, per_sample)
+        )  # Eq. 6
+        self.optimizer.zero_grad(set_to_none=True)
+        (critic_loss + flow_loss).backward()
+        self.optimizer.step()
+        self.critic.update_target()
+        metrics.update(flow_metrics)
+        metrics["training/flow_loss"] = flow_loss.detach()
+        if cfg.lam > 0.0:
+            metrics["training/policy_q_mean"] = self.critic.target_q(obs, policy_actions).mean()
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: ISEPFMKnobs) -> ActOutput:
+        actions = self.sample(obs, knobs.w, knobs.T)
+        return ActOutput(actions, {"advantage": self.critic.advantage(obs, actions)})
+
+    @torch.no_grad()
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        knobs = self.default_knobs()
+        flat = obs.repeat_interleave(n, 0)
+        return self.sample(flat, knobs.w, knobs.T).reshape(obs.shape[0], n, self.spec.act_dim)

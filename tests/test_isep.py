@@ -1,0 +1,371 @@
+"""ISEP / ISEP-FM: equations against hand-computed values, the Bernoulli gate, the guided
+Euler sampler, and the mechanism on the sparse-optimum toy (slow).
+
+Reconstructed equations: SPEC.md, ISEP section (the paper's formulas were lost in extraction).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from algorithms.base import Batch, EnvSpec
+from algorithms.config import ConfigError, from_dict
+from algorithms.iql import IQL, IQLConfig
+from algorithms.isep import (
+    ISEP,
+    ISEPFM,
+    ISEPConfig,
+    ISEPFMConfig,
+    ISEPFMKnobs,
+    bernoulli_gate,
+    interpolated_value_loss,
+)
+from algorithms.registry import get_method
+from benchmarks import toy
+from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionDataset
+
+SMALL_FM = dict(flow_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), token_dim=8)
+
+
+def random_batch(n: int = 64, obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        observations=torch.randn(n, obs_dim, generator=g),
+        actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
+        rewards=torch.randn(n, generator=g),
+        next_observations=torch.randn(n, obs_dim, generator=g),
+        dones=(torch.rand(n, generator=g) < 0.2).float(),
+        next_actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
+    )
+
+
+def binomial_bound(n: int, p: float, sigmas: float = 5.0) -> float:
+    return sigmas * math.sqrt(n * p * (1 - p))
+
+
+# ----------------------------------------------------------------------------- Eq. 2
+
+
+@pytest.mark.parametrize("cls,cfg", [(ISEP, ISEPConfig(lam=0.0, hidden_dims=(64, 64))), (ISEPFM, ISEPFMConfig(lam=0.0, **SMALL_FM))])
+def test_lam_zero_value_loss_is_iql_to_the_last_digit(cls, cfg):
+    torch.manual_seed(0)
+    algo = cls(cfg, EnvSpec(3, 2))
+    batch = random_batch()
+    # Make the target net differ from the online one so the test sees which net is used.
+    algo.critic.q_target.net.layers[0].bias.data.add_(0.3)
+    policy_actions = torch.rand(64, 2) * 2 - 1  # real, different actions: the gate must ignore them
+    gate = bernoulli_gate(64, 0.0, torch.device("cpu"))
+    ours, ours_metrics = interpolated_value_loss(algo.critic, batch, 0.99, policy_actions, gate)
+    iql, iql_metrics = algo.critic.losses(batch, 0.99)  # the core IQL objective, same nets and batch
+    assert torch.equal(ours, iql)
+    assert torch.equal(ours_metrics["training/value_loss"], iql_metrics["training/value_loss"])
+    # ... and lam = 1 queries the policy samples only (a different number).
+    ones, metrics = interpolated_value_loss(algo.critic, batch, 0.99, policy_actions, bernoulli_gate(64, 1.0, torch.device("cpu")))
+    pol, pol_metrics = algo.critic.losses(batch, 0.99, value_actions=policy_actions)
+    assert torch.equal(metrics["training/value_loss"], pol_metrics["training/value_loss"])
+    assert not torch.equal(metrics["training/value_loss"], iql_metrics["training/value_loss"])
+
+
+def test_isep_lam_zero_trains_exactly_like_iql():
+    """Whole update, not only the value term: with lam = 0 ISEP is the core IQL bit for bit."""
+    spec = EnvSpec(3, 2, total_steps=100)
+    torch.manual_seed(0)
+    iql = IQL(IQLConfig(hidden_dims=(64, 64)), spec)
+    torch.manual_seed(0)
+    isep = ISEP(ISEPConfig(lam=0.0, hidden_dims=(64, 64)), spec)
+    for step in range(5):
+        batch = random_batch(seed=step)
+        m_iql = iql.update(batch, step)
+        m_isep = isep.update(batch, step)
+        assert torch.equal(m_iql["training/value_loss"], m_isep["training/value_loss"])
+        assert torch.equal(m_iql["training/actor_loss"], m_isep["training/actor_loss"])
+    for (name, p), (_, q) in zip(iql.state_dict().items(), isep.state_dict().items()):
+        assert torch.equal(p, q), name
+
+
+def test_interpolated_value_uses_policy_actions_where_the_gate_is_one():
+    """Eq. 2 by hand: u_i = Qtgt_min(s_i, b_i ? a~_i : a_i) - V(s_i), L = mean |tau - 1(u<0)| u^2."""
+    torch.manual_seed(1)
+    algo = ISEP(ISEPConfig(lam=0.5, expectile=0.8, hidden_dims=(32, 32)), EnvSpec(3, 2))
+    batch = random_batch(8)
+    policy_actions = torch.rand(8, 2) * 2 - 1
+    gate = torch.tensor([True, False, True, True, False, False, True, False])
+    loss, metrics = interpolated_value_loss(algo.critic, batch, 0.99, policy_actions, gate)
+    expected = 0.0
+    for i in range(8):
+        a = policy_actions[i] if gate[i] else batch.actions[i]
+        with torch.no_grad():
+            q = min(float(algo.critic.q_target(batch.observations[i : i + 1], a[None])[j, 0]) for j in range(2))
+            u = q - float(algo.critic.value(batch.observations[i : i + 1])[0])
+        expected += (0.8 if u >= 0 else 0.2) * u * u / 8
+    assert float(metrics["training/value_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+def test_gate_rate_is_lam_within_a_binomial_bound():
+    torch.manual_seed(0)
+    n = 50_000
+    for lam in (0.2, 0.3, 0.5):
+        count = int(bernoulli_gate(n, lam, torch.device("cpu")).sum())
+        assert abs(count - lam * n) < binomial_bound(n, lam)
+    assert int(bernoulli_gate(n, 0.0, torch.device("cpu")).sum()) == 0
+    assert int(bernoulli_gate(n, 1.0, torch.device("cpu")).sum()) == n
+    # "batch" granularity: one draw shared by the whole minibatch
+    draws = [bool(bernoulli_gate(16, 0.3, torch.device("cpu"), per_sample=False).unique().numel() == 1) for _ in range(20)]
+    assert all(draws)
+
+
+class _Recorder:
+    """Wraps a callable and records the action tensor it was given."""
+
+    def __init__(self, fn, key):
+        self.fn, self.key, self.seen = fn, key, []
+
+    def __call__(self, *args, **kwargs):
+        self.seen.append(kwargs[self.key] if self.key in kwargs else args[1])
+        return self.fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_isep_update_selects_policy_samples_at_rate_lam(lam):
+    """Inside real updates: the value term (Eq. 2) and the actor target (Eq. 5) use the policy
+    sample on a Bernoulli(lam) fraction of the rows. Dataset actions are +0.95, and the actor's
+    mean is pinned near -1 with a tiny std, so a row's origin is readable from its sign."""
+    torch.manual_seed(0)
+    algo = ISEP(ISEPConfig(lam=lam, lr=1e-12, hidden_dims=(32, 32)), EnvSpec(3, 2))
+    with torch.no_grad():
+        algo.actor.net[-1].weight.zero_()
+        algo.actor.net[-1].bias.fill_(-3.0)
+        algo.actor.log_std.fill_(-8.0)
+    value_rec = _Recorder(algo.critic.losses, "value_actions")
+    algo.critic.losses = value_rec
+    actor_rec = _Recorder(algo.actor.log_prob, "actions")
+    algo.actor.log_prob = actor_rec
+    steps, n = 10, 256
+    for step in range(steps):
+        batch = random_batch(n, seed=step)
+        batch.actions = torch.full_like(batch.actions, 0.95)
+        algo.update(batch, step)
+    for seen in (value_rec.seen, actor_rec.seen):
+        picked = int(sum((a[:, 0] < 0).sum() for a in seen))
+        total = steps * n
+        assert abs(picked - lam * total) <= binomial_bound(total, lam) + 1e-9
+
+
+def test_isep_fm_flow_target_selects_policy_samples_at_rate_lam():
+    torch.manual_seed(0)
+    lam, steps, n = 0.3, 10, 256
+    algo = ISEPFM(ISEPFMConfig(lam=lam, sample_steps=2, lr=1e-12, **SMALL_FM), EnvSpec(3, 2))
+    algo.sample = lambda obs, w, steps, x0=None: torch.full((obs.shape[0], 2), -0.95)  # marked policy samples
+    rec = _Recorder(algo.optimality_tokens, "actions")
+    algo.optimality_tokens = rec
+    for step in range(steps):
+        batch = random_batch(n, seed=step)
+        batch.actions = torch.full_like(batch.actions, 0.95)
+        algo.update(batch, step)
+    picked = int(sum((x1[:, 0] < 0).sum() for x1 in rec.seen))
+    assert abs(picked - lam * steps * n) <= binomial_bound(steps * n, lam)
+
+
+# ----------------------------------------------------------------------------- Eq. 5 / 29 / 26
+
+
+def test_actor_targets_by_hand():
+    torch.manual_seed(0)
+    algo = ISEP(ISEPConfig(lam=0.25, hidden_dims=(32, 32)), EnvSpec(3, 2))
+    obs = torch.randn(4, 3)
+    a = torch.tensor([[0.5, 0.5], [0.6, 0.5], [-0.2, 0.1], [0.0, 0.9]])
+    a_pi = torch.tensor([[-0.5, -0.5], [0.1, 0.3], [0.4, -0.4], [0.9, 0.0]])
+    w_of = {tuple(x.tolist()): float(i + 1) for i, x in enumerate(torch.cat([a, a_pi]))}
+    algo.weight = lambda o, acts: torch.tensor([w_of.get(tuple(x.tolist()), 7.0) for x in acts])
+    nll = lambda o, x: -algo.actor.log_prob(o, x)
+    gate = torch.tensor([True, False, True, False])
+    # stochastic (Eq. 5): a per-row choice of target, weight of that target
+    target = torch.where(gate[:, None], a_pi, a)
+    loss, _ = algo.actor_loss(obs, a, a_pi, gate)
+    w = torch.tensor([w_of[tuple(x.tolist())] for x in target])
+    assert torch.allclose(loss, (w * nll(obs, target)).mean())
+    # deterministic (Eq. 29): the weighted mean of the two targets
+    algo.config.selection = "deterministic"
+    c_d = 0.75 * torch.tensor([1.0, 2.0, 3.0, 4.0])
+    c_p = 0.25 * torch.tensor([5.0, 6.0, 7.0, 8.0])
+    abar = (c_d[:, None] * a + c_p[:, None] * a_pi) / (c_d + c_p)[:, None]
+    loss, _ = algo.actor_loss(obs, a, a_pi, gate)
+    assert torch.allclose(loss, ((c_d + c_p) * nll(obs, abar)).mean())
+    # weighted-sum (Eq. 26)
+    algo.config.selection = "weighted-sum"
+    loss, _ = algo.actor_loss(obs, a, a_pi, gate)
+    assert torch.allclose(loss, (c_d * nll(obs, a) + c_p * nll(obs, a_pi)).mean())
+
+
+# ----------------------------------------------------------------------------- Eq. 6 tokens
+
+
+def test_optimality_tokens_and_null_dropout():
+    torch.manual_seed(0)
+    algo = ISEPFM(ISEPFMConfig(lam=0.0, **SMALL_FM), EnvSpec(3, 2))
+    obs, acts = torch.randn(4000, 3), torch.rand(4000, 2) * 2 - 1
+    token, positive = algo.optimality_tokens(obs, acts)
+    adv = algo.critic.advantage(obs, acts)
+    assert torch.equal(positive, adv > 0)
+    assert torch.equal(token, torch.where(adv > 0, 2, 1))  # POS = 2, NEG = 1, NULL = 0
+    algo.config.token_rule = "ge"
+    algo.config.adv_threshold = float(adv.median())
+    _, positive = algo.optimality_tokens(obs, acts)
+    assert torch.equal(positive, adv >= adv.median())
+    # dropout to NULL at rate p_uncond: record the tokens the flow is trained with
+    seen = []
+    forward = algo.flow.forward
+    algo.flow.forward = lambda x, t, o, tok=None: (seen.append(tok), forward(x, t, o, tok))[1]
+    algo.config.token_rule, algo.config.adv_threshold = "gt", 0.0
+    algo.flow_loss(obs, acts, acts, torch.zeros(4000, dtype=torch.bool))
+    null_rate = float((seen[0] == 0).float().mean())
+    assert abs(null_rate * 4000 - 0.1 * 4000) < binomial_bound(4000, 0.1)
+
+
+# ----------------------------------------------------------------------------- Eq. 7 sampler
+
+
+class StubField(nn.Module):
+    """v(x, t, s, o) = A_o x + b_o + t c_o, counting calls and branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.A = torch.tensor([-0.5, 0.3, 0.2])
+        self.b = torch.tensor([[0.1, -0.2], [0.0, 0.0], [0.4, 0.3]])
+        self.c = torch.tensor([[0.0, 0.1], [0.0, 0.0], [-0.2, 0.2]])
+        self.calls, self.rows = 0, []
+
+    def forward(self, x, t, obs, token):
+        self.calls += 1
+        self.rows.append(token.clone())
+        t = t.reshape(-1, 1)
+        return self.A[token][:, None] * x + self.b[token] + t * self.c[token]
+
+
+def hand_euler(x0, steps, w):
+    stub = StubField()
+    x = x0.clone()
+    for i in range(steps):
+        t = i / steps
+        def field(o):
+            return stub.A[o] * x + stub.b[o] + t * stub.c[o]
+        v = field(0) + w * (field(2) - field(0))
+        x = x + v / steps
+    return x.clamp(-1, 1)
+
+
+@pytest.mark.parametrize("w", [0.0, 1.0, 0.5, 2.5])
+@pytest.mark.parametrize("steps", [1, 7])
+def test_guided_euler_matches_hand_integration_and_counts_calls(w, steps):
+    algo = ISEPFM(ISEPFMConfig(lam=0.0, **SMALL_FM), EnvSpec(3, 2))
+    stub = StubField()
+    algo.flow = stub
+    obs, x0 = torch.randn(5, 3), torch.randn(5, 2) * 0.5
+    out = algo.sample(obs, w, steps, x0=x0)
+    assert torch.allclose(out, hand_euler(x0, steps, w), atol=1e-6)
+    # w = 0: only the unconditional field; w = 1: only the conditional one
+    if w == 0.0:
+        assert torch.allclose(out, hand_euler(x0, steps, 0.0), atol=1e-6)
+        assert all(bool((r == 0).all()) for r in stub.rows)
+    if w == 1.0:
+        assert all(bool((r == 2).all()) for r in stub.rows)
+    # T net calls per guidance branch: one batched call per step covering the branches used
+    assert stub.calls == steps
+    branches = 1 if w in (0.0, 1.0) else 2
+    for rows in stub.rows:
+        assert rows.shape[0] == branches * 5
+        if branches == 2:
+            assert bool((rows[:5] == 0).all()) and bool((rows[5:] == 2).all())
+
+
+def test_act_uses_knobs_T_and_w_from_one_checkpoint():
+    torch.manual_seed(0)
+    algo = ISEPFM(ISEPFMConfig(lam=0.0, **SMALL_FM), EnvSpec(3, 2))
+    stub = StubField()
+    algo.flow = stub
+    obs = torch.randn(4, 3)
+    out = algo.act(obs, torch.zeros(4), ISEPFMKnobs(w=2.0, T=13))
+    assert stub.calls == 13 and out.actions.shape == (4, 2)
+    assert float(out.actions.abs().max()) <= 1.0
+    assert out.audits["advantage"].shape == (4,)
+
+
+# ----------------------------------------------------------------------------- 2-mode flow
+
+
+def _bimodal_dataset(n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    modes = np.where(rng.random(n)[:, None] < 0.5, [0.5, 0.5], [-0.5, -0.5])
+    actions = np.clip(modes + 0.05 * rng.standard_normal((n, 2)), -1, 1).astype(np.float32)
+    obs = np.zeros((n, 2), np.float32)
+    return TransitionDataset(obs, actions, np.ones(n, np.float32), obs, np.ones(n, bool), np.zeros(n, bool),
+                             actions, np.arange(n), name="bimodal")
+
+
+def test_flow_reproduces_a_two_mode_distribution():
+    """Equal rewards, lam = 0: the unconditional flow (w = 0) must keep both modes, with little
+    mass between them (a Gaussian would put its mean at the origin)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    ds = _bimodal_dataset()
+    replay = DeviceReplay(ds, DataConfig(), Normalizer.fit(ds.observations), torch.device("cpu"), 0)
+    algo = ISEPFM(ISEPFMConfig(lam=0.0, lr=1e-3, flow_hidden_dims=(128, 128), critic_hidden_dims=(32, 32)), EnvSpec(2, 2))
+    for step in range(2000):
+        algo.update(replay.sample(256), step)
+    a = algo.act(torch.zeros(2000, 2), torch.zeros(2000), ISEPFMKnobs(w=0.0, T=10)).actions
+    near_pos = ((a - 0.5).norm(dim=-1) < 0.25).float().mean()
+    near_neg = ((a + 0.5).norm(dim=-1) < 0.25).float().mean()
+    between = 1 - near_pos - near_neg
+    assert 0.35 < float(near_pos) < 0.65 and 0.35 < float(near_neg) < 0.65
+    assert float(between) < 0.10
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def test_bad_values_raise_config_errors_naming_the_field():
+    for cls, key, value in [
+        (ISEPConfig, "lam", 1.5), (ISEPConfig, "selection", "average"), (ISEPConfig, "beta", -1.0),
+        (ISEPFMConfig, "p_uncond", 1.0), (ISEPFMConfig, "token_scheme", "four"), (ISEPFMConfig, "sample_steps", 0),
+        (ISEPFMKnobs, "T", 0), (ISEPFMKnobs, "w", -0.5),
+    ]:
+        with pytest.raises(ConfigError, match=key):
+            from_dict(cls, {key: value})
+
+
+def test_registry_entries_and_presets():
+    assert get_method("isep").load() is ISEP
+    assert get_method("isep-fm").load() is ISEPFM
+    det = get_method("isep-deterministic")
+    assert det.load() is ISEP and from_dict(ISEPConfig, det.config).selection == "deterministic"
+    cfgrl = get_method("cfgrl")
+    assert from_dict(ISEPFMConfig, cfgrl.config).lam == 0.0
+    assert from_dict(ISEPFMKnobs, cfgrl.knobs).T == 16
+
+
+@pytest.mark.parametrize("scheme", ["three", "two"])
+def test_state_dict_round_trip_and_seeded_determinism(tmp_path, scheme):
+    spec = EnvSpec(3, 2)
+    torch.manual_seed(0)
+    algo = ISEPFM(ISEPFMConfig(lam=0.5, sample_steps=3, token_scheme=scheme, **SMALL_FM), spec)
+    for step in range(3):
+        algo.update(random_batch(seed=step), step)
+    torch.save(algo.state_dict(), tmp_path / "ckpt.pt")
+    clone = ISEPFM(ISEPFMConfig(lam=0.5, sample_steps=3, token_scheme=scheme, **SMALL_FM), spec)
+    clone.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    obs = torch.randn(6, 3)
+    torch.manual_seed(5)
+    a1 = algo.act(obs, torch.zeros(6), ISEPFMKnobs(w=1.5, T=4)).actions
+    torch.manual_seed(5)
+    a2 = clone.act(obs, torch.zeros(6), ISEPFMKnobs(w=1.5, T=4)).actions
+    assert torch.equal(a1, a2)
+    assert algo.propose(obs, 3).shape == (6, 3, 2)
