@@ -51,6 +51,12 @@ METHODS: dict[str, MethodEntry] = {
         knobs={"w": 1.0, "T": 16},
         description="CFGRL as its code runs it (kvfrans/cfgrl_submit flowiql.py): ISEP-FM with lam = 0",
     ),
+    "drol": MethodEntry("algorithms.drol:DROL", description="DROL: top-1 routed one-step latent actor, authors' code loss form"),
+    "drol-eq8": MethodEntry(
+        "algorithms.drol:DROL", config={"loss_form": "eq8", "normalize_q_loss": False},
+        description="DROL with the paper's Eq. 8 loss: |a^{k*} - a|^2 - alpha Q (alpha weighs the raw Q)",
+    ),
+    "fql": MethodEntry("algorithms.fql:FQL", description="FQL: flow BC teacher + distilled one-step policy (seohongpark/fql)"),
     "lom": MethodEntry("algorithms.lom:LOM", description="LOM: weighted imitation on one MDN mode (paper, Eq. 14-18)"),
     "lom-code": MethodEntry(
         "algorithms.lom:LOM",
