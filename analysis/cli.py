@@ -52,6 +52,8 @@ def profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,64", help="states per act call (default 1,64)")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per setting (default 50; the median is reported)")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
+    p.add_argument("--max-seconds", type=float, default=10.0,
+                   help="stop timing a setting after this many seconds, with at least 3 calls (default 10)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for every method (default 1)")
     p.add_argument("--no-nll-gap", action="store_true", help="skip the NLL-gap table")
 

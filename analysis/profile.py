@@ -7,9 +7,10 @@ One harness, the same conditions for every registered base method (algorithms.re
 entries without preset overrides): the method is built from its config class's defaults with
 random weights and an EnvSpec at paper sizes (obs 17, act 6: halfcheetah; horizon 1000), put in
 eval mode, and `act` is called under `torch.no_grad()` on a fixed batch of random normalised
-states at random episode steps. Per setting: `warmup` untimed calls, then `repeats` timed calls
-(CUDA synchronised before and after each); the table reports the median with the interquartile
-range, and the mean ± std as GEM Table 3 does.
+states at random episode steps. Per setting: `warmup` untimed calls, then up to `repeats` timed
+calls (CUDA synchronised before and after each; a slow setting stops after `max_seconds` with at
+least 3 calls); the table reports the median with the interquartile range, and the mean ± std as
+GEM Table 3 does.
 
 Settings: candidate methods (a knob `N`) at N in {1, 64, 1024, 2048}; iterative samplers (a knob
 `T`) at T in {10, 20, 50, 100}; every other method once at its defaults. (GEM Table 3 repeats the
@@ -43,6 +44,7 @@ import torch
 
 from analysis.render import Cell, Table, num
 
+MIN_REPEATS = 3
 N_VALUES = (1, 64, 1024, 2048)
 T_VALUES = (10, 20, 50, 100)
 
@@ -55,6 +57,7 @@ class ProfileConfig:
     batch_sizes: tuple[int, ...] = (1, 64)  # states per act call: one environment, and a vectorised evaluation
     warmup: int = 5  # untimed calls before timing
     repeats: int = 50  # timed calls; the median is reported
+    max_seconds: float = 10.0  # stop a setting's timing early after this long (at least MIN_REPEATS calls)
     threads: int = 1  # CPU threads (torch.set_num_threads), the same for every method
     seed: int = 0
     n_values: tuple[int, ...] = N_VALUES
@@ -135,8 +138,9 @@ def profile_method(name: str, device: torch.device, cfg: ProfileConfig, log: Cal
             _sync(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            times = []
-            for _ in range(cfg.repeats):
+            times: list[float] = []
+            began = time.perf_counter()
+            while len(times) < cfg.repeats and (len(times) < MIN_REPEATS or time.perf_counter() - began < cfg.max_seconds):
                 _sync(device)
                 start = time.perf_counter()
                 call()
@@ -154,7 +158,7 @@ def profile_method(name: str, device: torch.device, cfg: ProfileConfig, log: Cal
                 "latency_ms_median": statistics.median(times), "latency_ms_iqr_low": q1, "latency_ms_iqr_high": q3,
                 "latency_ms_mean": float(np.mean(times)), "latency_ms_std": float(np.std(times, ddof=1)),
                 "peak_alloc_mb": alloc, "peak_reserved_mb": reserved, "params_m": params / 1e6,
-                "repeats": cfg.repeats, "warmup": cfg.warmup, "threads": torch.get_num_threads(),
+                "repeats": len(times), "warmup": cfg.warmup, "threads": torch.get_num_threads(),
             })
             log(f"profile: {name:10s} {setting:8s} {device} batch {batch:4d}: {statistics.median(times):8.3f} ms median, "
                 f"peak {alloc:8.2f} MB, {params / 1e6:.3f} M params")
@@ -179,7 +183,8 @@ def profile_table(frame: pd.DataFrame, device: str) -> Table:
     table.data = part.reset_index(drop=True)
     first = part.iloc[0] if len(part) else None
     table.notes = [
-        f"{int(first.repeats)} timed calls after {int(first.warmup)} warm-up calls per setting; random weights, config-class defaults, "
+        f"Up to {int(part['repeats'].max())} timed calls ({int(part['repeats'].min())} for the slowest settings, capped by time) "
+        f"after {int(first.warmup)} warm-up calls per setting; random weights, config-class defaults, "
         f"obs 17 / act 6, torch {torch.__version__}, {int(first.threads)} CPU thread(s)." if first is not None else "",
         "Peak alloc: CUDA allocator peak (weights included) on GPU; on CPU the weights + input + peak live tensor bytes of one call.",
         ("Published GEM Table 3 (their GPU, batch not stated): GEM 1.25-1.33 ms for N = 1..2048 with peak alloc 20.76 -> 80.83 MB; "
@@ -347,8 +352,10 @@ def main_from_args(args: argparse.Namespace) -> int:
     if args.warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
     root = Path(args.root) if args.root else default_root()
+    if args.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds must be > 0, got {args.max_seconds}")
     cfg = ProfileConfig(batch_sizes=ints(args.batch_sizes, "--batch-sizes"), repeats=args.repeats, warmup=args.warmup,
-                        threads=args.threads)
+                        threads=args.threads, max_seconds=args.max_seconds)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     if methods:
         from algorithms.registry import get_method

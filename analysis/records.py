@@ -23,7 +23,6 @@ name -- the best one. The rule's description travels with every table and plot.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -252,22 +251,18 @@ def select_scores(
     if data.empty:
         return data.assign(score=pd.Series(dtype=float), n_evals=pd.Series(dtype=int), complete=pd.Series(dtype=bool))
     values = value_columns(data)
-    keep = [c for c in data if c not in values and c not in ("step", "timestamp", "path", "source", "eval_wall_time", "eval_seed")]
-    out = []
-    for _, group in data.sort_values("step", kind="stable").groupby(["run_id", "knob_key"], sort=False):
-        if rule.how == "best":
-            chosen = group.loc[[group[metric].idxmax()]]
-        else:
-            chosen = group.tail(1 if rule.how == "final" else rule.k)
-        row = chosen.iloc[-1][keep].to_dict()
-        for column in values:
-            numeric = pd.to_numeric(chosen[column], errors="coerce")
-            row[column] = float(numeric.mean()) if numeric.notna().any() else math.nan
-        row["step"] = int(chosen["step"].iloc[-1])
-        row["n_evals"] = len(chosen)
-        row["score"] = row[metric]
-        out.append(row)
-    result = pd.DataFrame(out)
+    keys = ["run_id", "knob_key"]
+    keep = [c for c in data if c not in values and c not in ("timestamp", "path", "source", "eval_wall_time", "eval_seed")]
+    data = data.sort_values(keys + ["step"], kind="stable")
+    if rule.how == "best":
+        chosen = data.loc[data.groupby(keys, sort=False)[metric].idxmax()]
+    else:
+        chosen = data.groupby(keys, sort=False).tail(1 if rule.how == "final" else rule.k)
+    numeric = chosen[keys].join(chosen[values].apply(pd.to_numeric, errors="coerce"))
+    grouped = numeric.groupby(keys, sort=False)
+    result = chosen.groupby(keys, sort=False).tail(1)[keep].set_index(keys)  # identity and the last step used
+    result = result.join(grouped[values].mean()).join(grouped.size().rename("n_evals")).reset_index()
+    result["score"] = result[metric]
     result["complete"] = result["step"] >= result["total_steps"].fillna(result["step"])
     result.attrs["score_rule"] = rule.describe()
     return result.sort_values(["suite", "task_order", "task", "method", "seed"], kind="stable", na_position="last").reset_index(drop=True)

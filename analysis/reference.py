@@ -11,6 +11,7 @@ data and must never be set beside D4RL numbers, and toy tasks have no published 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,6 +35,27 @@ PAPER_TO_OURS = {
 
 # our task id -> the paper's dataset id, for tasks whose name is not the dataset id itself
 TASK_ALIASES: dict[str, str] = {}
+
+# Minari's D4RL namespace re-creates D4RL's datasets (same tasks, re-collected or converted data, newer
+# simulators): mapped to the paper's id, with a caveat printed under every table that uses one.
+# Minari's mujoco/* datasets are NEW data and are never mapped (SPEC, "Protocol facts").
+MINARI_RECREATIONS = [
+    (re.compile(r"^D4RL/antmaze/(umaze|umaze-diverse|medium-play|medium-diverse|large-play|large-diverse)-v\d+$"), "antmaze-{0}-v2"),
+    (re.compile(r"^D4RL/pointmaze/(umaze|medium|large)-v\d+$"), "maze2d-{0}-v1"),
+    (re.compile(r"^D4RL/(pen|door|hammer|relocate)/(human|cloned|expert)-v\d+$"), "{0}-{1}-v1"),
+    (re.compile(r"^D4RL/kitchen/(complete|partial|mixed)-v\d+$"), "kitchen-{0}-v0"),
+]
+RECREATION_CAVEAT = ("Tasks on Minari's D4RL/* datasets are compared with the paper's D4RL numbers; Minari re-created "
+                     "those datasets and environments, so expect differences that are not the method's.")
+
+
+def minari_recreation(dataset: str | None) -> str | None:
+    """The D4RL id a Minari D4RL/* dataset re-creates, or None."""
+    for pattern, template in MINARI_RECREATIONS:
+        match = pattern.match(dataset or "")
+        if match:
+            return template.format(*match.groups())
+    return None
 
 # per-dataset score tables: file -> (label, dataset-id column, score column, std column)
 SCORE_TABLES = {
@@ -108,7 +130,8 @@ def reference_id(task: str, dataset: str | None = None) -> str | None:
             return candidate
         if candidate and candidate in _ogbench_defaults():
             return _ogbench_defaults()[candidate]
-    return None
+    recreated = minari_recreation(dataset)
+    return recreated if recreated in known else None
 
 
 def published_value(method: str, dataset_id: str | None, layout: str = "gem") -> tuple[float, float, str] | None:

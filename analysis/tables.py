@@ -42,6 +42,8 @@ from analysis.records import (
 )
 from analysis.reference import (
     PAPER_TO_OURS,
+    RECREATION_CAVEAT,
+    minari_recreation,
     published_value,
     read_reference,
     reference_id,
@@ -120,6 +122,8 @@ def _sources_note(data: pd.DataFrame) -> list[str]:
 def _base_notes(scores: pd.DataFrame) -> list[str]:
     notes = [scores.attrs.get("score_rule", ScoreRule().describe()) + "; mean ± sample std over seeds, (n) = seeds."]
     notes += warn_incomplete(scores)
+    if not scores.empty and any(minari_recreation(d) for d in scores["dataset"].dropna().astype(str).unique()):
+        notes.append(RECREATION_CAVEAT)
     return notes
 
 
@@ -448,7 +452,8 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
         return None
     audits = ["audit/support_z", "audit/violation", "audit/collapse_dist"]
     audits = [a for a in audits if a in all_scores and all_scores[a].notna().any()]
-    all_mapped = all(reference_id(t) is not None for t in rows["task"].unique())
+    datasets = dict(zip(rows["task"], rows["dataset"]))
+    all_mapped = all(reference_id(t, datasets[t]) is not None for t in datasets)
     paper5 = read_reference("gem_table5_ablations").set_index("variant") if base == "gem" and all_mapped else None
     header = ["Variant", "Score", "Δ mean ± std"] + [a.split("/", 1)[1] for a in audits] + ["eval steps/s", "n pairs"]
     if paper5 is not None:
@@ -499,7 +504,7 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
     t6 = Table(f"ablation_deltas_{base}", f"{base} per-task ablation deltas (GEM Table 6 layout)", header6)
     data6 = []
     for task in task_order(rows):
-        ref = reference_id(task)
+        ref = reference_id(task, datasets[task])
         base_scores = rows[rows["task"] == task]["score"]
         cells = [Cell(_short(task)), Cell(mean_std(float(base_scores.mean()), float(base_scores.std(ddof=1)), len(base_scores), decimals))]
         for v, p in pairs.items():

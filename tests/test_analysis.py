@@ -188,6 +188,21 @@ def test_gem_layout_means_stds_bold_sums_and_published(scores):
     assert "Sources: GEM Table 1 (gem, iql)" in md
 
 
+def test_reference_ids_map_only_the_same_datasets():
+    from analysis.reference import published_value, reference_id
+
+    assert reference_id("locomotion/hopper-medium", "hopper-medium-v2") == "hopper-medium-v2"
+    assert reference_id("ogbench-cube-single/task2", "cube-single-play-singletask-task2-v0") == "cube-single-play-singletask-task2-v0"
+    assert reference_id("antmaze/umaze", "D4RL/antmaze/umaze-v1") == "antmaze-umaze-v2"  # Minari re-creation (caveat note)
+    assert reference_id("adroit/pen-human", "D4RL/pen/human-v2") == "pen-human-v1"
+    assert reference_id("maze2d/umaze-dense", "D4RL/pointmaze/umaze-dense-v2") is None  # GEM's maze2d is sparse
+    assert reference_id("minari-mujoco/hopper-medium", "mujoco/hopper/medium-v0") is None  # new data, never D4RL's
+    assert reference_id("ogbench-local/cube", "cube-single-play-singletask-task2-v0[local:small]") is None  # locally generated
+    assert reference_id("toy/four-goal", "toy/four-goal") is None
+    assert published_value("drol", "antmaze-large-navigate-singletask-task1-v0", "drol")[0] == 98.0  # DROL(16) column
+    assert published_value("lom", "hopper-medium-v2", "lom") == (87.2, 2.8, "LOM Table 1")
+
+
 def test_bold_rule_is_relative_to_the_row_best():
     assert within(95.0, 100.0, 0.95) and not within(94.9, 100.0, 0.95)
     assert within(-10.5, -10.0, 0.95) and not within(-10.6, -10.0, 0.95)  # mirrored for negative bests
@@ -358,6 +373,33 @@ def test_profile_times_every_registered_base_method(tmp_path):
         if "N" in knobs:
             assert list(frame.loc[frame["method"] == name, "setting"]) == ["N1", "N8"]
     assert (tmp_path / "latency_cpu.md").read_text().count("\n| ") == len(frame) + 1
+
+
+def test_nll_gap_from_a_stored_gem_checkpoint(tmp_path):
+    """The NLL gap (GEM Eq. 72-75) is computed from a run's checkpoint on its whole dataset."""
+    import torch
+
+    from analysis.profile import nll_gap_frame
+    from benchmarks.train import train
+
+    torch.set_num_threads(1)
+    train("gem", "toy/four-goal", steps=10, seed=0, out=tmp_path, eval_episodes=4, device="cpu",
+          config={"hidden_dims": (32, 32)}, knobs={"N": 8})
+    train("bc", "toy/four-goal", steps=5, seed=0, out=tmp_path, eval_episodes=4, device="cpu")
+    per_run = nll_gap_frame(tmp_path)
+    assert list(per_run["method"]) == ["gem"]  # bc reports no NLL gap
+    # the chunked average over the dataset equals GEM's nll_gap on all transitions at once
+    from algorithms.gem import nll_gap
+    from benchmarks.train import load_checkpoint, rebuild
+
+    checkpoint = next(tmp_path.glob("runs/gem__*/checkpoint.pt"))
+    algo, task, normalizer, _ = rebuild(load_checkpoint(checkpoint), "cpu")
+    data = task.load_dataset()
+    obs = torch.as_tensor(normalizer(data.observations), dtype=torch.float32)
+    actions = torch.as_tensor(np.clip(data.actions, -1.0, 1.0), dtype=torch.float32)  # DataConfig.clip_actions = 1
+    with torch.no_grad():
+        expected = nll_gap(algo.behavior(obs), actions)["gap"].item()
+    assert float(per_run["diagnostics/behavior_gap"].iloc[0]) == pytest.approx(expected, rel=1e-4, abs=1e-4)
 
 
 def test_nll_gap_table_against_gem_table9():
