@@ -90,8 +90,11 @@ def recover_env(id_or_path: str, eval_env: bool = True) -> gym.Env:
 
 def max_episode_steps(id_or_path: str) -> int | None:
     dataset = resolve_minari(id_or_path)
-    spec = dataset.spec.eval_env_spec or dataset.spec.env_spec
-    return spec.max_episode_steps if spec is not None else None
+    env = dataset.recover_environment(eval_env=True)
+    try:
+        return env.spec.max_episode_steps if env.spec is not None else None
+    finally:
+        env.close()
 
 
 def load_d4rl_file(path: str, name: str | None = None) -> TransitionDataset:

@@ -1,0 +1,41 @@
+# ModeBench: `make setup` once, then `make test`, `make bench SUITE=toy`, ...
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUITE ?= toy
+SEEDS ?= 3
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+GRID ?= sweeps/grids/ci_toy.yaml
+ADDRESS ?=
+
+.PHONY: setup test test-slow bench lint speed d3rlpy-venv tables plots profile report sweep clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+setup: $(PY)  ## install the package and its pinned dependencies (CPU torch)
+	$(PY) -m pip install --quiet -e ".[test]"
+
+test: setup  ## the fast test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-slow: setup  ## mechanism runs and real-environment tests (minutes)
+	$(PY) -m pytest -q -m slow
+
+bench: setup  ## train + evaluate every method on every task of SUITE, print the table
+	$(VENV)/bin/modebench bench --suite $(SUITE) --seeds $(SEEDS) --jobs $(JOBS)
+
+lint: setup
+	$(PY) -m ruff check algorithms benchmarks sweeps analysis tests
+
+d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins gymnasium 1.0.0)
+.venv-d3rlpy/bin/python:
+	$(PYTHON) -m venv .venv-d3rlpy
+	.venv-d3rlpy/bin/pip install --quiet torch==2.13.0 d3rlpy==2.8.1
+
+speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL, same data, same run
+	$(PY) -m benchmarks.speed --d3rlpy-python .venv-d3rlpy/bin/python
+
+clean:
+	rm -rf results/runs results/tables results/plots results/profile results/report.md
