@@ -95,9 +95,12 @@ class ExpectileCritic(nn.Module):
         return aggregate(self.q_target(obs, actions), how)
 
     def losses(
-        self, batch: Batch, discount: float, value_actions: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Q + V losses for one batch. `value_actions` replaces a in the expectile term."""
+        self, batch: Batch, discount: float, value_actions: torch.Tensor | None = None, return_advantage: bool = False
+    ):
+        """Q + V losses for one batch. `value_actions` replaces a in the expectile term.
+
+        With `return_advantage`, also returns Qtgt_min(s, a) - V(s) (detached) for the actions of
+        the expectile term, reusing this forward pass instead of a second one."""
         actions_for_v = batch.actions if value_actions is None else value_actions
         q_tgt = self.target_q(batch.observations, actions_for_v)
         v = self.value(batch.observations)
@@ -113,6 +116,8 @@ class ExpectileCritic(nn.Module):
             "training/q_mean": q.detach().mean(),
             "training/v_mean": v.detach().mean(),
         }
+        if return_advantage:
+            return value_loss + q_loss, metrics, (q_tgt - v).detach()
         return value_loss + q_loss, metrics
 
     @torch.no_grad()

@@ -70,8 +70,8 @@ class IQL(Algorithm):
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         cfg = self.config
-        critic_loss, metrics = self.critic.losses(batch, cfg.discount)
-        weight = awr_weight(self.critic.advantage(batch.observations, batch.actions), cfg.beta, cfg.max_weight)
+        critic_loss, metrics, advantage = self.critic.losses(batch, cfg.discount, return_advantage=True)
+        weight = awr_weight(advantage, cfg.beta, cfg.max_weight)
         actor_loss = -(weight * self.actor.log_prob(batch.observations, batch.actions)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         (critic_loss + actor_loss).backward()

@@ -160,3 +160,23 @@ def test_ball_samples_radius_and_volume_fraction():
     inside_half = (norms < radius / 2).float().mean().item()
     p = 0.5**d
     assert abs(inside_half - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_gaussian_policy_log_prob_matches_torch_normal():
+    from algorithms.nets import GaussianPolicy
+
+    torch.manual_seed(0)
+    policy = GaussianPolicy(3, 2, (8,))
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([-0.5, 0.3]))
+    obs, act = torch.randn(5, 3), torch.rand(5, 2) * 2 - 1
+    assert torch.allclose(policy.log_prob(obs, act), policy(obs).log_prob(act).sum(-1), atol=1e-6)
+
+
+def test_expectile_critic_returned_advantage_equals_a_fresh_one():
+    torch.manual_seed(0)
+    critic = ExpectileCritic(3, 2, (16,), num_q=2)
+    batch = _batch()
+    _, _, adv = critic.losses(batch, 0.99, return_advantage=True)
+    assert torch.allclose(adv, critic.advantage(batch.observations, batch.actions))
+    assert not adv.requires_grad
