@@ -1,0 +1,67 @@
+"""`modebench sweep GRID`: run a grid of trials under Ray Tune (sweeps.runner)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a grid (seeds x tasks x training values, inference-only knob settings) under Ray Tune",
+        description=(
+            "Run every trial of GRID (a file, or a name in sweeps/grids/) under Ray Tune and write one record per "
+            "evaluation to the results store. Finished trials (all their records stored) are skipped, so running "
+            "the same command again only does what is missing."
+        ),
+    )
+    p.add_argument("grid", help="grid file or name (`modebench sweep --list` shows the built-in grids)", nargs="?")
+    p.add_argument("--list", action="store_true", help="list the built-in grids with their trial counts")
+    p.add_argument("--address", default=None,
+                   help="join a running Ray cluster (e.g. auto, or ray://HOST:10001); default: a local node with all cores")
+    p.add_argument("--seeds", default=None, help="override the grid's seeds: a count (3 = 0,1,2) or a list (0,4,7)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep: restore Ray Tune's state, then run what the store lacks")
+    p.add_argument("--out", default=None,
+                   help="results root (default results/ or $MODEBENCH_RESULTS); on a cluster a shared path every node mounts")
+    p.add_argument("--storage", default=None,
+                   help="Ray Tune storage for its experiment state and checkpoints (path or URI such as s3://bucket/dir; "
+                        "default OUT/sweeps/GRID/ray)")
+    p.add_argument("--steps", type=int, default=None, help="override the grid's updates per trial (smoke runs)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray node (default: all cores)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and their status; start nothing")
+    p.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
+    p.set_defaults(handler=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from algorithms.config import ConfigError
+    from sweeps.grid import grid_names, load_grid, parse_seeds
+
+    if args.list:
+        for name in grid_names():
+            grid = load_grid(name)
+            try:
+                records = f"{grid.count_records():6d}"
+            except (ConfigError, KeyError, ImportError, OSError):  # a method or suite the grid names is not here
+                records = "     ?"
+            print(f"{name:18s} {grid.count_trials():5d} trials {records} records  {grid.description}")
+        return 0
+    if not args.grid:
+        raise ConfigError("give a GRID (file or name; `modebench sweep --list` shows the built-in grids)")
+    for name in ("steps", "num_cpus", "max_concurrent"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    from sweeps.runner import print_summary, run_sweep
+
+    summary = run_sweep(
+        args.grid, out=args.out, address=args.address, seeds=parse_seeds(args.seeds), resume=args.resume,
+        storage=args.storage, steps=args.steps, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent,
+        dry_run=args.dry_run, verbose=0 if args.quiet else 1,
+    )
+    if args.dry_run:
+        return 0
+    print_summary(summary)
+    return 0 if summary.ok else 1

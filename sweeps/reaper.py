@@ -1,0 +1,118 @@
+"""Cleaning up the Ray processes a sweep started, even when its driver is killed with SIGKILL.
+
+A local sweep starts its own Ray node (GCS, raylet, agents, workers). ray.shutdown() stops
+them on a normal exit, but after SIGKILL of the driver Ray 2.60 leaves its DashboardAgent and
+RuntimeEnvAgent running as orphans (measured). So the driver marks every process of its node:
+it sets MODEBENCH_SWEEP_TOKEN=<random> in the environment the node is started with (every Ray
+process inherits it), and starts this watchdog in its own session:
+
+    python -m sweeps.reaper DRIVER_PID DRIVER_START_TIME TOKEN
+
+which waits for the driver to end, however it ends, then terminates every process of this
+user that carries the token (SIGTERM, then SIGKILL after a grace period). Processes are found
+by their environment, never by name, so other users' and other sweeps' Ray processes are
+untouched. The driver runs the same cleanup itself after ray.shutdown().
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOKEN_VAR = "MODEBENCH_SWEEP_TOKEN"
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    now = start_time(pid)
+    if now is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state == "Z":  # a zombie has ended; only its parent's wait() is missing
+        return False
+    return started is None or now == started
+
+
+def processes_with(marker: str, exclude: set[int] | None = None) -> list[int]:
+    """PIDs of this user's processes whose environment contains `marker` (e.g. NAME=VALUE)."""
+    needle = marker.encode()
+    skip = {os.getpid()} | (exclude or set())
+    uid = os.getuid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def kill_marked(marker: str, grace: float = 3.0, exclude: set[int] | None = None) -> list[int]:
+    """SIGTERM every process carrying `marker`, SIGKILL what is left after `grace` s; returns PIDs."""
+    pids = processes_with(marker, exclude)
+    if not pids:
+        return []
+    started = {pid: start_time(pid) for pid in pids}
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(p, started[p]) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if alive(pid, started[pid]):
+            _signal(pid, signal.SIGKILL)
+    # processes spawned meanwhile (a raylet starting a worker) get the same treatment
+    for pid in processes_with(marker, exclude):
+        _signal(pid, signal.SIGKILL)
+    return pids
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spawn_watchdog(token: str) -> subprocess.Popen:
+    """Start the watchdog for this process (the driver); it outlives a SIGKILL of the driver."""
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeps.reaper", str(os.getpid()), str(start_time(os.getpid())), token],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+    )
+
+
+def watch(driver: int, driver_started: int, token: str, poll: float = 0.5) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the driver cleaned up itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while alive(driver, driver_started):
+        time.sleep(poll)
+    kill_marked(f"{TOKEN_VAR}={token}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(watch(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))

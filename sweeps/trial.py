@@ -1,0 +1,300 @@
+"""One sweep trial: plan it (run id, the records it must leave), run it, evaluate its knob grid.
+
+The results store is the source of truth. A trial is finished when every record of its final
+step exists (one per inference setting; record files are named by hash(run_id, step, knobs),
+so a record written twice is stored once); it has diverged when `runs/<run_id>/diverged.json`
+exists. Everything else is (re)run, and a rerun never repeats work:
+
+- training resumes from `runs/<run_id>/checkpoint.pt` (the core's `train(resume=True)`), or from
+  the trial's last Tune checkpoint when that one is newer (a copy of the same file, kept by
+  Tune in the sweep's storage, which may be an object store);
+- a knob setting whose record exists is not evaluated again.
+
+Each start, skip and end of a trial is appended to `runs/<run_id>/sweep_attempts.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from algorithms.config import config_hash, from_dict, to_dict
+from sweeps.grid import TrialSpec
+
+ReportFn = Callable[[dict[str, Any], Path | None], None]
+
+
+@dataclass
+class PlannedTrial:
+    spec: TrialSpec
+    run_id: str
+    train_knobs: dict[str, Any]  # the configured knobs, used by the in-training evaluations
+    settings: list[dict[str, Any]]  # the configured knobs, then every other inference setting (resolved)
+    eval_steps: list[int]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.spec.out)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "runs" / self.run_id
+
+    def final_keys(self) -> list[str]:
+        from benchmarks.results import record_key
+
+        return [record_key(self.run_id, self.spec.steps, s) for s in self.settings]
+
+    def missing(self, step: int | None = None) -> list[dict[str, Any]]:
+        """The inference settings without a record at `step` (default: the final step)."""
+        from benchmarks.results import record_key
+
+        step = self.spec.steps if step is None else step
+        records = self.run_dir / "records"
+        return [s for s in self.settings if not (records / f"{record_key(self.run_id, step, s)}.json").exists()]
+
+    @property
+    def diverged_path(self) -> Path:
+        return self.run_dir / "diverged.json"
+
+    def status(self) -> str:
+        """finished | diverged | todo, read from the results store."""
+        if not self.missing():
+            return "finished"
+        if self.diverged_path.exists():
+            return "diverged"
+        return "todo"
+
+
+def resolve_task_fields(task_id: str) -> dict[str, Any]:
+    """The task as plain data, with relative dataset/env paths made absolute (trials chdir)."""
+    from benchmarks.suites import get_task
+
+    fields = dataclasses.asdict(get_task(task_id))
+    for part in ("dataset", "env"):
+        spec = dict(fields[part])
+        if isinstance(spec.get("path"), str) and "://" not in spec["path"]:
+            spec["path"] = str(Path(spec["path"]).expanduser().resolve())
+        fields[part] = spec
+    return fields
+
+
+def plan(spec: TrialSpec) -> PlannedTrial:
+    """The run id `benchmarks.train.train` will give this trial and the records it must write.
+
+    Mirrors train()'s run identity (method, seed, steps, resolved config, data config, task id,
+    dataset); a test pins that the two agree."""
+    from benchmarks.data import DataConfig
+    from benchmarks.suites import Task
+    from benchmarks.train import resolve_method
+
+    if spec.task_fields is None or spec.out is None:
+        raise ValueError("plan() needs spec.task_fields and spec.out (filled by the sweep planner)")
+    task = Task(**spec.task_fields)
+    method = resolve_method(spec.method, task, spec.config, spec.knobs)
+    data_cfg = from_dict(DataConfig, {**task.data, **spec.data}, what="data")
+    identity = {
+        "method": spec.method, "seed": spec.seed, "steps": spec.steps,
+        "config": to_dict(method.config), "data": to_dict(data_cfg),
+        "task": task.id, "dataset": task.dataset,
+    }
+    run_id = f"{spec.method}__{task.id.replace('/', '-')}__seed{spec.seed}__{config_hash(identity)}"
+    base = to_dict(method.knobs)
+    settings, seen = [], set()
+    for setting in [{}, *spec.inference]:
+        knobs = to_dict(from_dict(method.cls.knobs_class, {**base, **setting}, what=f"{spec.method} knob"))
+        key = config_hash(knobs)
+        if key not in seen:
+            seen.add(key)
+            settings.append(knobs)
+    every = spec.eval_every or spec.steps
+    eval_steps = sorted({*range(every, spec.steps + 1, every), spec.steps})
+    return PlannedTrial(spec=spec, run_id=run_id, train_knobs=base, settings=settings, eval_steps=eval_steps)
+
+
+def _log(trial: PlannedTrial, event: str, **extra: Any) -> None:
+    trial.run_dir.mkdir(parents=True, exist_ok=True)
+    line = {"event": event, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname(), **extra}
+    with open(trial.run_dir / "sweep_attempts.jsonl", "a") as fh:
+        fh.write(json.dumps(line, sort_keys=True, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _checkpoint_step(path: Path) -> int:
+    if not path.exists():
+        return 0
+    from benchmarks.train import load_checkpoint
+
+    try:
+        return int(load_checkpoint(path)["step"])
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError):  # damaged: start over
+        return -1
+
+
+def restore_from_tune(trial: PlannedTrial, checkpoint: Any) -> int | None:
+    """Copy the trial's Tune checkpoint (a `tune.Checkpoint` or a folder) into the store when it
+    is newer than the store's own checkpoint; returns its step, or None when not used."""
+    if checkpoint is None:
+        return None
+    if isinstance(checkpoint, (str, Path)):
+        return _restore_from_dir(trial, Path(checkpoint))
+    with checkpoint.as_directory() as directory:  # downloads from an object store when needed
+        return _restore_from_dir(trial, Path(directory))
+
+
+def _restore_from_dir(trial: PlannedTrial, directory: Path) -> int | None:
+    source = directory / "checkpoint.pt"
+    if not source.exists():
+        return None
+    from benchmarks.results import atomic_write_bytes
+
+    tune_step = _checkpoint_step(source)
+    if tune_step > _checkpoint_step(trial.run_dir / "checkpoint.pt"):
+        atomic_write_bytes(trial.run_dir / "checkpoint.pt", source.read_bytes())
+        return tune_step
+    return None
+
+
+def evaluate_settings(trial: PlannedTrial, step: int, device: str) -> list[dict[str, Any]]:
+    """Evaluate the settings that have no record at `step` from the run's checkpoint (which
+    must be at `step`), one record each, through the core's `evaluate_checkpoint`."""
+    from benchmarks.train import evaluate_checkpoint
+
+    records = []
+    for setting in trial.missing(step):
+        grid = {name: [value] for name, value in setting.items()}
+        records += evaluate_checkpoint(trial.run_dir / "checkpoint.pt", grid, trial.spec.eval_episodes, None,
+                                       trial.root, device)
+    return records
+
+
+def _device(spec: TrialSpec, gpus: float) -> str:
+    if spec.device:
+        return spec.device
+    return "cuda" if gpus > 0 else "cpu"
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "step": record["step"],
+        "normalized_score": record["normalized_score"],
+        "return_mean": record["return_mean"],
+        "success_rate": record["success_rate"],
+        **{f"audit/{k}": v for k, v in record.get("audits", {}).items()},
+    }
+
+
+def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = None,
+            cpus: float = 1.0, gpus: float = 0.0) -> dict[str, Any]:
+    """Run one trial to completion (or divergence); returns the final status line."""
+    import torch
+
+    from benchmarks.train import train
+
+    torch.set_num_threads(max(1, int(cpus)))
+    spec = TrialSpec.from_dict(spec_dict)
+    trial = plan(spec)
+    device = _device(spec, gpus)
+    status = trial.status()
+    if status != "todo":
+        _log(trial, "skip", status=status)
+        out = {"status": status, "run_id": trial.run_id, "skipped": True}
+        report(out, None)
+        return out
+    restored = restore_from_tune(trial, tune_checkpoint)
+    start_step = _checkpoint_step(trial.run_dir / "checkpoint.pt")
+    _log(trial, "start", start_step=start_step, restored_from_tune=restored, label=spec.label)
+
+    # A trial that died while evaluating its knob grid at an intermediate step finishes it first.
+    if spec.knobs_at == "all" and start_step in trial.eval_steps and start_step < spec.steps:
+        evaluate_settings(trial, start_step, device)
+
+    def on_evaluation(record: dict[str, Any]) -> None:
+        step = int(record["step"])
+        if spec.knobs_at == "all" and step < spec.steps:
+            evaluate_settings(trial, step, device)
+        report({"status": "training", "run_id": trial.run_id, **_summary(record)}, trial.run_dir / "checkpoint.pt")
+
+    from benchmarks.cli import user_errors
+
+    try:
+        result = train(
+            spec.method, _task(spec), steps=spec.steps, seed=spec.seed, out=trial.root,
+            config=spec.config, knobs=spec.knobs, data=spec.data,
+            eval_every=spec.eval_every, eval_episodes=spec.eval_episodes, device=device,
+            checkpoint_every=spec.checkpoint_every, progress=False, resume=True, on_evaluation=on_evaluation,
+        )
+    except FloatingPointError as err:
+        from benchmarks.results import atomic_write_json
+
+        reason = str(err)
+        atomic_write_json(trial.diverged_path, {"run_id": trial.run_id, "reason": reason, "time": time.time(),
+                                                "method": spec.method, "task": spec.task, "seed": spec.seed,
+                                                "config": spec.config})
+        _log(trial, "diverged", reason=reason)
+        out = {"status": "diverged", "run_id": trial.run_id, "reason": reason}
+        report(out, None)
+        return out
+    except user_errors() as err:  # missing data, a bad value: retrying cannot help; the sweep reports it
+        reason = f"{type(err).__name__}: {err}"
+        _log(trial, "failed", reason=reason)
+        out = {"status": "failed", "run_id": trial.run_id, "reason": reason}
+        report(out, None)
+        return out
+    if result.run_dir.name != trial.run_id:  # the planner's identity drifted from train()'s
+        raise RuntimeError(f"sweep planned run {trial.run_id} but train() wrote {result.run_dir.name}")
+    evaluate_settings(trial, spec.steps, device)
+    missing = trial.missing()
+    if missing:
+        raise RuntimeError(f"{trial.run_id}: knob settings {missing} still have no record after evaluation")
+    _log(trial, "finished", records=len(trial.settings))
+    out = {"status": "finished", "run_id": trial.run_id, "records": len(trial.settings), **_summary(result.records[-1])}
+    report(out, None)
+    return out
+
+
+def _task(spec: TrialSpec):
+    from benchmarks.suites import Task
+
+    return Task(**spec.task_fields)
+
+
+# ------------------------------------------------------------------ the Ray Tune trainable
+def _tune_report(metrics: dict[str, Any], checkpoint_file: Path | None) -> None:
+    from ray import tune
+
+    if checkpoint_file is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="modebench-ckpt-") as tmp:
+        target = Path(tmp) / "checkpoint.pt"
+        try:
+            os.link(checkpoint_file, target)  # same file system: no copy
+        except OSError:
+            shutil.copy2(checkpoint_file, target)
+        (Path(tmp) / "meta.json").write_text(json.dumps({"run_id": metrics.get("run_id"), "step": metrics.get("step")}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def run_trial(config: dict[str, Any], jobs: dict[str, dict[str, Any]] | None = None) -> None:
+    """Ray Tune function trainable. config = {"job": label}; `jobs` (bound with
+    `tune.with_parameters`) maps each label to {"trial": TrialSpec dict, "resources": {...}}."""
+    from ray import tune
+
+    job = (jobs or {}).get(config["job"])
+    if job is None:  # a restored experiment's trial that the current plan no longer contains
+        tune.report({"status": "not-in-plan", "run_id": None})
+        return
+    resources = job.get("resources", {})
+    execute(job["trial"], _tune_report, tune.get_checkpoint(), resources.get("cpu", 1.0), resources.get("gpu", 0.0))
