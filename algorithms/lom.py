@@ -454,10 +454,12 @@ class LOM(Algorithm):
 
     @torch.no_grad()
     def diagnostics(self, batch: Batch) -> dict[str, float]:
-        """MDN NLL on the batch, mixture weight and hyper-Q value of the greedy mode."""
+        """MDN NLL on the batch, mixture weight and hyper-Q value of the greedy mode, mode usage."""
         u_star, hq, gmm = self.greedy_mode(batch.observations)
+        selected = F.one_hot(u_star, self.config.num_modes).float().mean(0)
         return {
-            "mdn_nll": float(-gmm.log_prob(batch.actions).mean()),
-            "greedy_mode_alpha": float(select_mode(gmm.weights, u_star).mean()),
-            "greedy_hyper_q": float(hq.max(-1).values.mean()),
+            "diagnostics/mdn_nll": float(-gmm.log_prob(batch.actions).mean()),
+            "diagnostics/greedy_mode_alpha": float(select_mode(gmm.weights, u_star).mean()),
+            "diagnostics/greedy_hyper_q": float(hq.max(-1).values.mean()),
+            **{f"diagnostics/selected_mode_frac/{i}": float(selected[i]) for i in range(self.config.num_modes)},
         }
