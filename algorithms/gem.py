@@ -1,0 +1,276 @@
+"""GEM: Guided Expectation-Maximization with behaviour-normalised candidate selection.
+
+Wang et al. 2026 (arXiv 2603.23232), seeds/GEM-guided-em-candidate-selection.txt. Equation
+numbers below are the paper's.
+
+Phase I, training (Algorithm 2). Three models, disjoint parameters, one optimizer and ONE
+backward per update (each loss only sees the others' outputs detached, so the summed gradient
+equals separate steps):
+  1. Behaviour GMM mu_phi(a|s), K_b components, state-independent clamped log-std (Eq. 48-49),
+     fit by MLE:  L_mu = E[-log mu_phi(a|s)]  (Eq. 52-54). It is trained during the first
+     `gmm_pretrain_steps` updates and then frozen (`gmm_freeze_after_pretrain`), or always.
+     Algorithm 2 fits it before the main loop; nothing in the main loop reads mu_phi, so
+     training it alongside is the same model (the documented difference: the actor and critic
+     also learn during those first steps, which saves a separate phase).
+  2. Critic ensemble + expectile V, the shared IQL critic with Q_min in training (Eq. 60-68):
+     L_V = E[|tau - 1(u<0)| u^2], u = Qtgt_min(s,a) - V(s);  L_Q = E[mean_i (Q_i - r - g(1-d)V(s'))^2].
+  3. Actor GMM pi_theta, K components, state-independent log-std (Eq. 24), guided EM-style:
+     u_k = log w_k(s) + log N(a; mu_k(s), Sigma_k)                          (Eq. 26)
+     gamma = softmax_k(u_k), detached by default (`detach_gamma`)            (Eq. 28, 37)
+     ELBO_loose = sum_k gamma_k u_k                                         (Eq. 36)
+     omega = min(exp(beta (Qtgt_min(s,a) - V(s))), omega_max), A detached    (Eq. 68-69)
+     L_pi = E[omega * (-ELBO_loose)] - alpha_H E_s[H(w(s))],
+            H(w) = -sum_k w_k log(w_k + 1e-6)                                (Eq. 43-44, 70-71)
+
+Phase II, inference (Algorithm 1) in `act`, batched over states and candidates (one forward
+of the actor, the behaviour GMM and the critic ensemble per call; rule in algorithms/selection.py):
+  anchor a_0 = mu_{k*}(s), k* = argmax_k w_k(s) (Eq. 6, 77); `anchor=bary`: sum_k w_k mu_k;
+  `anchor=off`: no anchor. a_1..a_N from ONE source, actor or behaviour (Eq. 7); candidates
+  are clipped to the action box [-1, 1] before scoring (so the scored action is the executed one);
+  Score = LCB_lambda + w_p z(log mu_phi)  (Eq. 3, 4, 11); mean of the top-k_smooth (Eq. 15);
+  w_p(t) cosine-annealed from 1 to w_end over the episode horizon (Sec. 4.2).
+Audits per step (Sec. 4.1): violation (z(log mu_phi(a*|s)) < -2), collapse_dist (|a* - nearest
+behaviour component mean|), support_z (z of a*), with a* the top-1 before smoothing.
+Diagnostic: NLL gap = NLL_top1 - NLL_gmm on dataset actions (Eq. 72-75), `nll_gap`.
+
+Values the paper does not give (our documented choices, all config fields): ensemble size M,
+K, beta, omega_max, alpha_H, log-std range, pretrain length. They follow the IQL backbone the
+paper builds on (CORL: 2 x 256, twin Q, expectile 0.7, beta 3, exp-advantage clip 100).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.config import require
+from algorithms.critics import ExpectileCritic, awr_weight, make_adam
+from algorithms.nets import DiagonalGMM, GMMPolicy
+from algorithms.selection import rerank, support_weight
+
+
+@dataclass
+class GEMConfig(AlgoConfig):
+    hidden_dims: tuple[int, ...] = (256, 256)  # width of every MLP (actor, behaviour GMM, Q, V)
+    lr: float = 3e-4  # Adam learning rate for every network
+    # critic (shared IQL critic, App. E)
+    num_q: int = 2  # M, critic ensemble size (paper silent; IQL's twin Q). Q_min in training, LCB at inference
+    expectile: float = 0.7  # tau of the expectile value loss (Eq. 65); 0.9 on antmaze (IQL)
+    target_tau: float = 0.005  # Polyak rate of the target Q (Eq. 62)
+    # actor (App. C)
+    num_components: int = 5  # K, actor mixture components (paper silent)
+    beta: float = 3.0  # guidance inverse temperature in omega = exp(beta A) (Eq. 69); 10 on antmaze (IQL)
+    omega_max: float = 100.0  # cap of omega (EXP_ADV_MAX, Eq. 69)
+    gate_entropy_coef: float = 0.01  # alpha_H, gating-entropy bonus (Eq. 43-44, 71)
+    detach_gamma: bool = True  # stop-gradient on responsibilities: the EM M-step (Eq. 37)
+    # behaviour density (App. D)
+    behavior_components: int = 5  # K of mu_phi (paper: "K-component", same symbol as the actor)
+    gmm_pretrain_steps: int = 100_000  # updates that fit mu_phi by MLE (Eq. 54)
+    gmm_freeze_after_pretrain: bool = True  # freeze mu_phi after gmm_pretrain_steps
+    # both GMMs
+    log_std_min: float = -5.0  # clamp of the state-independent log-std (Eq. 49)
+    log_std_max: float = 2.0
+    init_log_std: float = -1.0  # initial log-std of every component (paper silent). Not 0: with
+    # std 1 on the [-1, 1] box every component covers every mode and MLE by SGD merges modes and
+    # starves components (toy four-goal: 2 of 5 components alive, 3/3 seeds); -1 finds all 4.
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims),
+                f"hidden_dims must be positive widths, got {self.hidden_dims}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
+        require(0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}")
+        require(0.0 < self.target_tau <= 1.0, f"target_tau must be in (0, 1], got {self.target_tau}")
+        require(self.num_components >= 1, f"num_components must be >= 1, got {self.num_components}")
+        require(self.behavior_components >= 1, f"behavior_components must be >= 1, got {self.behavior_components}")
+        require(self.beta >= 0.0, f"beta must be >= 0, got {self.beta}")
+        require(self.omega_max > 0.0, f"omega_max must be > 0, got {self.omega_max}")
+        require(self.gate_entropy_coef >= 0.0, f"gate_entropy_coef must be >= 0, got {self.gate_entropy_coef}")
+        require(self.gmm_pretrain_steps >= 0, f"gmm_pretrain_steps must be >= 0, got {self.gmm_pretrain_steps}")
+        require(self.log_std_min < self.log_std_max,
+                f"log_std_min must be < log_std_max, got {self.log_std_min} >= {self.log_std_max}")
+        require(self.log_std_min <= self.init_log_std <= self.log_std_max,
+                f"init_log_std must be in [log_std_min, log_std_max], got {self.init_log_std}")
+
+
+@dataclass
+class GEMKnobs:
+    """Inference-only knobs (Algorithm 1): sweepable from one checkpoint, no retraining."""
+
+    N: int = 1024  # candidate budget: sampled candidates besides the anchor (Table 7: 0..2048)
+    lcb_lambda: float = 1.0  # lambda, pessimism of LCB = mean - lambda std (Eq. 3); antmaze 3.5
+    w_end: float = 0.4  # terminal support weight of the cosine w_p schedule (Sec. 4.2); antmaze 0.2
+    use_pw: bool = True  # support term on; False is the no-pw ablation (w_p = 0, Table 5)
+    k_smooth: int = 1  # output the mean of the top-k candidates (Eq. 15); 1 = top-1
+    candidate_source: Literal["actor", "behavior"] = "actor"  # single source of a_1..a_N (Eq. 7)
+    support_mode: Literal["zscore", "raw"] = "zscore"  # candidate-set z-score (Eq. 11) or raw log mu_phi
+    anchor: Literal["mode", "off", "bary"] = "mode"  # a_0 = mu_{k*} (Eq. 6), none, or sum_k w_k mu_k
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.N, int) and self.N >= 0, f"N must be an integer >= 0, got {self.N!r}")
+        require(self.lcb_lambda >= 0.0, f"lcb_lambda must be >= 0, got {self.lcb_lambda}")
+        require(self.w_end >= 0.0, f"w_end must be >= 0, got {self.w_end}")
+        require(isinstance(self.k_smooth, int) and self.k_smooth >= 1, f"k_smooth must be an integer >= 1, got {self.k_smooth!r}")
+        require(self.candidate_source in ("actor", "behavior"),
+                f"candidate_source must be one of ['actor', 'behavior'], got {self.candidate_source!r}")
+        require(self.support_mode in ("zscore", "raw"), f"support_mode must be one of ['zscore', 'raw'], got {self.support_mode!r}")
+        require(self.anchor in ("mode", "off", "bary"), f"anchor must be one of ['mode', 'off', 'bary'], got {self.anchor!r}")
+        require(self.N >= 1 or self.anchor != "off", "N must be >= 1 when anchor='off' (the candidate set would be empty)")
+
+
+def nll_gap(gmm: DiagonalGMM, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """NLL-gap diagnostic on dataset actions (App. F, Eq. 72-75).
+
+    NLL_gmm  = E[-log sum_k w_k N(a; mu_k, Sigma_k)]                    (Eq. 72)
+    NLL_top1 = E[-log N(a; mu_{k*}, Sigma_{k*})], k* = argmax_k w_k(s)   (Eq. 73-74; no weight)
+    gap      = NLL_top1 - NLL_gmm                                       (Eq. 75)"""
+    nll_gmm = -gmm.log_prob(actions).mean()
+    k_star = gmm.log_weights.argmax(-1, keepdim=True)
+    nll_top1 = -gmm.component_log_probs(actions).gather(-1, k_star).squeeze(-1).mean()
+    return {"nll_gmm": nll_gmm, "nll_top1": nll_top1, "gap": nll_top1 - nll_gmm}
+
+
+def per_candidate(gmm: DiagonalGMM) -> DiagonalGMM:
+    """The state's mixture broadcast over a candidate axis: log_prob([B, C, d]) -> [B, C].
+
+    Parameters get a singleton candidate axis (a view, not an expanded copy), so the
+    per-component work is done once per state and only the [B, C, K] log-densities scale with C."""
+    return DiagonalGMM(gmm.log_weights.unsqueeze(-2), gmm.means.unsqueeze(-3), gmm.log_stds.unsqueeze(-3))
+
+
+class GEM(Algorithm):
+    name = "gem"
+    config_class = GEMConfig
+    knobs_class = GEMKnobs
+    can_propose = True
+
+    def __init__(self, config: GEMConfig, spec: EnvSpec, device="cpu"):
+        super().__init__(config, spec, device)
+        gmm_kwargs = dict(
+            hidden_dims=config.hidden_dims,
+            log_std_min=config.log_std_min,
+            log_std_max=config.log_std_max,
+            init_log_std=config.init_log_std,
+        )
+        self.behavior = GMMPolicy(spec.obs_dim, spec.act_dim, config.behavior_components, **gmm_kwargs)
+        self.critic = ExpectileCritic(
+            spec.obs_dim, spec.act_dim, config.hidden_dims, config.num_q, config.expectile, config.target_tau
+        )
+        self.actor = GMMPolicy(spec.obs_dim, spec.act_dim, config.num_components, **gmm_kwargs)
+        self.to(self.device)
+        self.optimizer = make_adam(
+            [{"params": self.behavior.parameters()}, {"params": self.critic.parameters()}, {"params": self.actor.parameters()}],
+            config.lr,
+            self.device,
+        )
+
+    # ------------------------------------------------------------------ Phase I (Algorithm 2)
+
+    def behavior_loss(self, batch: Batch) -> torch.Tensor:
+        """L_mu = E[-log mu_phi(a|s)] (Eq. 54), log mu_phi by log-sum-exp (Eq. 52-53)."""
+        return -self.behavior(batch.observations).log_prob(batch.actions).mean()
+
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_pi = E[omega (-ELBO_loose)] - alpha_H E[H(w(s))] (Eq. 26-28, 36, 69-71)."""
+        cfg = self.config
+        gmm = self.actor(batch.observations)
+        u = gmm.joint_log_probs(batch.actions)  # u_k = log w_k + log N_k        (Eq. 26)
+        gamma = torch.softmax(u, dim=-1)  # responsibilities                      (Eq. 28)
+        if cfg.detach_gamma:
+            gamma = gamma.detach()  # treat gamma as fixed: the M-step gradient     (Eq. 37)
+        elbo_loose = (gamma * u).sum(-1)  #                                        (Eq. 36)
+        advantage = self.critic.advantage(batch.observations, batch.actions)  # Qtgt_min - V (Eq. 68)
+        omega = awr_weight(advantage, cfg.beta, cfg.omega_max)  #                  (Eq. 69)
+        gate_entropy = gmm.gating_entropy()  # -sum_k w_k log(w_k + 1e-6)          (Eq. 43)
+        loss = (omega * -elbo_loose).mean() - cfg.gate_entropy_coef * gate_entropy.mean()  # (Eq. 71)
+        return loss, {
+            "training/actor_loss": loss.detach(),
+            "training/elbo_loose": elbo_loose.detach().mean(),
+            "training/omega_mean": omega.mean(),
+            "training/gating_entropy": gate_entropy.detach().mean(),
+        }
+
+    def training_behavior(self, step: int) -> bool:
+        return step < self.config.gmm_pretrain_steps or not self.config.gmm_freeze_after_pretrain
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        critic_loss, metrics = self.critic.losses(batch, self.config.discount)  # Eq. 60-66
+        actor_loss, actor_metrics = self.actor_loss(batch)
+        loss = critic_loss + actor_loss
+        metrics.update(actor_metrics)
+        if self.training_behavior(step):
+            behavior_loss = self.behavior_loss(batch)
+            loss = loss + behavior_loss
+            metrics["training/behavior_nll"] = behavior_loss.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.critic.update_target()  # Polyak (Eq. 62)
+        return metrics
+
+    # ------------------------------------------------------------------ Phase II (Algorithm 1)
+
+    @staticmethod
+    def anchor_action(gmm: DiagonalGMM, kind: str) -> torch.Tensor:
+        """a_0 = mu_{k*}(s), k* = argmax_k w_k(s) (Eq. 6, 77); 'bary': sum_k w_k mu_k. [B, d]."""
+        if kind == "bary":
+            return (gmm.weights.unsqueeze(-1) * gmm.means).sum(-2)
+        k_star = gmm.log_weights.argmax(-1)
+        return gmm.means.gather(-2, k_star.view(-1, 1, 1).expand(-1, 1, gmm.means.shape[-1])).squeeze(-2)
+
+    def candidates(self, obs: torch.Tensor, knobs: GEMKnobs) -> tuple[torch.Tensor, DiagonalGMM]:
+        """C(s) = {a_0, a_1..a_N}: anchor + N samples from ONE source (Eq. 1, 5-7), [B, |C|, d].
+
+        Also returns the behaviour GMM at obs (its single forward serves sampling and support)."""
+        actor = self.actor(obs)
+        behavior = self.behavior(obs)
+        parts = []
+        if knobs.anchor != "off":
+            parts.append(self.anchor_action(actor, knobs.anchor).unsqueeze(1))
+        if knobs.N > 0:
+            source = actor if knobs.candidate_source == "actor" else behavior
+            parts.append(source.sample(knobs.N))  # z ~ Cat(w), a ~ N(mu_z, Sigma_z) (Eq. 76)
+        return torch.cat(parts, dim=1).clamp(-1.0, 1.0), behavior
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs | None = None) -> ActOutput:
+        knobs = knobs if knobs is not None else self.default_knobs()
+        cands, behavior = self.candidates(obs, knobs)
+        if knobs.use_pw:
+            w_p = support_weight(t.to(obs.device), self.spec.horizon, knobs.w_end)  # [B]
+        else:
+            w_p = 0.0  # no-pw ablation
+        # Support is ALWAYS log mu_phi(a|s) under the behaviour GMM, never the actor (App. D.5).
+        sel = rerank(
+            obs,
+            cands,
+            q_ensemble=self.critic.q,  # one forward: [M, B, |C|]
+            support_log_prob=lambda _obs, a: per_candidate(behavior).log_prob(a),  # [B, |C|]
+            lcb_lambda=knobs.lcb_lambda,
+            w_p=w_p,
+            support_mode=knobs.support_mode,
+            k_smooth=knobs.k_smooth,
+        )
+        collapse = (sel.top1.unsqueeze(1) - behavior.means).norm(dim=-1).min(-1).values
+        audits = {"violation": sel.violation, "collapse_dist": collapse, "support_z": sel.support_z}
+        return ActOutput(sel.actions.clamp(-1.0, 1.0), audits)
+
+    @torch.no_grad()
+    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        """n actor samples per state, clipped to the action box: [B, n, d]."""
+        return self.actor(obs).sample(n).clamp(-1.0, 1.0)
+
+    # ------------------------------------------------------------------ diagnostics (App. F)
+
+    @torch.no_grad()
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """NLL gap (Eq. 72-75) of the actor and of the behaviour GMM on the batch's actions."""
+        out: dict[str, float] = {}
+        for name, model in (("actor", self.actor), ("behavior", self.behavior)):
+            for key, value in nll_gap(model(batch.observations), batch.actions).items():
+                out[f"diagnostics/{name}_{key}"] = float(value)
+        return out
