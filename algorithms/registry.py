@@ -36,6 +36,14 @@ class MethodEntry:
 METHODS: dict[str, MethodEntry] = {
     "bc": MethodEntry("algorithms.bc:BC", description="Gaussian behaviour cloning"),
     "iql": MethodEntry("algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
+    "gem": MethodEntry("algorithms.gem:GEM", description="GEM: guided-EM GMM actor + LCB / z-scored-support candidate selection"),
+    "gem-no-pw": MethodEntry("algorithms.gem:GEM", knobs={"use_pw": False}, description="GEM Table 5 ablation: no support term (w_p = 0)"),
+    "gem-no-lcb": MethodEntry("algorithms.gem:GEM", knobs={"lcb_lambda": 0.0}, description="GEM Table 5 ablation: no pessimism (lambda = 0)"),
+    "gem-no-anchor": MethodEntry("algorithms.gem:GEM", knobs={"anchor": "off"}, description="GEM Table 5 ablation: no anchor a_0"),
+    "gem-anchor-bary": MethodEntry("algorithms.gem:GEM", knobs={"anchor": "bary"}, description="GEM Table 5 ablation: barycentre anchor sum_k w_k mu_k"),
+    "gem-unimodal-actor": MethodEntry("algorithms.gem:GEM", config={"num_components": 1}, description="GEM Table 5 ablation: K = 1 actor (retrains)"),
+    "gem-behavior-candidates": MethodEntry("algorithms.gem:GEM", knobs={"candidate_source": "behavior"}, description="GEM Table 5 ablation: candidates from mu_phi only"),
+    "gem-raw-support": MethodEntry("algorithms.gem:GEM", knobs={"support_mode": "raw"}, description="GEM Table 8 ablation: raw log mu_phi support (no z-score)"),
     "isep": MethodEntry("algorithms.isep:ISEP", description="ISEP (Gaussian): interpolated value Eq. 2 + stochastic action selection Eq. 5"),
     "isep-fm": MethodEntry("algorithms.isep:ISEPFM", description="ISEP-FM: interpolated value + gated CFG flow matching (Eq. 2, 6, 7)"),
     "isep-deterministic": MethodEntry(
