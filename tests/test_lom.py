@@ -321,6 +321,8 @@ def test_paper_defaults_and_sweep():
         assert from_dict(LOMConfig, {"num_modes": m}).num_modes == m
     with pytest.raises(ConfigError, match="actor"):
         from_dict(LOMKnobs, {"actor": "mdn"})
+    with pytest.raises(ConfigError, match="policy_loss"):
+        LOMConfig(policy_loss="l1")
 
 
 def test_code_preset_registry_entry_matches_and_trains():
