@@ -1,0 +1,122 @@
+"""End to end: train -> records + checkpoint -> eval grid; determinism, resume, CLI contract, errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.config import ConfigError
+from algorithms.registry import UnknownMethodError
+from benchmarks.cli import main
+from benchmarks.results import iter_records
+from benchmarks.suites import UnknownNameError, get_task
+from benchmarks.train import evaluate_checkpoint, train
+
+
+def test_bc_on_four_goal_lands_between_the_modes(results_root):
+    """The failure the toy suite exists to expose: a unimodal Gaussian averages the corners."""
+    result = train("bc", "toy/four-goal", steps=1500, seed=0, out=results_root, eval_episodes=20)
+    obs = torch.zeros(1, 2)
+    action = result.algorithm.act(obs, torch.zeros(1, dtype=torch.long), None).actions[0]
+    assert action.abs().max() < 0.5, f"BC's mean action {action.tolist()} should sit between the modes"
+    assert abs(result.score) < 5.0
+
+
+def test_same_seed_same_numbers(results_root, tmp_path):
+    a = train("iql", "toy/obstacle", steps=120, seed=3, out=tmp_path / "a", eval_episodes=5)
+    b = train("iql", "toy/obstacle", steps=120, seed=3, out=tmp_path / "b", eval_episodes=5)
+    for pa, pb in zip(a.algorithm.parameters(), b.algorithm.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.records[-1]["return_mean"] == b.records[-1]["return_mean"]
+    assert a.metrics["training/q_loss"] == b.metrics["training/q_loss"]
+    c = train("iql", "toy/obstacle", steps=120, seed=4, out=tmp_path / "c", eval_episodes=5)
+    assert not torch.equal(next(a.algorithm.parameters()), next(c.algorithm.parameters()))
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(tmp_path):
+    full = train("iql", "toy/four-goal", steps=200, seed=1, out=tmp_path / "full", eval_every=100, eval_episodes=5)
+    with pytest.raises(KeyboardInterrupt):
+        def stop(record):
+            if record["step"] == 100:
+                raise KeyboardInterrupt
+        train("iql", "toy/four-goal", steps=200, seed=1, out=part_root, eval_every=100, eval_episodes=5, on_evaluation=stop)
+    resumed = train("iql", "toy/four-goal", steps=200, seed=1, out=part_root, eval_every=100, eval_episodes=5)
+    assert [r["step"] for r in resumed.records] == [200]  # only the unfinished part ran
+    for pa, pb in zip(full.algorithm.parameters(), resumed.algorithm.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+    steps = sorted(r["step"] for r in iter_records(part_root))
+    assert steps == [100, 200]  # every evaluation stored exactly once
+    # a finished run is not trained again
+    again = train("iql", "toy/four-goal", steps=200, seed=1, out=part_root, eval_every=100, eval_episodes=5)
+    assert again.records[-1]["step"] == 200 and again.score == resumed.score
+
+
+def test_record_has_the_fields_analysis_needs(results_root):
+    result = train("bc", "toy/branch", steps=50, seed=0, out=results_root, eval_episodes=4)
+    record = result.records[-1]
+    for key in ("method", "task", "seed", "step", "knobs", "return_mean", "normalized_score", "success_rate",
+                "audits", "git_revision", "config_hash", "updates_per_second", "episodes", "eval_wall_time"):
+        assert key in record, key
+    assert len(record["episodes"]) == 4
+    stored = json.loads(next((result.run_dir / "records").glob("*.json")).read_text())
+    assert stored["normalized_score"] == record["normalized_score"]
+    payload = torch.load(result.checkpoint, weights_only=True)
+    assert payload["step"] == 50
+
+
+def test_eval_rejects_unknown_knobs(results_root):
+    result = train("bc", "toy/four-goal", steps=20, seed=0, out=results_root, eval_episodes=2)
+    with pytest.raises(ConfigError, match=r"unknown knob\(s\) \['N'\] for bc"):
+        evaluate_checkpoint(result.checkpoint, {"N": ["1", "2"]})
+    records = evaluate_checkpoint(result.checkpoint, {}, episodes=3, seed=7)
+    assert len(records) == 1 and records[0]["source"] == "eval"
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(UnknownMethodError, match="registered methods: .*bc.*iql"):
+        train("nope", "toy/four-goal", steps=1)
+    with pytest.raises(UnknownNameError, match="valid tasks: four-goal, sparse-optimum"):
+        get_task("toy/nope")
+    with pytest.raises(UnknownNameError, match="valid suites: .*toy"):
+        get_task("nosuite/x")
+
+
+def test_bad_config_values_are_refused(results_root):
+    with pytest.raises(ConfigError, match="unknown iql config key"):
+        train("iql", "toy/four-goal", steps=1, config={"expectiel": 0.9})
+    with pytest.raises(ConfigError, match="expectile must be in"):
+        train("iql", "toy/four-goal", steps=1, config={"expectile": 1.5})
+
+
+def test_cli_train_contract(results_root, capsys):
+    code = main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "30", "--seed", "0",
+                 "--out", str(results_root), "--eval-episodes", "3", "--no-progress"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    name, value = lines[-1].split()
+    assert name == "normalized_score" and np.isfinite(float(value))
+
+
+def test_cli_errors_are_one_line_not_tracebacks(capsys):
+    assert main(["train", "--algo", "nope", "--task", "toy/four-goal"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'nope'" in err and "Traceback" not in err
+    assert main(["bench", "--suite", "nosuch"]) == 2
+    assert "valid suites" in capsys.readouterr().err
+    assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "0"]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_missing_minari_dataset_offline_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "empty"))
+    assert main(["train", "--algo", "bc", "--dataset", "D4RL/antmaze/umaze-v1", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "modebench datasets download D4RL/antmaze/umaze-v1" in err and "local" in err
+
+
+def test_console_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "methods"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "iql" in out.stdout
