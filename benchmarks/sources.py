@@ -35,15 +35,22 @@ import os
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import gymnasium as gym
+
 from algorithms.config import ConfigError
 from benchmarks.data import TransitionDataset
 from benchmarks.minari_io import MissingDatasetError
-from benchmarks.suites import DATASET_SOURCES, ENV_SOURCES, Task, dataset_source, env_source
+from benchmarks.suites import (
+    DATASET_SOURCES,
+    ENV_SOURCES,
+    Task,
+    dataset_source,
+    env_source,
+)
 from benchmarks.wrappers import apply_mass_scale
 
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2"
@@ -72,14 +79,25 @@ def nearest_local_suite(suite: str) -> str:
 # ---------------------------------------------------------------- environments
 
 
+def import_robotics():
+    """gymnasium_robotics, registered, without the version notice it prints to stderr on import
+    (its Adroit reward-change notice: documented in benchmarks/suites/adroit.yaml)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gymnasium_robotics
+    gym.register_envs(gymnasium_robotics)
+    return gymnasium_robotics
+
+
 def _register_all() -> None:
     """gymnasium-robotics and OGBench register their envs on import (lazily: both are slow)."""
-    import gymnasium_robotics
     import ogbench  # noqa: F401
 
     import benchmarks.toy  # noqa: F401
 
-    gym.register_envs(gymnasium_robotics)
+    import_robotics()
 
 
 def flatten_dict_obs(env: gym.Env) -> gym.Env:
@@ -195,7 +213,11 @@ def ogbench_dir(dataset_dir: str | None = None) -> Path:
 
 
 def ogbench_file(name: str, path: str | None = None, local: dict | None = None, dataset_dir: str | None = None) -> Path:
-    from benchmarks.generators.ogbench_gen import npz_path, parse_name, recipe_for_dataset
+    from benchmarks.generators.ogbench_gen import (
+        npz_path,
+        parse_name,
+        recipe_for_dataset,
+    )
 
     if path:
         return Path(path).expanduser()
@@ -317,11 +339,20 @@ def check_tasks(tasks: Iterable[Task]) -> list[DatasetStatus]:
     return [s for s in (dataset_status(t) for t in tasks) if not s.available and not s.local]
 
 
-def require_datasets(suite: str, tasks: Iterable[Task]) -> None:
+def require_datasets(suite: str, tasks: Iterable[Task], generate_local: bool = True) -> None:
     """Raise one clear MissingDatasetError listing every missing dataset of `tasks` (call it in
-    the main process before spawning bench workers: the failure then takes seconds, not a pool)."""
+    the main process before spawning bench workers: the failure then takes seconds, not a pool).
+    With `generate_local`, local datasets not yet generated are generated here, once, with their
+    progress bars, instead of inside the first worker that needs them."""
+    tasks = list(tasks)
     missing = check_tasks(tasks)
     if not missing:
+        if generate_local:
+            for task in tasks:
+                status = dataset_status(task)
+                if status.local and not status.available:
+                    print(f"{task.id}: generating the local dataset {status.name} (once; cached in {status.where})", flush=True)
+                    _generate_for(task)
         return
     names = ", ".join(s.name for s in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
     raise MissingDatasetError(
@@ -329,6 +360,18 @@ def require_datasets(suite: str, tasks: Iterable[Task]) -> None:
         f"Download them with `modebench datasets download --suite {suite}` (needs network), "
         f"or run a suite built offline: `modebench bench --suite {nearest_local_suite(suite)}`."
     )
+
+
+def _generate_for(task: Task) -> None:
+    """Generate a local task's dataset (no-op when it is already complete)."""
+    from benchmarks.generators import generate
+
+    params = dict(task.dataset)
+    kind = params.pop("source")
+    if kind == "generated":
+        generate(params["generator"], params.get("preset", "small"), int(params.get("seed", 0)), size=params.get("size"))
+    elif kind == "ogbench" and params.get("local") is not None:
+        _ensure_local_ogbench(params["name"], params["local"])
 
 
 class OfflineError(MissingDatasetError):
@@ -354,7 +397,7 @@ def _fetch(url: str, dest: Path, what: str, suite: str | None) -> Path:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as err:
         tmp.unlink(missing_ok=True)
         raise OfflineError(_offline_message(what, url, err, suite)) from None
     tmp.replace(dest)
@@ -391,7 +434,7 @@ def download_task(task: Task, force: bool = False) -> str:
             raise MissingDatasetError(f"{task.id}: the suite names a local Minari path {params.get('path')}; nothing to download")
         return f"{task.id}: {download_minari(ident, task.suite, force)}"
     if kind in ("generated", "ogbench"):
-        task.load_dataset()  # generates it (file-locked)
+        _generate_for(task)  # file-locked
         return f"{task.id}: generated locally ({dataset_status(task).where})"
     raise MissingDatasetError(f"{task.id}: dataset source {kind!r} has no download; see the suite file")
 
@@ -409,7 +452,7 @@ def download_minari(dataset_id: str, suite: str | None = None, force: bool = Fal
     socket.setdefaulttimeout(NETWORK_TIMEOUT_S)
     try:
         minari.download_dataset(dataset_id, force_download=force)
-    except (OSError, ConnectionError, socket.timeout) as err:
+    except (TimeoutError, OSError, ConnectionError) as err:
         raise OfflineError(_offline_message(f"Minari {dataset_id}", "Minari's remote", err, suite)) from None
     except Exception as err:  # minari wraps network failures in its own / huggingface errors
         if "connect" in str(err).lower() or "resolve" in str(err).lower() or "offline" in str(err).lower():

@@ -10,7 +10,7 @@ inertia consistent with its mass); `scale_inertia: false` scales the masses alon
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np

@@ -10,8 +10,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from benchmarks.generators import generate, get_generator, is_generated, output_id
-from benchmarks.generators import maze2d, ogbench_gen
+from benchmarks.generators import (
+    generate,
+    get_generator,
+    is_generated,
+    maze2d,
+    ogbench_gen,
+    output_id,
+)
 from benchmarks.generators.common import random_policy, rollouts
 from benchmarks.suites import Task
 
@@ -100,7 +106,7 @@ def test_ogbench_pointmaze_npz_loads_with_ogbench_and_minari(local_dirs):
     with np.load(npz) as raw:
         assert set(raw.files) == {"observations", "actions", "terminals", "qpos", "qvel"}
         assert raw["terminals"].sum() == 2 and len(raw["terminals"]) == 2 * ogbench_gen.EPISODE_STEPS
-    env, train, val = ogbench.make_env_and_datasets("pointmaze-medium-navigate-singletask-task1-v0", dataset_path=npz)
+    _, train, val = ogbench.make_env_and_datasets("pointmaze-medium-navigate-singletask-task1-v0", dataset_path=npz)
     assert len(train["observations"]) == 2000 and len(val["observations"]) == 1000
     assert set(np.unique(train["rewards"])) <= {-1.0, 0.0}
     stats = result.stats
@@ -136,7 +142,7 @@ def test_cube_single_oracles_reach_the_goal():
     assert stats["subtask_success_rate"] >= 0.5 and stats["subtasks"] >= 2
     assert arrays["qpos"].shape == (200, 21)
     # the noiseless oracle solves the single task it is scored on; random does not
-    make = lambda: gym.make("cube-single-singletask-v0")  # noqa: E731
+    make = lambda: gym.make("cube-single-singletask-v0")
     expert = rollouts(make, ogbench_gen.cube_single_expert, 3, 7, 200, "expert", False)
     rand = rollouts(make, random_policy, 1, 7, 200, "random", False)
     assert expert.successes.mean() >= 2 / 3  # measured: 1.0 on tasks 1-5
@@ -151,7 +157,7 @@ def test_ogbench_manipulation_generation_round_trips(local_dirs, name):
 
     result = generate(name, "tiny", seed=0, progress=False)
     recipe = ogbench_gen.RECIPES[name]
-    env, train, _ = ogbench.make_env_and_datasets(recipe.singletask_dataset, dataset_path=result.paths["npz"])
+    _, train, _ = ogbench.make_env_and_datasets(recipe.singletask_dataset, dataset_path=result.paths["npz"])
     assert len(train["observations"]) == 2 * (ogbench_gen.EPISODE_STEPS - 1)
     copy = minari.load_dataset(result.stats["minari_id"])
     assert copy.recover_environment(eval_env=True).spec.id == recipe.singletask_env

@@ -150,8 +150,18 @@ def make_eval_env(name: str):
     return gym.make(RECIPES[name].singletask_env)
 
 
-__all__ = ["Generator", "GenerationResult", "generate", "generators", "get_generator", "is_generated", "local_root",
-           "make_eval_env", "minari_root", "output_id"]
+__all__ = [
+    "GenerationResult",
+    "Generator",
+    "generate",
+    "generators",
+    "get_generator",
+    "is_generated",
+    "local_root",
+    "make_eval_env",
+    "minari_root",
+    "output_id",
+]
 
 
 def describe(name: str) -> dict[str, Any]:

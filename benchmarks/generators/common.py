@@ -17,9 +17,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -96,7 +97,7 @@ class Episode:
     infos: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(len(self.rewards))
+        return len(self.rewards)
 
 
 def stack_observations(obs_list: list[Any]) -> Any:
@@ -141,8 +142,8 @@ def write_minari(
     ]
     scores: dict[str, Any] = {}
     if ref_max_score is not None and ref_min_score is not None:
-        scores = dict(ref_min_score=float(ref_min_score), ref_max_score=float(ref_max_score),
-                      num_episodes_average_score=int(num_reference_episodes))
+        scores = {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score),
+                  "num_episodes_average_score": int(num_reference_episodes)}
     try:
         minari.create_dataset_from_buffers(
             dataset_id=dataset_id,
@@ -185,7 +186,7 @@ class RolloutStats:
             "return_std": float(self.returns.std()),
             "success_rate": float(self.successes.mean()),
             "length_mean": float(self.lengths.mean()),
-            "episodes": int(len(self.returns)),
+            "episodes": len(self.returns),
         }
 
 
@@ -247,7 +248,7 @@ class GenerationResult:
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:  # noqa: PYI034
         self.start = time.perf_counter()
         return self
 

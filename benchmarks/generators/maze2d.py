@@ -73,9 +73,9 @@ MAZES: dict[str, MazeSpec] = {
 
 
 def _register() -> None:
-    import gymnasium_robotics
+    from benchmarks.sources import import_robotics
 
-    gym.register_envs(gymnasium_robotics)
+    import_robotics()
 
 
 def eval_maze_map(maze: str) -> list[list[Any]]:
@@ -214,7 +214,7 @@ def collect(maze: str, steps: int, seed: int, noise: float = ACTION_NOISE, progr
     try:
         while done_steps < steps:
             length = min(horizon, steps - done_steps)
-            obs, info = env.reset(seed=seed * 1_000_003 + ep_index)
+            obs, _ = env.reset(seed=seed * 1_000_003 + ep_index)
             controller.set_target(obs["achieved_goal"], random_target(controller.maze, rng))
             targets_set += 1
             observations, actions, rewards, terms, truncs = [obs], [], [], [], []
@@ -223,7 +223,7 @@ def collect(maze: str, steps: int, seed: int, noise: float = ACTION_NOISE, progr
                 xy, vel = obs["achieved_goal"], obs["observation"][2:]
                 action = controller.act(xy, vel) + rng.normal(0.0, noise, 2)
                 action = np.clip(action, -1.0, 1.0).astype(np.float32)
-                obs, reward, terminated, truncated, info = env.step(action)
+                obs, reward, terminated, truncated, _ = env.step(action)
                 if controller.reached(obs["achieved_goal"]):
                     targets_reached += 1
                     controller.set_target(obs["achieved_goal"], random_target(controller.maze, rng))

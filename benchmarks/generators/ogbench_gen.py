@@ -155,7 +155,7 @@ def _play_agents(env: gym.Env, env_name: str, noise: float) -> dict[str, Any]:
     from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
     from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
 
-    kw = dict(env=env, noise=noise, noise_smoothing=NOISE_SMOOTHING)
+    kw = {"env": env, "noise": noise, "noise_smoothing": NOISE_SMOOTHING}
     if "cube" in env_name:
         return {"cube": CubePlanOracle(**kw)}
     if "scene" in env_name:
@@ -247,7 +247,7 @@ def collect(generator: str, episodes: int, seed: int, progress: bool = True, epi
                 if recipe.kind == "navigate":
                     init_ij = all_cells[np.random.randint(len(all_cells))]
                     goal_ij = vertex[np.random.randint(len(vertex))]
-                    ob, info = env.reset(options=dict(task_info=dict(init_ij=init_ij, goal_ij=goal_ij)))
+                    ob, info = env.reset(options={"task_info": {"init_ij": init_ij, "goal_ij": goal_ij}})
                     subtasks += 1
                 else:
                     ob, info = env.reset()
@@ -309,9 +309,7 @@ def _scene_healthy(qpos: np.ndarray) -> bool:
     block = qpos[:, 14:17]
     if (block[:, 1] >= 0.29).any():
         return False
-    if ((block[:, 1] <= -0.3) & ((block[:, 2] < 0.06) | (block[:, 2] > 0.08))).any():
-        return False
-    return True
+    return not ((block[:, 1] <= -0.3) & ((block[:, 2] < 0.06) | (block[:, 2] > 0.08))).any()
 
 
 # ---------------------------------------------------------------- loading (OGBench's own code)
@@ -389,7 +387,7 @@ def generate(generator: str, episodes: int, seed: int, preset: str, reference_ep
                 tmp.replace(file)
             horizon = gym.spec(recipe.singletask_env).max_episode_steps
             ref_seed = 20_000_000 + seed * 1000
-            make = lambda: gym.make(recipe.singletask_env)  # noqa: E731
+            make = lambda: gym.make(recipe.singletask_env)
             rand = rollouts(make, random_policy, reference_episodes, ref_seed, horizon, f"{generator} random reference", progress)
             expert = None
             if generator in EXPERTS:
