@@ -299,7 +299,7 @@ class Plotter:
     # ------------------------------------------------------------------ rliable plots
 
     def rliable_plots(self) -> None:
-        from analysis.tables import _suite_sets
+        from analysis.tables import _plural, _suite_sets
 
         sets = _suite_sets(self.scores, self.methods)
         if not sets:
@@ -318,13 +318,16 @@ class Plotter:
                 for i, m in enumerate(ms):
                     ax.plot([part["low"].iloc[i], part["high"].iloc[i]], [y[i], y[i]], color=self.colors.get(m), linewidth=6, alpha=0.6,
                             solid_capstyle="butt")
-                    ax.plot([part["point"].iloc[i]], [y[i]], marker="|", color="k", markersize=14)
+                    ax.plot([part["point"].iloc[i]], [y[i]], marker="o", markersize=6, color=self.colors.get(m),
+                            markeredgecolor="k", linestyle="none")
                 ax.set_yticks(y)
                 ax.set_yticklabels(ms)
                 ax.set_ylim(len(ms) - 0.5, -0.5)
                 ax.set_title(stats.METRIC_LABELS[metric] + (" (lower is better)" if metric == "optimality_gap" else ""))
                 ax.set_xlabel("Normalised score")
-            fig.suptitle(f"Aggregates with 95% stratified-bootstrap CIs: {label}, {len(tasks)} tasks", y=1.04)
+                ax.margins(x=0.08)
+            fig.suptitle(f"Aggregates with 95% stratified-bootstrap CIs (bars; dot = point estimate): {label}, "
+                         f"{_plural(len(tasks), 'task')}", y=1.04)
             fig.tight_layout()
             self.save(fig, f"aggregates_{scope}", agg)
 
@@ -353,14 +356,15 @@ class Plotter:
             y = np.arange(len(poi))
             for i, r in enumerate(poi.itertuples(index=False)):
                 ax.plot([r.low, r.high], [i, i], color=self.colors.get(r.x), linewidth=6, alpha=0.6, solid_capstyle="butt")
-                ax.plot([r.point], [i], marker="|", color="k", markersize=12)
+                ax.plot([r.point], [i], marker="o", markersize=6, color=self.colors.get(r.x), markeredgecolor="k", linestyle="none",
+                        clip_on=False)
             ax.axvline(0.5, color="0.3", linestyle="--", linewidth=1)
             ax.set_yticks(y)
             ax.set_yticklabels([f"P({r.x} > {r.y})" for r in poi.itertuples(index=False)])
             ax.invert_yaxis()
-            ax.set_xlim(0, 1)
-            ax.set_xlabel("Probability of improvement")
-            ax.set_title(f"{label}, {len(tasks)} tasks, 95% CIs")
+            ax.set_xlim(-0.03, 1.03)
+            ax.set_xlabel("Probability of improvement P(X > Y)")
+            ax.set_title(f"{label}, {_plural(len(tasks), 'task')}: point and 95% CI")
             fig.tight_layout()
             self.save(fig, f"probability_of_improvement_{scope}", poi)
 

@@ -646,9 +646,12 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
     else:
         log("tables: probability of improvement skipped (needs >= 2 methods with equal seed counts on shared tasks)")
     for base in sorted(set(all_scores["base_method"])):
-        built = ablation_layouts(all_scores, base)
+        variants = variants_for(base)
+        built = ablation_layouts(all_scores, base, variants) if variants else None
         if built is None:
-            log(f"tables: no ablation data for {base} (no preset runs or knob variants paired with its runs); ablation table skipped")
+            if variants:
+                log(f"tables: ablations_{base} skipped: none of its ablations ({', '.join(v.name for v in variants)}) has records "
+                    "paired with its runs (train the presets, or `modebench eval --checkpoint ... --knob ...`)")
             continue
         tables += list(built)
     for table in tables:

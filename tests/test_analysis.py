@@ -211,6 +211,7 @@ def test_bold_rule_is_relative_to_the_row_best():
 def test_drol_layout_groups_default_marker_and_one_step_underline(scores):
     table = drol_layout(scores)
     assert [g[0] for g in table.groups[1:]] == ["Gaussian / mixture policies", "One-step generative policies"]
+    assert "\\cmidrule(lr){2-7} \\cmidrule(lr){8-10}" in table.latex()  # iql, gem (+ paper, Δ) | drol (+ paper, Δ)
     four = _cells(table, "four-goal (*)")
     assert four["drol"].text == "52.0 ± 2.0 (3)" and not four["drol"].underline
     # a row where the one-step method is within 0.95 of the best: bold AND underlined
@@ -450,3 +451,28 @@ def test_cli_tables_report_and_errors(store, tmp_path, capsys):
     assert "--score 'max'" in capsys.readouterr().err
     assert main(["tables", "--root", str(tmp_path / "empty"), "--reps", "10"]) == 0
     assert "no evaluation records" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_training_runs_end_to_end(tmp_path):
+    """Real `train` runs (2 methods x 2 seeds, evaluated twice) -> every table and the learning curves."""
+    import torch
+
+    from analysis.plots import build_plots
+    from analysis.tables import build_tables
+    from benchmarks.train import train
+
+    torch.set_num_threads(1)
+    for method in ("bc", "iql"):
+        for seed in (0, 1):
+            train(method, "toy/four-goal", steps=40, seed=seed, out=tmp_path, eval_every=20, eval_episodes=10, device="cpu")
+    frame = load_records(tmp_path)
+    assert len(frame) == 8 and set(frame["step"]) == {20, 40}
+    build_tables(tmp_path, reps=200, frame=frame)
+    table = pd.read_csv(tmp_path / "tables" / "main_gem_layout.csv")
+    task_rows = table[table["kind"] == "task"].set_index("method")
+    finals = select_scores(frame).groupby("method")["score"].mean()
+    for method in ("bc", "iql"):
+        assert task_rows.loc[method, "mean"] == pytest.approx(finals[method]) and task_rows.loc[method, "n"] == 2
+    written = build_plots(tmp_path, reps=200, formats=("png",), frame=frame)
+    assert {"learning_curves", "aggregates_toy", "performance_profile_toy"} <= {p.stem for p in written}
