@@ -6,7 +6,7 @@ RuntimeEnvAgent running as orphans (measured). So the driver marks every process
 it sets MODEBENCH_SWEEP_TOKEN=<random> in the environment the node is started with (every Ray
 process inherits it), and starts this watchdog in its own session:
 
-    python -m sweeps.reaper DRIVER_PID DRIVER_START_TIME TOKEN
+    python -m sweeps.reaper DRIVER_PID DRIVER_START_TIME TOKEN [LOG]
 
 which waits for the driver to end, however it ends, then terminates every process of this
 user that carries the token (SIGTERM, then SIGKILL after a grace period). Processes are found
@@ -29,23 +29,19 @@ TOKEN_VAR = "MODEBENCH_SWEEP_TOKEN"
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def alive(pid: int, started: int | None = None) -> bool:
-    now = start_time(pid)
-    if now is None:
-        return False
+    """True while the process runs (a zombie has ended; only its parent's wait() is missing)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        state, now = fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
         return False
-    if state == "Z":  # a zombie has ended; only its parent's wait() is missing
-        return False
-    return started is None or now == started
+    return state != "Z" and (started is None or now == started)
 
 
 def processes_with(marker: str, exclude: set[int] | None = None) -> list[int]:
@@ -68,24 +64,25 @@ def processes_with(marker: str, exclude: set[int] | None = None) -> list[int]:
     return found
 
 
-def kill_marked(marker: str, grace: float = 3.0, exclude: set[int] | None = None) -> list[int]:
-    """SIGTERM every process carrying `marker`, SIGKILL what is left after `grace` s; returns PIDs."""
-    pids = processes_with(marker, exclude)
-    if not pids:
-        return []
-    started = {pid: start_time(pid) for pid in pids}
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(p, started[p]) for p in pids):
-        time.sleep(0.1)
-    for pid in pids:
-        if alive(pid, started[pid]):
-            _signal(pid, signal.SIGKILL)
-    # processes spawned meanwhile (a raylet starting a worker) get the same treatment
-    for pid in processes_with(marker, exclude):
-        _signal(pid, signal.SIGKILL)
-    return pids
+def kill_marked(marker: str, grace: float = 3.0, exclude: set[int] | None = None, rounds: int = 5) -> list[int]:
+    """SIGTERM every process carrying `marker`, SIGKILL what is left after `grace` s, and repeat
+    for processes that appeared meanwhile (a raylet starting a worker); returns the PIDs."""
+    killed: list[int] = []
+    for _ in range(rounds):
+        pids = processes_with(marker, exclude)
+        if not pids:
+            break
+        started = {pid: start_time(pid) for pid in pids}
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(alive(p, started[p]) for p in pids):
+            time.sleep(0.1)
+        for pid in pids:
+            if alive(pid, started[pid]):
+                _signal(pid, signal.SIGKILL)
+        killed += [p for p in pids if p not in killed]
+    return killed
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -95,24 +92,35 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def spawn_watchdog(token: str) -> subprocess.Popen:
+def spawn_watchdog(token: str, log: Path | None = None) -> subprocess.Popen:
     """Start the watchdog for this process (the driver); it outlives a SIGKILL of the driver."""
     env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeps.reaper", str(os.getpid()), str(start_time(os.getpid())), token],
+        [sys.executable, "-m", "sweeps.reaper", str(os.getpid()), str(start_time(os.getpid())), token,
+         *([str(log)] if log else [])],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )
 
 
-def watch(driver: int, driver_started: int, token: str, poll: float = 0.5) -> int:
+def watch(driver: int, driver_started: int, token: str, log: str | None = None, poll: float = 0.5) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the driver cleaned up itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while alive(driver, driver_started):
         time.sleep(poll)
-    kill_marked(f"{TOKEN_VAR}={token}")
+    marker = f"{TOKEN_VAR}={token}"
+    killed: list[int] = []
+    for _ in range(3):  # a process may still be starting when the first pass runs
+        killed += kill_marked(marker)
+        time.sleep(1.0)
+        if not processes_with(marker):
+            break
+    if log:
+        left = processes_with(marker)
+        with open(log, "a") as fh:
+            fh.write(f"{time.time():.1f} driver {driver} ended; stopped {sorted(set(killed))}; left {left}\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(watch(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+    sys.exit(watch(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))

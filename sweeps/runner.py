@@ -230,11 +230,18 @@ def _run_todo(grid: Grid, all_planned: list[PlannedTrial], todo: list[PlannedTri
         os.environ.update(data_env)  # absolute: trials chdir into their own folders
         if address:
             # the data locations travel to every worker of the job (nodes may not set them)
-            ray.init(address=address, log_to_driver=verbose > 0, runtime_env={"env_vars": data_env} if data_env else None)
+            try:
+                ray.init(address=address, log_to_driver=verbose > 0, runtime_env={"env_vars": data_env} if data_env else None)
+            except ConnectionError as err:
+                hint = ("; if the cluster uses token authentication (Ray's default), an explicit address needs "
+                        "RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                        if address != "auto" and "RAY_AUTH_MODE" not in os.environ else "")
+                raise ConfigError(f"--address {address}: no Ray cluster reachable ({err}){hint}; start one with "
+                                  "`ray start --head` / `ray up`, or leave --address out for a local run") from None
         else:
             token = uuid.uuid4().hex
             os.environ[reaper.TOKEN_VAR] = token  # inherited by every process of the node we start
-            watchdog = reaper.spawn_watchdog(token)
+            watchdog = reaper.spawn_watchdog(token, state / "reaper.log")
             try:
                 # address="local": always a new node of our own, never a `ray start` cluster found on
                 # this machine; num_cpus=None lets Ray count every core (cgroup limits included)

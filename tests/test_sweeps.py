@@ -312,6 +312,23 @@ def _attempts(root: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else "(none)"
+
+
+def _describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            token = any(e.startswith(reaper.TOKEN_VAR.encode()) for e in env)
+            out.append(f"{pid} [{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]}] {cmd} token={token}")
+        except OSError:
+            out.append(f"{pid} (gone)")
+    return out
+
+
 def _wait(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -360,7 +377,11 @@ def test_ci_grid_under_ray_survives_a_dead_trial_and_a_killed_driver(tmp_path):
         first_output = driver.stdout.read()
         t_kill = time.monotonic()
         # the watchdog removes the dead driver's Ray node (Ray leaves agents orphaned otherwise)
-        _wait(lambda: not reaper.processes_with(tag), 60, "the killed driver's Ray processes to end")
+        try:
+            _wait(lambda: not reaper.processes_with(tag), 60, "the killed driver's Ray processes to end")
+        except AssertionError:
+            raise AssertionError(f"left after the driver's SIGKILL: {_describe(reaper.processes_with(tag))}; "
+                                 f"reaper log: {_read(root / 'sweeps/ci_toy/reaper.log')}") from None
         t_clean = time.monotonic()
 
         resumed = subprocess.run([*command, "--resume"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
