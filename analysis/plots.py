@@ -229,18 +229,30 @@ class Plotter:
             return
         per_task = self._stat(rows, ["method", "suite", "task", "knob/w_end"], ["score", "audit/violation"])
         suite = per_task.groupby(["method", "suite", "knob/w_end"])[["score_mean", "audit/violation_mean"]].mean().reset_index()
+        # w_p = 0 (use_pw off) on the same runs, drawn as its own point when stored
+        off = self.knob_sweep("use_pw")
+        off = off[(off["knob/use_pw"].astype(str) == "False") & off["run_id"].isin(set(rows["run_id"]))]
+        off_suite = (self._stat(off, ["method", "suite", "task"], ["score", "audit/violation"])
+                     .groupby(["method", "suite"])[["score_mean", "audit/violation_mean"]].mean()) if len(off) else None
         groups = list(suite.groupby(["method", "suite"]))
         fig, axes = self.grid(len(groups), ncols=3, size=(4.2, 3.4))
         for ax, ((method, s), part) in zip(axes, groups):
             part = part.sort_values("knob/w_end")
-            ax.plot(part["audit/violation_mean"], part["score_mean"], marker="o", color=self.colors.get(method), label=method)
-            for r in part.itertuples(index=False):
-                ax.annotate(f"{r[2]:g}", (r[4], r[3]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.plot(part["audit/violation_mean"], part["score_mean"], marker="o", color=self.colors.get(method), label=f"{method}: w_end")
+            for w, score, violation in zip(part["knob/w_end"], part["score_mean"], part["audit/violation_mean"]):
+                ax.annotate(f"{w:g}", (violation, score), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            if off_suite is not None and (method, s) in off_suite.index:
+                point = off_suite.loc[(method, s)]
+                ax.plot([point["audit/violation_mean"]], [point["score_mean"]], marker="X", markersize=9, color="0.3",
+                        linestyle="none", label="w_p = 0 (no support term)")
             ax.set_xlabel("Violation (suite mean)")
             ax.set_ylabel("Score (suite mean)")
-            ax.set_title(f"{method}, {s}: w_end sweep", fontsize=10)
-        fig.suptitle("w_p frontier: score vs Violation, labels = w_end (GEM Fig. 19)", y=1.02)
+            ax.set_title(f"{method}, {s}", fontsize=10)
+        fig.suptitle("w_p frontier: score vs Violation over w_end, fixed N (GEM Fig. 19)", y=1.02)
+        self.legend(fig, axes)
         fig.tight_layout()
+        if off_suite is not None:
+            suite = pd.concat([suite, off_suite.reset_index().assign(**{"knob/w_end": np.nan, "w_p_off": True})], ignore_index=True)
         self.save(fig, "gem_wp_frontier", suite)
 
     def sweep_plot(self, sweep: Sweep) -> None:

@@ -349,7 +349,10 @@ def test_every_plot_builds_from_the_fixture_and_plots_the_right_numbers(store, t
     drol = pd.read_csv(tmp_path / "drol_k.csv").set_index("config/num_candidates")
     assert drol.loc[4, "score_mean"] == pytest.approx(32.0) and drol.loc[16, "score_mean"] == pytest.approx(52.0)
     frontier = pd.read_csv(tmp_path / "gem_wp_frontier.csv")
-    assert sorted(frontier.loc[frontier["suite"] == "toy", "knob/w_end"]) == [0.2, 0.4, 1.0]
+    toy = frontier[frontier["suite"] == "toy"]
+    assert sorted(toy["knob/w_end"].dropna()) == [0.2, 0.4, 1.0]
+    off = toy[toy["w_p_off"].fillna(False).astype(bool)].iloc[0]  # the no-pw records: the w_p = 0 point
+    assert off["score_mean"] == pytest.approx(66.0 - 10.0) and off["audit/violation_mean"] == pytest.approx(0.2)
 
 
 # ---------------------------------------------------------------------------- profile and NLL gap
