@@ -14,6 +14,8 @@ Shared by both variants (Sec. 4.1):
   IQL's value objective exactly (same numbers: `ExpectileCritic.losses` with value_actions
   equal to the dataset actions). Qtgt = min over the target ensemble. Policy samples are
   clipped to the action box [-1, 1] before the critic sees them.
+  The value gate and the actor / flow-target gate (Eq. 5, Eq. 6) are independent draws; one
+  set of policy samples a~ per update serves both.
 
 ISEP (Gaussian actor, Sec. 4.2), `selection`:
   "stochastic" (the method, Eq. 5 / Eq. 30): per sample, b ~ Bernoulli(lam);
@@ -75,14 +77,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
 from algorithms.critics import ExpectileCritic, aggregate, awr_weight, make_adam
 from algorithms.iql import cosine_schedule
-from algorithms.nets import ACTIVATIONS, FlowVelocityNet, GaussianPolicy, euler_integrate
-
+from algorithms.nets import (
+    ACTIVATIONS,
+    FlowVelocityNet,
+    GaussianPolicy,
+    euler_integrate,
+)
 
 # --------------------------------------------------------------------------- shared pieces
 

