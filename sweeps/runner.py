@@ -129,8 +129,8 @@ def _tune_run(trainable, trials: list[PlannedTrial], grid: Grid, name: str, stor
     return tuner.fit()
 
 
-class _Terminated(Exception):
-    pass
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: stored evaluations stay, the same command resumes."""
 
 
 def _on_sigterm(signum, frame):  # let `finally` blocks run (ray.shutdown, process cleanup)
@@ -223,7 +223,7 @@ def _run_todo(grid: Grid, all_planned: list[PlannedTrial], todo: list[PlannedTri
 
     token = None
     watchdog = None
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    previous = None
     restored = False
     try:
         data_env = _data_env()
@@ -248,6 +248,8 @@ def _run_todo(grid: Grid, all_planned: list[PlannedTrial], todo: list[PlannedTri
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose > 0)
             finally:
                 os.environ.pop(reaper.TOKEN_VAR, None)
+        if _main_thread():  # after ray.init: Ray's core installs its own SIGTERM handler (it aborts)
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
         atomic_write_json(state / "driver.json", {
             "pid": os.getpid(), "pid_start": reaper.start_time(os.getpid()), "host": os.uname().nodename,
             "token": token, "address": address, "started": time.time(),

@@ -223,21 +223,22 @@ def test_a_missing_knob_record_is_evaluated_without_retraining(tmp_path):
     assert (trial.run_dir / "metrics.jsonl").read_text() == metrics_before  # no update ran
 
 
-def test_a_diverging_trial_stops_with_its_reason_recorded(tmp_path, monkeypatch):
-    import benchmarks.train
-
-    def diverge(*args, **kwargs):
-        raise FloatingPointError("non-finite training metric(s) ['training/q_loss'] at step 20; the run diverged")
-
-    monkeypatch.setattr(benchmarks.train, "train", diverge)
-    trial = _toy_trials(tmp_path)[2]
+def test_a_diverging_trial_stops_with_its_reason_recorded(tmp_path):
+    """IQL with an absurd learning rate and no discounting blows up within 50 updates; train()
+    raises FloatingPointError, the trial records why and is not retried."""
+    grid = tmp_path / "diverge.yaml"
+    grid.write_text("name: diverge\ntasks: [toy/four-goal]\nseeds: [0]\nsteps: 50\neval: {episodes: 5}\n"
+                    "methods: {iql: {config: {hidden_dims: [16], lr: 1.0e+30, discount: 1.0}}}\n")
+    (trial,) = plan_grid(load_grid(grid), tmp_path / "results")
     reports = []
     out = execute(trial.spec.to_dict(), lambda m, c: reports.append(m))
-    assert out["status"] == "diverged" and "q_loss" in out["reason"]
+    assert out["status"] == "diverged" and "non-finite training metric" in out["reason"]
     assert reports[-1]["status"] == "diverged"
-    assert trial.status() == "diverged"
-    assert "step 20" in json.loads(trial.diverged_path.read_text())["reason"]
+    assert trial.status() == "diverged" and not list(trial.run_dir.glob("records/*.json"))
+    assert "at step 50" in json.loads(trial.diverged_path.read_text())["reason"]
     assert execute(trial.spec.to_dict(), lambda m, c: None)["status"] == "diverged"  # not retried
+    events = [json.loads(line)["event"] for line in (trial.run_dir / "sweep_attempts.jsonl").read_text().splitlines()]
+    assert events == ["start", "diverged", "skip"]
 
 
 def test_a_user_error_fails_the_trial_without_retries_or_marks(tmp_path, monkeypatch):
