@@ -17,7 +17,7 @@ from algorithms.critics import aggregate
 from algorithms.drol import DROL, DROLConfig, candidate_geometry, gather_winner, route
 from algorithms.registry import get_method
 
-SMALL = dict(hidden_dims=(32, 32))
+SMALL = {"hidden_dims": (32, 32)}
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from algorithms.critics import aggregate
 from algorithms.fql import FQL, FQLConfig, policy_q_loss
 from algorithms.registry import get_method
 
-SMALL = dict(hidden_dims=(32, 32))
+SMALL = {"hidden_dims": (32, 32)}
 
 
 @pytest.fixture(autouse=True)
