@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("grid", help="grid file or name (`modebench sweep --list` shows the built-in grids)", nargs="?")
     p.add_argument("--list", action="store_true", help="list the built-in grids with their trial counts")
     p.add_argument("--address", default=None,
-                   help="join a running Ray cluster (e.g. auto, or ray://HOST:10001); default: a local node with all cores")
+                   help="join a running Ray cluster (auto on a cluster node, or HOST:PORT); default: a local node with all cores")
     p.add_argument("--seeds", default=None, help="override the grid's seeds: a count (3 = 0,1,2) or a list (0,4,7)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep: restore Ray Tune's state, then run what the store lacks")

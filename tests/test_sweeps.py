@@ -283,7 +283,9 @@ def test_tune_checkpoint_is_copied_into_the_store_only_when_newer(tmp_path):
         torch.save({"format": CHECKPOINT_FORMAT, "run": "{}", "step": step}, path)
 
     save(tune_dir / "checkpoint.pt", 7)
-    assert restore_from_tune(trial, tune_dir) == 7  # the store had none
+    from ray.tune import Checkpoint
+
+    assert restore_from_tune(trial, Checkpoint.from_directory(tune_dir)) == 7  # the store had none
     save(trial.run_dir / "checkpoint.pt", 9)
     assert restore_from_tune(trial, tune_dir) is None  # the store's is newer: kept
     assert torch.load(trial.run_dir / "checkpoint.pt", weights_only=True)["step"] == 9
