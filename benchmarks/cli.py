@@ -21,6 +21,8 @@ from algorithms.config import ConfigError, parse_assignments
 SUBCOMMAND_MODULES = [
     "benchmarks.cli_core",
     "benchmarks.cli_datasets",
+    "sweeps.cli",
+    "analysis.cli",
 ]
 
 
