@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUITE ?= toy
 SEEDS ?= 3
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-GRID ?= sweeps/grids/ci_toy.yaml
+GRID ?= ci_toy
 ADDRESS ?=
 
 .PHONY: setup test test-slow bench lint speed d3rlpy-venv tables plots profile report sweep clean
@@ -36,6 +36,9 @@ d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins g
 
 speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL, same data, same run
 	$(PY) -m benchmarks.speed --d3rlpy-python .venv-d3rlpy/bin/python
+
+sweep: setup  ## run a grid under Ray Tune: make sweep GRID=... [ADDRESS=auto] [SEEDS=0,1,2] [RESUME=1] [OUT=dir]
+	$(VENV)/bin/modebench sweep $(GRID) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RESUME),--resume) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf results/runs results/tables results/plots results/profile results/report.md

@@ -16,9 +16,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,13 @@ from algorithms.config import ConfigError, config_hash, from_dict, to_dict
 from algorithms.registry import base_method, get_method
 from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionDataset
 from benchmarks.evaluation import evaluate
-from benchmarks.results import DEFAULT_ROOT, RunStore, atomic_torch_save, git_revision, record_key
+from benchmarks.results import (
+    DEFAULT_ROOT,
+    RunStore,
+    atomic_torch_save,
+    git_revision,
+    record_key,
+)
 from benchmarks.suites import Task, get_task
 
 CHECKPOINT_FORMAT = 1
@@ -110,6 +117,17 @@ def resolve_method(name: str, task: Task, config: dict | None = None, knobs: dic
         config=from_dict(cls.config_class, merged_config, what=f"{name} config"),
         knobs=from_dict(cls.knobs_class, merged_knobs, what=f"{name} knob"),
     )
+
+
+def run_identity(method: str, task: Task, seed: int, steps: int, config: Any, data: DataConfig) -> tuple[str, str]:
+    """(run id, config hash) of a training run: the same inputs always name the same run folder,
+    which is how an interrupted run, a re-run of `bench` or a sweep trial finds its earlier work."""
+    identity = {
+        "method": method, "seed": seed, "steps": steps, "config": to_dict(config), "data": to_dict(data),
+        "task": task.id, "dataset": task.dataset,
+    }
+    digest = config_hash(identity)
+    return f"{method}__{task.id.replace('/', '-')}__seed{seed}__{digest}", digest
 
 
 @dataclass
@@ -236,9 +254,7 @@ def train(
         "knobs": to_dict(method.knobs),
         "device": str(torch_device),
     }
-    identity = {k: run[k] for k in ("method", "seed", "steps", "config", "data")} | {"task": task_obj.id, "dataset": task_obj.dataset}
-    run["config_hash"] = config_hash(identity)
-    run_id = f"{algo}__{task_obj.id.replace('/', '-')}__seed{seed}__{run['config_hash']}"
+    run_id, run["config_hash"] = run_identity(algo, task_obj, seed, steps, method.config, data_cfg)
     store = RunStore(out or DEFAULT_ROOT, run_id)
     store.write_config(run)
 
@@ -282,22 +298,24 @@ def train(
             store.append_metrics({"step": done, **last_metrics})
             bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(last_metrics.items())[:4]})
             sums, count = {}, 0
-            if done % eval_every == 0 or done == steps:
-                if not store.has_record(done, to_dict(method.knobs)):
-                    result = evaluate(algorithm, task_obj, method.knobs, episodes, seed, normalizer,
-                                      dataset.action_low, dataset.action_high, dataset=dataset)
-                    record = _record(run, done, method.knobs, result, {
-                        "source": "train",
-                        "updates_per_second": last_metrics["time/updates_per_second"],
-                        "train_wall_time": train_time,
-                        "training_metrics": last_metrics,
-                    })
-                    save_checkpoint(store.checkpoint_path, algorithm, run, done, normalizer, dataset, replay)
-                    store.write_record(record)
-                    records.append(record)
-                    if on_evaluation is not None:
-                        on_evaluation(record)
-                    bar.write(f"step {done}: normalized_score {record['normalized_score']:.2f}") if progress else None
+            evaluating = done % eval_every == 0 or done == steps
+            if evaluating and not store.has_record(done, to_dict(method.knobs)):
+                result = evaluate(algorithm, task_obj, method.knobs, episodes, seed, normalizer,
+                                  dataset.action_low, dataset.action_high, dataset=dataset)
+                record = _record(run, done, method.knobs, result, {
+                    "source": "train",
+                    "updates_per_second": last_metrics["time/updates_per_second"],
+                    "train_wall_time": train_time,
+                    "training_metrics": last_metrics,
+                })
+                # record first: a crash before the checkpoint re-trains to this step and skips the evaluation
+                store.write_record(record)
+                save_checkpoint(store.checkpoint_path, algorithm, run, done, normalizer, dataset, replay)
+                records.append(record)
+                if on_evaluation is not None:
+                    on_evaluation(record)
+                if progress:
+                    bar.write(f"step {done}: normalized_score {record['normalized_score']:.2f}")
             tick = time.perf_counter()
         if done % checkpoint_every == 0 and done % eval_every != 0:
             save_checkpoint(store.checkpoint_path, algorithm, run, done, normalizer, dataset, replay)

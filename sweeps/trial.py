@@ -92,23 +92,17 @@ def resolve_task_fields(task_id: str) -> dict[str, Any]:
 def plan(spec: TrialSpec) -> PlannedTrial:
     """The run id `benchmarks.train.train` will give this trial and the records it must write.
 
-    Mirrors train()'s run identity (method, seed, steps, resolved config, data config, task id,
-    dataset); a test pins that the two agree."""
+    Uses train()'s own `run_identity`; a test pins that the two agree."""
     from benchmarks.data import DataConfig
     from benchmarks.suites import Task
-    from benchmarks.train import resolve_method
+    from benchmarks.train import resolve_method, run_identity
 
     if spec.task_fields is None or spec.out is None:
         raise ValueError("plan() needs spec.task_fields and spec.out (filled by the sweep planner)")
     task = Task(**spec.task_fields)
     method = resolve_method(spec.method, task, spec.config, spec.knobs)
     data_cfg = from_dict(DataConfig, {**task.data, **spec.data}, what="data")
-    identity = {
-        "method": spec.method, "seed": spec.seed, "steps": spec.steps,
-        "config": to_dict(method.config), "data": to_dict(data_cfg),
-        "task": task.id, "dataset": task.dataset,
-    }
-    run_id = f"{spec.method}__{task.id.replace('/', '-')}__seed{spec.seed}__{config_hash(identity)}"
+    run_id, _ = run_identity(spec.method, task, spec.seed, spec.steps, method.config, data_cfg)
     base = to_dict(method.knobs)
     settings, seen = [], set()
     for setting in [{}, *spec.inference]:
