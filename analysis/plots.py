@@ -219,7 +219,7 @@ class Plotter:
     def band(self, ax: plt.Axes, x, mean, std, method: str, label: str | None = None) -> None:
         x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.nan_to_num(np.asarray(std, float))
         ax.plot(x, mean, marker="o", markersize=4, color=self.colors.get(method), label=label or method)
-        ax.fill_between(x, mean - std, mean + std, color=self.colors.get(method), alpha=0.2, linewidth=0)
+        ax.fill_between(x, mean - std, mean + std, color=self.colors.get(method), alpha=0.15, linewidth=0)
 
     def frontier_plot(self) -> None:
         rows = self.knob_sweep("w_end")
@@ -264,6 +264,11 @@ class Plotter:
             return
         for note in notes:
             self.log(f"plots: {sweep.name}: {note}")
+        swept = rows.groupby("task")[sweep.param].nunique()
+        single = sorted(swept.index[swept < 2])
+        if single:
+            self.log(f"plots: {sweep.name}: tasks with a single {sweep.param.split('/', 1)[1]} value left out: {', '.join(single)}")
+        rows = rows[~rows["task"].isin(single)]
         stat = self._stat(rows, ["method", "task", sweep.param], ["score"])
         tasks = task_order(rows)
         fig, axes = self.grid(len(tasks))

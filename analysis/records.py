@@ -329,9 +329,20 @@ def main_runs(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             keep.append(group)
             continue
         default = _default_config_key(method, task)
-        chosen = default if default in configs.index else configs.index[int(np.argmax(configs.to_numpy()))]
+        if default in configs.index:
+            chosen, why = default, "the suite's default config"
+        elif default is not None:  # code changed since (e.g. a new config field): the config closest to today's default
+            want = json.loads(default)
+
+            def distance(key: str, want: dict = want, configs: pd.Series = configs) -> tuple[int, int]:
+                have = json.loads(key)
+                return (sum(have.get(k) != want.get(k) for k in set(have) | set(want)), -int(configs[key]))
+
+            chosen = min(configs.index, key=distance)
+            why = "the config closest to the suite's current default"
+        else:
+            chosen, why = configs.index[int(np.argmax(configs.to_numpy()))], "the config with the most runs"
         keep.append(group[group["config_key"] == chosen])
-        why = "the suite's default config" if chosen == default else "the config with the most runs"
         notes.append(f"{method} on {task}: {int((group['config_key'] != chosen).sum())} run(s) with other training configs "
                      f"left out of the main tables (kept {why}; see the sweep plots)")
     out = pd.concat(keep).sort_index()
