@@ -235,6 +235,20 @@ def test_greedy_mode_is_the_argmax_of_the_hyper_q():
     torch.testing.assert_close(out.audits["hyper_q/3"], values[:, 3])
 
 
+def test_min_mode_weight_excludes_rare_modes_from_the_argmax():
+    values = torch.tensor([[0.0, 3.0, 1.0, 2.0]]).expand(4, 4)
+    means = torch.tensor([[0.8, 0.8], [-0.8, 0.8], [-0.8, -0.8], [0.8, -0.8]])
+    logits = torch.tensor([0.0, -6.0, 0.0, 0.0])  # alpha_1 ~ 0.0008: mode 1 is (almost) unused by the data
+    for min_weight, expected in ((0.0, 1), (0.05, 3)):
+        algo = make({"num_modes": 4, "min_mode_weight": min_weight})
+        set_modes(algo, means, log_std=math.log(0.05), logits=logits)
+        pin_hyper_q(algo, values)
+        u, _, _ = algo.greedy_mode(torch.randn(4, 3))
+        assert u.tolist() == [expected] * 4
+    with pytest.raises(ConfigError, match="min_mode_weight"):
+        LOMConfig(num_modes=20, min_mode_weight=0.06)
+
+
 def test_policy_imitates_samples_of_the_chosen_mode_only():
     algo = make({"num_modes": 3, "mdn_steps": 0})
     b = 64
