@@ -40,5 +40,17 @@ speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL,
 sweep: setup  ## run a grid under Ray Tune: make sweep GRID=... [ADDRESS=auto] [SEEDS=0,1,2] [RESUME=1] [OUT=dir]
 	$(VENV)/bin/modebench sweep $(GRID) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RESUME),--resume) $(if $(OUT),--out $(OUT))
 
+tables: setup  ## paper-layout tables from stored records -> results/tables
+	$(VENV)/bin/modebench tables
+
+plots: setup  ## paper figures from stored records -> results/plots
+	$(VENV)/bin/modebench plots
+
+profile: setup  ## act latency / peak memory / parameters of every method + GEM NLL gap -> results/profile
+	$(VENV)/bin/modebench profile
+
+report: setup  ## tables + plots + results/report.md
+	$(VENV)/bin/modebench report
+
 clean:
 	rm -rf results/runs results/tables results/plots results/profile results/report.md

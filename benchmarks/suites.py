@@ -1,5 +1,10 @@
 """Suites and tasks: data files in `benchmarks/suites/<suite>.yaml`, resolved into `Task`s.
 
+Method overrides also come from `suites/<name>_overrides.yaml` files (a paper's per-suite or
+per-task hyperparameter table, e.g. DROL Table 3): `{SUITE or SUITE/TASK: {method: {config: {..},
+knobs: {..}}}}`. Precedence, lowest first: the suite file's `methods`, override files by suite,
+override files by task, the task's own `methods` in the suite file.
+
 A suite file names its tasks, and for each the dataset source, the evaluation environment,
 the episode horizon, the score normalisation, the number of evaluation episodes, data
 preprocessing and per-method overrides (config: training hyperparameters, knobs: inference
@@ -27,7 +32,7 @@ from benchmarks.data import TransitionDataset
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default"}
-SUITE_KEYS = {"name", "description", "defaults", "methods", "tasks", "include_overrides", "bench_steps"}
+SUITE_KEYS = {"name", "description", "defaults", "methods", "tasks", "bench_steps"}
 
 DatasetLoader = Callable[..., TransitionDataset]
 EnvFactory = Callable[..., gym.Env]
@@ -140,7 +145,13 @@ def _merge_methods(*blocks: dict) -> dict:
 
 
 def suite_names() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.stem.endswith(("_defaults", "_overrides")))
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.stem.endswith("_overrides"))
+
+
+@lru_cache(maxsize=None)
+def override_tables() -> dict[str, dict[str, dict]]:
+    """Every `*_overrides.yaml` file: {file name: {SUITE or SUITE/TASK: {method: {config, knobs}}}}."""
+    return {p.name: yaml.safe_load(p.read_text()) or {} for p in sorted(SUITES_DIR.glob("*_overrides.yaml"))}
 
 
 @lru_cache(maxsize=None)
@@ -162,9 +173,6 @@ def load_suite(name: str) -> dict[str, Task]:
     unknown = set(defaults) - TASK_KEYS
     if unknown:
         raise ConfigError(f"suite {name}: unknown default key(s) {sorted(unknown)}; valid: {sorted(TASK_KEYS)}")
-    extra_methods = {}
-    for include in raw.get("include_overrides", []) or []:
-        extra_methods = _merge_methods(extra_methods, (yaml.safe_load((SUITES_DIR / include).read_text()) or {}).get(name, {}))
     tasks: dict[str, Task] = {}
     for task_name, spec in (raw.get("tasks") or {}).items():
         spec = spec or {}
@@ -177,7 +185,13 @@ def load_suite(name: str) -> dict[str, Task]:
                 merged.setdefault(key, {}).update(value)
             elif key != "methods":
                 merged[key] = value
-        merged["methods"] = _merge_methods(raw.get("methods", {}), extra_methods, defaults.get("methods", {}), spec.get("methods", {}))
+        overrides = override_tables()
+        merged["methods"] = _merge_methods(
+            raw.get("methods", {}), defaults.get("methods", {}),
+            *(table.get(name, {}) for table in overrides.values()),
+            *(table.get(f"{name}/{task_name}", {}) for table in overrides.values()),
+            spec.get("methods", {}),
+        )
         missing = {"dataset", "env", "horizon", "score"} - set(merged)
         if missing:
             raise ConfigError(f"suite {name}, task {task_name}: missing key(s) {sorted(missing)}")

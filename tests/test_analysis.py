@@ -257,24 +257,9 @@ def test_ablation_tables_paired_deltas(frame):
 
 
 def _rliable():
-    """rliable.library imports arch, whose import breaks under pandas 3 (deprecate_kwarg's new
-    signature); a temporary shim lets the test compare against rliable itself."""
-    import pandas.util._decorators as dec
+    """rliable itself (pinned with pandas 2.3.3: its dependency arch < 8 does not import under pandas 3)."""
+    from rliable import library, metrics
 
-    original = dec.deprecate_kwarg
-
-    def compat(*args, **kwargs):
-        if args and isinstance(args[0], str):
-            return original(FutureWarning, *args, **kwargs)
-        return original(*args, **kwargs)
-
-    dec.deprecate_kwarg = compat
-    try:
-        from rliable import library, metrics
-    except (ImportError, TypeError, AttributeError) as err:  # pragma: no cover - depends on the installed versions
-        pytest.skip(f"rliable cannot be imported here: {err}")
-    finally:
-        dec.deprecate_kwarg = original
     return library, metrics
 
 

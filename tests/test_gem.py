@@ -211,6 +211,25 @@ def test_collapse_dist_is_distance_to_nearest_behavior_mean():
     torch.testing.assert_close(out.audits["collapse_dist"], torch.full((2,), math.hypot(0.2, 0.4)))
 
 
+def test_selection_runs_on_another_methods_proposals():
+    """algorithms.selection.rerank on IQL's propose(obs, n), scored by GEM's critic and behaviour GMM."""
+    from algorithms.gem import per_candidate
+    from algorithms.iql import IQL, IQLConfig
+    from algorithms.selection import rerank
+
+    gem = make_gem()
+    iql = IQL(IQLConfig(hidden_dims=(16, 16)), EnvSpec(3, 2))
+    obs = torch.randn(4, 3)
+    cands = iql.propose(obs, 16)
+    sel = rerank(obs, cands, gem.critic.q, lambda o, a: per_candidate(gem.behavior(o)).log_prob(a),
+                 lcb_lambda=1.0, w_p=support_weight(torch.zeros(4), 10, 0.4), k_smooth=1)
+    q = gem.critic.q(obs.unsqueeze(1).expand(-1, 16, -1), cands)
+    ll = gem.behavior(obs).expand_samples(16).log_prob(cands)
+    expected = q.mean(0) - q.std(0, correction=0) + zscore(ll)
+    torch.testing.assert_close(sel.scores, expected)
+    torch.testing.assert_close(sel.actions, cands[torch.arange(4), expected.argmax(-1)])
+
+
 # ---------------------------------------------------------------- Phase I (Algorithm 2)
 
 
@@ -403,8 +422,8 @@ def test_registry_presets_build_valid_variants():
 
 
 def test_suite_defaults_file_is_valid():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "gem_defaults.yaml"
-    data = yaml.safe_load(path.read_text())
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "gem_overrides.yaml"
+    data = {suite: block["gem"] for suite, block in yaml.safe_load(path.read_text()).items()}
     for suite, block in data.items():
         assert set(block) <= {"config", "knobs"}, suite
         from_dict(GEMConfig, block.get("config", {}))
@@ -415,9 +434,21 @@ def test_suite_defaults_file_is_valid():
     assert all(data[s]["knobs"]["N"] == 1024 for s in ("locomotion", "maze2d", "antmaze"))
 
 
+def test_profile_script_prints_the_table(capsys, tmp_path):
+    from analysis.profile_gem import main
+
+    assert main(["--n", "1,8", "--repeats", "2", "--warmup", "1", "--hidden", "16", "--batch", "3",
+                 "--csv", str(tmp_path / "p.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "GEM    N1 " in printed and "GEM    N8 " in printed
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0].startswith("method,setting,device,batch,latency_ms_median") and len(rows) == 3
+
+
 # ---------------------------------------------------------------- mechanism on the toy four-goal bandit (slow)
 
 MECHANISM_STEPS = 3000
+MECHANISM_CONFIG = {"hidden_dims": (64, 64)}  # narrow nets for every method: the mechanism, at a quarter of the cost
 
 
 @pytest.fixture(scope="module")
@@ -425,12 +456,16 @@ def four_goal_runs(tmp_path_factory):
     from benchmarks.train import evaluate_checkpoint, train
 
     out = tmp_path_factory.mktemp("gem_four_goal")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small nets: one thread is fastest, and robust on a busy machine
     runs = {
-        name: train(name, "toy/four-goal", steps=MECHANISM_STEPS, seed=0, out=out, knobs=knobs, eval_episodes=500, device="cpu")
+        name: train(name, "toy/four-goal", steps=MECHANISM_STEPS, seed=0, out=out, config=MECHANISM_CONFIG, knobs=knobs,
+                    eval_episodes=500, device="cpu")
         for name, knobs in (("gem", {"N": 64}), ("bc", {}), ("iql", {}))
     }
     # the same GEM checkpoint with and without the support term (the gem-no-pw preset's knob)
     on, off = evaluate_checkpoint(runs["gem"].checkpoint, {"use_pw": [True, False]}, episodes=2000, out=out, device="cpu")
+    torch.set_num_threads(threads)
     print({name: round(run.score, 1) for name, run in runs.items()}, "pw on", on["audits"], "pw off", off["audits"])
     return runs, on, off
 
