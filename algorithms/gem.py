@@ -3,9 +3,11 @@
 Wang et al. 2026 (arXiv 2603.23232), seeds/GEM-guided-em-candidate-selection.txt. Equation
 numbers below are the paper's.
 
-Phase I, training (Algorithm 2). Three models, disjoint parameters, one optimizer and ONE
-backward per update (each loss only sees the others' outputs detached, so the summed gradient
-equals separate steps):
+Phase I, training (Algorithm 2). Three models with disjoint parameters, one optimizer and ONE
+backward per update: each loss sees the other models' outputs detached, so summing them gives
+each model its own gradient. Algorithm 2 steps V, then Q, then the actor in sequence; here all
+three step simultaneously from the same batch (Q's target uses V before this step's update, as
+in the repository's IQL), the documented difference that saves two backward passes:
   1. Behaviour GMM mu_phi(a|s), K_b components, state-independent clamped log-std (Eq. 48-49),
      fit by MLE:  L_mu = E[-log mu_phi(a|s)]  (Eq. 52-54). It is trained during the first
      `gmm_pretrain_steps` updates and then frozen (`gmm_freeze_after_pretrain`), or always.
@@ -13,7 +15,9 @@ equals separate steps):
      training it alongside is the same model (the documented difference: the actor and critic
      also learn during those first steps, which saves a separate phase).
   2. Critic ensemble + expectile V, the shared IQL critic with Q_min in training (Eq. 60-68):
-     L_V = E[|tau - 1(u<0)| u^2], u = Qtgt_min(s,a) - V(s);  L_Q = E[mean_i (Q_i - r - g(1-d)V(s'))^2].
+     L_V = E[|tau - 1(u<0)| u^2], u = Qtgt_min(s,a) - V(s);  L_Q = E[mean_i (Q_i - r - g(1-d)V(s'))^2]
+     (the core sums over the M members instead of averaging: a constant factor on parameters
+     only Q owns, which Adam's update is invariant to).
   3. Actor GMM pi_theta, K components, state-independent log-std (Eq. 24), guided EM-style:
      u_k = log w_k(s) + log N(a; mu_k(s), Sigma_k)                          (Eq. 26)
      gamma = softmax_k(u_k), detached by default (`detach_gamma`)            (Eq. 28, 37)
@@ -34,7 +38,7 @@ behaviour component mean|), support_z (z of a*), with a* the top-1 before smooth
 Diagnostic: NLL gap = NLL_top1 - NLL_gmm on dataset actions (Eq. 72-75), `nll_gap`.
 
 Values the paper does not give (our documented choices, all config fields): ensemble size M,
-K, beta, omega_max, alpha_H, log-std range, pretrain length. They follow the IQL backbone the
+K, beta, omega_max, alpha_H, log-std range and initial value, pretrain length. They follow the IQL backbone the
 paper builds on (CORL: 2 x 256, twin Q, expectile 0.7, beta 3, exp-advantage clip 100).
 """
 
