@@ -274,6 +274,7 @@ def train(
     episodes = eval_episodes or task_obj.eval_episodes
     records: list[dict[str, Any]] = []
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     count = 0
     last_metrics: dict[str, float] = {}
     train_time = 0.0
@@ -283,12 +284,13 @@ def train(
     tick = time.perf_counter()
     for step in range(start_step, steps):
         metrics = algorithm.update(replay.sample(method.config.batch_size), step)
-        for key, value in metrics.items():
+        for key, value in metrics.items():  # per-key counts: phase-specific metrics are not diluted
             sums[key] = sums[key] + value if key in sums else value
+            counts[key] = counts.get(key, 0) + 1
         count += 1
         done = step + 1
         if done % log_every == 0 or done == steps or done % eval_every == 0:
-            last_metrics = {k: float(v) / count for k, v in sums.items()}  # the one host sync per interval
+            last_metrics = {k: float(v) / counts[k] for k, v in sums.items()}  # the one host sync per interval
             train_time += time.perf_counter() - tick
             timed_updates += count
             last_metrics["time/updates_per_second"] = timed_updates / max(train_time, 1e-9)
@@ -297,7 +299,7 @@ def train(
                 raise FloatingPointError(f"{run_id}: non-finite training metric(s) {bad} at step {done}; the run diverged")
             store.append_metrics({"step": done, **last_metrics})
             bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(last_metrics.items())[:4]})
-            sums, count = {}, 0
+            sums, counts, count = {}, {}, 0
             evaluating = done % eval_every == 0 or done == steps
             if evaluating and not store.has_record(done, to_dict(method.knobs)):
                 result = evaluate(algorithm, task_obj, method.knobs, episodes, seed, normalizer,
