@@ -90,6 +90,8 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
 def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None, what: str = "config") -> T:
     """Build `cls` from `values` on top of `base` (or the defaults); unknown keys are errors."""
     types_ = _field_types(cls)
+    aliases = getattr(cls, "ALIASES", {})  # e.g. the paper's `lambda` for GEM's `lcb_lambda`
+    values = {aliases.get(k, k): v for k, v in values.items()}
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ConfigError(

@@ -45,7 +45,7 @@ paper builds on (CORL: 2 x 256, twin Q, expectile 0.7, beta 3, exp-advantage cli
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -105,6 +105,7 @@ class GEMConfig(AlgoConfig):
 class GEMKnobs:
     """Inference-only knobs (Algorithm 1): sweepable from one checkpoint, no retraining."""
 
+    ALIASES: ClassVar[dict[str, str]] = {"lambda": "lcb_lambda"}  # the paper's name (a Python keyword)
     N: int = 1024  # candidate budget: sampled candidates besides the anchor (Table 7: 0..2048)
     lcb_lambda: float = 1.0  # lambda, pessimism of LCB = mean - lambda std (Eq. 3); antmaze 3.5
     w_end: float = 0.4  # terminal support weight of the cosine w_p schedule (Sec. 4.2); antmaze 0.2
@@ -178,8 +179,9 @@ class GEM(Algorithm):
         """L_mu = E[-log mu_phi(a|s)] (Eq. 54), log mu_phi by log-sum-exp (Eq. 52-53)."""
         return -self.behavior(batch.observations).log_prob(batch.actions).mean()
 
-    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L_pi = E[omega (-ELBO_loose)] - alpha_H E[H(w(s))] (Eq. 26-28, 36, 69-71)."""
+    def actor_loss(self, batch: Batch, advantage: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_pi = E[omega (-ELBO_loose)] - alpha_H E[H(w(s))] (Eq. 26-28, 36, 69-71).
+        `advantage`: Qtgt_min(s, a) - V(s) when the critic's loss pass already computed it."""
         cfg = self.config
         gmm = self.actor(batch.observations)
         u = gmm.joint_log_probs(batch.actions)  # u_k = log w_k + log N_k        (Eq. 26)
@@ -187,7 +189,8 @@ class GEM(Algorithm):
         if cfg.detach_gamma:
             gamma = gamma.detach()  # treat gamma as fixed: the M-step gradient     (Eq. 37)
         elbo_loose = (gamma * u).sum(-1)  #                                        (Eq. 36)
-        advantage = self.critic.advantage(batch.observations, batch.actions)  # Qtgt_min - V (Eq. 68)
+        if advantage is None:
+            advantage = self.critic.advantage(batch.observations, batch.actions)  # Qtgt_min - V (Eq. 68)
         omega = awr_weight(advantage, cfg.beta, cfg.omega_max)  #                  (Eq. 69)
         gate_entropy = gmm.gating_entropy()  # -sum_k w_k log(w_k + 1e-6)          (Eq. 43)
         loss = (omega * -elbo_loose).mean() - cfg.gate_entropy_coef * gate_entropy.mean()  # (Eq. 71)
@@ -202,8 +205,8 @@ class GEM(Algorithm):
         return step < self.config.gmm_pretrain_steps or not self.config.gmm_freeze_after_pretrain
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        critic_loss, metrics = self.critic.losses(batch, self.config.discount)  # Eq. 60-66
-        actor_loss, actor_metrics = self.actor_loss(batch)
+        critic_loss, metrics, advantage = self.critic.losses(batch, self.config.discount, return_advantage=True)  # Eq. 60-68
+        actor_loss, actor_metrics = self.actor_loss(batch, advantage)
         loss = critic_loss + actor_loss
         metrics.update(actor_metrics)
         if self.training_behavior(step):

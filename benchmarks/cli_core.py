@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -126,6 +127,10 @@ def _bench_job(job: dict[str, Any]) -> dict[str, Any]:
             "updates_per_second": result.updates_per_second, "seconds": time.perf_counter() - start}
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import multiprocessing
 
@@ -140,6 +145,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if name not in tasks:
             raise ConfigError(f"unknown task {name!r} in suite {args.suite!r}; valid tasks: {', '.join(tasks)}")
     methods = bench_methods(args.methods)
+    from benchmarks.sources import require_datasets  # missing data: one clear error now, not one per worker
+
+    require_datasets(args.suite, [tasks[name] for name in selected])
     steps = args.steps or int(_read_suite(args.suite).get("bench_steps", 10_000))
     _check_positive("--seeds", args.seeds)
     _check_positive("--jobs", args.jobs)
@@ -152,10 +160,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
         futures = [pool.submit(_bench_job, dict(job)) for job in jobs]
         for future in tqdm(as_completed(futures), total=len(futures), desc="bench runs"):
             rows.append(future.result())
+    except BaseException:
+        # finished runs are stored; stop the workers so none outlives the command
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    pool.shutdown()
     frame = pd.DataFrame(rows)
     table = frame.groupby(["task", "method"])["score"].agg(["mean", "std", "count"]).reset_index()
     table["cell"] = [f"{m:6.1f} +- {0.0 if math.isnan(s) else s:5.1f}" for m, s in zip(table["mean"], table["std"])]

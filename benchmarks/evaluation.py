@@ -174,15 +174,15 @@ def evaluate(
     policy = Policy(algorithm, normalizer, action_low, action_high)
     was_training = algorithm.training
     algorithm.eval()
-    try:
-        return run_episodes(
-            policy,
-            task,
-            knobs if knobs is not None else algorithm.default_knobs(),
-            episodes or task.eval_episodes,
-            seed,
-            progress,
-            dataset,
-        )
-    finally:
-        algorithm.train(was_training)
+    devices = [algorithm.device] if algorithm.device.type == "cuda" else []
+    # A stochastic act (sampled candidates, latents, flow noise) draws from the RNG seeded with the
+    # evaluation seed, so knob grids are reproducible; the training RNG stream is left untouched.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        try:
+            return run_episodes(
+                policy, task, knobs if knobs is not None else algorithm.default_knobs(),
+                episodes or task.eval_episodes, seed, progress, dataset,
+            )
+        finally:
+            algorithm.train(was_training)

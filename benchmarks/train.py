@@ -381,7 +381,8 @@ def evaluate_checkpoint(
     algorithm, task, normalizer, method = rebuild(payload, device)
     knobs_cls = method.cls.knobs_class
     base_knobs = to_dict(method.knobs)
-    grid = dict(knob_grid or {})
+    aliases = getattr(knobs_cls, "ALIASES", {})
+    grid = {aliases.get(k, k): v for k, v in (knob_grid or {}).items()}
     unknown = sorted(set(grid) - set(base_knobs))
     if unknown:
         raise ConfigError(
