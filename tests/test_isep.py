@@ -379,8 +379,8 @@ def test_profile_script_end_to_end(capsys):
 
 
 def test_suite_overrides_are_valid_and_match_the_paper_tables():
-    """benchmarks/suites/isep_overrides.yaml: every entry loads strictly, and (where the shared
-    reference is present) equals ISEP Tables 3-4 as transcribed."""
+    """benchmarks/suites/isep_overrides.yaml: every entry loads strictly and equals
+    ISEP Tables 3-4 as transcribed (results/reference/isep_hyperparameters.csv)."""
     import csv
     from pathlib import Path
 
@@ -395,9 +395,7 @@ def test_suite_overrides_are_valid_and_match_the_paper_tables():
         from_dict(ISEPConfig, methods["isep"]["config"])
         from_dict(ISEPFMConfig, methods["isep-fm"]["config"])
         from_dict(ISEPFMKnobs, methods["isep-fm"]["knobs"])
-    reference = Path(__file__).parents[2] / "shared" / "reference" / "isep_hyperparameters.csv"
-    if not reference.exists():
-        pytest.skip("shared reference tables not present")
+    reference = Path(__file__).parents[1] / "results" / "reference" / "isep_hyperparameters.csv"
     comments = dict(line.split(":  # ") for line in path.read_text().splitlines() if ":  # " in line)
     by_dataset = {dataset: overrides[task] for task, dataset in comments.items()}
     rows = list(csv.DictReader(reference.open()))
