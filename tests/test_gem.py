@@ -353,12 +353,17 @@ def test_nll_gap_by_hand():
         ({"support_mode": "softmax"}, "support_mode"),
         ({"anchor": "first"}, "anchor"),
         ({"N": "many"}, "N"),
-        ({"lambda": 1.0}, "lambda"),
+        ({"lambda": -1.0}, "lcb_lambda"),  # the paper's name is an alias; its value is still checked
+        ({"lamda": 1.0}, "lamda"),
     ],
 )
 def test_knob_validation_names_the_field(values, field):
     with pytest.raises(ConfigError, match=field):
         from_dict(GEMKnobs, values, what="knob")
+
+
+def test_paper_knob_name_lambda_is_an_alias():
+    assert from_dict(GEMKnobs, {"lambda": "3.5"}, what="knob").lcb_lambda == 3.5
 
 
 @pytest.mark.parametrize(

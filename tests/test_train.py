@@ -38,6 +38,7 @@ def test_same_seed_same_numbers(results_root, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_numbers(tmp_path):
     full = train("iql", "toy/four-goal", steps=200, seed=1, out=tmp_path / "full", eval_every=100, eval_episodes=5)
+    part_root = tmp_path / "part"  # an interrupted run: stopped right after its first evaluation + checkpoint
     with pytest.raises(KeyboardInterrupt):
         def stop(record):
             if record["step"] == 100:
