@@ -93,9 +93,10 @@ def import_robotics():
 
 def _register_all() -> None:
     """gymnasium-robotics and OGBench register their envs on import (lazily: both are slow)."""
-    import ogbench  # noqa: F401
-
     import benchmarks.toy  # noqa: F401
+    from benchmarks.generators.ogbench_gen import import_ogbench
+
+    import_ogbench()
 
     import_robotics()
 
@@ -122,17 +123,20 @@ def with_mass_scale(factory: Callable[..., gym.Env]) -> Callable[..., gym.Env]:
 
 @env_source("gymnasium")
 def _gymnasium_env(id: str, **kwargs) -> gym.Env:
+    from benchmarks.generators.ogbench_gen import quiet_ogbench
+
     _register_all()
-    return flatten_dict_obs(gym.make(id, **kwargs))
+    with quiet_ogbench():
+        return flatten_dict_obs(gym.make(id, **kwargs))
 
 
 @env_source("ogbench")
 def _ogbench_env(id: str, **kwargs) -> gym.Env:
-    import ogbench  # noqa: F401
+    from benchmarks.generators.ogbench_gen import make_env
 
     if "singletask" not in id:
         raise ConfigError(f"OGBench env {id!r}: the suites evaluate OGBench's single-task envs ('<env>-singletask[-taskN]-v0')")
-    return gym.make(id, **kwargs)
+    return make_env(id, **kwargs)
 
 
 @env_source("minari-recorded")

@@ -142,12 +142,9 @@ def make_eval_env(name: str):
         from benchmarks.generators.maze2d import make_eval_env as make
 
         return make(name.split("-", 1)[1])
-    import gymnasium as gym
-    import ogbench  # noqa: F401
+    from benchmarks.generators.ogbench_gen import RECIPES, make_env
 
-    from benchmarks.generators.ogbench_gen import RECIPES
-
-    return gym.make(RECIPES[name].singletask_env)
+    return make_env(RECIPES[name].singletask_env)
 
 
 __all__ = [

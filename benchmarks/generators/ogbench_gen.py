@@ -30,7 +30,9 @@ their expert reference is recorded as unmeasured. Scores on these tasks are succ
 
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,31 @@ from benchmarks.generators.common import (
     write_minari,
 )
 
-EPISODE_STEPS = 1001  # OGBench generation: max_episode_steps=1001 -> 1000 transitions per episode
+EPISODE_STEPS = 1001
+_QUIET = (  # noise OGBench prints on every import / env build: no display for GLFW, float64 box bounds
+    r".*DISPLAY.*|.*precision lowered by casting to float32.*"
+)
+
+
+@contextlib.contextmanager
+def quiet_ogbench():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_QUIET)
+        yield
+
+
+def import_ogbench():
+    """`import ogbench` (registers its envs) without its import-time GLFW warning."""
+    with quiet_ogbench():
+        import ogbench
+    return ogbench
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """gym.make for an OGBench env, without the float32-bounds warnings it prints on each build."""
+    import_ogbench()
+    with quiet_ogbench():
+        return gym.make(env_id, **kwargs)  # OGBench generation: max_episode_steps=1001 -> 1000 transitions per episode
 
 
 @dataclass(frozen=True)
@@ -223,14 +249,12 @@ def collect(generator: str, episodes: int, seed: int, progress: bool = True, epi
             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Episodes of the recipe in OGBench's flat layout (one row per step; the last row of each
     episode carries terminals=1 and is not a transition of its own)."""
-    import ogbench  # noqa: F401  (registers the envs)
-
     recipe = RECIPES[generator]
     seed_global(seed)
     if recipe.kind == "navigate":
-        env = gym.make(recipe.env_name, terminate_at_goal=False, max_episode_steps=episode_steps)
+        env = make_env(recipe.env_name, terminate_at_goal=False, max_episode_steps=episode_steps)
     else:
-        env = gym.make(recipe.env_name, terminate_at_goal=False, mode="data_collection", max_episode_steps=episode_steps)
+        env = make_env(recipe.env_name, terminate_at_goal=False, mode="data_collection", max_episode_steps=episode_steps)
     data: dict[str, list] = defaultdict(list)
     subtasks = successes = retries = 0
     bar = tqdm(total=episodes, desc=f"{generator} data", disable=not progress, unit="episode")
@@ -318,13 +342,13 @@ def _scene_healthy(qpos: np.ndarray) -> bool:
 def load_singletask(name: str, path: Path | str) -> tuple[dict[str, np.ndarray], gym.Env]:
     """OGBench's singletask loading (what make_env_and_datasets does for the training file):
     read the npz with its qpos/qvel/button_states, relabel rewards and masks for the task."""
-    import ogbench
+    ogbench = import_ogbench()
     from ogbench.relabel_utils import relabel_dataset
 
     info = parse_name(name)
     if not info["singletask"]:
         raise ValueError(f"{name}: ModeBench trains on OGBench's single-task versions: use '<dataset>-singletask[-taskN]-v0'")
-    env = gym.make(info["env"])
+    env = make_env(info["env"])
     dataset = ogbench.load_dataset(str(path), add_info=True)
     relabel_dataset(info["env"], env, dataset)
     return dataset, env
@@ -367,8 +391,6 @@ def flat_to_episodes(flat: dict[str, np.ndarray]) -> list[Episode]:
 def generate(generator: str, episodes: int, seed: int, preset: str, reference_episodes: int = 50,
              progress: bool = True, force: bool = False, write_minari_copy: bool = True) -> GenerationResult:
     """Write `<npz_path>` (+ `-val.npz`, + `.json`) and the Minari copy of the default single task."""
-    import ogbench  # noqa: F401
-
     recipe = RECIPES[generator]
     path = npz_path(generator, preset, seed)
     marker_path = path.with_suffix(".json")
@@ -387,7 +409,7 @@ def generate(generator: str, episodes: int, seed: int, preset: str, reference_ep
                 tmp.replace(file)
             horizon = gym.spec(recipe.singletask_env).max_episode_steps
             ref_seed = 20_000_000 + seed * 1000
-            make = lambda: gym.make(recipe.singletask_env)
+            make = lambda: make_env(recipe.singletask_env)
             rand = rollouts(make, random_policy, reference_episodes, ref_seed, horizon, f"{generator} random reference", progress)
             expert = None
             if generator in EXPERTS:
