@@ -78,8 +78,11 @@ def import_ogbench():
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
-    """gym.make for an OGBench env, without the float32-bounds warnings it prints on each build."""
+    """gym.make for an OGBench env, without the float32-bounds warnings it prints on each build.
+    OGBench's manipulation envs also build a fresh float64 Box at every `action_space` access
+    (in reset and step), so that one warning is filtered for the process, not just here."""
     import_ogbench()
+    warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32.*")
     with quiet_ogbench():
         return gym.make(env_id, **kwargs)  # OGBench generation: max_episode_steps=1001 -> 1000 transitions per episode
 
