@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRID ?= ci_toy
 ADDRESS ?=
 
-.PHONY: setup test test-slow bench lint speed d3rlpy-venv tables plots profile report sweep clean
+.PHONY: datasets generate setup test test-slow bench lint speed d3rlpy-venv tables plots profile report sweep clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins g
 
 speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL, same data, same run
 	$(PY) -m benchmarks.speed --d3rlpy-python .venv-d3rlpy/bin/python
+
+datasets: setup  ## download a suite's datasets (needs network)
+	$(VENV)/bin/modebench datasets download --suite $(SUITE)
+
+generate: setup  ## build a local suite's datasets offline
+	$(VENV)/bin/modebench datasets generate --suite $(SUITE)
 
 sweep: setup  ## run a grid under Ray Tune: make sweep GRID=... [ADDRESS=auto] [SEEDS=0,1,2] [RESUME=1] [OUT=dir]
 	$(VENV)/bin/modebench sweep $(GRID) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RESUME),--resume) $(if $(OUT),--out $(OUT))
