@@ -5,7 +5,11 @@ so it never branches on a method's name:
 
 - ``Algorithm(config, spec, device)`` builds the method from its typed config;
 - ``update(batch, step) -> metrics`` does one gradient step (metrics stay tensors so the hot
-  loop never synchronises with the host);
+  loop never synchronises with the host). A method writes ``losses(batch, step)``: its
+  losses summed into one scalar (each loss sees the others' outputs detached, so one backward
+  gives every network its own gradient) and its metrics; the base class runs the shared step
+  (zero_grad, backward, ``self.optimizer``, ``self.scheduler`` if set, then ``after_step``
+  for Polyak targets);
 - ``act(obs, t, knobs) -> ActOutput`` picks actions for a batch of states (``t`` is each
   environment's time step, for schedules over the episode) and may return per-step audits;
 - ``propose(obs, n) -> [B, n, d_a]`` (methods with ``can_propose = True``) samples several
@@ -87,6 +91,8 @@ class Algorithm(nn.Module, abc.ABC):
     config_class: ClassVar[type[AlgoConfig]] = AlgoConfig
     knobs_class: ClassVar[type] = NoKnobs
     can_propose: ClassVar[bool] = False
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     def __init__(self, config: AlgoConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         super().__init__()
@@ -95,8 +101,22 @@ class Algorithm(nn.Module, abc.ABC):
         self.device = torch.device(device)
 
     @abc.abstractmethod
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(summed loss, metrics) for one batch; metrics are detached scalars named `training/...`."""
+
+    def after_step(self, step: int) -> None:
+        """Work after the optimizer step (Polyak targets); nothing by default."""
+
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        """One training step; returns detached scalar tensors named `training/...`."""
+        """One training step on one batch; returns the metrics of `losses`."""
+        loss, metrics = self.losses(batch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.after_step(step)
+        return metrics
 
     @abc.abstractmethod
     def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: Any) -> ActOutput:

@@ -37,12 +37,9 @@ class BC(Algorithm):
         self.to(self.device)
         self.optimizer = make_adam(self.actor.parameters(), config.lr, self.device)
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = -self.actor.log_prob(batch.observations, batch.actions).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"training/actor_loss": loss.detach()}
+        return loss, {"training/actor_loss": loss.detach()}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:

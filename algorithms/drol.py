@@ -189,7 +189,7 @@ class DROL(Algorithm):
             }
         return loss, metrics, k_star
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs = batch.observations
         b = obs.shape[0]
@@ -199,12 +199,11 @@ class DROL(Algorithm):
         with torch.no_grad():  # line 6: the TD target uses the actor's own single-sample action
             next_actions = self.policy(batch.next_observations, self.sample_latents((b,), obs.device))
         critic_loss, critic_metrics = self.critic.losses(batch, cfg.discount, next_actions)  # line 7, Eq. 9
-        self.optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss).backward()
-        self.optimizer.step()
-        self.critic.update_target()
         metrics.update(critic_metrics)
-        return metrics
+        return critic_loss + actor_loss, metrics
+
+    def after_step(self, step: int) -> None:
+        self.critic.update_target()
 
     # ------------------------------------------------------------------ inference
 

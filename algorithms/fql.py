@@ -148,7 +148,7 @@ class FQL(Algorithm):
         }
         return loss, metrics
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
         b = obs.shape[0]
@@ -158,12 +158,11 @@ class FQL(Algorithm):
         with torch.no_grad():  # the TD target's next action is the one-step policy's own
             next_actions = self.onestep_actions(batch.next_observations, self.noise((b,), obs.device)).clamp(-1.0, 1.0)
         critic_loss, critic_metrics = self.critic.losses(batch, cfg.discount, next_actions)
-        self.optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss).backward()
-        self.optimizer.step()
-        self.critic.update_target()
         metrics.update(critic_metrics)
-        return metrics
+        return critic_loss + actor_loss, metrics
+
+    def after_step(self, step: int) -> None:
+        self.critic.update_target()
 
     # ------------------------------------------------------------------ inference
 

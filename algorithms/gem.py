@@ -204,7 +204,7 @@ class GEM(Algorithm):
     def training_behavior(self, step: int) -> bool:
         return step < self.config.gmm_pretrain_steps or not self.config.gmm_freeze_after_pretrain
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         critic_loss, metrics, advantage = self.critic.losses(batch, self.config.discount, return_advantage=True)  # Eq. 60-68
         actor_loss, actor_metrics = self.actor_loss(batch, advantage)
         loss = critic_loss + actor_loss
@@ -213,11 +213,10 @@ class GEM(Algorithm):
             behavior_loss = self.behavior_loss(batch)
             loss = loss + behavior_loss
             metrics["training/behavior_nll"] = behavior_loss.detach()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        return loss, metrics
+
+    def after_step(self, step: int) -> None:
         self.critic.update_target()  # Polyak (Eq. 62)
-        return metrics
 
     # ------------------------------------------------------------------ Phase II (Algorithm 1)
 

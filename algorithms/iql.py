@@ -68,19 +68,17 @@ class IQL(Algorithm):
         actor_lr = cosine_schedule(spec.total_steps) if config.actor_cosine_lr else (lambda step: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [lambda step: 1.0, actor_lr])
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         critic_loss, metrics, advantage = self.critic.losses(batch, cfg.discount, return_advantage=True)
         weight = awr_weight(advantage, cfg.beta, cfg.max_weight)
         actor_loss = -(weight * self.actor.log_prob(batch.observations, batch.actions)).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss).backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        self.critic.update_target()
         metrics["training/actor_loss"] = actor_loss.detach()
         metrics["training/adv_weight_mean"] = weight.mean()
-        return metrics
+        return critic_loss + actor_loss, metrics
+
+    def after_step(self, step: int) -> None:
+        self.critic.update_target()
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:

@@ -193,7 +193,7 @@ class ISEP(Algorithm):
         loss = c_data * -self.actor.log_prob(obs, actions) + c_pi * -self.actor.log_prob(obs, policy_actions)
         return loss.mean(), (c_data + c_pi).mean()
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs = batch.observations
         with torch.no_grad():  # a~ ~ pi(.|s), detached, in the action box
@@ -201,16 +201,14 @@ class ISEP(Algorithm):
         critic_loss, metrics = interpolated_value_loss(self.critic, batch, cfg.discount, policy_actions, self.gate(len(batch)))  # Eq. 2-3
         actor_gate = self.gate(len(batch))
         actor_loss, weight_mean = self.actor_loss(obs, batch.actions, policy_actions, actor_gate)  # Eq. 5
-        self.optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss).backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        self.critic.update_target()
         metrics["training/actor_loss"] = actor_loss.detach()
         metrics["training/adv_weight_mean"] = weight_mean
         metrics["training/actor_gate_rate"] = actor_gate.float().mean()
         metrics["training/policy_q_mean"] = self.critic.target_q(obs, policy_actions).mean()
-        return metrics
+        return critic_loss + actor_loss, metrics
+
+    def after_step(self, step: int) -> None:
+        self.critic.update_target()
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:
@@ -357,7 +355,7 @@ class ISEPFM(Algorithm):
             loss = (err * keep).sum() / keep.sum().clamp_min(1.0)
         return loss, {"training/positive_token_rate": positive.float().mean(), "training/actor_gate_rate": gate.float().mean()}
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs, n = batch.observations, len(batch)
         per_sample = cfg.gate == "sample"
@@ -372,15 +370,14 @@ class ISEPFM(Algorithm):
         flow_loss, flow_metrics = self.flow_loss(
             obs, batch.actions, policy_actions, bernoulli_gate(n, cfg.lam, obs.device, per_sample)
         )  # Eq. 6
-        self.optimizer.zero_grad(set_to_none=True)
-        (critic_loss + flow_loss).backward()
-        self.optimizer.step()
-        self.critic.update_target()
         metrics.update(flow_metrics)
         metrics["training/flow_loss"] = flow_loss.detach()
         if cfg.lam > 0.0:
             metrics["training/policy_q_mean"] = self.critic.target_q(obs, policy_actions).mean()
-        return metrics
+        return critic_loss + flow_loss, metrics
+
+    def after_step(self, step: int) -> None:
+        self.critic.update_target()
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: ISEPFMKnobs) -> ActOutput:

@@ -366,7 +366,7 @@ class LOM(Algorithm):
 
     # ----- one training step -----
 
-    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs = batch.observations
         metrics: dict[str, torch.Tensor] = {}
@@ -390,14 +390,13 @@ class LOM(Algorithm):
         if not mdn_phase:
             losses += self._mode_losses(batch, metrics)
 
-        self.optimizer.zero_grad(set_to_none=True)
-        sum(losses).backward()
-        self.optimizer.step()
+        return sum(losses), metrics
 
+    def after_step(self, step: int) -> None:
+        cfg = self.config
         q_step = step + 1 if cfg.q_during_mdn else step - cfg.mdn_steps + 1  # Algorithm 1's i (1-based)
-        if (not mdn_phase or cfg.q_during_mdn) and q_step % cfg.target_update_delay == 0:
+        if (not self.in_mdn_phase(step) or cfg.q_during_mdn) and q_step % cfg.target_update_delay == 0:
             self.critic.update_target()  # psi- <- rho psi- + (1 - rho) psi
-        return metrics
 
     def _mode_losses(self, batch: Batch, metrics: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Eq. 17 (hyper Q) and Eq. 18 (weighted imitation on the greedy mode); the MDN is frozen."""
