@@ -162,10 +162,14 @@ class DROL(Algorithm):
         """(loss, metrics, k* [B]): the routed actor loss for given latents z [B, K, d_z] (Alg. 1 l. 3-5)."""
         cfg = self.config
         d_a = actions.shape[-1]
-        cands = self.candidates(obs, z)  # Eq. 4-5
-        k_star, d2 = route(cands, actions)  # Eq. 7
-        winner = gather_winner(cands, k_star)  # a_hat^{k*}: the only candidate in the loss
-        bc = gather_winner(d2, k_star)  # |a_hat^{k*} - a|^2, [B]
+        with torch.no_grad():
+            cands = self.candidates(obs, z)  # Eq. 4-5
+            k_star, _ = route(cands, actions)  # Eq. 7
+        # a_hat^{k*} is the only candidate in the loss and every other one gets exactly zero
+        # gradient (Prop. 4.2), so the K-candidate pass runs without a graph and only the winner's
+        # forward is recomputed with one: the same gradient for 1/K of the backward.
+        winner = self.policy(obs, gather_winner(z, k_star))
+        bc = (winner - actions).pow(2).sum(-1)  # |a_hat^{k*} - a|^2, [B]
         q_loss, q = policy_q_loss(self.critic, obs, winner, cfg.actor_q_agg, cfg.normalize_q_loss)
         if cfg.loss_form == "code":
             loss = cfg.alpha * (bc / d_a).mean() + cfg.q_coef * q_loss
@@ -176,7 +180,7 @@ class DROL(Algorithm):
             k = cands.shape[1]
             usage = torch.zeros(k, device=cands.device).index_add_(0, k_star, torch.ones_like(k_star, dtype=torch.float32))
             share = usage / k_star.numel()
-            pairwise, divergence = candidate_geometry(cands.detach())
+            pairwise, divergence = candidate_geometry(cands)
             metrics = {
                 "training/actor_loss": loss.detach(),
                 "training/bc_loss": (bc.detach() / d_a).mean(),  # routed BC, per action dimension

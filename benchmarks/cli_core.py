@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: the task's)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the loss pass (pays ~10-60 s of compilation once; for long runs)")
     p.set_defaults(handler=cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a checkpoint over a grid of inference-only knobs")
@@ -79,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.algo, task, steps=args.steps, seed=args.seed, out=args.out,
         config=parse_assignments(args.set), knobs=parse_assignments(args.knob, "--knob"),
         data=parse_assignments(args.data, "--data"), eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-        device=args.device, progress=not args.no_progress,
+        device=args.device, progress=not args.no_progress, compile=args.compile,
     )
     last = result.records[-1]
     print(f"run {result.run_dir}")

@@ -1,13 +1,15 @@
 """Training throughput: updates/s of every registered method, and d3rlpy's IQL on the same data.
 
-    python -m benchmarks.speed [--d3rlpy-python .venv-d3rlpy/bin/python] [--repeats 5]
+    python -m benchmarks.speed [--d3rlpy-python .venv-d3rlpy/bin/python] [--repeats 5] [--compile]
 
 All methods train at their paper defaults (network sizes, batch size) on the same synthetic
 hopper-shaped dataset (17-dim observations, 6-dim actions, 100k transitions). Each figure is
 the median over `--repeats` timed blocks of `--updates` updates after a warm-up, sampling
 included. d3rlpy 2.8.1 pins gymnasium 1.0.0, so it runs in its own virtual environment
 (`make d3rlpy-venv`) on the same arrays (saved to an .npz), in the same invocation, with the
-same thread count; the script prints the ratio of our IQL to d3rlpy's IQL.
+same thread count; the script prints the ratio of our IQL to d3rlpy's IQL. `--compile` also
+measures every method with its loss pass under torch.compile (`modebench train --compile`); the
+compilation itself (the first updates) is outside the timed blocks.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def synthetic_dataset(seed: int = 0):
     return TransitionDataset.from_episodes(episodes, "synthetic-hopper-shaped").validate()
 
 
-def measure(method: str, dataset, updates: int, repeats: int, device: torch.device) -> float:
+def measure(method: str, dataset, updates: int, repeats: int, device: torch.device, compiled: bool = False) -> float:
     from algorithms.base import EnvSpec
     from algorithms.registry import get_method
     from benchmarks.data import DataConfig, DeviceReplay, Normalizer
@@ -75,6 +77,8 @@ def measure(method: str, dataset, updates: int, repeats: int, device: torch.devi
     config = cls.config_class(**entry.config) if entry.config else cls.config_class()
     replay = DeviceReplay(dataset, DataConfig(), Normalizer.fit(dataset.observations), device, seed=0)
     algorithm = cls(config, EnvSpec(OBS_DIM, ACT_DIM, 1000, 1_000_000), device)
+    if compiled:
+        algorithm.compile_losses()
     for step in range(max(20, updates // 10)):  # warm-up, and past any pretraining switch at step 0
         algorithm.update(replay.sample(config.batch_size), step)
     rates = []
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--d3rlpy-python", default=".venv-d3rlpy/bin/python")
+    parser.add_argument("--compile", action="store_true",
+                        help="also measure each method with its loss pass compiled (train --compile)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = args.methods.split(",") if args.methods else [n for n, e in METHODS.items() if not e.config and not e.knobs]
@@ -125,14 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training updates/s, median of {args.repeats} x {args.updates} updates, paper-default sizes, "
           f"obs {OBS_DIM} / act {ACT_DIM}, {args.threads} threads, {device}")
     results = {}
+    print(f"  {'method':24s} {'eager':>9s}" + (f" {'compiled':>9s}" if args.compile else ""))
     for method in methods:
         results[method] = measure(method, dataset, args.updates, args.repeats, device)
-        print(f"  {method:24s} {results[method]:9.1f}", flush=True)
+        line = f"  {method:24s} {results[method]:9.1f}"
+        if args.compile:
+            results[f"{method} compiled"] = measure(method, dataset, args.updates, args.repeats, device, compiled=True)
+            line += f" {results[f'{method} compiled']:9.1f}"
+        print(line, flush=True)
     reference = run_d3rlpy(args.d3rlpy_python, dataset, args.threads, args.updates, args.repeats)
     if reference is not None:
         print(f"  {'d3rlpy 2.8.1 iql':24s} {reference:9.1f}")
-        if "iql" in results:
-            print(f"ratio iql / d3rlpy iql: {results['iql'] / reference:.2f}x (target >= 3x)")
+        for name in ("iql", "iql compiled"):
+            if name in results:
+                print(f"ratio {name} / d3rlpy iql: {results[name] / reference:.2f}x (target >= 3x)")
     return 0
 
 

@@ -119,13 +119,18 @@ def resolve_method(name: str, task: Task, config: dict | None = None, knobs: dic
     )
 
 
-def run_identity(method: str, task: Task, seed: int, steps: int, config: Any, data: DataConfig) -> tuple[str, str]:
+def run_identity(
+    method: str, task: Task, seed: int, steps: int, config: Any, data: DataConfig, compiled: bool = False
+) -> tuple[str, str]:
     """(run id, config hash) of a training run: the same inputs always name the same run folder,
-    which is how an interrupted run, a re-run of `bench` or a sweep trial finds its earlier work."""
+    which is how an interrupted run, a re-run of `bench` or a sweep trial finds its earlier work.
+    A compiled run (torch.compile) draws other random numbers than an eager one, so it is its own run."""
     identity = {
         "method": method, "seed": seed, "steps": steps, "config": to_dict(config), "data": to_dict(data),
         "task": task.id, "dataset": task.dataset,
     }
+    if compiled:
+        identity["compiled"] = True
     digest = config_hash(identity)
     return f"{method}__{task.id.replace('/', '-')}__seed{seed}__{digest}", digest
 
@@ -206,6 +211,7 @@ def _record(run: dict[str, Any], step: int, knobs: Any, result, extra: dict[str,
         "config_hash": run["config_hash"],
         "git_revision": git_revision(),
         "device": run["device"],
+        "compiled": run.get("compiled", False),
         "timestamp": time.time(),
         **result.summary(),
         **extra,
@@ -229,8 +235,10 @@ def train(
     progress: bool = False,
     resume: bool = True,
     on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+    compile: bool = False,
 ) -> RunResult:
-    """Train `algo` on `task` for `steps` updates; evaluate every `eval_every` steps and at the end."""
+    """Train `algo` on `task` for `steps` updates; evaluate every `eval_every` steps and at the end.
+    `compile`: torch.compile the method's loss pass (worth it for long runs; see Algorithm.compile_losses)."""
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
     task_obj = get_task(task) if isinstance(task, str) else task
@@ -253,8 +261,9 @@ def train(
         "data": to_dict(data_cfg),
         "knobs": to_dict(method.knobs),
         "device": str(torch_device),
+        "compiled": compile,
     }
-    run_id, run["config_hash"] = run_identity(algo, task_obj, seed, steps, method.config, data_cfg)
+    run_id, run["config_hash"] = run_identity(algo, task_obj, seed, steps, method.config, data_cfg, compile)
     store = RunStore(out or DEFAULT_ROOT, run_id)
     store.write_config(run)
 
@@ -263,6 +272,8 @@ def train(
     replay = DeviceReplay(dataset, data_cfg, normalizer, torch_device, seed)
     spec = EnvSpec(dataset.obs_dim, dataset.act_dim, task_obj.horizon, steps)
     algorithm = method.cls(method.config, spec, torch_device)
+    if compile:
+        algorithm.compile_losses()
     start_step = 0
     if resume and store.checkpoint_path.exists():
         payload = load_checkpoint(store.checkpoint_path)

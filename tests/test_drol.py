@@ -77,7 +77,9 @@ def test_training_target_and_inference_share_the_prior_and_inference_is_one_forw
     batch = random_batch(16, 3, 2)
     algo.update(batch, 0)
     assert shapes == [(16, 8), (16,)]  # K latents per state (Alg. 1 l. 3), one for the TD target (l. 6)
-    assert forwards == [(16, 8, 3 + 2), (16, 3 + 2)]  # the K candidates in ONE batched forward
+    # the K candidates in ONE batched forward (no graph), the winner's forward again with its
+    # graph (the only candidate in the loss), then the TD target's single-sample action
+    assert forwards == [(16, 8, 3 + 2), (16, 3 + 2), (16, 3 + 2)]
     shapes.clear(), forwards.clear()
     out = algo.act(batch.observations, torch.zeros(16, dtype=torch.long), algo.default_knobs())
     assert shapes == [(16,)] and forwards == [(16, 5)]  # Eq. 6: one latent, one forward
@@ -96,6 +98,17 @@ def test_route_picks_the_nearest_candidate():
     assert k_star.tolist() == [0, 1, 2]
     assert torch.allclose(gather_winner(d2, k_star), torch.tensor([0.02, 0.05, 0.17]), atol=1e-6)
     assert torch.equal(gather_winner(cands, k_star), cands[torch.arange(3), k_star])
+
+
+def test_recomputed_winner_equals_the_routed_candidate():
+    algo = make(act_dim=3, num_candidates=8)
+    batch = random_batch(64, 3, 3)
+    z = algo.sample_latents((64, 8))
+    _, metrics, k_star = algo.actor_loss(batch.observations, batch.actions, z)
+    cands = algo.candidates(batch.observations, z)
+    k_ref, d2 = route(cands, batch.actions)
+    assert torch.equal(k_star, k_ref)
+    assert torch.allclose(metrics["training/bc_loss"], gather_winner(d2, k_ref).mean() / 3, atol=1e-6)
 
 
 def test_non_winning_candidates_receive_exactly_zero_gradient():

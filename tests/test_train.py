@@ -36,6 +36,18 @@ def test_same_seed_same_numbers(results_root, tmp_path):
     assert not torch.equal(next(a.algorithm.parameters()), next(c.algorithm.parameters()))
 
 
+def test_compiled_losses_train_like_eager_in_a_run_of_their_own(tmp_path):
+    # BC's loss has no random draws, so the compiled graphs must follow eager's trajectory
+    # up to float rounding; the flag is recorded and names a different run folder.
+    eager = train("bc", "toy/four-goal", steps=30, seed=2, out=tmp_path, eval_episodes=5)
+    compiled = train("bc", "toy/four-goal", steps=30, seed=2, out=tmp_path, eval_episodes=5, compile=True)
+    assert compiled.run_dir != eager.run_dir
+    assert compiled.records[-1]["compiled"] is True and eager.records[-1]["compiled"] is False
+    for pa, pb in zip(eager.algorithm.parameters(), compiled.algorithm.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), (pa - pb).abs().max()
+    assert compiled.metrics["training/actor_loss"] == pytest.approx(eager.metrics["training/actor_loss"], rel=1e-4)
+
+
 def test_interrupted_run_resumes_to_the_same_numbers(tmp_path):
     full = train("iql", "toy/four-goal", steps=200, seed=1, out=tmp_path / "full", eval_every=100, eval_episodes=5)
     part_root = tmp_path / "part"  # an interrupted run: stopped right after its first evaluation + checkpoint
