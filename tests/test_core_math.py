@@ -180,3 +180,16 @@ def test_expectile_critic_returned_advantage_equals_a_fresh_one():
     _, _, adv = critic.losses(batch, 0.99, return_advantage=True)
     assert torch.allclose(adv, critic.advantage(batch.observations, batch.actions))
     assert not adv.requires_grad
+
+
+def test_graph_free_mish_matches_aten_mish():
+    from algorithms.nets import Mish
+
+    x = torch.cat([torch.linspace(-40.0, 40.0, 20001), torch.tensor([0.0, 1e-6, -1e-6, 88.0, -88.0])])
+    with torch.no_grad():
+        fast = Mish()(x)
+    assert torch.isfinite(fast).all()
+    assert torch.allclose(fast, torch.nn.functional.mish(x), atol=2e-6, rtol=1e-6)
+    y = x.clone().requires_grad_(True)  # with a graph: ATen's kernel, gradient included
+    Mish()(y).sum().backward()
+    assert torch.isfinite(y.grad).all()
