@@ -35,7 +35,7 @@ d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins g
 	.venv-d3rlpy/bin/pip install --quiet torch==2.13.0 d3rlpy==2.8.1
 
 speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL, same data, same run
-	$(PY) -m benchmarks.speed --d3rlpy-python .venv-d3rlpy/bin/python
+	$(PY) -m benchmarks.speed --d3rlpy-python .venv-d3rlpy/bin/python --compile
 
 datasets: setup  ## download a suite's datasets (needs network)
 	$(VENV)/bin/modebench datasets download --suite $(SUITE)
