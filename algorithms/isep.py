@@ -81,11 +81,10 @@ import torch
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
 from algorithms.critics import ExpectileCritic, aggregate, awr_weight, make_adam
-from algorithms.iql import cosine_schedule
+from algorithms.iql import IQL, IQLConfig
 from algorithms.nets import (
     ACTIVATIONS,
     FlowVelocityNet,
-    GaussianPolicy,
     euler_integrate,
 )
 
@@ -123,23 +122,17 @@ def _check_common(cfg) -> None:
 
 
 @dataclass
-class ISEPConfig(AlgoConfig):
+class ISEPConfig(IQLConfig):
+    """IQL's fields and defaults (2 x 256 nets, twin Q, expectile 0.7 / beta 3, clip 100, cosine
+    actor LR; Tables 3-4 set expectile 0.7 / 0.8 and beta 0.05-5 per task) plus ISEP's own."""
+
     lam: float = 0.3  # interpolation lambda of Eq. 2 / Eq. 5 (Tables 3-4: 0.2-0.5; 0 = IQL)
-    expectile: float = 0.7  # tau of the expectile value (Tables 3-4: 0.7 / 0.8)
-    beta: float = 3.0  # AWR inverse temperature (Table 3: 0.05-5)
-    max_weight: float = 100.0  # clip of exp(beta * A)
     selection: Literal["stochastic", "deterministic", "weighted-sum"] = "stochastic"  # Eq. 5 / Eq. 29 / Eq. 26
     gate: Literal["sample", "batch"] = "sample"  # Bernoulli gate per minibatch element or per update
-    hidden_dims: tuple[int, ...] = (256, 256)  # width of every MLP (actor, Q, V), IQL's
-    num_q: int = 2  # critic ensemble size (min over members)
-    lr: float = 3e-4  # Adam learning rate for every network
-    target_tau: float = 0.005  # Polyak rate of the target Q
-    actor_cosine_lr: bool = True  # cosine-decay the actor's LR over the run (IQL/CORL)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_common(self)
-        require(self.beta >= 0.0, f"beta must be >= 0, got {self.beta}")
         require(self.max_weight > 0.0, f"max_weight must be > 0, got {self.max_weight}")
         require(
             self.selection in ("stochastic", "deterministic", "weighted-sum"),
@@ -147,26 +140,15 @@ class ISEPConfig(AlgoConfig):
         )
 
 
-class ISEP(Algorithm):
-    """Gaussian ISEP: interpolated expectile value (Eq. 2) + stochastic action selection (Eq. 5)."""
+class ISEP(IQL):
+    """Gaussian ISEP: interpolated expectile value (Eq. 2) + stochastic action selection (Eq. 5).
+
+    IQL's networks, optimizer and cosine actor LR, built in the same order (so lam = 0 starts
+    from IQL's weights for a seed); only the losses and the act audit differ."""
 
     name = "isep"
     config_class = ISEPConfig
     can_propose = True
-
-    def __init__(self, config: ISEPConfig, spec: EnvSpec, device="cpu"):
-        super().__init__(config, spec, device)
-        # Same construction order as IQL, so lam = 0 starts from the same weights for a seed.
-        self.critic = ExpectileCritic(
-            spec.obs_dim, spec.act_dim, config.hidden_dims, config.num_q, config.expectile, config.target_tau
-        )
-        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, config.hidden_dims)
-        self.to(self.device)
-        self.optimizer = make_adam(
-            [{"params": self.critic.parameters()}, {"params": self.actor.parameters()}], config.lr, self.device
-        )
-        actor_lr = cosine_schedule(spec.total_steps) if config.actor_cosine_lr else (lambda step: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [lambda step: 1.0, actor_lr])
 
     def gate(self, n: int) -> torch.Tensor:
         return bernoulli_gate(n, self.config.lam, self.device, self.config.gate == "sample")
@@ -207,17 +189,10 @@ class ISEP(Algorithm):
         metrics["training/policy_q_mean"] = self.critic.target_q(obs, policy_actions).mean()
         return critic_loss + actor_loss, metrics
 
-    def after_step(self, step: int) -> None:
-        self.critic.update_target()
-
     @torch.no_grad()
     def act(self, obs: torch.Tensor, t: torch.Tensor, knobs) -> ActOutput:
         actions = self.actor(obs).mean.clamp(-1.0, 1.0)
         return ActOutput(actions, {"advantage": self.critic.advantage(obs, actions)})
-
-    @torch.no_grad()
-    def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:
-        return self.actor(obs).sample((n,)).transpose(0, 1).clamp(-1.0, 1.0)
 
 
 # --------------------------------------------------------------------------- ISEP-FM
