@@ -11,7 +11,8 @@ import dataclasses
 import hashlib
 import json
 import typing
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -30,9 +31,8 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            if type(None) in args:
-                return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() == "none")):
+            return None
         for arg in args:
             if arg is type(None):
                 continue

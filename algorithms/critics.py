@@ -14,7 +14,8 @@ target network.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn

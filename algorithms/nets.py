@@ -7,11 +7,12 @@ one batched matmul per layer (weights stacked as [M, in, out]), never a Python l
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 class Mish(nn.Mish):
     """x tanh(softplus(x)). Without a graph on CPU (flow sampling: T velocity calls per state)
@@ -159,7 +160,7 @@ class DiagonalGMM:
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.joint_log_probs(actions), dim=-1)
 
-    def expand_samples(self, n: int) -> "DiagonalGMM":
+    def expand_samples(self, n: int) -> DiagonalGMM:
         """The same mixtures with a new axis of size n before the component axis."""
         return DiagonalGMM(
             self.log_weights.unsqueeze(-2).expand(*self.log_weights.shape[:-1], n, -1),

@@ -20,8 +20,9 @@ whole rule for any candidate source, e.g. another method's `propose(obs, n)` (me
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 

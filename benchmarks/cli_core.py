@@ -6,7 +6,6 @@ import argparse
 import math
 import os
 import signal
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -147,7 +146,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if name not in tasks:
             raise ConfigError(f"unknown task {name!r} in suite {args.suite!r}; valid tasks: {', '.join(tasks)}")
     methods = bench_methods(args.methods)
-    from benchmarks.sources import require_datasets  # missing data: one clear error now, not one per worker
+    from benchmarks.sources import (
+        require_datasets,  # missing data: one clear error now, not one per worker
+    )
 
     require_datasets(args.suite, [tasks[name] for name in selected])
     steps = args.steps or int(_read_suite(args.suite).get("bench_steps", 10_000))
@@ -215,7 +216,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
     for suite in names:
         tasks = load_suite(suite)
         print(f"{suite}: {len(tasks)} tasks")
-        for name, task in tasks.items():
+        for task in tasks.values():
             marker = " (default)" if task.default else ""
             print(f"  {task.id}{marker}  {task.description}")
     return 0

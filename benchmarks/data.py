@@ -13,8 +13,9 @@ and the box is kept (`action_low`, `action_high`) so evaluation maps actions bac
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -58,14 +59,14 @@ class TransitionDataset:
 
     @property
     def num_episodes(self) -> int:
-        return int(len(np.unique(self.episode_ids)))
+        return len(np.unique(self.episode_ids))
 
     def episode_returns(self) -> np.ndarray:
         return np.bincount(self.episode_ids - self.episode_ids.min(), weights=self.rewards)[
             np.unique(self.episode_ids - self.episode_ids.min())
         ]
 
-    def validate(self) -> "TransitionDataset":
+    def validate(self) -> TransitionDataset:
         """Refuse malformed data with the field, the index and what to do about it."""
         n = len(self)
         if self.observations.ndim != 2:
@@ -120,7 +121,7 @@ class TransitionDataset:
             raise DatasetError(f"{self.name}: field 'terminals' is set at index {index} in the middle of an episode")
         return self
 
-    def subset(self, indices: np.ndarray) -> "TransitionDataset":
+    def subset(self, indices: np.ndarray) -> TransitionDataset:
         return dataclasses.replace(self, **{f: getattr(self, f)[indices] for f in FIELDS})
 
     @classmethod
@@ -131,7 +132,7 @@ class TransitionDataset:
         action_low: np.ndarray | None = None,
         action_high: np.ndarray | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> "TransitionDataset":
+    ) -> TransitionDataset:
         """Episodes with observations [T+1, o] (Minari layout), actions [T, a], rewards,
         terminations and truncations [T]."""
         parts: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
@@ -169,7 +170,7 @@ class TransitionDataset:
         action_low: np.ndarray | None = None,
         action_high: np.ndarray | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> "TransitionDataset":
+    ) -> TransitionDataset:
         """D4RL-style flat arrays: observations, actions, rewards, terminals, timeouts and
         optionally next_observations. Without next_observations, the next observation is the
         following row and each episode's last transition is dropped (d4rl.qlearning_dataset)."""
@@ -207,7 +208,7 @@ class TransitionDataset:
         arrays = {k: v[keep] for k, v in arrays.items()}
         return cls(**arrays, name=name, metadata=metadata or {}).rescale_actions(action_low, action_high)
 
-    def rescale_actions(self, low: np.ndarray | None, high: np.ndarray | None) -> "TransitionDataset":
+    def rescale_actions(self, low: np.ndarray | None, high: np.ndarray | None) -> TransitionDataset:
         """Map actions from the box [low, high] to [-1, 1] (no-op for the unit box or None)."""
         if low is None or high is None:
             return self
@@ -249,7 +250,7 @@ class Normalizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, observations: np.ndarray, enabled: bool = True) -> "Normalizer":
+    def fit(cls, observations: np.ndarray, enabled: bool = True) -> Normalizer:
         dim = observations.shape[1]
         if not enabled:
             return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
@@ -264,7 +265,7 @@ class Normalizer:
         return {"mean": torch.as_tensor(self.mean), "std": torch.as_tensor(self.std)}
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "Normalizer":
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> Normalizer:
         return cls(state["mean"].numpy(), state["std"].numpy())
 
 

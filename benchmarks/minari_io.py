@@ -113,7 +113,7 @@ def load_d4rl_file(path: str, name: str | None = None) -> TransitionDataset:
         import h5py
 
         with h5py.File(file, "r") as h5:
-            data = {k: h5[k][()] for k in h5.keys() if isinstance(h5[k], h5py.Dataset)}
+            data = {k: h5[k][()] for k in h5 if isinstance(h5[k], h5py.Dataset)}
     else:
         raise DatasetError(f"{path}: unknown file type {file.suffix!r}; expected .npz, .hdf5 or .h5")
     return TransitionDataset.from_flat(data, name=name or file.stem, metadata={"source": "d4rl-file", "path": str(file)})

@@ -18,10 +18,11 @@ core never branches on a suite's name.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -148,13 +149,13 @@ def suite_names() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.stem.endswith("_overrides"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def override_tables() -> dict[str, dict[str, dict]]:
     """Every `*_overrides.yaml` file: {file name: {SUITE or SUITE/TASK: {method: {config, knobs}}}}."""
     return {p.name: yaml.safe_load(p.read_text()) or {} for p in sorted(SUITES_DIR.glob("*_overrides.yaml"))}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_suite(name: str) -> dict:
     path = SUITES_DIR / f"{name}.yaml"
     if not path.exists():
@@ -249,4 +250,4 @@ def _d4rl_file(path: str, name: str | None = None) -> TransitionDataset:
 
 
 # The real suites' sources (D4RL files, OGBench, offline generators, MassScale): benchmarks/sources.py
-import benchmarks.sources  # noqa: E402,F401
+import benchmarks.sources  # noqa: F401

@@ -16,7 +16,7 @@ Each task is a gymnasium env, a seeded dataset generator and reference returns
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -30,7 +30,7 @@ MODE_RADIUS = 0.25
 class BanditEnv(gym.Env):
     """A one-step episode: observe a state, act once, get the reward, terminate."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     obs_dim = 2
 
     def __init__(self) -> None:
@@ -118,7 +118,7 @@ class ObstacleNavigation(gym.Env):
     """2D point: x <- x + 0.1 a; start near (0, -1), goal disc at (0, 1), obstacle disc at (0, 0).
     Reward 1 and termination on reaching the goal; touching the obstacle terminates with 0."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     START = np.array([0.0, -1.0], np.float32)
     GOAL = np.array([0.0, 1.0], np.float32)
     GOAL_RADIUS = 0.2
@@ -127,7 +127,7 @@ class ObstacleNavigation(gym.Env):
     HORIZON = 60
     REF_RANDOM = 0.0  # measured by tests: a uniform random walk essentially never arrives
     REF_OPTIMAL = 1.0
-    WAYPOINTS = {"left": np.array([-0.7, 0.0], np.float32), "right": np.array([0.7, 0.0], np.float32)}
+    WAYPOINTS: ClassVar[dict[str, np.ndarray]] = {"left": np.array([-0.7, 0.0], np.float32), "right": np.array([0.7, 0.0], np.float32)}
 
     def __init__(self) -> None:
         self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)

@@ -5,9 +5,21 @@ import math
 import pytest
 import torch
 
-from algorithms.critics import ExpectileCritic, TDCritic, awr_weight, expectile_loss, polyak_update
 from algorithms.base import Batch
-from algorithms.nets import DiagonalGMM, EnsembleCritic, GMMPolicy, euler_integrate, sample_ball
+from algorithms.critics import (
+    ExpectileCritic,
+    TDCritic,
+    awr_weight,
+    expectile_loss,
+    polyak_update,
+)
+from algorithms.nets import (
+    DiagonalGMM,
+    EnsembleCritic,
+    GMMPolicy,
+    euler_integrate,
+    sample_ball,
+)
 
 
 def test_expectile_loss_by_hand():

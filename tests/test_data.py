@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from benchmarks.data import DataConfig, DatasetError, Normalizer, TransitionDataset, transform_rewards
-from benchmarks.minari_io import load_d4rl_file
 from benchmarks import toy
+from benchmarks.data import (
+    DataConfig,
+    DatasetError,
+    Normalizer,
+    TransitionDataset,
+    transform_rewards,
+)
+from benchmarks.minari_io import load_d4rl_file
 
 
 def _episodes():

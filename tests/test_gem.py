@@ -9,7 +9,6 @@ import io
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -19,7 +18,13 @@ from algorithms.config import ConfigError, from_dict
 from algorithms.gem import GEM, GEMConfig, GEMKnobs, nll_gap
 from algorithms.nets import DiagonalGMM
 from algorithms.registry import METHODS
-from algorithms.selection import lcb, score_and_select, select_top_k, support_weight, zscore
+from algorithms.selection import (
+    lcb,
+    score_and_select,
+    select_top_k,
+    support_weight,
+    zscore,
+)
 
 TINY = dict(hidden_dims=(32, 32), num_q=3, num_components=3, behavior_components=2)
 
@@ -95,7 +100,7 @@ def test_schedule_starts_at_one_and_ends_at_w_end():
 def test_k_smooth_averages_the_top_k():
     cands = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
     scores = torch.tensor([[0.1, 0.9, 0.5, 0.7]])
-    a1, top1 = select_top_k(cands, scores, 1)
+    a1, _top1 = select_top_k(cands, scores, 1)
     torch.testing.assert_close(a1, torch.tensor([[1.0, 0.0]]))
     a2, top2 = select_top_k(cands, scores, 2)
     torch.testing.assert_close(a2, torch.tensor([[1.0, 0.5]]))  # mean of (1, 0) and (1, 1)

@@ -10,8 +10,16 @@ import torch
 
 from algorithms.base import Batch, EnvSpec
 from algorithms.config import ConfigError, from_dict
-from algorithms.lom import CODE_PRESET, LOM, M_SWEEP, LOMConfig, LOMKnobs, sample_each_mode
+from algorithms.lom import (
+    CODE_PRESET,
+    LOM,
+    M_SWEEP,
+    LOMConfig,
+    LOMKnobs,
+    sample_each_mode,
+)
 from algorithms.registry import get_method
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -226,7 +234,7 @@ def test_greedy_mode_is_the_argmax_of_the_hyper_q():
     means = torch.tensor([[0.8, 0.8], [-0.8, 0.8], [-0.8, -0.8], [0.8, -0.8]])
     set_modes(algo, means, log_std=math.log(0.05))
     obs = torch.randn(3, 3)
-    u, hq, _ = algo.greedy_mode(obs)
+    u, _hq, _ = algo.greedy_mode(obs)
     assert u.tolist() == [1, 0, 3]
     out = algo.act(obs, torch.zeros(3, dtype=torch.long), LOMKnobs(actor="greedy_mode"))
     assert out.audits["greedy_mode"].tolist() == [1.0, 0.0, 3.0]

@@ -56,6 +56,6 @@ def test_train_on_any_minari_dataset(local_minari, tmp_path, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("normalized_score ")
     # the score is the dataset's ref_min/max normalisation of the recovered env's return
-    returns_line = [line for line in out if line.startswith("return ")][0]
+    returns_line = next(line for line in out if line.startswith("return "))
     ret = float(returns_line.split()[1])
     assert float(out[-1].split()[1]) == pytest.approx(100 * ret, abs=1e-3)
