@@ -93,6 +93,7 @@ class Algorithm(nn.Module, abc.ABC):
     can_propose: ClassVar[bool] = False
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    _compiled_losses: Any = None  # set by compile_losses()
 
     def __init__(self, config: AlgoConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         super().__init__()
@@ -118,8 +119,7 @@ class Algorithm(nn.Module, abc.ABC):
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """One training step on one batch; returns the metrics of `losses`."""
-        losses = self.__dict__.get("_compiled_losses") or self.losses
-        loss, metrics = losses(batch, step)
+        loss, metrics = (self._compiled_losses or self.losses)(batch, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -87,11 +87,16 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
     return value
 
 
+def resolve_aliases(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with `cls.ALIASES` renamed to field names (e.g. the paper's `lambda` for GEM's `lcb_lambda`)."""
+    aliases = getattr(cls, "ALIASES", {})
+    return {aliases.get(k, k): v for k, v in values.items()}
+
+
 def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None, what: str = "config") -> T:
     """Build `cls` from `values` on top of `base` (or the defaults); unknown keys are errors."""
     types_ = _field_types(cls)
-    aliases = getattr(cls, "ALIASES", {})  # e.g. the paper's `lambda` for GEM's `lcb_lambda`
-    values = {aliases.get(k, k): v for k, v in values.items()}
+    values = resolve_aliases(cls, values)
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ConfigError(

@@ -43,13 +43,6 @@ def polyak_update(target: nn.Module | list[torch.Tensor], source: nn.Module | li
     torch._foreach_lerp_(t_params, s_params, tau)
 
 
-def polyak_lists(target: nn.Module, source: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The two parameter lists polyak_update pairs up, built once: walking the modules every
-    update costs more than the fused lerp itself on small nets. `.to()` and load_state_dict
-    update parameters in place, so the lists stay valid."""
-    return list(target.parameters()), list(source.parameters())
-
-
 def aggregate(q: torch.Tensor, how: Literal["min", "mean"]) -> torch.Tensor:
     """Aggregate an [M, ...] ensemble output over members."""
     if how == "min":
@@ -74,7 +67,24 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
-class ExpectileCritic(nn.Module):
+class TargetedQEnsemble(nn.Module):
+    """A Q-ensemble `q` and its frozen Polyak copy `q_target`: what both critics share."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dims: Sequence[int], num_q: int, target_tau: float,
+                 act: str, layer_norm: bool):
+        super().__init__()
+        self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm)
+        self.q_target = frozen_copy(self.q)
+        self.target_tau = target_tau
+        # Built once: walking the modules every update costs more than the fused lerp itself on
+        # small nets. `.to()` and load_state_dict update parameters in place, so they stay valid.
+        self._polyak_lists = (list(self.q_target.parameters()), list(self.q.parameters()))
+
+    def update_target(self) -> None:
+        polyak_update(*self._polyak_lists, self.target_tau)
+
+
+class ExpectileCritic(TargetedQEnsemble):
     """IQL critic: Q-ensemble (min aggregation in training) + expectile state value V."""
 
     def __init__(
@@ -88,13 +98,9 @@ class ExpectileCritic(nn.Module):
         act: str = "relu",
         layer_norm: bool = False,
     ):
-        super().__init__()
-        self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm)
-        self.q_target = frozen_copy(self.q)
-        self._polyak_lists = polyak_lists(self.q_target, self.q)
+        super().__init__(obs_dim, act_dim, hidden_dims, num_q, target_tau, act, layer_norm)
         self.v = MLP(obs_dim, hidden_dims, 1, act, layer_norm)
         self.expectile = expectile
-        self.target_tau = target_tau
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.v(obs).squeeze(-1)
@@ -134,11 +140,8 @@ class ExpectileCritic(nn.Module):
         """A = Qtgt_min(s, a) - V(s), detached."""
         return self.target_q(obs, actions) - self.value(obs)
 
-    def update_target(self) -> None:
-        polyak_update(*self._polyak_lists, self.target_tau)
 
-
-class TDCritic(nn.Module):
+class TDCritic(TargetedQEnsemble):
     """Q-ensemble regressed to r + gamma (1 - d) agg Qtgt(s', a') with caller-chosen a'."""
 
     def __init__(
@@ -152,11 +155,7 @@ class TDCritic(nn.Module):
         act: str = "gelu",
         layer_norm: bool = True,
     ):
-        super().__init__()
-        self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm)
-        self.q_target = frozen_copy(self.q)
-        self._polyak_lists = polyak_lists(self.q_target, self.q)
-        self.target_tau = target_tau
+        super().__init__(obs_dim, act_dim, hidden_dims, num_q, target_tau, act, layer_norm)
         self.q_agg = q_agg
 
     def losses(
@@ -168,6 +167,3 @@ class TDCritic(nn.Module):
         q = self.q(batch.observations, batch.actions)
         q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(1).sum()
         return q_loss, {"training/q_loss": q_loss.detach(), "training/q_mean": q.detach().mean()}
-
-    def update_target(self) -> None:
-        polyak_update(*self._polyak_lists, self.target_tau)

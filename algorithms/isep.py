@@ -82,11 +82,7 @@ from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
 from algorithms.critics import ExpectileCritic, aggregate, awr_weight, make_adam
 from algorithms.iql import IQL, IQLConfig
-from algorithms.nets import (
-    ACTIVATIONS,
-    FlowVelocityNet,
-    euler_integrate,
-)
+from algorithms.nets import ACTIVATIONS, FlowVelocityNet, euler_integrate
 
 # --------------------------------------------------------------------------- shared pieces
 

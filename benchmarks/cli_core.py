@@ -146,11 +146,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if name not in tasks:
             raise ConfigError(f"unknown task {name!r} in suite {args.suite!r}; valid tasks: {', '.join(tasks)}")
     methods = bench_methods(args.methods)
-    from benchmarks.sources import (
-        require_datasets,  # missing data: one clear error now, not one per worker
-    )
+    from benchmarks.sources import require_datasets
 
-    require_datasets(args.suite, [tasks[name] for name in selected])
+    require_datasets(args.suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
     steps = args.steps or int(_read_suite(args.suite).get("bench_steps", 10_000))
     _check_positive("--seeds", args.seeds)
     _check_positive("--jobs", args.jobs)

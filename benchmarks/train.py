@@ -26,7 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from algorithms.base import Algorithm, EnvSpec
-from algorithms.config import ConfigError, config_hash, from_dict, to_dict
+from algorithms.config import (
+    ConfigError,
+    config_hash,
+    from_dict,
+    resolve_aliases,
+    to_dict,
+)
 from algorithms.registry import base_method, get_method
 from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionDataset
 from benchmarks.evaluation import evaluate
@@ -392,8 +398,7 @@ def evaluate_checkpoint(
     algorithm, task, normalizer, method = rebuild(payload, device)
     knobs_cls = method.cls.knobs_class
     base_knobs = to_dict(method.knobs)
-    aliases = getattr(knobs_cls, "ALIASES", {})
-    grid = {aliases.get(k, k): v for k, v in (knob_grid or {}).items()}
+    grid = resolve_aliases(knobs_cls, knob_grid or {})
     unknown = sorted(set(grid) - set(base_knobs))
     if unknown:
         raise ConfigError(
