@@ -12,8 +12,8 @@ import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
-from algorithms.critics import make_adam
 from algorithms.nets import GaussianPolicy
+from algorithms.optim import make_adam
 
 
 @dataclass

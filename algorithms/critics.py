@@ -14,7 +14,7 @@ target network.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -50,15 +50,6 @@ def aggregate(q: torch.Tensor, how: Literal["min", "mean"]) -> torch.Tensor:
     if how == "mean":
         return q.mean(0)
     raise ValueError(f"unknown ensemble aggregation {how!r}; valid: min, mean")
-
-
-def make_adam(
-    param_groups: Iterable[dict] | Iterable[nn.Parameter], lr: float, device: torch.device
-) -> torch.optim.Adam:
-    """Adam with the fused kernel (one launch for all parameters) where the device supports it."""
-    groups = list(param_groups)
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(groups, lr=lr, fused=fused)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

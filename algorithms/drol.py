@@ -45,9 +45,10 @@ import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
-from algorithms.critics import TDCritic, make_adam
+from algorithms.critics import TDCritic
 from algorithms.fql import policy_q_loss
 from algorithms.nets import ACTIVATIONS, MLP, sample_ball
+from algorithms.optim import make_adam
 
 K_SWEEP = (1, 2, 4, 8, 16, 32, 64)  # the routing budgets of the paper's K sweeps (Fig. 3-4)
 

@@ -35,8 +35,9 @@ import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
-from algorithms.critics import TDCritic, aggregate, make_adam
+from algorithms.critics import TDCritic, aggregate
 from algorithms.nets import ACTIVATIONS, MLP, FlowVelocityNet, euler_integrate
+from algorithms.optim import make_adam
 
 
 def policy_q_loss(

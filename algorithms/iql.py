@@ -21,8 +21,9 @@ import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
-from algorithms.critics import ExpectileCritic, awr_weight, make_adam
+from algorithms.critics import ExpectileCritic, awr_weight
 from algorithms.nets import GaussianPolicy
+from algorithms.optim import make_adam
 
 
 @dataclass

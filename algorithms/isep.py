@@ -80,9 +80,10 @@ import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
-from algorithms.critics import ExpectileCritic, aggregate, awr_weight, make_adam
+from algorithms.critics import ExpectileCritic, aggregate, awr_weight
 from algorithms.iql import IQL, IQLConfig
 from algorithms.nets import ACTIVATIONS, FlowVelocityNet, euler_integrate
+from algorithms.optim import make_adam
 
 # --------------------------------------------------------------------------- shared pieces
 

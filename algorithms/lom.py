@@ -86,8 +86,9 @@ from torch import nn
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import require
-from algorithms.critics import TDCritic, aggregate, make_adam
+from algorithms.critics import TDCritic, aggregate
 from algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
+from algorithms.optim import make_adam
 
 M_SWEEP = (2, 5, 10, 15, 20)  # the paper's sweep of the number of modes M (Table 3, Fig. 3)
 
