@@ -285,34 +285,41 @@ def transform_rewards(dataset: TransitionDataset, cfg: DataConfig) -> np.ndarray
 
 
 class DeviceReplay:
-    """The whole dataset as tensors on the training device; uniform minibatches by index."""
+    """The whole dataset as tensors on the training device; uniform minibatches by index.
+
+    The six fields live side by side in one [N, 2 d_s + 2 d_a + 2] table, so a minibatch is one
+    row gather (the fields are column views of it) instead of six."""
+
+    FIELDS = ("observations", "actions", "rewards", "next_observations", "dones", "next_actions")
 
     def __init__(self, dataset: TransitionDataset, cfg: DataConfig, normalizer: Normalizer, device: torch.device, seed: int):
-        def t(x: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
-
         clip = cfg.clip_actions
-        self.observations = t(normalizer(dataset.observations))
-        self.next_observations = t(normalizer(dataset.next_observations))
-        self.actions = t(np.clip(dataset.actions, -clip, clip))
-        self.next_actions = t(np.clip(dataset.next_actions, -clip, clip))
-        self.rewards = t(transform_rewards(dataset, cfg))
-        self.dones = t(dataset.terminals.astype(np.float32))
+        columns = {
+            "observations": normalizer(dataset.observations),
+            "actions": np.clip(dataset.actions, -clip, clip),
+            "rewards": transform_rewards(dataset, cfg)[:, None],
+            "next_observations": normalizer(dataset.next_observations),
+            "dones": dataset.terminals.astype(np.float32)[:, None],
+            "next_actions": np.clip(dataset.next_actions, -clip, clip),
+        }
+        self._widths = [columns[name].shape[1] for name in self.FIELDS]
+        table = np.concatenate([np.asarray(columns[name], dtype=np.float32) for name in self.FIELDS], axis=1)
+        self.table = torch.as_tensor(table, device=device)
+        for name, view in zip(self.FIELDS, self._split(self.table)):
+            setattr(self, name, view)
         self.size = len(dataset)
         self.device = device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+
+    def _split(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        parts = list(torch.split(rows, self._widths, dim=1))
+        parts[2], parts[4] = parts[2].squeeze(1), parts[4].squeeze(1)  # rewards and dones are [B]
+        return parts
 
     def sample(self, batch_size: int) -> Batch:
         idx = torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.device)
         return self.batch(idx)
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        return Batch(
-            observations=self.observations[idx],
-            actions=self.actions[idx],
-            rewards=self.rewards[idx],
-            next_observations=self.next_observations[idx],
-            dones=self.dones[idx],
-            next_actions=self.next_actions[idx],
-        )
+        return Batch(**dict(zip(self.FIELDS, self._split(self.table.index_select(0, idx)))))
