@@ -15,16 +15,22 @@ from torch import nn
 
 
 class Mish(nn.Mish):
-    """x tanh(softplus(x)). Without a graph on CPU (flow sampling: T velocity calls per state)
-    it is computed from vectorised exp/mul/div, about 2x faster than ATen's scalar CPU mish
-    kernel and equal to it within 2e-6; with a graph, or on an accelerator, it is ATen's."""
+    """x tanh(softplus(x)). ATen's CPU mish and mish_backward are scalar loops, so on CPU it is
+    composed from vectorised kernels, equal to ATen's within 2.4e-6 (tested): without a graph
+    (flow sampling: T velocity calls per state) from exp/mul/div, 2.5-4x faster; with one (the
+    flow-matching loss) as x * tanh(softplus(x)), whose forward and backward together run 2x
+    (4 x 512 nets) to 10x (128 wide) faster. On an accelerator it is ATen's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != "cpu":
+        if x.device.type != "cpu":
             return F.mish(x)
-        e = torch.exp(x.clamp(max=20.0))  # tanh(softplus(x)) = n / (n + 2), n = e^x (e^x + 2)
-        n = e * (e + 2.0)
-        return x * (n / (n + 2.0))
+        if torch.is_grad_enabled():
+            return x * torch.tanh(F.softplus(x))  # softplus returns x above 20, where tanh is 1.0 in float
+        # tanh(softplus(x)) = n / (n + 2), n = e^x (e^x + 2); in place: fresh buffers cost more
+        # than the arithmetic at 512 wide
+        e = x.clamp(max=20.0).exp_()
+        n = (e + 2.0).mul_(e)
+        return n.div_(n + 2.0).mul_(x)
 
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
