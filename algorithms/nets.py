@@ -35,6 +35,8 @@ class Mish(nn.Mish):
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
+    # exact (erf) GELU. The JAX codebases (FQL / OGBench, CFGRL) use flax nn.gelu, the tanh
+    # approximation: at most 4.7e-4 apart, and ATen's CPU tanh form is 2-4x slower.
     "gelu": nn.GELU,
     "mish": Mish,
     "tanh": nn.Tanh,
