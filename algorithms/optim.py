@@ -62,14 +62,14 @@ class FusedAdam(torch.optim.Adam):
     @torch.no_grad()
     def step(self, closure=None):
         if closure is not None:
-            return torch.optim.Adam.step.__wrapped__(self, closure)
+            return super().step(closure)
         grads = [[p.grad for p in group["params"]] for group in self.param_groups]
         key = tuple(tuple(g is not None for g in group_grads) for group_grads in grads)
         if key not in self._plans:
             self._plans[key] = self._plan(key)
         plan = self._plans[key]
         if plan is None:
-            torch.optim.Adam.step.__wrapped__(self)
+            super().step()
             self._plans.pop(key)  # state now exists: plan again next step
             return None
         torch._foreach_add_([s for entry in plan for s in entry[3]], 1)
