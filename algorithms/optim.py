@@ -23,7 +23,7 @@ class FusedAdam(torch.optim.Adam):
     """torch.optim.Adam(fused=True) whose step and zero_grad skip the Python re-walk."""
 
     def __init__(self, params: Iterable[Any], lr: float):
-        self._plans: dict[tuple, list[tuple] | None] = {}
+        self._plans: dict[tuple, tuple[list[tuple], list[torch.Tensor]] | None] = {}
         super().__init__(params, lr=lr, fused=True)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -41,9 +41,9 @@ class FusedAdam(torch.optim.Adam):
             for p in group["params"]:
                 p.grad = None
 
-    def _plan(self, key: tuple) -> list[tuple] | None:
-        """Per group: (params, exp_avgs, exp_avg_sqs, steps) of the parameters with gradients,
-        or None where the fast path does not apply."""
+    def _plan(self, key: tuple) -> tuple[list[tuple], list[torch.Tensor]] | None:
+        """(per group: (params, exp_avgs, exp_avg_sqs, steps) of the parameters with gradients;
+        every group's step counters in one list), or None where the fast path does not apply."""
         plan = []
         for group, has_grad in zip(self.param_groups, key):
             if group["amsgrad"] or group["capturable"] or group["differentiable"] or group.get("decoupled_weight_decay"):
@@ -57,7 +57,7 @@ class FusedAdam(torch.optim.Adam):
                 return None
             plan.append((params, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                          [s["step"] for s in states]))
-        return plan
+        return plan, [step for entry in plan for step in entry[3]]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -72,8 +72,9 @@ class FusedAdam(torch.optim.Adam):
             super().step()
             self._plans.pop(key)  # state now exists: plan again next step
             return None
-        torch._foreach_add_([s for entry in plan for s in entry[3]], 1)
-        for group, group_grads, (params, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, grads, plan):
+        per_group, all_steps = plan
+        torch._foreach_add_(all_steps, 1)
+        for group, group_grads, (params, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, grads, per_group):
             if not params:
                 continue
             beta1, beta2 = group["betas"]

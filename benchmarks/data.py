@@ -291,6 +291,7 @@ class DeviceReplay:
     row gather (the fields are column views of it) instead of six."""
 
     FIELDS = ("observations", "actions", "rewards", "next_observations", "dones", "next_actions")
+    SCALAR_FIELDS = ("rewards", "dones")
 
     def __init__(self, dataset: TransitionDataset, cfg: DataConfig, normalizer: Normalizer, device: torch.device, seed: int):
         clip = cfg.clip_actions
@@ -305,16 +306,18 @@ class DeviceReplay:
         self._widths = [columns[name].shape[1] for name in self.FIELDS]
         table = np.concatenate([np.asarray(columns[name], dtype=np.float32) for name in self.FIELDS], axis=1)
         self.table = torch.as_tensor(table, device=device)
-        for name, view in zip(self.FIELDS, self._split(self.table)):
+        for name, view in self._split(self.table).items():
             setattr(self, name, view)
         self.size = len(dataset)
         self.device = device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
 
-    def _split(self, rows: torch.Tensor) -> list[torch.Tensor]:
-        parts = list(torch.split(rows, self._widths, dim=1))
-        parts[2], parts[4] = parts[2].squeeze(1), parts[4].squeeze(1)  # rewards and dones are [B]
+    def _split(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The fields of table rows as column views; rewards and dones as [B]."""
+        parts = dict(zip(self.FIELDS, torch.split(rows, self._widths, dim=1)))
+        for name in self.SCALAR_FIELDS:
+            parts[name] = parts[name].squeeze(1)
         return parts
 
     def sample(self, batch_size: int) -> Batch:
@@ -322,4 +325,4 @@ class DeviceReplay:
         return self.batch(idx)
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        return Batch(**dict(zip(self.FIELDS, self._split(self.table.index_select(0, idx)))))
+        return Batch(**self._split(self.table.index_select(0, idx)))
