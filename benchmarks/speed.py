@@ -9,7 +9,9 @@ included. d3rlpy 2.8.1 pins gymnasium 1.0.0, so it runs in its own virtual envir
 (`make d3rlpy-venv`) on the same arrays (saved to an .npz), in the same invocation, with the
 same thread count; its timed blocks alternate with our IQL's (never overlapping), and the
 script prints the median of the paired ratios, which a slow spell of a shared machine moves far
-less than a ratio of two separately timed medians. `--compile` also
+less than a ratio of two separately timed medians. A plain PyTorch IQL (`PlainIQL`, written the
+way CORL's is) takes a third block in each pair, so the run also shows what the machine does
+with straightforward code, the issue's second reference point. `--compile` also
 measures every method with its loss pass under torch.compile (`modebench train --compile`); the
 compilation itself (the first updates) is outside the timed blocks.
 """
@@ -17,6 +19,7 @@ compilation itself (the first updates) is outside the timed blocks.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import subprocess
 import sys
@@ -70,9 +73,9 @@ def synthetic_dataset(seed: int = 0):
 
 def measure(
     method: str, dataset, updates: int, repeats: int, device: torch.device, compiled: bool = False,
-    after_block: Callable[[], float] | None = None,
-) -> tuple[list[float], list[float]]:
-    """(our updates/s per timed block, `after_block()`'s figure after each block)."""
+    after_block: Callable[[], dict[str, float]] | None = None,
+) -> tuple[list[float], dict[str, list[float]]]:
+    """(our updates/s per timed block, {reference: its figure in the block after each of ours})."""
     from algorithms.base import EnvSpec
     from algorithms.registry import get_method
     from benchmarks.data import DataConfig, DeviceReplay, Normalizer
@@ -86,7 +89,8 @@ def measure(
         algorithm.compile_losses()
     for step in range(max(20, updates // 10)):  # warm-up, and past any pretraining switch at step 0
         algorithm.update(replay.sample(config.batch_size), step)
-    rates, others = [], []
+    rates: list[float] = []
+    others: dict[str, list[float]] = {}
     step = 10_000_000  # well past every method's pretraining phase
     for _ in range(repeats):
         if device.type == "cuda":
@@ -98,8 +102,80 @@ def measure(
         float(next(iter(metrics.values())))  # wait for queued work before stopping the clock
         rates.append(updates / (time.perf_counter() - start))
         if after_block is not None:
-            others.append(after_block())
+            for name, rate in after_block().items():
+                others.setdefault(name, []).append(rate)
     return rates, others
+
+
+class PlainIQL:
+    """IQL as a plain PyTorch script writes it (CORL's layout): twin Q MLPs and V and a Gaussian
+    actor as nn.Sequential, three fused Adams and three backward passes per update (V, then Q,
+    then the actor), Polyak by one fused lerp, minibatches by indexing the arrays. The issue's
+    "plain PyTorch IQL" reference point for the machine, at the same sizes and batch; timing
+    only (its scores are never used)."""
+
+    def __init__(self, dataset, device: torch.device, seed: int = 0, hidden: int = 256, batch_size: int = 256,
+                 expectile: float = 0.7, beta: float = 3.0, discount: float = 0.99, tau: float = 0.005):
+        from torch import nn
+
+        generator = torch.Generator().manual_seed(seed)
+        obs_dim, act_dim = dataset.observations.shape[1], dataset.actions.shape[1]
+
+        def mlp(inputs: int, outputs: int) -> nn.Module:
+            return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, outputs)).to(device)
+
+        self.q1, self.q2, self.v, self.actor = mlp(obs_dim + act_dim, 1), mlp(obs_dim + act_dim, 1), mlp(obs_dim, 1), mlp(obs_dim, act_dim)
+        self.log_std = nn.Parameter(torch.zeros(act_dim, device=device))
+        self.target_q1, self.target_q2 = copy.deepcopy(self.q1).requires_grad_(False), copy.deepcopy(self.q2).requires_grad_(False)
+        self.q_params = [*self.q1.parameters(), *self.q2.parameters()]
+        self.q_targets = [*self.target_q1.parameters(), *self.target_q2.parameters()]
+        fused = device.type in ("cpu", "cuda")
+        self.q_opt = torch.optim.Adam(self.q_params, 3e-4, fused=fused)
+        self.v_opt = torch.optim.Adam(self.v.parameters(), 3e-4, fused=fused)
+        self.actor_opt = torch.optim.Adam([*self.actor.parameters(), self.log_std], 3e-4, fused=fused)
+        self.data = [torch.as_tensor(np.asarray(x, np.float32), device=device) for x in (
+            dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals)]
+        self.generator, self.device, self.batch_size = generator, device, batch_size
+        self.expectile, self.beta, self.discount, self.tau = expectile, beta, discount, tau
+
+    def update(self) -> None:
+        index = torch.randint(0, len(self.data[0]), (self.batch_size,), generator=self.generator).to(self.device)
+        obs, actions, rewards, next_obs, terminals = (x[index] for x in self.data)
+        obs_actions = torch.cat([obs, actions], 1)
+        with torch.no_grad():
+            target_q = torch.min(self.target_q1(obs_actions), self.target_q2(obs_actions)).squeeze(-1)
+            next_v = self.v(next_obs).squeeze(-1)
+        advantage = target_q - self.v(obs).squeeze(-1)
+        weight = torch.abs(self.expectile - (advantage < 0).float())
+        value_loss = (weight * advantage.pow(2)).mean()
+        self.v_opt.zero_grad(set_to_none=True)
+        value_loss.backward()
+        self.v_opt.step()
+        td_target = rewards + self.discount * (1.0 - terminals) * next_v
+        q_loss = ((self.q1(obs_actions).squeeze(-1) - td_target).pow(2).mean()
+                  + (self.q2(obs_actions).squeeze(-1) - td_target).pow(2).mean())
+        self.q_opt.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.q_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.q_targets, self.q_params, self.tau)
+        awr = torch.exp(self.beta * advantage.detach()).clamp(max=100.0)
+        policy = torch.distributions.Normal(torch.tanh(self.actor(obs)), self.log_std.clamp(-20.0, 2.0).exp())
+        actor_loss = -(awr * policy.log_prob(actions).sum(-1)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+
+    def block(self, updates: int) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(updates):
+            self.update()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return updates / (time.perf_counter() - start)
 
 
 class D3rlpyIQL:
@@ -165,28 +241,41 @@ def main(argv: list[str] | None = None) -> int:
         d3rlpy = D3rlpyIQL(args.d3rlpy_python, dataset, args.threads)
     else:
         print(f"d3rlpy interpreter {args.d3rlpy_python} not found: run `make d3rlpy-venv` for the comparison", file=sys.stderr)
+    plain = PlainIQL(dataset, device) if "iql" in methods else None
+    if plain is not None:
+        plain.block(20)  # warm-up: Adam's state, allocator
     variants = [False, True] if args.compile else [False]
     print(f"  {'method':24s} {'eager':>9s}" + (f" {'compiled':>9s}" if args.compile else ""))
-    pairs: dict[str, tuple[list[float], list[float]]] = {}
+    pairs: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
+
+    def reference_blocks() -> dict[str, float]:
+        blocks = {"plain PyTorch iql": plain.block(args.updates)}
+        if d3rlpy is not None:
+            blocks["d3rlpy 2.8.1 iql"] = d3rlpy.block(args.updates)
+        return blocks
+
     try:
         for method in methods:
             line = f"  {method:24s}"
             for compiled in variants:
-                paired = d3rlpy is not None and method == "iql"
-                after = (lambda: d3rlpy.block(args.updates)) if paired else None
-                rates, reference = measure(method, dataset, args.updates, args.repeats, device, compiled, after)
+                paired = method == "iql"
+                rates, references = measure(method, dataset, args.updates, args.repeats, device, compiled,
+                                            reference_blocks if paired else None)
                 if paired:
-                    pairs["iql compiled" if compiled else "iql"] = (rates, reference)
+                    pairs["iql compiled" if compiled else "iql"] = (rates, references)
                 line += f" {statistics.median(rates):9.1f}"
             print(line, flush=True)
     finally:
         if d3rlpy is not None:
             d3rlpy.close()
-    for name, (ours, reference) in pairs.items():
-        ratios = [a / b for a, b in zip(ours, reference)]
-        print(f"  {'d3rlpy 2.8.1 iql':24s} {statistics.median(reference):9.1f}  (blocks alternating with {name})")
-        print(f"ratio {name} / d3rlpy iql: {statistics.median(ratios):.2f}x, median of {len(ratios)} paired blocks "
-              f"(range {min(ratios):.2f}-{max(ratios):.2f}; target >= 3x)")
+    for name, (ours, references) in pairs.items():
+        for reference, theirs in references.items():
+            print(f"  {reference:24s} {statistics.median(theirs):9.1f}  (blocks alternating with {name})")
+        for reference, theirs in references.items():
+            ratios = [a / b for a, b in zip(ours, theirs)]
+            target = "; target >= 3x" if reference.startswith("d3rlpy") else ""
+            print(f"ratio {name} / {reference}: {statistics.median(ratios):.2f}x, median of {len(ratios)} paired blocks "
+                  f"(range {min(ratios):.2f}-{max(ratios):.2f}{target})")
     return 0
 
 

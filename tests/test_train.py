@@ -1,6 +1,7 @@
 """End to end: train -> records + checkpoint -> eval grid; determinism, resume, CLI contract, errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -133,3 +134,15 @@ def test_missing_minari_dataset_offline_says_what_to_do(tmp_path, monkeypatch, c
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "methods"], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "iql" in out.stdout
+
+
+def test_speed_script_times_our_iql_against_the_plain_pytorch_reference(tmp_path, capsys):
+    from benchmarks import speed
+
+    speed.main(["--methods", "iql", "--updates", "3", "--repeats", "2", "--threads", "1",
+                "--d3rlpy-python", str(tmp_path / "no-d3rlpy-venv")])
+    out = capsys.readouterr()
+    assert "make d3rlpy-venv" in out.err
+    assert re.search(r"^  iql +\d+\.\d$", out.out, re.MULTILINE)
+    assert re.search(r"^  plain PyTorch iql +\d+\.\d  \(blocks alternating with iql\)$", out.out, re.MULTILINE)
+    assert re.search(r"^ratio iql / plain PyTorch iql: \d+\.\d\dx, median of 2 paired blocks", out.out, re.MULTILINE)
