@@ -15,7 +15,9 @@ Shared by both variants (Sec. 4.1):
   equal to the dataset actions). Qtgt = min over the target ensemble. Policy samples are
   clipped to the action box [-1, 1] before the critic sees them.
   The value gate and the actor / flow-target gate (Eq. 5, Eq. 6) are independent draws; one
-  set of policy samples a~ per update serves both.
+  set of policy samples a~ per update serves both. ISEP-FM draws a~ only on the rows one of
+  the gates picked (a fraction 1 - (1 - lam)^2 of the batch): the other rows never read it, and
+  its T-step sampler is most of an update's arithmetic.
 
 ISEP (Gaussian actor, Sec. 4.2), `selection`:
   "stochastic" (the method, Eq. 5 / Eq. 30): per sample, b ~ Bernoulli(lam);
@@ -88,11 +90,13 @@ from algorithms.optim import make_adam
 # --------------------------------------------------------------------------- shared pieces
 
 
-def bernoulli_gate(n: int, lam: float, device: torch.device, per_sample: bool = True) -> torch.Tensor:
+def bernoulli_gate(n: int, lam: float, device: torch.device | None = None, per_sample: bool = True) -> torch.Tensor:
     """b ~ Bernoulli(lam), [n] bools: per minibatch element, or one draw shared by the batch.
-    lam = 0 gives all False and lam = 1 all True exactly (rand is in [0, 1))."""
-    draws = torch.rand(n if per_sample else 1, device=device)
-    return (draws < lam).expand(n)
+    lam = 0 gives all False and lam = 1 all True exactly (rand is in [0, 1)). Drawn by the host's
+    generator and then moved to `device` (kept on the host if None), so a caller can read which
+    rows are gated without waiting for an accelerator."""
+    gate = (torch.rand(n if per_sample else 1) < lam).expand(n)
+    return gate if device is None else gate.to(device, non_blocking=True)
 
 
 def interpolated_value_loss(
@@ -327,25 +331,34 @@ class ISEPFM(Algorithm):
             loss = (err * keep).sum() / keep.sum().clamp_min(1.0)
         return loss, {"training/positive_token_rate": positive.float().mean(), "training/actor_gate_rate": gate.float().mean()}
 
+    @torch.no_grad()
+    def self_samples(self, obs: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """a~ from the current guided policy, detached, on `rows`; the other rows keep the dataset
+        action, which no gate reads."""
+        if rows.numel() == 0:
+            return actions
+        cfg = self.config
+        samples = self.sample(obs.index_select(0, rows), cfg.sample_guidance, cfg.sample_steps)
+        return actions.index_copy(0, rows, samples)
+
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs, n = batch.observations, len(batch)
         per_sample = cfg.gate == "sample"
-        if cfg.lam > 0.0:
-            with torch.no_grad():  # a~ from the current guided policy, detached
-                policy_actions = self.sample(obs, cfg.sample_guidance, cfg.sample_steps)
-        else:  # lam = 0: the gates never pick a~, skip the sampling cost
-            policy_actions = batch.actions
+        value_gate = bernoulli_gate(n, cfg.lam, per_sample=per_sample)  # Eq. 2
+        target_gate = bernoulli_gate(n, cfg.lam, per_sample=per_sample)  # Eq. 6
+        rows = (value_gate | target_gate).nonzero().squeeze(-1).to(obs.device, non_blocking=True)
+        policy_actions = self.self_samples(obs, batch.actions, rows)
         critic_loss, metrics = interpolated_value_loss(
-            self.critic, batch, cfg.discount, policy_actions, bernoulli_gate(n, cfg.lam, obs.device, per_sample)
+            self.critic, batch, cfg.discount, policy_actions, value_gate.to(obs.device, non_blocking=True)
         )  # Eq. 2-3
         flow_loss, flow_metrics = self.flow_loss(
-            obs, batch.actions, policy_actions, bernoulli_gate(n, cfg.lam, obs.device, per_sample)
+            obs, batch.actions, policy_actions, target_gate.to(obs.device, non_blocking=True)
         )  # Eq. 6
         metrics.update(flow_metrics)
         metrics["training/flow_loss"] = flow_loss.detach()
-        if cfg.lam > 0.0:
-            metrics["training/policy_q_mean"] = self.critic.target_q(obs, policy_actions).mean()
+        if rows.numel():
+            metrics["training/policy_q_mean"] = self.critic.target_q(obs[rows], policy_actions[rows]).mean()
         return critic_loss + flow_loss, metrics
 
     def after_step(self, step: int) -> None:

@@ -174,6 +174,44 @@ def test_isep_fm_flow_target_selects_policy_samples_at_rate_lam():
     assert abs(picked - lam * steps * n) <= binomial_bound(steps * n, lam)
 
 
+def test_isep_fm_draws_self_samples_only_where_a_gate_reads_them(monkeypatch):
+    """a~ is sampled on exactly the rows the value gate (Eq. 2) or the flow-target gate (Eq. 6)
+    picked, and each term sees a~ on its own gate's rows and the dataset action elsewhere."""
+    from algorithms import isep
+
+    n = 12
+    gates = iter([torch.tensor([1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], dtype=torch.bool),  # value gate
+                  torch.tensor([0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0], dtype=torch.bool),  # target gate
+                  torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])  # next update: none
+    monkeypatch.setattr(isep, "bernoulli_gate", lambda n, lam, device=None, per_sample=True: next(gates))
+    algo = ISEPFM(ISEPFMConfig(lam=0.3, lr=1e-12, **SMALL_FM), EnvSpec(3, 2))
+    sampled_rows = []
+
+    def marked_samples(obs, w, steps, x0=None):  # a~ = -(row index) / 100, read back from obs[:, 0]
+        sampled_rows.append(obs[:, 0].round().long().tolist())
+        return -obs[:, :2] / 100.0
+
+    algo.sample = marked_samples
+    value_rec = _Recorder(algo.critic.losses, "value_actions")
+    algo.critic.losses = value_rec
+    target_rec = _Recorder(algo.optimality_tokens, "actions")
+    algo.optimality_tokens = target_rec
+    batch = random_batch(n)
+    batch.observations[:, 0] = torch.arange(n, dtype=torch.float32)
+    batch.observations[:, 1] = torch.arange(n, dtype=torch.float32)
+    batch.actions = torch.full_like(batch.actions, 0.95)
+    metrics = algo.update(batch, 0)
+    assert sampled_rows == [[0, 1, 2, 5, 9, 10]]
+    assert "training/policy_q_mean" in metrics
+    for rec, picked in ((value_rec, [0, 1, 5, 10]), (target_rec, [1, 2, 9])):
+        seen = rec.seen[-1]
+        for row in range(n):
+            expected = -row / 100.0 if row in picked else 0.95
+            assert seen[row].tolist() == pytest.approx([expected, expected]), (row, seen[row])
+    metrics = algo.update(batch, 1)  # no row gated: the sampler is not called at all
+    assert len(sampled_rows) == 1 and "training/policy_q_mean" not in metrics
+
+
 # ----------------------------------------------------------------------------- Eq. 5 / 29 / 26
 
 
