@@ -9,9 +9,14 @@ process inherits it), and starts this watchdog in its own session:
     python -m sweeps.reaper DRIVER_PID DRIVER_START_TIME TOKEN [LOG]
 
 which waits for the driver to end, however it ends, then terminates every process of this
-user that carries the token (SIGTERM, then SIGKILL after a grace period). Processes are found
-by their environment, never by name, so other users' and other sweeps' Ray processes are
-untouched. The driver runs the same cleanup itself after ray.shutdown().
+user that carries the token (SIGTERM, then SIGKILL after a grace period), and every process it
+saw below the driver in the process tree while the driver ran (same PID and start time): Ray's
+agents rename themselves with setproctitle, which can overwrite the start of their environment
+block and the token with it (measured: an orphaned DashboardAgent and RuntimeEnvAgent whose
+/proc environ had lost the token but kept variables after it), and an orphan's parent is init,
+so only ancestry recorded beforehand still finds it. Processes are found by their environment
+and ancestry, never by name, so other users' and other sweeps' Ray processes are untouched. The
+driver runs the token cleanup itself after ray.shutdown().
 """
 
 from __future__ import annotations
@@ -64,15 +69,40 @@ def processes_with(marker: str, exclude: set[int] | None = None) -> list[int]:
     return found
 
 
-def kill_marked(marker: str, grace: float = 3.0, exclude: set[int] | None = None, rounds: int = 5) -> list[int]:
-    """SIGTERM every process carrying `marker`, SIGKILL what is left after `grace` s, and repeat
-    for processes that appeared meanwhile (a raylet starting a worker); returns the PIDs."""
+def descendants(root: int) -> list[int]:
+    """PIDs of every process below `root` in the process tree (children, theirs, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_marked(
+    marker: str, grace: float = 3.0, exclude: set[int] | None = None, rounds: int = 5,
+    known: dict[int, int | None] | None = None,
+) -> list[int]:
+    """SIGTERM every process carrying `marker` and every `known` process (PID -> start time) still
+    running, SIGKILL what is left after `grace` s, and repeat for processes that appeared
+    meanwhile (a raylet starting a worker); returns the PIDs."""
     killed: list[int] = []
     for _ in range(rounds):
-        pids = processes_with(marker, exclude)
+        started = {pid: start_time(pid) for pid in processes_with(marker, exclude)}
+        started.update({pid: t for pid, t in (known or {}).items()
+                        if pid not in started and pid not in (exclude or set()) and alive(pid, t)})
+        pids = list(started)
         if not pids:
             break
-        started = {pid: start_time(pid) for pid in pids}
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -106,17 +136,21 @@ def spawn_watchdog(token: str, log: Path | None = None) -> subprocess.Popen:
 def watch(driver: int, driver_started: int, token: str, log: str | None = None, poll: float = 0.5) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the driver cleaned up itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    known: dict[int, int | None] = {}  # the driver's descendants seen while it ran
     while alive(driver, driver_started):
+        for pid in descendants(driver):
+            if pid != os.getpid() and pid not in known:
+                known[pid] = start_time(pid)
         time.sleep(poll)
     marker = f"{TOKEN_VAR}={token}"
     killed: list[int] = []
     for _ in range(3):  # a process may still be starting when the first pass runs
-        killed += kill_marked(marker)
+        killed += kill_marked(marker, known=known)
         time.sleep(1.0)
-        if not processes_with(marker):
+        if not processes_with(marker) and not any(alive(p, t) for p, t in known.items()):
             break
     if log:
-        left = processes_with(marker)
+        left = sorted(set(processes_with(marker)) | {p for p, t in known.items() if alive(p, t)})
         with open(log, "a") as fh:
             fh.write(f"{time.time():.1f} driver {driver} ended; stopped {sorted(set(killed))}; left {left}\n")
     return 0

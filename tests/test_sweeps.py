@@ -307,6 +307,41 @@ def test_reaper_kills_only_marked_processes():
             proc.wait()
 
 
+DRIVER_WITH_AN_UNMARKED_CHILD = """
+import subprocess, sys, time
+from sweeps import reaper
+reaper.spawn_watchdog(sys.argv[1], sys.argv[2])
+child = subprocess.Popen(["sleep", "120"], env={})  # like an agent whose title overwrote the token
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_watchdog_stops_the_killed_drivers_descendants_that_lost_the_token(tmp_path):
+    """Ray's agents rename themselves (setproctitle), which can overwrite the token in their
+    environment: after a SIGKILL of the driver, the watchdog still stops every process it saw
+    below the driver, and nothing else."""
+    token = uuid.uuid4().hex
+    bystander = subprocess.Popen(["sleep", "60"])
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER_WITH_AN_UNMARKED_CHILD, token, str(tmp_path / "reaper.log")],
+                              stdout=subprocess.PIPE, text=True)
+    child = int(driver.stdout.readline())
+    try:
+        assert not any(e.startswith(reaper.TOKEN_VAR.encode()) for e in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"))
+        time.sleep(1.5)  # a few of the watchdog's polls of the process tree
+        driver.kill()
+        driver.wait()
+        _wait(lambda: not reaper.alive(child), 20, "the watchdog to stop the driver's unmarked child")
+        assert f"stopped [{child}]" in _wait(lambda: _read(tmp_path / "reaper.log") if (tmp_path / "reaper.log").exists() else None,
+                                             10, "the watchdog's log")
+        assert bystander.poll() is None
+    finally:
+        for pid in (child, bystander.pid):
+            if reaper.alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        bystander.wait()
+
+
 # ------------------------------------------------------------------ the CI grid under Ray Tune
 def _attempts(root: Path) -> dict[str, list[dict]]:
     out = {}
