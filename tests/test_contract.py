@@ -7,8 +7,9 @@ import io
 
 import pytest
 import torch
+from helpers import random_batch
 
-from algorithms.base import ActOutput, Batch, EnvSpec
+from algorithms.base import ActOutput, EnvSpec
 from algorithms.config import from_dict
 from algorithms.registry import METHODS
 
@@ -26,13 +27,6 @@ def small_config(cls, preset: dict):
     return from_dict(cls.config_class, values)
 
 
-def batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(B, OBS, generator=g), torch.rand(B, ACT, generator=g) * 2 - 1, torch.randn(B, generator=g),
-                 torch.randn(B, OBS, generator=g), (torch.rand(B, generator=g) < 0.2).float(),
-                 torch.rand(B, ACT, generator=g) * 2 - 1)
-
-
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_plugin_contract(name):
     entry = METHODS[name]
@@ -42,7 +36,7 @@ def test_plugin_contract(name):
     algo = cls(small_config(cls, entry.config), spec, "cpu")
     knobs = from_dict(cls.knobs_class, entry.knobs)
     for step in list(range(6)) + [10**9, 10**9 + 1]:  # and past any pretraining phase (LOM's MDN, GEM's GMM)
-        metrics = algo.update(batch(step), step)
+        metrics = algo.update(random_batch(B, OBS, ACT, seed=step), step)
         assert metrics, f"{name}: update returned no metrics"
         for key, value in metrics.items():
             assert key.startswith("training/"), key

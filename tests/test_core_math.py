@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
+from helpers import random_batch
 
-from algorithms.base import Batch
 from algorithms.critics import (
     ExpectileCritic,
     TDCritic,
@@ -107,19 +107,10 @@ def test_ensemble_member_equals_its_own_mlp():
     assert torch.allclose(out[1], manual, atol=1e-6)
 
 
-def _batch(n=8, obs_dim=3, act_dim=2):
-    g = torch.Generator().manual_seed(0)
-    return Batch(
-        torch.randn(n, obs_dim, generator=g), torch.rand(n, act_dim, generator=g) * 2 - 1,
-        torch.randn(n, generator=g), torch.randn(n, obs_dim, generator=g),
-        (torch.rand(n, generator=g) < 0.3).float(), torch.rand(n, act_dim, generator=g) * 2 - 1,
-    )
-
-
 def test_expectile_critic_losses_by_hand():
     torch.manual_seed(0)
     critic = ExpectileCritic(3, 2, (16,), num_q=2, expectile=0.8)
-    batch = _batch()
+    batch = random_batch(8, done_rate=0.3)
     loss, metrics = critic.losses(batch, discount=0.9)
     with torch.no_grad():
         q_tgt = critic.q_target(batch.observations, batch.actions).min(0).values
@@ -136,7 +127,7 @@ def test_expectile_critic_losses_by_hand():
 def test_td_critic_uses_the_given_next_actions_and_aggregation():
     torch.manual_seed(0)
     critic = TDCritic(3, 2, (16,), num_q=2, q_agg="min", layer_norm=False)
-    batch = _batch()
+    batch = random_batch(8, done_rate=0.3)
     loss, _ = critic.losses(batch, 0.99, next_actions=batch.next_actions)
     with torch.no_grad():
         next_q = critic.q_target(batch.next_observations, batch.next_actions).min(0).values
@@ -190,7 +181,7 @@ def test_gaussian_policy_log_prob_matches_torch_normal():
 def test_expectile_critic_returned_advantage_equals_a_fresh_one():
     torch.manual_seed(0)
     critic = ExpectileCritic(3, 2, (16,), num_q=2)
-    batch = _batch()
+    batch = random_batch(8, done_rate=0.3)
     _, _, adv = critic.losses(batch, 0.99, return_advantage=True)
     assert torch.allclose(adv, critic.advantage(batch.observations, batch.actions))
     assert not adv.requires_grad

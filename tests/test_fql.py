@@ -4,11 +4,13 @@ never trains the critic, the actor's own TD target, and the plugin contract."""
 from __future__ import annotations
 
 import io
+from functools import partial
 
+import helpers
 import pytest
 import torch
 
-from algorithms.base import Batch, EnvSpec
+from algorithms.base import EnvSpec
 from algorithms.config import ConfigError, from_dict
 from algorithms.critics import aggregate
 from algorithms.fql import FQL, FQLConfig, policy_q_loss
@@ -30,16 +32,7 @@ def make(act_dim: int = 2, obs_dim: int = 3, seed: int = 0, **over) -> FQL:
     return FQL(FQLConfig(**{**SMALL, **over}), EnvSpec(obs_dim, act_dim, horizon=10, total_steps=100))
 
 
-def random_batch(b: int, obs_dim: int, act_dim: int, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        observations=torch.randn(b, obs_dim, generator=g),
-        actions=torch.rand(b, act_dim, generator=g) * 1.6 - 0.8,
-        rewards=torch.randn(b, generator=g),
-        next_observations=torch.randn(b, obs_dim, generator=g),
-        dones=(torch.rand(b, generator=g) < 0.1).float(),
-        next_actions=torch.rand(b, act_dim, generator=g) * 2 - 1,
-    )
+random_batch = partial(helpers.random_batch, action_bound=0.8, done_rate=0.1)  # in-box actions, few terminals
 
 
 def set_constant_output(mlp: torch.nn.Sequential, value: torch.Tensor) -> None:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import io
 import math
+from functools import partial
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 import yaml
 
-from algorithms.base import Batch, EnvSpec
+from algorithms.base import EnvSpec
 from algorithms.config import ConfigError, from_dict
 from algorithms.gem import GEM, GEMConfig, GEMKnobs, nll_gap
 from algorithms.nets import DiagonalGMM
@@ -34,16 +36,7 @@ def make_gem(seed: int = 0, obs_dim: int = 3, act_dim: int = 2, horizon: int = 1
     return GEM(GEMConfig(**{**TINY, **overrides}), EnvSpec(obs_dim, act_dim, horizon=horizon))
 
 
-def random_batch(n: int = 16, obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        observations=torch.randn(n, obs_dim, generator=g),
-        actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
-        rewards=torch.randn(n, generator=g),
-        next_observations=torch.randn(n, obs_dim, generator=g),
-        dones=torch.zeros(n),
-        next_actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
-    )
+random_batch = partial(helpers.random_batch, done_rate=None)
 
 
 def set_gmm_head(policy, log_weight_logits, means, log_std) -> None:

@@ -11,9 +11,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import random_batch
 from torch import nn
 
-from algorithms.base import Batch, EnvSpec
+from algorithms.base import EnvSpec
 from algorithms.config import ConfigError, from_dict
 from algorithms.iql import IQL, IQLConfig
 from algorithms.isep import (
@@ -32,18 +33,6 @@ from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionData
 SMALL_FM = {"flow_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64), "token_dim": 8}
 
 
-def random_batch(n: int = 64, obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        observations=torch.randn(n, obs_dim, generator=g),
-        actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
-        rewards=torch.randn(n, generator=g),
-        next_observations=torch.randn(n, obs_dim, generator=g),
-        dones=(torch.rand(n, generator=g) < 0.2).float(),
-        next_actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
-    )
-
-
 def binomial_bound(n: int, p: float, sigmas: float = 5.0) -> float:
     return sigmas * math.sqrt(n * p * (1 - p))
 
@@ -55,7 +44,7 @@ def binomial_bound(n: int, p: float, sigmas: float = 5.0) -> float:
 def test_lam_zero_value_loss_is_iql_to_the_last_digit(cls, cfg):
     torch.manual_seed(0)
     algo = cls(cfg, EnvSpec(3, 2))
-    batch = random_batch()
+    batch = random_batch(64)
     # Make the target net differ from the online one so the test sees which net is used.
     algo.critic.q_target.net.layers[0].bias.data.add_(0.3)
     policy_actions = torch.rand(64, 2) * 2 - 1  # real, different actions: the gate must ignore them
@@ -79,7 +68,7 @@ def test_isep_lam_zero_trains_exactly_like_iql():
     torch.manual_seed(0)
     isep = ISEP(ISEPConfig(lam=0.0, hidden_dims=(64, 64)), spec)
     for step in range(5):
-        batch = random_batch(seed=step)
+        batch = random_batch(64, seed=step)
         m_iql = iql.update(batch, step)
         m_isep = isep.update(batch, step)
         assert torch.equal(m_iql["training/value_loss"], m_isep["training/value_loss"])
@@ -395,7 +384,7 @@ def test_state_dict_round_trip_and_seeded_determinism(tmp_path, scheme):
     torch.manual_seed(0)
     algo = ISEPFM(ISEPFMConfig(lam=0.5, sample_steps=3, token_scheme=scheme, **SMALL_FM), spec)
     for step in range(3):
-        algo.update(random_batch(seed=step), step)
+        algo.update(random_batch(64, seed=step), step)
     torch.save(algo.state_dict(), tmp_path / "ckpt.pt")
     clone = ISEPFM(ISEPFMConfig(lam=0.5, sample_steps=3, token_scheme=scheme, **SMALL_FM), spec)
     clone.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import random_batch
 
 from algorithms.base import Batch, EnvSpec
 from algorithms.config import ConfigError, from_dict
@@ -39,16 +40,10 @@ def make(cfg: dict | None = None, obs_dim: int = 3, act_dim: int = 2, seed: int 
     return LOM(config, EnvSpec(obs_dim, act_dim, horizon=10, total_steps=1000))
 
 
-def make_batch(b: int = 64, obs_dim: int = 3, act_dim: int = 2, seed: int = 1, dones: float = 0.0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        observations=torch.randn(b, obs_dim, generator=g),
-        actions=torch.rand(b, act_dim, generator=g) * 2 - 1,
-        rewards=torch.randn(b, generator=g),
-        next_observations=torch.randn(b, obs_dim, generator=g),
-        dones=torch.full((b,), dones),
-        next_actions=torch.rand(b, act_dim, generator=g) * 2 - 1,
-    )
+def make_batch(b: int = 64, dones: float = 0.0) -> Batch:
+    batch = random_batch(b, seed=1, done_rate=None)
+    batch.dones.fill_(dones)
+    return batch
 
 
 def set_modes(algo: LOM, means: torch.Tensor, log_std: float, logits: torch.Tensor | None = None) -> None:
