@@ -11,7 +11,7 @@ same thread count; its timed blocks alternate with our IQL's (never overlapping)
 script prints the median of the paired ratios, which a slow spell of a shared machine moves far
 less than a ratio of two separately timed medians. A plain PyTorch IQL (`PlainIQL`, written the
 way CORL's is) takes a third block in each pair, so the run also shows what the machine does
-with straightforward code, the issue's second reference point. `--compile` also
+with straightforward PyTorch code. `--compile` also
 measures every method with its loss pass under torch.compile (`modebench train --compile`); the
 compilation itself (the first updates) is outside the timed blocks.
 """
@@ -110,9 +110,9 @@ def measure(
 class PlainIQL:
     """IQL as a plain PyTorch script writes it (CORL's layout): twin Q MLPs and V and a Gaussian
     actor as nn.Sequential, three fused Adams and three backward passes per update (V, then Q,
-    then the actor), Polyak by one fused lerp, minibatches by indexing the arrays. The issue's
-    "plain PyTorch IQL" reference point for the machine, at the same sizes and batch; timing
-    only (its scores are never used)."""
+    then the actor), Polyak by one fused lerp, minibatches by indexing the arrays: what
+    straightforward PyTorch does on the machine, at the same sizes and batch. Timing only (its
+    scores are never used; no actor LR schedule)."""
 
     def __init__(self, dataset, device: torch.device, seed: int = 0, hidden: int = 256, batch_size: int = 256,
                  expectile: float = 0.7, beta: float = 3.0, discount: float = 0.99, tau: float = 0.005):
