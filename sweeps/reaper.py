@@ -31,22 +31,27 @@ from pathlib import Path
 TOKEN_VAR = "MODEBENCH_SWEEP_TOKEN"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state [0], parent [1], start time
+    [19]), or None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
 
 
 def alive(pid: int, started: int | None = None) -> bool:
     """True while the process runs (a zombie has ended; only its parent's wait() is missing)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        state, now = fields[0], int(fields[19])
-    except (OSError, IndexError, ValueError):
+    fields = _stat(pid)
+    if not fields or len(fields) <= 19:
         return False
-    return state != "Z" and (started is None or now == started)
+    return fields[0] != "Z" and (started is None or int(fields[19]) == started)
 
 
 def processes_with(marker: str, exclude: set[int] | None = None) -> list[int]:
@@ -73,18 +78,22 @@ def descendants(root: int) -> list[int]:
     """PIDs of every process below `root` in the process tree (children, theirs, ...)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
+        fields = _stat(int(entry)) if entry.isdigit() else None
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = [], [root]
     while todo:
         for child in children.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
+    return found
+
+
+def _targets(marker: str, known: dict[int, int | None] | None, exclude: set[int] | None = None) -> dict[int, int | None]:
+    """PID -> start time of every process carrying `marker` and every `known` one still running."""
+    skip = exclude or set()
+    found = {pid: start_time(pid) for pid in processes_with(marker, skip)}
+    found.update({pid: t for pid, t in (known or {}).items() if pid not in found and pid not in skip and alive(pid, t)})
     return found
 
 
@@ -97,9 +106,7 @@ def kill_marked(
     meanwhile (a raylet starting a worker); returns the PIDs."""
     killed: list[int] = []
     for _ in range(rounds):
-        started = {pid: start_time(pid) for pid in processes_with(marker, exclude)}
-        started.update({pid: t for pid, t in (known or {}).items()
-                        if pid not in started and pid not in (exclude or set()) and alive(pid, t)})
+        started = _targets(marker, known, exclude)
         pids = list(started)
         if not pids:
             break
@@ -147,10 +154,10 @@ def watch(driver: int, driver_started: int, token: str, log: str | None = None, 
     for _ in range(3):  # a process may still be starting when the first pass runs
         killed += kill_marked(marker, known=known)
         time.sleep(1.0)
-        if not processes_with(marker) and not any(alive(p, t) for p, t in known.items()):
+        if not _targets(marker, known):
             break
     if log:
-        left = sorted(set(processes_with(marker)) | {p for p, t in known.items() if alive(p, t)})
+        left = sorted(_targets(marker, known))
         with open(log, "a") as fh:
             fh.write(f"{time.time():.1f} driver {driver} ended; stopped {sorted(set(killed))}; left {left}\n")
     return 0
