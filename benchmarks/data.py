@@ -306,8 +306,6 @@ class DeviceReplay:
         self._widths = [columns[name].shape[1] for name in self.FIELDS]
         table = np.concatenate([np.asarray(columns[name], dtype=np.float32) for name in self.FIELDS], axis=1)
         self.table = torch.as_tensor(table, device=device)
-        for name, view in self._split(self.table).items():
-            setattr(self, name, view)
         self.size = len(dataset)
         self.device = device
         self.generator = torch.Generator(device=device)
