@@ -27,7 +27,7 @@ bench: setup  ## train + evaluate every method on every task of SUITE, print the
 	$(VENV)/bin/modebench bench --suite $(SUITE) --seeds $(SEEDS) --jobs $(JOBS)
 
 lint: setup
-	$(PY) -m ruff check algorithms benchmarks sweeps analysis tests
+	$(PY) -m ruff check algorithms benchmarks sweeps analysis modebench perf tests
 
 d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins gymnasium 1.0.0)
 .venv-d3rlpy/bin/python:
@@ -35,7 +35,7 @@ d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins g
 	.venv-d3rlpy/bin/pip install --quiet torch==2.13.0 d3rlpy==2.8.1
 
 speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL, same data, same run
-	$(PY) -m benchmarks.speed --d3rlpy-python .venv-d3rlpy/bin/python --compile
+	$(PY) -m perf.speed --d3rlpy-python .venv-d3rlpy/bin/python --compile
 
 datasets: setup  ## download a suite's datasets (needs network)
 	$(VENV)/bin/modebench datasets download --suite $(SUITE)

@@ -31,7 +31,7 @@ training in the `winner_counts` buffer (`winner_usage()`), or on a given batch
 (`winner_usage(batch)`, `diagnostics(batch)`).
 Defaults (Tables 2-3): 4 x 512 GELU MLPs (critic with LayerNorm), Adam 3e-4, batch 256,
 tau 0.005, gamma 0.99, K = 16, alpha 1 (code default; per family 0.03-10 in
-benchmarks/suites/drol_overrides.yaml). The authors also clip dataset actions to
+benchmarks/tasks/suites/drol_overrides.yaml). The authors also clip dataset actions to
 +-(1 - 1e-5): DataConfig.clip_actions in the suite's `data:` block.
 """
 

@@ -14,6 +14,10 @@ from pathlib import Path
 from algorithms.config import ConfigError
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    return (ConfigError, FileNotFoundError)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=None, help="results store to read (default: results/ or $MODEBENCH_RESULTS)")
     p.add_argument("--out", default=None, help="output folder (default: <root>/tables or <root>/plots)")

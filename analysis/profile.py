@@ -198,8 +198,10 @@ def profile_table(frame: pd.DataFrame, device: str) -> Table:
 
 def _gap_from_checkpoint(path: Path, device: str = "cpu", chunk: int = 4096) -> dict[str, float]:
     from algorithms.config import from_dict
-    from benchmarks.data import DataConfig, DeviceReplay
-    from benchmarks.train import load_checkpoint, rebuild
+    from benchmarks.data.dataset import DataConfig
+    from benchmarks.data.replay import DeviceReplay
+    from benchmarks.run.checkpoints import load_checkpoint
+    from benchmarks.run.train import rebuild
 
     payload = load_checkpoint(path)
     algorithm, task, normalizer, _ = rebuild(payload, device)

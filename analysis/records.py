@@ -1,7 +1,7 @@
 """The results store as one tidy DataFrame, and the explicit rule for "the score" of a run.
 
 `load_records(root)` reads every `**/records/*.json` under `root` (single runs, `modebench eval`
-knob grids and sweeps all write the same record format, see benchmarks/results.py) into one
+knob grids and sweeps all write the same record format, see benchmarks/store.py) into one
 row per evaluation record:
 
 - identity: run_id, method, base_method, suite, task, dataset, seed, step, total_steps, source,
@@ -108,7 +108,7 @@ def _setting_label(knobs: dict[str, Any], run_knobs: dict[str, Any] | None) -> s
 
 def _suite_tasks(suite: str) -> dict[str, Any] | None:
     try:
-        from benchmarks.suites import load_suite
+        from benchmarks.tasks.suites import load_suite
 
         return load_suite(suite)
     except (KeyError, ValueError, OSError):  # a suite that is not (or no longer) a data file here: no metadata
@@ -308,8 +308,8 @@ def _default_config_key(method: str, task: str) -> str | None:
     """The config `modebench bench` would train `method` on `task` with (suite overrides applied)."""
     try:
         from algorithms.config import to_dict
-        from benchmarks.suites import get_task
-        from benchmarks.train import resolve_method
+        from benchmarks.run.train import resolve_method
+        from benchmarks.tasks.suites import get_task
 
         return canonical(to_dict(resolve_method(method, get_task(task)).config))
     except (KeyError, ValueError, ImportError, AttributeError, OSError):  # unknown here: fall back to the most common config

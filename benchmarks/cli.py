@@ -1,29 +1,72 @@
-"""`modebench`: the command line.
-
-    modebench train --algo NAME (--task SUITE/TASK | --dataset ID_OR_PATH) --steps N --seed S [--out DIR]
-    modebench eval --checkpoint PATH [--knob NAME=V1,V2,...]...
-    modebench bench --suite toy [--methods a,b] [--seeds 3] [--steps N]
-    modebench methods | suites | datasets ...
-
-Each subcommand lives in a module that exposes `register(subparsers)`; the module list below
-is the whole wiring. Errors a user can fix (unknown names, bad values, missing data) print one
-clear line and exit with status 2, never a traceback.
-"""
+"""Subcommands train, eval, bench, methods, suites."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
+import math
+import os
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
 
 from algorithms.config import ConfigError, parse_assignments
 
-SUBCOMMAND_MODULES = [
-    "benchmarks.cli_core",
-    "benchmarks.cli_datasets",
-    "sweeps.cli",
-    "analysis.cli",
-]
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """train, eval, bench, methods, suites, and the datasets subcommands (benchmarks.tasks.cli)."""
+    from benchmarks.tasks import cli as datasets_cli
+
+    datasets_cli.register(subparsers)
+    p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
+    p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", help="SUITE/TASK, e.g. toy/four-goal (`modebench suites` lists them)")
+    src.add_argument("--dataset", help="a Minari dataset id or local path, or a D4RL-style .npz/.hdf5 file")
+    p.add_argument("--env", help="gymnasium id to evaluate in (required for .npz/.hdf5 files)")
+    p.add_argument("--ref-min", type=float, help="random-policy return for the normalised score")
+    p.add_argument("--ref-max", type=float, help="expert return for the normalised score")
+    p.add_argument("--steps", type=int, default=10_000, help="gradient updates (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="results root (default: results/ or $MODEBENCH_RESULTS)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config override (repeatable)")
+    p.add_argument("--knob", action="append", metavar="KEY=VALUE", help="inference knob for the run's evaluations")
+    p.add_argument("--data", action="append", metavar="KEY=VALUE", help="data preprocessing override (normalize_obs, reward_transform, ...)")
+    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N updates (default: at the end)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: the task's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the loss pass (pays ~10-60 s of compilation once; for long runs)")
+    p.set_defaults(handler=cmd_train)
+
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint over a grid of inference-only knobs")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--knob", action="append", metavar="NAME=V1,V2,...", help="knob values (repeatable; the grid is their product)")
+    p.add_argument("--episodes", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's)")
+    p.add_argument("--out", default=None, help="results root for the records (default: the checkpoint's)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_eval)
+
+    p = subparsers.add_parser("bench", help="train and evaluate methods x tasks x seeds of a suite, print the table")
+    p.add_argument("--suite", default="toy")
+    p.add_argument("--methods", default=None, help="comma-separated names, or 'all' for every preset too (default: every base method)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of the suite)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="updates per run (default: the suite's bench_steps)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: all cores)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_bench)
+
+    p = subparsers.add_parser("methods", help="list registered methods, their configs and knobs")
+    p.add_argument("name", nargs="?", help="show one method's config fields and knobs")
+    p.set_defaults(handler=cmd_methods)
+
+    p = subparsers.add_parser("suites", help="list suites and their tasks")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(handler=cmd_suites)
 
 
 def parse_knob_grid(items: list[str] | None) -> dict[str, list[str]]:
@@ -32,37 +75,166 @@ def parse_knob_grid(items: list[str] | None) -> dict[str, list[str]]:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors of the core a user can fix (unknown names, bad values, malformed or missing data)."""
     from algorithms.registry import UnknownMethodError
-    from benchmarks.data import DatasetError
-    from benchmarks.minari_io import MissingDatasetError
-    from benchmarks.suites import UnknownNameError
+    from benchmarks.data.dataset import DatasetError
+    from benchmarks.data.loaders import MissingDatasetError
+    from benchmarks.tasks.suites import UnknownNameError
 
     return (ConfigError, UnknownMethodError, UnknownNameError, DatasetError, MissingDatasetError, FileNotFoundError)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="modebench",
-        description="Offline RL under multimodal action data: GEM, LOM, ISEP(-FM), DROL, BC, IQL, FQL on one core.",
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{name} must be >= 1, got {value}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from benchmarks.run.train import train
+    from benchmarks.tasks.adhoc import task_from_dataset
+
+    for name in ("steps", "eval_every", "eval_episodes"):
+        _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    task = args.task or task_from_dataset(args.dataset, args.env, args.ref_min, args.ref_max)
+    result = train(
+        args.algo, task, steps=args.steps, seed=args.seed, out=args.out,
+        config=parse_assignments(args.set), knobs=parse_assignments(args.knob, "--knob"),
+        data=parse_assignments(args.data, "--data"), eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+        device=args.device, progress=not args.no_progress, compile=args.compile,
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in SUBCOMMAND_MODULES:
-        importlib.import_module(module).register(subparsers)
-    return parser
+    last = result.records[-1]
+    print(f"run {result.run_dir}")
+    print(f"checkpoint {result.checkpoint}")
+    print(f"return {last['return_mean']:.4f} +- {last['return_std']:.4f}, success {last['success_rate']:.3f}, "
+          f"updates/s {result.updates_per_second:.1f}")
+    print(f"normalized_score {result.score:.4f}")
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def cmd_eval(args: argparse.Namespace) -> int:
+    from benchmarks.run.train import evaluate_checkpoint
+
+    records = evaluate_checkpoint(args.checkpoint, parse_knob_grid(args.knob), args.episodes, args.seed, args.out, args.device, progress=True)
+    for record in records:
+        knobs = " ".join(f"{k}={v}" for k, v in record["knobs"].items())
+        audits = " ".join(f"{k}={v:.3f}" for k, v in record["audits"].items())
+        print(f"{knobs} normalized_score {record['normalized_score']:.4f} {audits}".strip())
+    return 0
+
+
+def bench_methods(spec: str | None) -> list[str]:
+    from algorithms.registry import METHODS, get_method
+
+    if spec in (None, ""):
+        return [n for n, e in METHODS.items() if not e.config and not e.knobs]
+    if spec == "all":
+        return list(METHODS)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for name in names:
+        get_method(name)
+    return names
+
+
+def _bench_job(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(job.pop("threads"))
+    from benchmarks.run.train import train
+
+    start = time.perf_counter()
+    result = train(**job)
+    return {"method": job["algo"], "task": job["task"], "seed": job["seed"], "score": result.score,
+            "updates_per_second": result.updates_per_second, "seconds": time.perf_counter() - start}
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import multiprocessing
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from benchmarks.tasks.suites import _read_suite, load_suite
+
+    tasks = load_suite(args.suite)
+    selected = list(tasks) if not args.tasks else [t.strip() for t in args.tasks.split(",")]
+    for name in selected:
+        if name not in tasks:
+            raise ConfigError(f"unknown task {name!r} in suite {args.suite!r}; valid tasks: {', '.join(tasks)}")
+    methods = bench_methods(args.methods)
+    from benchmarks.tasks.sources import require_datasets
+
+    require_datasets(args.suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
+    steps = args.steps or int(_read_suite(args.suite).get("bench_steps", 10_000))
+    _check_positive("--seeds", args.seeds)
+    _check_positive("--jobs", args.jobs)
+    jobs = [
+        dict(algo=m, task=f"{args.suite}/{t}", steps=steps, seed=s, out=args.out, device=args.device,
+             threads=max(1, (os.cpu_count() or 1) // args.jobs))
+        for t in selected for m in methods for s in range(args.seeds)
+    ]
+    print(f"bench {args.suite}: {len(methods)} methods x {len(selected)} tasks x {args.seeds} seeds, {steps} updates each, {args.jobs} in parallel")
+    rows = []
+    start = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return int(args.handler(args) or 0)
-    except user_errors() as err:
-        print(f"modebench {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished evaluations are stored; run the same command again to resume", file=sys.stderr)
-        return 130
+        futures = [pool.submit(_bench_job, dict(job)) for job in jobs]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="bench runs"):
+            rows.append(future.result())
+    except BaseException:
+        # finished runs are stored; stop the workers so none outlives the command
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    pool.shutdown()
+    frame = pd.DataFrame(rows)
+    table = frame.groupby(["task", "method"])["score"].agg(["mean", "std", "count"]).reset_index()
+    table["cell"] = [f"{m:6.1f} +- {0.0 if math.isnan(s) else s:5.1f}" for m, s in zip(table["mean"], table["std"])]
+    pivot = table.pivot(index="task", columns="method", values="cell").reindex(columns=methods)
+    print(f"\nnormalized score, mean +- std over {args.seeds} seeds ({steps} updates; wall {time.perf_counter() - start:.0f} s)")
+    print(pivot.to_string())
+    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def cmd_methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from algorithms.registry import METHODS, get_method
+
+    if args.name:
+        entry = get_method(args.name)
+        cls = entry.load()
+        print(f"{args.name}: {cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ''}")
+        print("config (training):")
+        for f in dataclasses.fields(cls.config_class):
+            value = entry.config.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            print(f"  {f.name} = {value}")
+        print("knobs (inference-only):")
+        for f in dataclasses.fields(cls.knobs_class):
+            print(f"  {f.name} = {entry.knobs.get(f.name, f.default)}")
+        return 0
+    for name, entry in METHODS.items():
+        print(f"{name:28s} {entry.description}")
+    return 0
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    from benchmarks.tasks.suites import load_suite, suite_names
+
+    names = [args.name] if args.name else suite_names()
+    for suite in names:
+        tasks = load_suite(suite)
+        print(f"{suite}: {len(tasks)} tasks")
+        for task in tasks.values():
+            marker = " (default)" if task.default else ""
+            print(f"  {task.id}{marker}  {task.description}")
+    return 0
+

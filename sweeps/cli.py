@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_sweep)
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """A sweep's fixable errors are the core's: a bad grid value, an unknown method or task, missing data."""
+    from benchmarks.cli import user_errors as core_errors
+
+    return core_errors()
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from algorithms.config import ConfigError
     from sweeps.grid import grid_names, load_grid, parse_seeds

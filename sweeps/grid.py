@@ -155,7 +155,7 @@ class Grid:
         out: list[str] = []
         for task in self.tasks:
             if task.endswith("/*"):
-                from benchmarks.suites import load_suite
+                from benchmarks.tasks.suites import load_suite
 
                 suite = task[:-2]
                 out.extend(f"{suite}/{name}" for name in load_suite(suite))
@@ -195,8 +195,8 @@ class Grid:
     def count_records(self) -> int:
         """Records at the final step of all trials: per trial, the distinct settings among the
         configured knobs and the inference settings (resolves methods and suite overrides)."""
-        from benchmarks.suites import get_task
-        from benchmarks.train import resolve_method
+        from benchmarks.run.train import resolve_method
+        from benchmarks.tasks.suites import get_task
 
         total = 0
         for m in self.methods:
@@ -214,14 +214,14 @@ class Grid:
         for m in self.methods:
             self.validate_method(m)
         if check_tasks:
-            from benchmarks.suites import get_task
+            from benchmarks.tasks.suites import get_task
 
             for task in self.expand_tasks():
                 get_task(task)
 
     def validate_method(self, m: MethodGrid) -> None:
         from algorithms.registry import get_method
-        from benchmarks.data import DataConfig
+        from benchmarks.data.dataset import DataConfig
 
         entry = get_method(m.name)
         cls = entry.load()

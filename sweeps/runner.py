@@ -79,7 +79,7 @@ def plan_grid(grid: Grid, root: Path, seeds: list[int] | None = None, steps: int
 
 
 def write_plan(path: Path, grid: Grid, planned: list[PlannedTrial]) -> None:
-    from benchmarks.results import atomic_write_json
+    from benchmarks.store import atomic_write_json
 
     atomic_write_json(path, {
         "grid": grid.name, "grid_file": str(grid.path), "created": time.time(),
@@ -151,7 +151,7 @@ def run_sweep(
     verbose: int = 1,
     log=print,
 ) -> SweepSummary:
-    from benchmarks.results import DEFAULT_ROOT, atomic_write_json
+    from benchmarks.store import DEFAULT_ROOT, atomic_write_json
 
     start = time.time()
     grid = load_grid(grid_ref)
@@ -209,7 +209,7 @@ def _claim(state: Path, log) -> None:
 def _run_todo(grid: Grid, all_planned: list[PlannedTrial], todo: list[PlannedTrial], state: Path, storage: str | None, address: str | None,
               resume: bool, num_cpus: int | None, max_concurrent: int | None, verbose: int,
               summary: SweepSummary, log) -> bool:
-    from benchmarks.results import atomic_write_json
+    from benchmarks.store import atomic_write_json
 
     _claim(state, log)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -51,13 +51,13 @@ class PlannedTrial:
         return self.root / "runs" / self.run_id
 
     def final_keys(self) -> list[str]:
-        from benchmarks.results import record_key
+        from benchmarks.store import record_key
 
         return [record_key(self.run_id, self.spec.steps, s) for s in self.settings]
 
     def missing(self, step: int | None = None) -> list[dict[str, Any]]:
         """The inference settings without a record at `step` (default: the final step)."""
-        from benchmarks.results import record_key
+        from benchmarks.store import record_key
 
         step = self.spec.steps if step is None else step
         records = self.run_dir / "records"
@@ -78,7 +78,7 @@ class PlannedTrial:
 
 def resolve_task_fields(task_id: str) -> dict[str, Any]:
     """The task as plain data, with relative dataset/env paths made absolute (trials chdir)."""
-    from benchmarks.suites import get_task
+    from benchmarks.tasks.suites import get_task
 
     fields = dataclasses.asdict(get_task(task_id))
     for part in ("dataset", "env"):
@@ -93,9 +93,9 @@ def plan(spec: TrialSpec) -> PlannedTrial:
     """The run id `benchmarks.train.train` will give this trial and the records it must write.
 
     Uses train()'s own `run_identity`; a test pins that the two agree."""
-    from benchmarks.data import DataConfig
-    from benchmarks.suites import Task
-    from benchmarks.train import resolve_method, run_identity
+    from benchmarks.data.dataset import DataConfig
+    from benchmarks.run.train import resolve_method, run_identity
+    from benchmarks.tasks.suites import Task
 
     if spec.task_fields is None or spec.out is None:
         raise ValueError("plan() needs spec.task_fields and spec.out (filled by the sweep planner)")
@@ -128,7 +128,7 @@ def _log(trial: PlannedTrial, event: str, **extra: Any) -> None:
 def _checkpoint_step(path: Path) -> int:
     if not path.exists():
         return 0
-    from benchmarks.train import load_checkpoint
+    from benchmarks.run.checkpoints import load_checkpoint
 
     try:
         return int(load_checkpoint(path)["step"])
@@ -151,7 +151,7 @@ def _restore_from_dir(trial: PlannedTrial, directory: Path) -> int | None:
     source = directory / "checkpoint.pt"
     if not source.exists():
         return None
-    from benchmarks.results import atomic_write_bytes
+    from benchmarks.store import atomic_write_bytes
 
     tune_step = _checkpoint_step(source)
     if tune_step > _checkpoint_step(trial.run_dir / "checkpoint.pt"):
@@ -163,7 +163,7 @@ def _restore_from_dir(trial: PlannedTrial, directory: Path) -> int | None:
 def evaluate_settings(trial: PlannedTrial, step: int, device: str) -> list[dict[str, Any]]:
     """Evaluate the settings that have no record at `step` from the run's checkpoint (which
     must be at `step`), one record each, through the core's `evaluate_checkpoint`."""
-    from benchmarks.train import evaluate_checkpoint
+    from benchmarks.run.train import evaluate_checkpoint
 
     records = []
     for setting in trial.missing(step):
@@ -194,7 +194,7 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
     """Run one trial to completion (or divergence); returns the final status line."""
     import torch
 
-    from benchmarks.train import train
+    from benchmarks.run.train import train
 
     torch.set_num_threads(max(1, int(cpus)))
     spec = TrialSpec.from_dict(spec_dict)
@@ -230,7 +230,7 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
             checkpoint_every=spec.checkpoint_every, progress=False, resume=True, on_evaluation=on_evaluation,
         )
     except FloatingPointError as err:
-        from benchmarks.results import atomic_write_json
+        from benchmarks.store import atomic_write_json
 
         reason = str(err)
         atomic_write_json(trial.diverged_path, {"run_id": trial.run_id, "reason": reason, "time": time.time(),
@@ -259,7 +259,7 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
 
 
 def _task(spec: TrialSpec):
-    from benchmarks.suites import Task
+    from benchmarks.tasks.suites import Task
 
     return Task(**spec.task_fields)
 

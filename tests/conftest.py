@@ -4,7 +4,7 @@ import pytest
 import torch
 
 # Tests run on CPU with a fixed thread count so numbers are reproducible across machines.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("MODEBENCH_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture

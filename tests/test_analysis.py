@@ -22,7 +22,7 @@ from analysis.tables import (
     gem_layout,
     lom_layout,
 )
-from benchmarks.results import RunStore
+from benchmarks.store import RunStore
 
 # ---------------------------------------------------------------------------- the fixture store
 
@@ -369,7 +369,7 @@ def test_nll_gap_from_a_stored_gem_checkpoint(tmp_path):
     import torch
 
     from analysis.profile import nll_gap_frame
-    from benchmarks.train import train
+    from benchmarks.run.train import train
 
     torch.set_num_threads(1)
     train("gem", "toy/four-goal", steps=10, seed=0, out=tmp_path, eval_episodes=4, device="cpu",
@@ -379,7 +379,8 @@ def test_nll_gap_from_a_stored_gem_checkpoint(tmp_path):
     assert list(per_run["method"]) == ["gem"]  # bc reports no NLL gap
     # the chunked average over the dataset equals GEM's nll_gap on all transitions at once
     from algorithms.gem import nll_gap
-    from benchmarks.train import load_checkpoint, rebuild
+    from benchmarks.run.checkpoints import load_checkpoint
+    from benchmarks.run.train import rebuild
 
     checkpoint = next(tmp_path.glob("runs/gem__*/checkpoint.pt"))
     algo, task, normalizer, _ = rebuild(load_checkpoint(checkpoint), "cpu")
@@ -411,7 +412,7 @@ def test_nll_gap_table_against_gem_table9():
 
 
 def test_cli_tables_report_and_errors(store, tmp_path, capsys):
-    from benchmarks.cli import main
+    from modebench.cli import main
 
     out = tmp_path / "tables"
     assert main(["tables", "--root", str(store), "--out", str(out), "--reps", "200"]) == 0
@@ -448,7 +449,7 @@ def test_real_training_runs_end_to_end(tmp_path):
 
     from analysis.plots import build_plots
     from analysis.tables import build_tables
-    from benchmarks.train import train
+    from benchmarks.run.train import train
 
     torch.set_num_threads(1)
     for method in ("bc", "iql"):

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from benchmarks import toy
-from benchmarks.data import (
+from benchmarks.data.dataset import (
     DataConfig,
     DatasetError,
     Normalizer,
     TransitionDataset,
     transform_rewards,
 )
-from benchmarks.minari_io import load_d4rl_file
+from benchmarks.data.loaders import load_d4rl_file
+from benchmarks.tasks import toy
 
 
 def _episodes():

@@ -302,8 +302,9 @@ def test_checkpoint_round_trip_and_determinism():
 
 
 def _train_four_goal(cls, config, steps: int, seed: int = 0):
-    from benchmarks import toy
-    from benchmarks.data import DataConfig, DeviceReplay, Normalizer
+    from benchmarks.data.dataset import DataConfig, Normalizer
+    from benchmarks.data.replay import DeviceReplay
+    from benchmarks.tasks import toy
 
     torch.manual_seed(seed)
     data = toy.generate("four-goal", 10_000, 0)
@@ -315,7 +316,7 @@ def _train_four_goal(cls, config, steps: int, seed: int = 0):
 
 
 def _bandit_return(algo, n: int = 2000) -> float:
-    from benchmarks.toy import FourGoalBandit
+    from benchmarks.tasks.toy import FourGoalBandit
 
     env = FourGoalBandit()
     actions = algo.act(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long), None).actions.numpy()
@@ -327,7 +328,7 @@ def test_four_goal_candidates_cover_every_mode_and_single_sample_beats_bc():
     """K = 16 candidates cover all four modes (each within 0.2 of a goal) and the one-sample
     policy's return beats Gaussian BC's (whose mean sits between the modes)."""
     from algorithms.bc import BC, BCConfig
-    from benchmarks.toy import FourGoalBandit
+    from benchmarks.tasks.toy import FourGoalBandit
 
     drol = _train_four_goal(DROL, DROLConfig(hidden_dims=(64, 64), num_candidates=16), steps=3000)
     torch.manual_seed(0)

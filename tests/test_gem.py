@@ -425,7 +425,7 @@ def test_registry_presets_build_valid_variants():
 
 
 def test_suite_defaults_file_is_valid():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "gem_overrides.yaml"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tasks" / "suites" / "gem_overrides.yaml"
     data = {suite: block["gem"] for suite, block in yaml.safe_load(path.read_text()).items()}
     for suite, block in data.items():
         assert set(block) <= {"config", "knobs"}, suite
@@ -456,7 +456,7 @@ MECHANISM_CONFIG = {"hidden_dims": (64, 64)}  # narrow nets for every method: th
 
 @pytest.fixture(scope="module")
 def four_goal_runs(tmp_path_factory):
-    from benchmarks.train import evaluate_checkpoint, train
+    from benchmarks.run.train import evaluate_checkpoint, train
 
     out = tmp_path_factory.mktemp("gem_four_goal")
     threads = torch.get_num_threads()

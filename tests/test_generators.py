@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from benchmarks.generators import (
+from benchmarks.tasks.generators import (
     generate,
     get_generator,
     is_generated,
@@ -18,8 +18,8 @@ from benchmarks.generators import (
     ogbench_gen,
     output_id,
 )
-from benchmarks.generators.common import random_policy, rollouts
-from benchmarks.suites import Task
+from benchmarks.tasks.generators.common import random_policy, rollouts
+from benchmarks.tasks.suites import Task
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def local_dirs(tmp_path, monkeypatch):
 def test_pointmaze_dataset_round_trips_through_minari(local_dirs):
     import minari
 
-    from benchmarks.minari_io import load_minari, recover_env
+    from benchmarks.data.loaders import load_minari, recover_env
 
     result = generate("pointmaze-umaze", "tiny", seed=3, progress=False)
     assert result.generated and result.name == "modebench-local/pointmaze-umaze/tiny-s3-v0"

@@ -27,8 +27,9 @@ from algorithms.isep import (
     interpolated_value_loss,
 )
 from algorithms.registry import get_method
-from benchmarks import toy
-from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionDataset
+from benchmarks.data.dataset import DataConfig, Normalizer, TransitionDataset
+from benchmarks.data.replay import DeviceReplay
+from benchmarks.tasks import toy
 
 SMALL_FM = {"flow_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64), "token_dim": 8}
 
@@ -406,16 +407,16 @@ def test_profile_script_end_to_end(capsys):
 
 
 def test_suite_overrides_are_valid_and_match_the_paper_tables():
-    """benchmarks/suites/isep_overrides.yaml: every entry loads strictly and equals
+    """benchmarks/tasks/suites/isep_overrides.yaml: every entry loads strictly and equals
     ISEP Tables 3-4 as transcribed (results/reference/isep_hyperparameters.csv)."""
     import csv
     from pathlib import Path
 
     import yaml
 
-    from benchmarks.suites import get_task
+    from benchmarks.tasks.suites import get_task
 
-    path = Path(__file__).parents[1] / "benchmarks" / "suites" / "isep_overrides.yaml"
+    path = Path(__file__).parents[1] / "benchmarks" / "tasks" / "suites" / "isep_overrides.yaml"
     overrides = yaml.safe_load(path.read_text())
     for task_id, methods in overrides.items():
         get_task(task_id)
@@ -436,7 +437,7 @@ def test_suite_overrides_are_valid_and_match_the_paper_tables():
 
 
 # ----------------------------------------------------------------------------- mechanism (slow)
-# Toy: ISEP Sec. 4.5's sparse-optimum bandit (benchmarks/toy.py): 90% of the data at the
+# Toy: ISEP Sec. 4.5's sparse-optimum bandit (benchmarks/tasks/toy.py): 90% of the data at the
 # suboptimal mode (-0.5, -0.5) (reward 1), 10% at the optimum (0.5, 0.5) (reward 2), a danger
 # disc (reward -1) at the origin between them. Toy budget, the same for every arm and chosen
 # before the comparison: small nets, lr 1e-3, 3000 (flow) / 4000 (Gaussian) updates, batch 256.

@@ -391,7 +391,7 @@ MECHANISM = {"mdn_steps": 300, "hidden_dims": (64, 64), "mdn_hidden_dims": (64, 
 def test_four_goal_lom_learns_the_best_mode_where_bc_averages(tmp_path):
     """LOM Sec. 6.2 / Fig. 2 as a bandit: modes at (+-1, +-1), (1, 1) pays 2, the mean (0, 0) pays 0.
     Measured (1000 steps, these small nets): LOM 100 on seeds 0, 1, 2; BC -3.2 (it sits between the modes)."""
-    from benchmarks.train import train
+    from benchmarks.run.train import train
 
     lom = train("lom", "toy/four-goal", steps=1000, seed=0, out=tmp_path, config=MECHANISM, device="cpu")
     assert lom.score >= 90
@@ -407,7 +407,7 @@ def test_four_goal_lom_learns_the_best_mode_where_bc_averages(tmp_path):
 def test_branch_lom_follows_the_rewarded_branch(tmp_path):
     """LOM Appendix A (Fig. 5f): actions +-f(s), reward where sign(a) = sign(s).
     Measured (1000 steps, these small nets): LOM 100 on seeds 0, 1, 2; BC -22 (seed 0)."""
-    from benchmarks.train import train
+    from benchmarks.run.train import train
 
     lom = train("lom", "toy/branch", steps=1000, seed=0, out=tmp_path, config=MECHANISM, device="cpu")
     assert lom.score >= 90

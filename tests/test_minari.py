@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from benchmarks import toy
-from benchmarks.cli import main
-from benchmarks.minari_io import load_minari, recover_env
+from benchmarks.data.loaders import load_minari, recover_env
+from benchmarks.tasks import toy
+from modebench.cli import main
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import pytest
 
 from algorithms.config import from_dict
 from algorithms.registry import get_method
-from benchmarks.suites import get_task, load_suite, override_tables, suite_names
-from benchmarks.train import resolve_method
+from benchmarks.run.train import resolve_method
+from benchmarks.tasks.suites import get_task, load_suite, override_tables, suite_names
 
 
 @pytest.mark.parametrize("file_name", sorted(override_tables()))

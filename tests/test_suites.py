@@ -11,9 +11,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from benchmarks import sources
-from benchmarks.minari_io import MissingDatasetError
-from benchmarks.suites import (
+from benchmarks.data.loaders import MissingDatasetError
+from benchmarks.tasks import sources
+from benchmarks.tasks.suites import (
     DATASET_SOURCES,
     ENV_SOURCES,
     Task,
@@ -146,7 +146,7 @@ def test_ogbench_families_follow_spec():
 
 
 def test_suite_method_overrides_follow_spec():
-    from benchmarks.train import resolve_method
+    from benchmarks.run.train import resolve_method
 
     for task in load_suite("antmaze").values():
         iql = resolve_method("iql", task)
@@ -198,13 +198,13 @@ def test_kitchen_env_builds():
 
 
 def test_offline_bench_fails_fast_and_clearly(no_data, capsys, monkeypatch):
-    import benchmarks.cli_core
-    from benchmarks.cli import main
+    import benchmarks.cli
+    from modebench.cli import main
 
     def no_pool(*args, **kwargs):
         raise AssertionError("bench spawned workers although the suite's data is missing")
 
-    monkeypatch.setattr(benchmarks.cli_core, "ProcessPoolExecutor", no_pool)  # the check runs before any worker
+    monkeypatch.setattr(benchmarks.cli, "ProcessPoolExecutor", no_pool)  # the check runs before any worker
     assert main(["bench", "--suite", "antmaze", "--methods", "bc"]) == 2
     err = capsys.readouterr().err
     assert "modebench datasets download --suite antmaze" in err and "--suite maze2d-local" in err
@@ -248,7 +248,7 @@ def test_d4rl_file_source_reads_an_original_layout_hdf5(tmp_path):
 
 
 def test_mass_scale_wrapper_scales_bodies_once_and_changes_dynamics():
-    from benchmarks.wrappers import MassScale, mujoco_model
+    from benchmarks.tasks.wrappers import MassScale, mujoco_model
 
     base = gym.make("Hopper-v4")
     nominal = mujoco_model(base).body_mass.copy()
@@ -277,7 +277,7 @@ def test_mass_scale_wrapper_scales_bodies_once_and_changes_dynamics():
 
 
 def test_datasets_cli_list_and_generators(no_data, capsys):
-    from benchmarks.cli import main
+    from modebench.cli import main
 
     assert main(["datasets", "list", "--suite", "maze2d-local"]) == 0
     out = capsys.readouterr().out

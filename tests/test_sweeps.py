@@ -22,7 +22,7 @@ from sweeps.runner import plan_grid
 from sweeps.trial import execute, restore_from_tune
 
 REPO = Path(__file__).resolve().parents[1]
-MODEBENCH = [sys.executable, "-m", "benchmarks.cli"]
+MODEBENCH = [sys.executable, "-m", "modebench.cli"]
 
 # The studies' sizes, from the papers (see each grid file's header for the sources).
 EXPECTED_TRIALS = {
@@ -73,7 +73,7 @@ def test_grid_names_real_tasks_and_real_config_and_knob_fields(name):
     (being written in parallel) are reported, not silently passed."""
     grid = load_grid(name)
     for task in grid.expand_tasks():
-        from benchmarks.suites import get_task
+        from benchmarks.tasks.suites import get_task
 
         get_task(task)
     missing = [m.name for m in grid.methods if m.name not in METHODS]
@@ -118,7 +118,7 @@ def test_cluster_recipes_run_the_gem_table1_grid_on_shared_storage():
     import yaml
     from ray.autoscaler._private.util import prepare_config, validate_config
 
-    from benchmarks.cli import build_parser
+    from modebench.cli import build_parser
 
     cluster = yaml.safe_load((REPO / "sweeps/cluster/aws-gpu.yaml").read_text())
     validate_config(prepare_config(cluster))  # the schema of the pinned Ray's cluster launcher
@@ -180,7 +180,7 @@ def test_parse_seeds():
 
 
 def test_cli_errors_are_one_line_and_status_2(capsys):
-    from benchmarks.cli import main
+    from modebench.cli import main
 
     assert main(["sweep", "no-such-grid"]) == 2
     err = capsys.readouterr().err
@@ -242,13 +242,13 @@ def test_a_diverging_trial_stops_with_its_reason_recorded(tmp_path):
 
 
 def test_a_user_error_fails_the_trial_without_retries_or_marks(tmp_path, monkeypatch):
-    import benchmarks.train
-    from benchmarks.minari_io import MissingDatasetError
+    import benchmarks.run.train
+    from benchmarks.data.loaders import MissingDatasetError
 
     def missing(*args, **kwargs):
         raise MissingDatasetError("D4RL dataset 'hopper-medium-v2' is not on this machine")
 
-    monkeypatch.setattr(benchmarks.train, "train", missing)
+    monkeypatch.setattr(benchmarks.run.train, "train", missing)
     trial = _toy_trials(tmp_path)[3]
     out = execute(trial.spec.to_dict(), lambda m, c: None)  # returns: Tune does not retry it
     assert out["status"] == "failed" and "not on this machine" in out["reason"]
@@ -272,7 +272,7 @@ def test_knobs_at_all_evaluates_every_setting_at_every_evaluation_step(tmp_path)
 def test_tune_checkpoint_is_copied_into_the_store_only_when_newer(tmp_path):
     import torch
 
-    from benchmarks.train import CHECKPOINT_FORMAT
+    from benchmarks.run.checkpoints import CHECKPOINT_FORMAT
 
     trial = _toy_trials(tmp_path)[0]
     tune_dir = tmp_path / "tune_ckpt"
@@ -432,7 +432,7 @@ def test_ci_grid_under_ray_survives_a_dead_trial_and_a_killed_driver(tmp_path):
     print(f"\ntimings: first driver {t_kill - t0:.0f} s, cleanup {t_clean - t_kill:.1f} s, resume {t_end - t_clean:.0f} s")
 
     # every record exactly once: 2 methods x 2 seeds x 2 knob settings, at the final step
-    from benchmarks.results import iter_records
+    from benchmarks.store import iter_records
 
     records = list(iter_records(root))
     keys = [(r["run_id"], r["step"], json.dumps(r["knobs"], sort_keys=True)) for r in records]

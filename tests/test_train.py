@@ -11,10 +11,10 @@ import torch
 
 from algorithms.config import ConfigError
 from algorithms.registry import UnknownMethodError
-from benchmarks.cli import main
-from benchmarks.results import iter_records
-from benchmarks.suites import UnknownNameError, get_task
-from benchmarks.train import evaluate_checkpoint, train
+from benchmarks.run.train import evaluate_checkpoint, train
+from benchmarks.store import iter_records
+from benchmarks.tasks.suites import UnknownNameError, get_task
+from modebench.cli import main
 
 
 def test_bc_on_four_goal_lands_between_the_modes(results_root):
@@ -132,12 +132,12 @@ def test_missing_minari_dataset_offline_says_what_to_do(tmp_path, monkeypatch, c
 
 
 def test_console_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "methods"], check=False, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "modebench.cli", "methods"], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "iql" in out.stdout
 
 
 def test_speed_script_times_our_iql_against_the_plain_pytorch_reference(tmp_path, capsys):
-    from benchmarks import speed
+    from perf import speed
 
     speed.main(["--methods", "iql", "--updates", "3", "--repeats", "2", "--threads", "1",
                 "--d3rlpy-python", str(tmp_path / "no-d3rlpy-venv")])

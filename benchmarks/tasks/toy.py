@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from benchmarks.data import TransitionDataset
+from benchmarks.data.dataset import TransitionDataset
 
 MODE_RADIUS = 0.25
 

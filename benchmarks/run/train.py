@@ -34,18 +34,17 @@ from algorithms.config import (
     to_dict,
 )
 from algorithms.registry import base_method, get_method
-from benchmarks.data import DataConfig, DeviceReplay, Normalizer, TransitionDataset
-from benchmarks.evaluation import evaluate
-from benchmarks.results import (
+from benchmarks.data.dataset import DataConfig, Normalizer
+from benchmarks.data.replay import DeviceReplay
+from benchmarks.run.checkpoints import load_checkpoint, restore, save_checkpoint
+from benchmarks.run.evaluation import evaluate
+from benchmarks.store import (
     DEFAULT_ROOT,
     RunStore,
-    atomic_torch_save,
     git_revision,
     record_key,
 )
-from benchmarks.suites import Task, get_task
-
-CHECKPOINT_FORMAT = 1
+from benchmarks.tasks.suites import Task, get_task
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -61,39 +60,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def task_from_dataset(
-    dataset: str, env: str | None = None, ref_min: float | None = None, ref_max: float | None = None,
-    horizon: int | None = None, eval_episodes: int = 10,
-) -> Task:
-    """An ad-hoc task for `--dataset ID_OR_PATH`: a Minari dataset (evaluated in the env it
-    records, scored with its ref_min/max_score) or a D4RL-style .npz/.hdf5 file (give --env)."""
-    path = Path(dataset).expanduser()
-    if path.suffix in (".npz", ".hdf5", ".h5"):
-        if env is None:
-            raise ConfigError(f"{dataset}: a D4RL-style file records no environment; pass --env GYM_ID to evaluate in")
-        if ref_min is None or ref_max is None:
-            raise ConfigError(f"{dataset}: pass --ref-min and --ref-max (random / expert returns) for the normalised score")
-        import gymnasium as gym
-
-        return Task(
-            suite="dataset", name=path.stem, dataset={"source": "d4rl-file", "path": str(path.resolve())},
-            env={"source": "gym", "id": env}, horizon=horizon or gym.spec(env).max_episode_steps or 1000,
-            score={"kind": "reference", "random": ref_min, "expert": ref_max}, eval_episodes=eval_episodes,
-        )
-    from benchmarks.minari_io import max_episode_steps
-
-    source = {"source": "minari", "path": str(path.resolve())} if path.exists() else {"source": "minari", "id": dataset}
-    score: dict[str, Any] = {"kind": "dataset"}
-    if ref_min is not None and ref_max is not None:
-        score = {"kind": "reference", "random": ref_min, "expert": ref_max}
-    env_spec = {"source": "gym", "id": env} if env else dict(source)
-    name = path.name if path.exists() else dataset.replace("/", "-")
-    return Task(
-        suite="dataset", name=name, dataset=source, env=env_spec,
-        horizon=horizon or max_episode_steps(dataset) or 1000, score=score, eval_episodes=eval_episodes,
-    )
 
 
 @dataclass
@@ -150,56 +116,6 @@ class RunResult:
     run_dir: Path
     updates_per_second: float = math.nan
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def _optimizer_like(algorithm: Algorithm) -> dict[str, Any]:
-    """Optimizers and LR schedulers held as attributes (saved for an exact resume)."""
-    return {
-        key: value
-        for key, value in vars(algorithm).items()
-        if isinstance(value, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
-    }
-
-
-def save_checkpoint(path: Path, algorithm: Algorithm, run: dict[str, Any], step: int, normalizer: Normalizer,
-                    dataset: TransitionDataset, replay: DeviceReplay | None) -> None:
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "run": json.dumps(run, sort_keys=True, default=str),
-        "step": step,
-        "model": algorithm.state_dict(),
-        "optim": {k: v.state_dict() for k, v in _optimizer_like(algorithm).items()},
-        "normalizer": normalizer.state_dict(),
-        "action_low": None if dataset.action_low is None else torch.as_tensor(dataset.action_low),
-        "action_high": None if dataset.action_high is None else torch.as_tensor(dataset.action_high),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "replay": replay.generator.get_state() if replay is not None else None,
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-    }
-    atomic_torch_save(path, payload)
-
-
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; `modebench train ... --out DIR` writes DIR/runs/<run>/checkpoint.pt")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format')} is not {CHECKPOINT_FORMAT}")
-    payload["run"] = json.loads(payload["run"])
-    return payload
-
-
-def _restore(algorithm: Algorithm, payload: dict[str, Any], replay: DeviceReplay | None) -> None:
-    algorithm.load_state_dict(payload["model"])
-    for key, opt in _optimizer_like(algorithm).items():
-        if key in payload["optim"]:
-            opt.load_state_dict(payload["optim"][key])
-    torch.set_rng_state(payload["rng"]["torch"])
-    if replay is not None and payload["rng"]["replay"] is not None:
-        replay.generator.set_state(payload["rng"]["replay"])
 
 
 def _record(run: dict[str, Any], step: int, knobs: Any, result, extra: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +199,7 @@ def train(
     start_step = 0
     if resume and store.checkpoint_path.exists():
         payload = load_checkpoint(store.checkpoint_path)
-        _restore(algorithm, payload, replay)
+        restore(algorithm, payload, replay)
         start_step = int(payload["step"])
 
     eval_every = eval_every or steps

@@ -3,7 +3,7 @@
 MassScale (GEM, Appendix A.4): "scale MuJoCo body masses at test time, with all learned
 networks fixed and no retraining". A suite task asks for it in its environment spec,
 `env: {source: ..., mass_scale: 1.5}`, and every environment source accepts the key
-(benchmarks/sources.py). The paper does not say whether inertias follow the masses; by
+(benchmarks/tasks/sources.py). The paper does not say whether inertias follow the masses; by
 default they do (the same bodies made of a denser material, which keeps each body's
 inertia consistent with its mass); `scale_inertia: false` scales the masses alone.
 """

@@ -1,6 +1,6 @@
 """Offline dataset generators: the benchmarks' own recipes, run here where downloads are impossible.
 
-    from benchmarks.generators import generate
+    from benchmarks.tasks.generators import generate
     result = generate("pointmaze-umaze", preset="small", seed=0)   # -> Minari dataset id, stats
 
 Every generator is deterministic given (preset or size, seed), shows progress bars, writes
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from algorithms.config import ConfigError
-from benchmarks.generators.common import GenerationResult, local_root, minari_root
+from benchmarks.tasks.generators.common import GenerationResult, local_root, minari_root
 
 REFERENCE_EPISODES = {"tiny": 5, "small": 20, "full": 100}
 
@@ -53,7 +53,7 @@ class Generator:
 
 
 def _maze_generators() -> dict[str, Generator]:
-    from benchmarks.generators.maze2d import MAZES
+    from benchmarks.tasks.generators.maze2d import MAZES
 
     return {
         f"pointmaze-{maze}": Generator(
@@ -67,7 +67,7 @@ def _maze_generators() -> dict[str, Generator]:
 
 
 def _ogbench_generators() -> dict[str, Generator]:
-    from benchmarks.generators.ogbench_gen import RECIPES
+    from benchmarks.tasks.generators.ogbench_gen import RECIPES
 
     small = {"navigate": 100, "play": 20}
     out = {}
@@ -102,10 +102,10 @@ def generate(name: str, preset: str | None = "small", seed: int = 0, size: int |
     preset_name, n = gen.size(preset, size)
     n_ref = reference_episodes or gen.n_reference(preset_name)
     if gen.family == "maze2d":
-        from benchmarks.generators import maze2d
+        from benchmarks.tasks.generators import maze2d
 
         return maze2d.generate(name.split("-", 1)[1], n, seed, preset_name, n_ref, progress=progress, force=force)
-    from benchmarks.generators import ogbench_gen
+    from benchmarks.tasks.generators import ogbench_gen
 
     return ogbench_gen.generate(name, n, seed, preset_name, n_ref, progress=progress, force=force)
 
@@ -115,10 +115,10 @@ def output_id(name: str, preset: str | None = "small", seed: int = 0, size: int 
     gen = get_generator(name)
     preset_name, _ = gen.size(preset, size)
     if gen.family == "maze2d":
-        from benchmarks.generators.maze2d import dataset_id
+        from benchmarks.tasks.generators.maze2d import dataset_id
 
         return {"minari": dataset_id(name.split("-", 1)[1], preset_name, seed)}
-    from benchmarks.generators.ogbench_gen import minari_id, npz_path
+    from benchmarks.tasks.generators.ogbench_gen import minari_id, npz_path
 
     return {"minari": minari_id(name, preset_name, seed), "npz": str(npz_path(name, preset_name, seed))}
 
@@ -127,10 +127,10 @@ def is_generated(name: str, preset: str | None = "small", seed: int = 0, size: i
     gen = get_generator(name)
     preset_name, _ = gen.size(preset, size)
     if gen.family == "maze2d":
-        from benchmarks.generators.common import complete_minari
+        from benchmarks.tasks.generators.common import complete_minari
 
         return complete_minari(output_id(name, preset, seed, size)["minari"])
-    from benchmarks.generators.ogbench_gen import local_npz_marker
+    from benchmarks.tasks.generators.ogbench_gen import local_npz_marker
 
     return local_npz_marker(name, preset_name, seed) is not None
 
@@ -139,10 +139,10 @@ def make_eval_env(name: str):
     """The evaluation env a generator's Minari dataset records (no data needed)."""
     gen = get_generator(name)
     if gen.family == "maze2d":
-        from benchmarks.generators.maze2d import make_eval_env as make
+        from benchmarks.tasks.generators.maze2d import make_eval_env as make
 
         return make(name.split("-", 1)[1])
-    from benchmarks.generators.ogbench_gen import RECIPES, make_env
+    from benchmarks.tasks.generators.ogbench_gen import RECIPES, make_env
 
     return make_env(RECIPES[name].singletask_env)
 

@@ -1,4 +1,4 @@
-"""Suites and tasks: data files in `benchmarks/suites/<suite>.yaml`, resolved into `Task`s.
+"""Suites and tasks: data files in `benchmarks/tasks/suites/<suite>.yaml`, resolved into `Task`s.
 
 Method overrides also come from `suites/<name>_overrides.yaml` files (a paper's per-suite or
 per-task hyperparameter table, e.g. DROL Table 3): `{SUITE or SUITE/TASK: {method: {config: {..},
@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from algorithms.config import ConfigError
-from benchmarks.data import TransitionDataset
+from benchmarks.data.dataset import TransitionDataset
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default"}
@@ -216,38 +216,38 @@ def get_task(task_id: str) -> Task:
 
 @dataset_source("toy")
 def _toy_dataset(task: str, size: int = 10_000, seed: int = 0, noise: float = 0.08) -> TransitionDataset:
-    from benchmarks import toy
+    from benchmarks.tasks import toy
 
     return toy.generate(task, size=size, seed=seed, noise=noise)
 
 
 @env_source("gym")
 def _gym_env(id: str, **kwargs) -> gym.Env:
-    import benchmarks.toy  # noqa: F401  (registers the toy envs)
+    import benchmarks.tasks.toy  # noqa: F401  (registers the toy envs)
 
     return gym.make(id, **kwargs)
 
 
 @dataset_source("minari")
 def _minari_dataset(id: str | None = None, path: str | None = None) -> TransitionDataset:
-    from benchmarks.minari_io import load_minari
+    from benchmarks.data.loaders import load_minari
 
     return load_minari(path or id)
 
 
 @env_source("minari")
 def _minari_env(id: str | None = None, path: str | None = None, eval_env: bool = True) -> gym.Env:
-    from benchmarks.minari_io import recover_env
+    from benchmarks.data.loaders import recover_env
 
     return recover_env(path or id, eval_env=eval_env)
 
 
 @dataset_source("d4rl-file")
 def _d4rl_file(path: str, name: str | None = None) -> TransitionDataset:
-    from benchmarks.minari_io import load_d4rl_file
+    from benchmarks.data.loaders import load_d4rl_file
 
     return load_d4rl_file(path, name=name)
 
 
-# The real suites' sources (D4RL files, OGBench, offline generators, MassScale): benchmarks/sources.py
-import benchmarks.sources  # noqa: F401
+# The real suites' sources (D4RL files, OGBench, offline generators, MassScale): benchmarks/tasks/sources.py
+import benchmarks.tasks.sources  # noqa: F401

@@ -42,7 +42,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.generators.common import (
+from benchmarks.tasks.generators.common import (
     LOCAL_NAMESPACE,
     Episode,
     GenerationResult,

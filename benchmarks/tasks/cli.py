@@ -8,7 +8,7 @@
 `download` goes through minari (Minari ids), OGBench's server (OGBench names) and D4RL's file
 URLs (D4RL names such as hopper-medium-v2); offline, it fails within seconds with the command
 to run when online and the suite that runs without network. `generate` runs the offline
-generators (benchmarks/generators), which write LOCAL datasets named as such.
+generators (benchmarks/tasks/generators), which write LOCAL datasets named as such.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.generators:
-        from benchmarks.generators import generators
+        from benchmarks.tasks.generators import generators
 
         for gen in generators().values():
             presets = ", ".join(f"{k}={v}" for k, v in gen.presets.items())
             print(f"{gen.name:36s} {gen.unit:8s} {presets:36s} {gen.description}")
         return 0
-    from benchmarks.sources import dataset_status
-    from benchmarks.suites import load_suite, suite_names
+    from benchmarks.tasks.sources import dataset_status
+    from benchmarks.tasks.suites import load_suite, suite_names
 
     for suite in [args.suite] if args.suite else suite_names():
         for task in load_suite(suite).values():
@@ -65,7 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from benchmarks.suites import get_task
+    from benchmarks.tasks.suites import get_task
 
     task = get_task(args.task)
     data = task.load_dataset()
@@ -95,13 +95,13 @@ def _generation_record(task) -> dict | None:
     params = dict(task.dataset)
     kind = params.pop("source")
     if kind == "generated":
-        from benchmarks.generators import output_id
-        from benchmarks.generators.common import minari_dataset_dir, read_marker
+        from benchmarks.tasks.generators import output_id
+        from benchmarks.tasks.generators.common import minari_dataset_dir, read_marker
 
         ident = output_id(params["generator"], params.get("preset", "small"), int(params.get("seed", 0)), params.get("size"))
         return read_marker(minari_dataset_dir(ident["minari"]))
     if kind == "ogbench" and params.get("local") is not None:
-        from benchmarks.sources import ogbench_file
+        from benchmarks.tasks.sources import ogbench_file
 
         marker = ogbench_file(params["name"], None, params["local"]).with_suffix(".json")
         return json.loads(marker.read_text()) if marker.exists() else None
@@ -110,7 +110,7 @@ def _generation_record(task) -> dict | None:
 
 def _resolve_targets(targets: list[str], suite: str | None):
     """Tasks for suite names / SUITE/TASK ids; ad-hoc tasks for raw dataset ids."""
-    from benchmarks.suites import Task, get_task, load_suite, suite_names
+    from benchmarks.tasks.suites import Task, get_task, load_suite, suite_names
 
     suites = set(suite_names())
     tasks = []
@@ -137,7 +137,7 @@ def _resolve_targets(targets: list[str], suite: str | None):
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from benchmarks.sources import download_task
+    from benchmarks.tasks.sources import download_task
 
     for task in _resolve_targets(args.targets, args.suite):
         print(download_task(task, force=args.force), flush=True)
@@ -145,12 +145,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from benchmarks.generators import generate
+    from benchmarks.tasks.generators import generate
 
     jobs: list[tuple[str, str | None, int, int | None]] = []
     if args.suite:
-        from benchmarks.generators.ogbench_gen import recipe_for_dataset
-        from benchmarks.suites import load_suite
+        from benchmarks.tasks.generators.ogbench_gen import recipe_for_dataset
+        from benchmarks.tasks.suites import load_suite
 
         for task in load_suite(args.suite).values():
             params = task.dataset

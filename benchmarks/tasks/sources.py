@@ -1,4 +1,4 @@
-"""Dataset and environment sources of the real suites (registered into benchmarks.suites).
+"""Dataset and environment sources of the real suites (registered into benchmarks.tasks.suites).
 
 Dataset sources (`dataset: {source: KIND, ...}` in a suite file):
 - `d4rl`: an ORIGINAL D4RL HDF5 file by name (`hopper-medium-v2`), looked up in
@@ -8,12 +8,12 @@ Dataset sources (`dataset: {source: KIND, ...}` in a suite file):
   read from ~/.ogbench/data (OGBench's cache; `dataset_dir` or $OGBENCH_DATASET_DIR to change)
   or `path`, with OGBench's own loader and single-task reward relabelling; with
   `local: {preset, seed}` the npz is the one the offline generator writes (generated on first use).
-- `generated`: a Minari dataset written by an offline generator (benchmarks/generators),
+- `generated`: a Minari dataset written by an offline generator (benchmarks/tasks/generators),
   generated on first use under a file lock (parallel bench workers wait for one generator).
 - the core's `minari` (`id` of a published Minari dataset, or a local path) and `d4rl-file`.
 
 Environment sources (`env: {source: KIND, ...}`), every one accepting `mass_scale` (GEM A.4
-MassScale, benchmarks/wrappers.py; also `mass_bodies`, `scale_inertia`):
+MassScale, benchmarks/tasks/wrappers.py; also `mass_bodies`, `scale_inertia`):
 - `gymnasium`: `gym.make(id, **kwargs)` with gymnasium-robotics and OGBench registered, dict
   observations flattened (in the order the Minari loader flattens data).
 - `ogbench`: an OGBench env id (`<env>-singletask-taskN-v0`: the task's fixed start and goal).
@@ -42,16 +42,16 @@ from pathlib import Path
 import gymnasium as gym
 
 from algorithms.config import ConfigError
-from benchmarks.data import TransitionDataset
-from benchmarks.minari_io import MissingDatasetError
-from benchmarks.suites import (
+from benchmarks.data.dataset import TransitionDataset
+from benchmarks.data.loaders import MissingDatasetError
+from benchmarks.tasks.suites import (
     DATASET_SOURCES,
     ENV_SOURCES,
     Task,
     dataset_source,
     env_source,
 )
-from benchmarks.wrappers import apply_mass_scale
+from benchmarks.tasks.wrappers import apply_mass_scale
 
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2"
 NETWORK_TIMEOUT_S = 20.0  # per connection attempt: an offline machine fails fast, never hangs
@@ -81,7 +81,7 @@ def nearest_local_suite(suite: str) -> str:
 
 def import_robotics():
     """gymnasium_robotics, registered, without the version notice it prints to stderr on import
-    (its Adroit reward-change notice: documented in benchmarks/suites/adroit.yaml)."""
+    (its Adroit reward-change notice: documented in benchmarks/tasks/suites/adroit.yaml)."""
     import contextlib
     import io
 
@@ -93,8 +93,8 @@ def import_robotics():
 
 def _register_all() -> None:
     """gymnasium-robotics and OGBench register their envs on import (lazily: both are slow)."""
-    import benchmarks.toy  # noqa: F401
-    from benchmarks.generators.ogbench_gen import import_ogbench
+    import benchmarks.tasks.toy  # noqa: F401
+    from benchmarks.tasks.generators.ogbench_gen import import_ogbench
 
     import_ogbench()
 
@@ -123,7 +123,7 @@ def with_mass_scale(factory: Callable[..., gym.Env]) -> Callable[..., gym.Env]:
 
 @env_source("gymnasium")
 def _gymnasium_env(id: str, **kwargs) -> gym.Env:
-    from benchmarks.generators.ogbench_gen import quiet_ogbench
+    from benchmarks.tasks.generators.ogbench_gen import quiet_ogbench
 
     _register_all()
     with quiet_ogbench():
@@ -132,7 +132,7 @@ def _gymnasium_env(id: str, **kwargs) -> gym.Env:
 
 @env_source("ogbench")
 def _ogbench_env(id: str, **kwargs) -> gym.Env:
-    from benchmarks.generators.ogbench_gen import make_env
+    from benchmarks.tasks.generators.ogbench_gen import make_env
 
     if "singletask" not in id:
         raise ConfigError(f"OGBench env {id!r}: the suites evaluate OGBench's single-task envs ('<env>-singletask[-taskN]-v0')")
@@ -144,7 +144,7 @@ def _minari_recorded_env(dataset: str, env_id: str | None = None, env_kwargs: di
                          eval_env: bool = True) -> gym.Env:
     import warnings
 
-    from benchmarks.minari_io import recover_env
+    from benchmarks.data.loaders import recover_env
 
     _register_all()
     env = recover_env(dataset, eval_env=eval_env)
@@ -157,7 +157,7 @@ def _minari_recorded_env(dataset: str, env_id: str | None = None, env_kwargs: di
 
 @env_source("generated")
 def _generated_env(generator: str) -> gym.Env:
-    from benchmarks.generators import make_eval_env
+    from benchmarks.tasks.generators import make_eval_env
 
     return flatten_dict_obs(make_eval_env(generator))
 
@@ -195,7 +195,7 @@ def d4rl_file(name: str, path: str | None = None) -> Path:
 
 @dataset_source("d4rl")
 def _d4rl_dataset(name: str, path: str | None = None) -> TransitionDataset:
-    from benchmarks.minari_io import load_d4rl_file
+    from benchmarks.data.loaders import load_d4rl_file
 
     file = d4rl_file(name, path)
     if not file.exists():
@@ -217,7 +217,7 @@ def ogbench_dir(dataset_dir: str | None = None) -> Path:
 
 
 def ogbench_file(name: str, path: str | None = None, local: dict | None = None, dataset_dir: str | None = None) -> Path:
-    from benchmarks.generators.ogbench_gen import (
+    from benchmarks.tasks.generators.ogbench_gen import (
         npz_path,
         parse_name,
         recipe_for_dataset,
@@ -235,8 +235,8 @@ def ogbench_file(name: str, path: str | None = None, local: dict | None = None, 
 
 
 def _ensure_local_ogbench(name: str, local: dict) -> None:
-    from benchmarks.generators import generate
-    from benchmarks.generators.ogbench_gen import recipe_for_dataset
+    from benchmarks.tasks.generators import generate
+    from benchmarks.tasks.generators.ogbench_gen import recipe_for_dataset
 
     generator = recipe_for_dataset(name)[0]  # type: ignore[index]
     generate(generator, local.get("preset", "small"), int(local.get("seed", 0)), size=local.get("size"))
@@ -244,7 +244,11 @@ def _ensure_local_ogbench(name: str, local: dict) -> None:
 
 @dataset_source("ogbench")
 def _ogbench_dataset(name: str, path: str | None = None, local: dict | None = None, dataset_dir: str | None = None) -> TransitionDataset:
-    from benchmarks.generators.ogbench_gen import load_singletask, parse_name, to_flat
+    from benchmarks.tasks.generators.ogbench_gen import (
+        load_singletask,
+        parse_name,
+        to_flat,
+    )
 
     if local is not None and path is None:
         _ensure_local_ogbench(name, local)
@@ -269,8 +273,8 @@ def _ogbench_dataset(name: str, path: str | None = None, local: dict | None = No
 
 @dataset_source("generated")
 def _generated_dataset(generator: str, preset: str = "small", seed: int = 0, size: int | None = None) -> TransitionDataset:
-    from benchmarks.generators import generate
-    from benchmarks.minari_io import load_minari
+    from benchmarks.data.loaders import load_minari
+    from benchmarks.tasks.generators import generate
 
     result = generate(generator, preset, seed, size=size)
     data = load_minari(result.name)
@@ -317,13 +321,13 @@ def dataset_status(task: Task) -> DatasetStatus:
         cmd = f"modebench datasets generate --suite {task.suite}" if local is not None else suite_cmd
         return DatasetStatus(task.id, kind, params["name"], exists, local is not None, str(file), cmd)
     if kind == "generated":
-        from benchmarks.generators import is_generated, output_id
+        from benchmarks.tasks.generators import is_generated, output_id
 
         args = (params["generator"], params.get("preset", "small"), int(params.get("seed", 0)), params.get("size"))
         return DatasetStatus(task.id, kind, output_id(*args)["minari"], is_generated(*args), True,
                              output_id(*args)["minari"], f"modebench datasets generate --suite {task.suite}")
     if kind == "minari":
-        from benchmarks.generators.common import minari_dataset_dir
+        from benchmarks.tasks.generators.common import minari_dataset_dir
 
         ident = params.get("path") or params.get("id")
         path = Path(ident).expanduser()
@@ -368,7 +372,7 @@ def require_datasets(suite: str, tasks: Iterable[Task], generate_local: bool = T
 
 def _generate_for(task: Task) -> None:
     """Generate a local task's dataset (no-op when it is already complete)."""
-    from benchmarks.generators import generate
+    from benchmarks.tasks.generators import generate
 
     params = dict(task.dataset)
     kind = params.pop("source")
@@ -421,7 +425,7 @@ def download_task(task: Task, force: bool = False) -> str:
         file = _fetch(d4rl_url(params["name"]), d4rl_file(params["name"]), f"D4RL {params['name']}", task.suite)
         return f"{task.id}: downloaded {file}"
     if kind == "ogbench" and params.get("local") is None:
-        from benchmarks.generators.ogbench_gen import parse_name
+        from benchmarks.tasks.generators.ogbench_gen import parse_name
 
         base = parse_name(params["name"])["dataset"]
         directory = ogbench_dir(params.get("dataset_dir"))

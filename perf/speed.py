@@ -1,6 +1,6 @@
 """Training throughput: updates/s of every registered method, and d3rlpy's IQL on the same data.
 
-    python -m benchmarks.speed [--d3rlpy-python .venv-d3rlpy/bin/python] [--repeats 5] [--compile]
+    python -m perf.speed [--d3rlpy-python .venv-d3rlpy/bin/python] [--repeats 5] [--compile]
 
 All methods train at their paper defaults (network sizes, batch size) on the same synthetic
 hopper-shaped dataset (17-dim observations, 6-dim actions, 100k transitions). Each figure is
@@ -55,7 +55,7 @@ for line in sys.stdin:  # "N": time one block of N updates, answer its rate
 
 
 def synthetic_dataset(seed: int = 0):
-    from benchmarks.data import TransitionDataset
+    from benchmarks.data.dataset import TransitionDataset
 
     rng = np.random.default_rng(seed)
     episode_len = 1000
@@ -78,7 +78,8 @@ def measure(
     """(our updates/s per timed block, {reference: its figure in the block after each of ours})."""
     from algorithms.base import EnvSpec
     from algorithms.registry import get_method
-    from benchmarks.data import DataConfig, DeviceReplay, Normalizer
+    from benchmarks.data.dataset import DataConfig, Normalizer
+    from benchmarks.data.replay import DeviceReplay
 
     entry = get_method(method)
     cls = entry.load()

@@ -14,7 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from benchmarks.data import DatasetError, TransitionDataset
+from benchmarks.data.dataset import DatasetError, TransitionDataset
 
 
 class MissingDatasetError(FileNotFoundError):

@@ -152,7 +152,7 @@ def write_minari(
             eval_env=eval_env_spec,
             algorithm_name=algorithm_name,
             author="ModeBench local generator",
-            code_permalink="benchmarks/generators (ModeBench)",
+            code_permalink="benchmarks/tasks/generators (ModeBench)",
             description=description,
             observation_space=observation_space,
             action_space=action_space,

@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.generators.common import (
+from benchmarks.tasks.generators.common import (
     LOCAL_NAMESPACE,
     Episode,
     GenerationResult,
@@ -73,7 +73,7 @@ MAZES: dict[str, MazeSpec] = {
 
 
 def _register() -> None:
-    from benchmarks.sources import import_robotics
+    from benchmarks.tasks.sources import import_robotics
 
     import_robotics()
 
@@ -263,7 +263,7 @@ def collect(maze: str, steps: int, seed: int, noise: float = ACTION_NOISE, progr
 def generate(maze: str, steps: int, seed: int, preset: str, reference_episodes: int = 100,
              noise: float = ACTION_NOISE, progress: bool = True, force: bool = False) -> GenerationResult:
     """Generate (or find) the Minari dataset `modebench-local/pointmaze-<maze>/<preset>-s<seed>-v0`."""
-    from benchmarks.generators.common import complete_minari, read_marker
+    from benchmarks.tasks.generators.common import complete_minari, read_marker
 
     name = dataset_id(maze, preset, seed)
     directory = minari_dataset_dir(name)

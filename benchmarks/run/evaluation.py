@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from algorithms.base import Algorithm
-from benchmarks.data import Normalizer
-from benchmarks.suites import Task
+from benchmarks.data.dataset import Normalizer
+from benchmarks.tasks.suites import Task
 
 MAX_PARALLEL_ENVS = 50
 

@@ -1,0 +1,42 @@
+"""Ad-hoc tasks for `--dataset ID_OR_PATH`: a dataset that no suite file names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from algorithms.config import ConfigError
+from benchmarks.tasks.suites import Task
+
+
+def task_from_dataset(
+    dataset: str, env: str | None = None, ref_min: float | None = None, ref_max: float | None = None,
+    horizon: int | None = None, eval_episodes: int = 10,
+) -> Task:
+    """An ad-hoc task for `--dataset ID_OR_PATH`: a Minari dataset (evaluated in the env it
+    records, scored with its ref_min/max_score) or a D4RL-style .npz/.hdf5 file (give --env)."""
+    path = Path(dataset).expanduser()
+    if path.suffix in (".npz", ".hdf5", ".h5"):
+        if env is None:
+            raise ConfigError(f"{dataset}: a D4RL-style file records no environment; pass --env GYM_ID to evaluate in")
+        if ref_min is None or ref_max is None:
+            raise ConfigError(f"{dataset}: pass --ref-min and --ref-max (random / expert returns) for the normalised score")
+        import gymnasium as gym
+
+        return Task(
+            suite="dataset", name=path.stem, dataset={"source": "d4rl-file", "path": str(path.resolve())},
+            env={"source": "gym", "id": env}, horizon=horizon or gym.spec(env).max_episode_steps or 1000,
+            score={"kind": "reference", "random": ref_min, "expert": ref_max}, eval_episodes=eval_episodes,
+        )
+    from benchmarks.data.loaders import max_episode_steps
+
+    source = {"source": "minari", "path": str(path.resolve())} if path.exists() else {"source": "minari", "id": dataset}
+    score: dict[str, Any] = {"kind": "dataset"}
+    if ref_min is not None and ref_max is not None:
+        score = {"kind": "reference", "random": ref_min, "expert": ref_max}
+    env_spec = {"source": "gym", "id": env} if env else dict(source)
+    name = path.name if path.exists() else dataset.replace("/", "-")
+    return Task(
+        suite="dataset", name=name, dataset=source, env=env_spec,
+        horizon=horizon or max_episode_steps(dataset) or 1000, score=score, eval_episodes=eval_episodes,
+    )

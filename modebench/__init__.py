@@ -1,0 +1,1 @@
+"""The `modebench` command line: the root above algorithms, benchmarks, sweeps and analysis."""

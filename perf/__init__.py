@@ -1,0 +1,1 @@
+"""Speed benchmarks (not part of the installed core): `python -m perf.speed`."""
