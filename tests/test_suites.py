@@ -13,13 +13,7 @@ import pytest
 
 from benchmarks.data.loaders import MissingDatasetError
 from benchmarks.tasks import sources
-from benchmarks.tasks.suites import (
-    DATASET_SOURCES,
-    ENV_SOURCES,
-    Task,
-    load_suite,
-    suite_names,
-)
+from benchmarks.tasks.suites import Task, load_suite, suite_names
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "SPEC.md"
 REAL_SUITES = ["antmaze", "locomotion", "minari-mujoco", "maze2d", "adroit", "kitchen"]
@@ -62,10 +56,10 @@ def test_every_suite_parses_with_registered_sources():
     for expected in REAL_SUITES + list(OGBENCH_FAMILIES) + ["maze2d-local", "ogbench-local"]:
         assert expected in names
     for task in all_tasks():
-        assert task.dataset["source"] in DATASET_SOURCES, task.id
-        assert task.env["source"] in ENV_SOURCES, task.id
+        assert task.dataset["source"] in sources.dataset_kinds(), task.id
+        assert task.env["source"] in sources.env_kinds(), task.id
         assert task.horizon >= 1 and task.eval_episodes >= 1, task.id
-        assert task.score.get("kind") in ("reference", "dataset", "success"), task.id
+        assert task.score.get("kind") in sources.score_kinds(), task.id
         for method, entry in task.methods.items():
             assert set(entry) <= {"config", "knobs"}, (task.id, method)
     for suite in names:
@@ -169,7 +163,7 @@ def test_gymnasium_and_declared_envs_exist_without_data(no_data):
         assert env.observation_space.shape == (dims[task.env["id"]],)
         assert env.spec.max_episode_steps == task.horizon
         env.close()
-    sources._register_all()
+    sources.register_envs()
     seen = set()
     for task in all_tasks():
         if task.env["source"] == "minari-recorded":
@@ -289,3 +283,42 @@ def test_datasets_cli_list_and_generators(no_data, capsys):
     for name in ("pointmaze-umaze", "ogbench-pointmaze-medium-navigate", "ogbench-cube-single-play", "ogbench-scene-play"):
         assert re.search(rf"^{name}\s", out, re.MULTILINE), name
     assert main(["datasets", "download", "not-a-dataset"]) == 2
+
+
+def test_source_kinds_are_one_class_each_in_one_explicit_list():
+    kinds = [s.kind for s in sources.SOURCES]
+    assert len(kinds) == len(set(kinds)), kinds  # one class per kind
+    assert sources.dataset_kinds() == ["d4rl", "d4rl-file", "generated", "minari", "ogbench", "toy"]
+    assert sources.env_kinds() == ["generated", "gym", "gymnasium", "minari", "minari-recorded", "ogbench"]
+    with pytest.raises(Exception, match=r"unknown dataset source 'nope'; valid: \['d4rl'"):
+        Task("t", "x", {"source": "nope"}, {"source": "gym", "id": "x"}, 1, {"kind": "success"}).load_dataset()
+    with pytest.raises(Exception, match="'gymnasium' is not a dataset source; dataset sources: d4rl, "):
+        Task("t", "x", {"source": "gymnasium", "id": "x"}, {"source": "gym", "id": "x"}, 1, {"kind": "success"}).load_dataset()
+    with pytest.raises(Exception, match="'toy' is not an environment source"):
+        Task("t", "x", {"source": "toy", "task": "branch"}, {"source": "toy"}, 1, {"kind": "success"}).make_env()
+    with pytest.raises(Exception, match=r"unknown score kind 'nope'; valid: \['dataset', 'reference', 'success'\]"):
+        Task("t", "x", {"source": "toy", "task": "branch"}, {"source": "gym", "id": "x"}, 1, {"kind": "nope"}).normalize(1.0)
+
+
+def test_score_kinds_normalise_as_documented():
+    def task(score):
+        return Task("t", "x", {"source": "toy", "task": "branch"}, {"source": "gym", "id": "x"}, 1, score)
+
+    assert task({"kind": "reference", "random": 1.0, "expert": 3.0}).normalize(np.array([2.0])).tolist() == [50.0]
+    assert task({"kind": "success"}).normalize(np.array([5.0, 0.0]), np.array([True, False])).tolist() == [100.0, 0.0]
+    assert task({"kind": "success"}).reference_returns() == (0.0, 1.0)
+    toy = load_suite("toy")["four-goal"]
+    assert toy.normalize(np.array(toy.reference_returns())).tolist() == [0.0, 100.0]
+
+
+def test_importing_the_suites_registers_nothing():
+    """No source registers by import side effect: importing suites and sources leaves gymnasium's
+    registry alone; only building an env registers the envs it needs."""
+    code = ("import gymnasium as gym; before = set(gym.registry); import benchmarks.tasks.suites, benchmarks.tasks.sources; "
+            "import sys; assert set(gym.registry) == before, sorted(set(gym.registry) - before); "
+            "assert 'benchmarks.tasks.toy' not in sys.modules and 'ogbench' not in sys.modules")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -92,20 +93,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _generation_record(task) -> dict | None:
-    params = dict(task.dataset)
-    kind = params.pop("source")
-    if kind == "generated":
-        from benchmarks.tasks.generators import output_id
-        from benchmarks.tasks.generators.common import minari_dataset_dir, read_marker
+    from benchmarks.tasks.sources import dataset_status
 
-        ident = output_id(params["generator"], params.get("preset", "small"), int(params.get("seed", 0)), params.get("size"))
-        return read_marker(minari_dataset_dir(ident["minari"]))
-    if kind == "ogbench" and params.get("local") is not None:
-        from benchmarks.tasks.sources import ogbench_file
-
-        marker = ogbench_file(params["name"], None, params["local"]).with_suffix(".json")
-        return json.loads(marker.read_text()) if marker.exists() else None
-    return None
+    record = dataset_status(task).record
+    return json.loads(Path(record).read_text()) if record and Path(record).exists() else None
 
 
 def _resolve_targets(targets: list[str], suite: str | None):
@@ -149,18 +140,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     jobs: list[tuple[str, str | None, int, int | None]] = []
     if args.suite:
-        from benchmarks.tasks.generators.ogbench_gen import recipe_for_dataset
+        from benchmarks.tasks.sources import generator_job
         from benchmarks.tasks.suites import load_suite
 
         for task in load_suite(args.suite).values():
-            params = task.dataset
-            if params.get("source") == "generated":
-                jobs.append((params["generator"], args.preset or params.get("preset", "small"),
-                             args.seed if args.seed is not None else int(params.get("seed", 0)), args.size or params.get("size")))
-            elif params.get("source") == "ogbench" and params.get("local") is not None:
-                local = params["local"]
-                jobs.append((recipe_for_dataset(params["name"])[0], args.preset or local.get("preset", "small"),  # type: ignore[index]
-                             args.seed if args.seed is not None else int(local.get("seed", 0)), args.size or local.get("size")))
+            job = generator_job(task)
+            if job is not None:
+                name, preset, seed, size = job
+                jobs.append((name, args.preset or preset, args.seed if args.seed is not None else seed, args.size or size))
         if not jobs:
             raise ConfigError(f"suite {args.suite!r} has no generated datasets (local suites: maze2d-local, ogbench-local)")
     elif args.generator:

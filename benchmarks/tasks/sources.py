@@ -1,6 +1,22 @@
-"""Dataset and environment sources of the real suites (registered into benchmarks.tasks.suites).
+"""Dataset, environment and score sources: one class per kind, registered in one explicit list.
 
-Dataset sources (`dataset: {source: KIND, ...}` in a suite file):
+A suite file names a task's data as `dataset: {source: KIND, ...}`, its evaluation env as
+`env: {source: KIND, ...}` and its score normalisation as `score: {kind: KIND, ...}`. Each
+source kind is ONE `Source` subclass below, which implements the parts that apply to it:
+
+    load(**params) -> TransitionDataset         the dataset (dataset kinds)
+    status(task_id, suite, **params)            whether the data is here, without loading it
+    download(task_id, suite, force, **params)   fetch it (or generate it, for local kinds)
+    generator_job(**params)                     the offline generator run that writes it, if any
+    make_env(**params) -> gym.Env               the evaluation env (env kinds)
+
+and the kind is one entry of `SOURCES`; score kinds are `Score` subclasses listed in
+`SCORES`. Nothing registers itself on import: adding a kind is one class and one list entry.
+
+Dataset kinds:
+- `toy`: a toy-suite dataset generated in memory (benchmarks/tasks/toy.py).
+- `minari`: a published Minari dataset (`id`) or a local path.
+- `d4rl-file`: a D4RL-layout .hdf5 / .npz file given by `path`.
 - `d4rl`: an ORIGINAL D4RL HDF5 file by name (`hopper-medium-v2`), looked up in
   $D4RL_DATASET_DIR or ~/.d4rl/datasets (D4RL's own cache layout), or given by `path`;
   `modebench datasets download` fetches it from D4RL's URL.
@@ -10,18 +26,21 @@ Dataset sources (`dataset: {source: KIND, ...}` in a suite file):
   `local: {preset, seed}` the npz is the one the offline generator writes (generated on first use).
 - `generated`: a Minari dataset written by an offline generator (benchmarks/tasks/generators),
   generated on first use under a file lock (parallel bench workers wait for one generator).
-- the core's `minari` (`id` of a published Minari dataset, or a local path) and `d4rl-file`.
 
-Environment sources (`env: {source: KIND, ...}`), every one accepting `mass_scale` (GEM A.4
-MassScale, benchmarks/tasks/wrappers.py; also `mass_bodies`, `scale_inertia`):
+Environment kinds, every one accepting `mass_scale` (GEM A.4 MassScale, benchmarks/tasks/wrappers.py;
+also `mass_bodies`, `scale_inertia`), applied in `make_env` for all kinds:
+- `gym`: `gym.make(id, **kwargs)` with the toy envs registered.
 - `gymnasium`: `gym.make(id, **kwargs)` with gymnasium-robotics and OGBench registered, dict
   observations flattened (in the order the Minari loader flattens data).
 - `ogbench`: an OGBench env id (`<env>-singletask-taskN-v0`: the task's fixed start and goal).
+- `minari`: the env a Minari dataset records.
 - `minari-recorded`: the evaluation env a published Minari dataset records
   (`recover_environment(eval_env=True)`), needing the dataset on disk; `env_id` / `env_kwargs`
   name that env so checks can build it without the data (`declared_env`).
 - `generated`: the evaluation env an offline generator records in its datasets (no data needed).
-- the core's `gym` and `minari` (wrapped here to accept `mass_scale`).
+
+Score kinds: `reference` (given random / expert returns), `dataset` (the dataset's recorded
+ref_min_score / ref_max_score), `success` (success rate x 100).
 
 Missing data is a `MissingDatasetError` naming the download command and the nearest suite that
 runs offline; `check_tasks` / `require_datasets` find every missing dataset of a suite before
@@ -30,7 +49,6 @@ any work starts (call it before spawning workers).
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import urllib.error
@@ -38,23 +56,22 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 
 from algorithms.config import ConfigError
 from benchmarks.data.dataset import TransitionDataset
 from benchmarks.data.loaders import MissingDatasetError
-from benchmarks.tasks.suites import (
-    DATASET_SOURCES,
-    ENV_SOURCES,
-    Task,
-    dataset_source,
-    env_source,
-)
 from benchmarks.tasks.wrappers import apply_mass_scale
+
+if TYPE_CHECKING:  # annotations only: suites.py imports this module, never the other way round
+    from benchmarks.tasks.suites import Task
 
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2"
 NETWORK_TIMEOUT_S = 20.0  # per connection attempt: an offline machine fails fast, never hangs
+MASS_SCALE_KEYS = ("mass_scale", "mass_bodies", "scale_inertia")
 
 # The suite to try when a suite's data is not on this machine (it runs offline).
 NEAREST_LOCAL_SUITE = {
@@ -76,9 +93,6 @@ def nearest_local_suite(suite: str) -> str:
     return "toy"
 
 
-# ---------------------------------------------------------------- environments
-
-
 def import_robotics():
     """gymnasium_robotics, registered, without the version notice it prints to stderr on import
     (its Adroit reward-change notice: documented in benchmarks/tasks/suites/adroit.yaml)."""
@@ -91,13 +105,14 @@ def import_robotics():
     return gymnasium_robotics
 
 
-def _register_all() -> None:
-    """gymnasium-robotics and OGBench register their envs on import (lazily: both are slow)."""
-    import benchmarks.tasks.toy  # noqa: F401
+def register_envs() -> None:
+    """The toy envs, gymnasium-robotics and OGBench into gymnasium's registry (lazily: the last
+    two are slow to import), before a `gym.make` by id."""
+    from benchmarks.tasks import toy
     from benchmarks.tasks.generators.ogbench_gen import import_ogbench
 
+    toy.register_envs()
     import_ogbench()
-
     import_robotics()
 
 
@@ -107,75 +122,140 @@ def flatten_dict_obs(env: gym.Env) -> gym.Env:
     return env
 
 
-def with_mass_scale(factory: Callable[..., gym.Env]) -> Callable[..., gym.Env]:
-    """A factory that also accepts `mass_scale`, `mass_bodies` and `scale_inertia` (MassScale)."""
-    if getattr(factory, "_accepts_mass_scale", False):
-        return factory
+@dataclass
+class DatasetStatus:
+    task: str
+    kind: str
+    name: str
+    available: bool
+    local: bool  # generated on this machine (never a download)
+    where: str
+    download: str  # the command that gets it (or generates it)
+    record: str | None = None  # the generator's record of a local dataset (recipe, references), when written
 
-    @functools.wraps(factory)
-    def make(*args, mass_scale: float | None = None, mass_bodies: list[str] | None = None,
-             scale_inertia: bool = True, **params) -> gym.Env:
-        return apply_mass_scale(factory(*args, **params), mass_scale, mass_bodies, scale_inertia)
-
-    make._accepts_mass_scale = True  # type: ignore[attr-defined]
-    return make
-
-
-@env_source("gymnasium")
-def _gymnasium_env(id: str, **kwargs) -> gym.Env:
-    from benchmarks.tasks.generators.ogbench_gen import quiet_ogbench
-
-    _register_all()
-    with quiet_ogbench():
-        return flatten_dict_obs(gym.make(id, **kwargs))
+    def line(self) -> str:
+        state = "present" if self.available else ("generated on first use" if self.local else "MISSING")
+        return f"{self.task:48s} {self.kind:10s} {self.name:52s} {state}"
 
 
-@env_source("ogbench")
-def _ogbench_env(id: str, **kwargs) -> gym.Env:
-    from benchmarks.tasks.generators.ogbench_gen import make_env
-
-    if "singletask" not in id:
-        raise ConfigError(f"OGBench env {id!r}: the suites evaluate OGBench's single-task envs ('<env>-singletask[-taskN]-v0')")
-    return make_env(id, **kwargs)
+# ---------------------------------------------------------------- the interface
 
 
-@env_source("minari-recorded")
-def _minari_recorded_env(dataset: str, env_id: str | None = None, env_kwargs: dict | None = None,
-                         eval_env: bool = True) -> gym.Env:
-    import warnings
+class Source:
+    """One source kind. A kind implements the dataset side (`load`, `status`, and `download` or
+    `generator_job`), the environment side (`make_env`), or both; what it lacks is a clear error."""
 
-    from benchmarks.data.loaders import recover_env
+    kind: ClassVar[str]
 
-    _register_all()
-    env = recover_env(dataset, eval_env=eval_env)
-    recorded = env.spec.id if env.spec is not None else None
-    if env_id and recorded and recorded != env_id:
-        warnings.warn(f"{dataset}: the dataset records env {recorded!r}, the suite declares {env_id!r}; "
-                      "evaluating in the recorded one (fix the suite file)", stacklevel=2)
-    return env
+    @property
+    def has_dataset(self) -> bool:
+        return type(self).load is not Source.load
+
+    @property
+    def has_env(self) -> bool:
+        return type(self).make_env is not Source.make_env
+
+    def load(self, **params: Any) -> TransitionDataset:
+        raise ConfigError(f"{self.kind!r} is not a dataset source; dataset sources: {', '.join(dataset_kinds())}")
+
+    def status(self, task_id: str, suite: str, **params: Any) -> DatasetStatus:
+        return DatasetStatus(task_id, self.kind, str(params), True, False, "not checked", "")
+
+    def generator_job(self, **params: Any) -> tuple[str, str, int, int | None] | None:
+        """(generator, preset, seed, size) of the offline generator run that writes the data; None
+        when the data is not generated here."""
+        return None
+
+    def download(self, task_id: str, suite: str, force: bool = False, **params: Any) -> str:
+        job = self.generator_job(**params)
+        if job is None:
+            raise MissingDatasetError(f"{task_id}: dataset source {self.kind!r} has no download; see the suite file")
+        from benchmarks.tasks.generators import generate
+
+        generate(job[0], job[1], job[2], size=job[3])  # file-locked
+        return f"{task_id}: generated locally ({self.status(task_id, suite, **params).where})"
+
+    def make_env(self, **params: Any) -> gym.Env:
+        raise ConfigError(f"{self.kind!r} is not an environment source; environment sources: {', '.join(env_kinds())}")
+
+    def declared_env(self, **params: Any) -> gym.Env:
+        """The env built without the dataset (for checks on machines without data)."""
+        return self.make_env(**params)
 
 
-@env_source("generated")
-def _generated_env(generator: str) -> gym.Env:
-    from benchmarks.tasks.generators import make_eval_env
-
-    return flatten_dict_obs(make_eval_env(generator))
+def _download_cmd(suite: str) -> str:
+    return f"modebench datasets download --suite {suite}"
 
 
-def declared_env(task: Task) -> gym.Env:
-    """The task's evaluation env, built without its dataset (for checks on machines without data):
-    `minari-recorded` tasks use the `env_id` / `env_kwargs` they declare."""
-    params = dict(task.env)
-    kind = params.pop("source")
-    if kind == "minari-recorded":
-        if not params.get("env_id"):
-            raise ConfigError(f"{task.id}: a minari-recorded env must declare env_id (the env the dataset records)")
-        extra = {k: params[k] for k in ("mass_scale", "mass_bodies", "scale_inertia") if k in params}
-        return ENV_SOURCES["gymnasium"](id=params["env_id"], **dict(params.get("env_kwargs") or {}), **extra)
-    return task.make_env()
+def _generate_cmd(suite: str) -> str:
+    return f"modebench datasets generate --suite {suite}"
 
 
-# ---------------------------------------------------------------- datasets: D4RL files
+# ---------------------------------------------------------------- the kinds
+
+
+class ToySource(Source):
+    kind = "toy"
+
+    def load(self, task: str, size: int = 10_000, seed: int = 0, noise: float = 0.08) -> TransitionDataset:
+        from benchmarks.tasks import toy
+
+        return toy.generate(task, size=size, seed=seed, noise=noise)
+
+    def status(self, task_id, suite, **params):
+        return DatasetStatus(task_id, self.kind, params.get("task", ""), True, True, "generated in memory", "")
+
+
+class GymSource(Source):
+    kind = "gym"
+
+    def make_env(self, id: str, **kwargs) -> gym.Env:
+        from benchmarks.tasks import toy
+
+        toy.register_envs()
+        return gym.make(id, **kwargs)
+
+
+class MinariSource(Source):
+    kind = "minari"
+
+    def load(self, id: str | None = None, path: str | None = None) -> TransitionDataset:
+        from benchmarks.data.loaders import load_minari
+
+        return load_minari(path or id)
+
+    def status(self, task_id, suite, id: str | None = None, path: str | None = None, **_):
+        from benchmarks.tasks.generators.common import minari_dataset_dir
+
+        ident = path or id
+        where = Path(ident).expanduser()
+        if not where.exists():
+            where = minari_dataset_dir(ident)
+        present = (where / "data").exists() or (where / "metadata.json").exists()
+        return DatasetStatus(task_id, self.kind, ident, present, False, str(where), _download_cmd(suite))
+
+    def download(self, task_id, suite, force=False, id: str | None = None, path: str | None = None, **_):
+        if not id:
+            raise MissingDatasetError(f"{task_id}: the suite names a local Minari path {path}; nothing to download")
+        return f"{task_id}: {download_minari(id, suite, force)}"
+
+    def make_env(self, id: str | None = None, path: str | None = None, eval_env: bool = True) -> gym.Env:
+        from benchmarks.data.loaders import recover_env
+
+        return recover_env(path or id, eval_env=eval_env)
+
+
+class D4RLFileSource(Source):
+    kind = "d4rl-file"
+
+    def load(self, path: str, name: str | None = None) -> TransitionDataset:
+        from benchmarks.data.loaders import load_d4rl_file
+
+        return load_d4rl_file(path, name=name)
+
+    def status(self, task_id, suite, path: str, **_):
+        file = Path(path).expanduser()
+        return DatasetStatus(task_id, self.kind, path, file.exists(), False, str(file), _download_cmd(suite))
 
 
 def d4rl_dir() -> Path:
@@ -193,23 +273,32 @@ def d4rl_file(name: str, path: str | None = None) -> Path:
     return Path(path).expanduser() if path else d4rl_dir() / d4rl_url(name).rsplit("/", 1)[1]
 
 
-@dataset_source("d4rl")
-def _d4rl_dataset(name: str, path: str | None = None) -> TransitionDataset:
-    from benchmarks.data.loaders import load_d4rl_file
+class D4RLSource(Source):
+    kind = "d4rl"
 
-    file = d4rl_file(name, path)
-    if not file.exists():
-        raise MissingDatasetError(
-            f"D4RL dataset {name!r} is not on this machine (looked for {file}). Download it with "
-            f"`modebench datasets download {name}` (needs network; from {d4rl_url(name)}), or give the path of the "
-            "original D4RL .hdf5 in the suite file (dataset: {source: d4rl, name: ..., path: FILE})."
-        )
-    data = load_d4rl_file(str(file), name=name)
-    data.metadata.update({"source": "d4rl", "d4rl_name": name, "url": d4rl_url(name)})
-    return data
+    def load(self, name: str, path: str | None = None) -> TransitionDataset:
+        from benchmarks.data.loaders import load_d4rl_file
 
+        file = d4rl_file(name, path)
+        if not file.exists():
+            raise MissingDatasetError(
+                f"D4RL dataset {name!r} is not on this machine (looked for {file}). Download it with "
+                f"`modebench datasets download {name}` (needs network; from {d4rl_url(name)}), or give the path of the "
+                "original D4RL .hdf5 in the suite file (dataset: {source: d4rl, name: ..., path: FILE})."
+            )
+        data = load_d4rl_file(str(file), name=name)
+        data.metadata.update({"source": "d4rl", "d4rl_name": name, "url": d4rl_url(name)})
+        return data
 
-# ---------------------------------------------------------------- datasets: OGBench
+    def status(self, task_id, suite, name: str, path: str | None = None, **_):
+        file = d4rl_file(name, path)
+        return DatasetStatus(task_id, self.kind, name, file.exists(), False, str(file), _download_cmd(suite))
+
+    def download(self, task_id, suite, force=False, name: str = "", path: str | None = None, **_):
+        if path:
+            raise MissingDatasetError(f"{task_id}: the suite names a local file {path}; put the D4RL .hdf5 there")
+        file = _fetch(d4rl_url(name), d4rl_file(name), f"D4RL {name}", suite)
+        return f"{task_id}: downloaded {file}"
 
 
 def ogbench_dir(dataset_dir: str | None = None) -> Path:
@@ -217,129 +306,295 @@ def ogbench_dir(dataset_dir: str | None = None) -> Path:
 
 
 def ogbench_file(name: str, path: str | None = None, local: dict | None = None, dataset_dir: str | None = None) -> Path:
-    from benchmarks.tasks.generators.ogbench_gen import (
-        npz_path,
-        parse_name,
-        recipe_for_dataset,
-    )
+    from benchmarks.tasks.generators.ogbench_gen import npz_path, parse_name
 
     if path:
         return Path(path).expanduser()
     if local is not None:
-        found = recipe_for_dataset(name)
-        if found is None:
-            raise ConfigError(f"{name}: no offline generator for this OGBench dataset (local: needs one of the ogbench-* generators)")
+        generator = _ogbench_generator(name)
         preset = local.get("preset", "small")
-        return npz_path(found[0], preset if "size" not in local else f"n{local['size']}", int(local.get("seed", 0)))
+        return npz_path(generator, preset if "size" not in local else f"n{local['size']}", int(local.get("seed", 0)))
     return ogbench_dir(dataset_dir) / f"{parse_name(name)['dataset']}.npz"
 
 
-def _ensure_local_ogbench(name: str, local: dict) -> None:
-    from benchmarks.tasks.generators import generate
+def _ogbench_generator(name: str) -> str:
     from benchmarks.tasks.generators.ogbench_gen import recipe_for_dataset
 
-    generator = recipe_for_dataset(name)[0]  # type: ignore[index]
-    generate(generator, local.get("preset", "small"), int(local.get("seed", 0)), size=local.get("size"))
+    found = recipe_for_dataset(name)
+    if found is None:
+        raise ConfigError(f"{name}: no offline generator for this OGBench dataset (local: needs one of the ogbench-* generators)")
+    return found[0]
 
 
-@dataset_source("ogbench")
-def _ogbench_dataset(name: str, path: str | None = None, local: dict | None = None, dataset_dir: str | None = None) -> TransitionDataset:
-    from benchmarks.tasks.generators.ogbench_gen import (
-        load_singletask,
-        parse_name,
-        to_flat,
-    )
+class OGBenchSource(Source):
+    kind = "ogbench"
 
-    if local is not None and path is None:
-        _ensure_local_ogbench(name, local)
-    file = ogbench_file(name, path, local, dataset_dir)
-    if not file.exists():
-        base = parse_name(name)["dataset"]
-        raise MissingDatasetError(
-            f"OGBench dataset {base!r} is not on this machine (looked for {file}). Download it with "
-            f"`modebench datasets download {name}` (needs network), or run the `{OGBENCH_LOCAL_SUITE}` suite, "
-            "built offline with OGBench's own recipes (`modebench bench --suite ogbench-local`)."
+    def load(self, name: str, path: str | None = None, local: dict | None = None,
+             dataset_dir: str | None = None) -> TransitionDataset:
+        from benchmarks.tasks.generators.ogbench_gen import (
+            load_singletask,
+            parse_name,
+            to_flat,
         )
-    raw, env = load_singletask(name, file)
-    env.close()
-    metadata = {"source": "ogbench", "ogbench_name": name, "path": str(file), "local": local is not None}
-    data = TransitionDataset.from_flat(to_flat(raw), name=name if local is None else f"{name}[local:{file.stem}]",
-                                       metadata=metadata)
-    return data
+
+        if local is not None and path is None:
+            self._generate(name, local)
+        file = ogbench_file(name, path, local, dataset_dir)
+        if not file.exists():
+            base = parse_name(name)["dataset"]
+            raise MissingDatasetError(
+                f"OGBench dataset {base!r} is not on this machine (looked for {file}). Download it with "
+                f"`modebench datasets download {name}` (needs network), or run the `{OGBENCH_LOCAL_SUITE}` suite, "
+                "built offline with OGBench's own recipes (`modebench bench --suite ogbench-local`)."
+            )
+        raw, env = load_singletask(name, file)
+        env.close()
+        metadata = {"source": "ogbench", "ogbench_name": name, "path": str(file), "local": local is not None}
+        return TransitionDataset.from_flat(to_flat(raw), name=name if local is None else f"{name}[local:{file.stem}]",
+                                           metadata=metadata)
+
+    def _generate(self, name: str, local: dict) -> None:
+        from benchmarks.tasks.generators import generate
+
+        generate(*self.generator_job(name=name, local=local))  # type: ignore[misc]
+
+    def generator_job(self, name: str = "", local: dict | None = None, **_):
+        if local is None:
+            return None
+        return _ogbench_generator(name), local.get("preset", "small"), int(local.get("seed", 0)), local.get("size")
+
+    def status(self, task_id, suite, name: str, path: str | None = None, local: dict | None = None,
+               dataset_dir: str | None = None):
+        file = ogbench_file(name, path, local, dataset_dir)
+        record = file.with_suffix(".json")
+        exists = file.exists() and (local is None or record.exists())
+        cmd = _generate_cmd(suite) if local is not None else _download_cmd(suite)
+        return DatasetStatus(task_id, self.kind, name, exists, local is not None, str(file), cmd,
+                             str(record) if local is not None else None)
+
+    def download(self, task_id, suite, force=False, name: str = "", local: dict | None = None,
+                 dataset_dir: str | None = None, **params):
+        if local is not None:
+            return super().download(task_id, suite, force, name=name, local=local, dataset_dir=dataset_dir, **params)
+        import ogbench.utils as og_utils
+
+        from benchmarks.tasks.generators.ogbench_gen import parse_name
+
+        base = parse_name(name)["dataset"]
+        directory = ogbench_dir(dataset_dir)
+        for suffix in ("", "-val"):
+            file = directory / f"{base}{suffix}.npz"
+            if not file.exists() or force:
+                _fetch(f"{og_utils.DATASET_URL}/{base}{suffix}.npz", file, f"OGBench {base}{suffix}", suite)
+        return f"{task_id}: downloaded {directory / (base + '.npz')}"
+
+    def make_env(self, id: str, **kwargs) -> gym.Env:
+        from benchmarks.tasks.generators.ogbench_gen import make_env
+
+        if "singletask" not in id:
+            raise ConfigError(f"OGBench env {id!r}: the suites evaluate OGBench's single-task envs ('<env>-singletask[-taskN]-v0')")
+        return make_env(id, **kwargs)
 
 
-# ---------------------------------------------------------------- datasets: offline generators
+class GeneratedSource(Source):
+    kind = "generated"
+
+    def load(self, generator: str, preset: str = "small", seed: int = 0, size: int | None = None) -> TransitionDataset:
+        from benchmarks.data.loaders import load_minari
+        from benchmarks.tasks.generators import generate
+
+        result = generate(generator, preset, seed, size=size)
+        data = load_minari(result.name)
+        data.metadata.update({"local": True, "generator": generator, "preset": preset, "seed": seed})
+        return data
+
+    def generator_job(self, generator: str = "", preset: str = "small", seed: int = 0, size: int | None = None, **_):
+        return generator, preset, int(seed), size
+
+    def status(self, task_id, suite, **params):
+        from benchmarks.tasks.generators import is_generated, output_id
+        from benchmarks.tasks.generators.common import MARKER, minari_dataset_dir
+
+        job = self.generator_job(**params)
+        name = output_id(*job)["minari"]
+        return DatasetStatus(task_id, self.kind, name, is_generated(*job), True, name, _generate_cmd(suite),
+                             str(minari_dataset_dir(name) / MARKER))
+
+    def make_env(self, generator: str) -> gym.Env:
+        from benchmarks.tasks.generators import make_eval_env
+
+        return flatten_dict_obs(make_eval_env(generator))
 
 
-@dataset_source("generated")
-def _generated_dataset(generator: str, preset: str = "small", seed: int = 0, size: int | None = None) -> TransitionDataset:
-    from benchmarks.data.loaders import load_minari
-    from benchmarks.tasks.generators import generate
+class GymnasiumSource(Source):
+    kind = "gymnasium"
 
-    result = generate(generator, preset, seed, size=size)
-    data = load_minari(result.name)
-    data.metadata.update({"local": True, "generator": generator, "preset": preset, "seed": seed})
-    return data
+    def make_env(self, id: str, **kwargs) -> gym.Env:
+        from benchmarks.tasks.generators.ogbench_gen import quiet_ogbench
 
-
-# ---------------------------------------------------------------- the core's sources, with MassScale
-
-for _kind in list(ENV_SOURCES):
-    ENV_SOURCES[_kind] = with_mass_scale(ENV_SOURCES[_kind])
+        register_envs()
+        with quiet_ogbench():
+            return flatten_dict_obs(gym.make(id, **kwargs))
 
 
-# ---------------------------------------------------------------- availability and downloads
+class MinariRecordedSource(Source):
+    kind = "minari-recorded"
+
+    def make_env(self, dataset: str, env_id: str | None = None, env_kwargs: dict | None = None,
+                 eval_env: bool = True) -> gym.Env:
+        import warnings
+
+        from benchmarks.data.loaders import recover_env
+
+        register_envs()
+        env = recover_env(dataset, eval_env=eval_env)
+        recorded = env.spec.id if env.spec is not None else None
+        if env_id and recorded and recorded != env_id:
+            warnings.warn(f"{dataset}: the dataset records env {recorded!r}, the suite declares {env_id!r}; "
+                          "evaluating in the recorded one (fix the suite file)", stacklevel=2)
+        return env
+
+    def declared_env(self, dataset: str = "", env_id: str | None = None, env_kwargs: dict | None = None, **_) -> gym.Env:
+        if not env_id:
+            raise ConfigError(f"{dataset}: a minari-recorded env must declare env_id (the env the dataset records)")
+        return GymnasiumSource().make_env(id=env_id, **dict(env_kwargs or {}))
 
 
-@dataclass
-class DatasetStatus:
-    task: str
-    kind: str
-    name: str
-    available: bool
-    local: bool  # generated on this machine (never a download)
-    where: str
-    download: str  # the command that gets it (or generates it)
+# The one explicit registry of source kinds: a new kind is a class above and one entry here.
+SOURCES: tuple[Source, ...] = (
+    ToySource(), GymSource(), MinariSource(), D4RLFileSource(), D4RLSource(), OGBenchSource(),
+    GeneratedSource(), GymnasiumSource(), MinariRecordedSource(),
+)
 
-    def line(self) -> str:
-        state = "present" if self.available else ("generated on first use" if self.local else "MISSING")
-        return f"{self.task:48s} {self.kind:10s} {self.name:52s} {state}"
+
+# ---------------------------------------------------------------- score kinds
+
+
+class Score:
+    """One score kind: the (random, expert) returns of the normalised score
+    100 (R - random) / (expert - random), or its own normalisation."""
+
+    kind: ClassVar[str]
+
+    def reference_returns(self, task_id: str, params: dict[str, Any],
+                          dataset: Callable[[], TransitionDataset]) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def normalize(self, task_id: str, params: dict[str, Any], returns, successes,
+                  dataset: Callable[[], TransitionDataset]) -> np.ndarray:
+        low, high = self.reference_returns(task_id, params, dataset)
+        return 100.0 * (np.asarray(returns, dtype=np.float64) - low) / (high - low)
+
+
+class ReferenceScore(Score):
+    kind = "reference"
+
+    def reference_returns(self, task_id, params, dataset):
+        return float(params["random"]), float(params["expert"])
+
+
+class DatasetScore(Score):
+    kind = "dataset"
+
+    def reference_returns(self, task_id, params, dataset):
+        meta = dataset().metadata
+        low, high = meta.get("ref_min_score"), meta.get("ref_max_score")
+        if low is None or high is None:
+            raise ConfigError(
+                f"{task_id}: the dataset records no ref_min_score/ref_max_score; "
+                "give `score: {kind: reference, random: .., expert: ..}` in the suite file"
+            )
+        return float(low), float(high)
+
+
+class SuccessScore(Score):
+    kind = "success"
+
+    def reference_returns(self, task_id, params, dataset):
+        return 0.0, 1.0
+
+    def normalize(self, task_id, params, returns, successes, dataset):
+        return 100.0 * np.asarray(successes, dtype=np.float64)
+
+
+# The one explicit registry of score kinds.
+SCORES: tuple[Score, ...] = (ReferenceScore(), DatasetScore(), SuccessScore())
+
+
+# ---------------------------------------------------------------- lookups and task-level operations
+
+
+def _find(table: Iterable, key: str, what: str, names: list[str]):
+    for entry in table:
+        if entry.kind == key:
+            return entry
+    raise ConfigError(f"unknown {what} {key!r}; valid: {names}")
+
+
+def dataset_kinds() -> list[str]:
+    return sorted(s.kind for s in SOURCES if s.has_dataset)
+
+
+def env_kinds() -> list[str]:
+    return sorted(s.kind for s in SOURCES if s.has_env)
+
+
+def score_kinds() -> list[str]:
+    return sorted(s.kind for s in SCORES)
+
+
+def _dataset_source(spec: dict[str, Any]) -> tuple[Source, dict[str, Any]]:
+    params = dict(spec)
+    kind = params.pop("source")
+    return _find(SOURCES, kind, "dataset source", dataset_kinds()), params
+
+
+def _env_source(spec: dict[str, Any]) -> tuple[Source, dict[str, Any], dict[str, Any]]:
+    params = dict(spec)
+    kind = params.pop("source")
+    scale = {k: params.pop(k) for k in MASS_SCALE_KEYS if k in params}
+    return _find(SOURCES, kind, "environment source", env_kinds()), params, scale
+
+
+def score(spec: dict[str, Any]) -> Score:
+    return _find(SCORES, spec.get("kind", "reference"), "score kind", score_kinds())
+
+
+def load_dataset(spec: dict[str, Any]) -> TransitionDataset:
+    """The dataset a suite's `dataset: {source: KIND, ...}` names, checked."""
+    source, params = _dataset_source(spec)
+    if not source.has_dataset:
+        source.load()  # the kind's one-line error
+    return source.load(**params).validate()
+
+
+def make_env(spec: dict[str, Any]) -> gym.Env:
+    """The env a suite's `env: {source: KIND, ...}` names, with MassScale when asked for."""
+    source, params, scale = _env_source(spec)
+    return _mass_scaled(source.make_env(**params), scale)
+
+
+def declared_env(task: Task) -> gym.Env:
+    """The task's evaluation env, built without its dataset (for checks on machines without data):
+    `minari-recorded` tasks use the `env_id` / `env_kwargs` they declare."""
+    source, params, scale = _env_source(task.env)
+    return _mass_scaled(source.declared_env(**params), scale)
+
+
+def _mass_scaled(env: gym.Env, scale: dict[str, Any]) -> gym.Env:
+    return apply_mass_scale(env, scale.get("mass_scale"), scale.get("mass_bodies"), scale.get("scale_inertia", True))
 
 
 def dataset_status(task: Task) -> DatasetStatus:
     """Whether a task's dataset is on this machine, without loading it."""
-    params = dict(task.dataset)
-    kind = params.pop("source")
-    suite_cmd = f"modebench datasets download --suite {task.suite}"
-    if kind == "d4rl":
-        file = d4rl_file(params["name"], params.get("path"))
-        return DatasetStatus(task.id, kind, params["name"], file.exists(), False, str(file), suite_cmd)
-    if kind == "ogbench":
-        local = params.get("local")
-        file = ogbench_file(params["name"], params.get("path"), local, params.get("dataset_dir"))
-        exists = file.exists() and (local is None or file.with_suffix(".json").exists())
-        cmd = f"modebench datasets generate --suite {task.suite}" if local is not None else suite_cmd
-        return DatasetStatus(task.id, kind, params["name"], exists, local is not None, str(file), cmd)
-    if kind == "generated":
-        from benchmarks.tasks.generators import is_generated, output_id
+    source, params = _dataset_source(task.dataset)
+    return source.status(task.id, task.suite, **params)
 
-        args = (params["generator"], params.get("preset", "small"), int(params.get("seed", 0)), params.get("size"))
-        return DatasetStatus(task.id, kind, output_id(*args)["minari"], is_generated(*args), True,
-                             output_id(*args)["minari"], f"modebench datasets generate --suite {task.suite}")
-    if kind == "minari":
-        from benchmarks.tasks.generators.common import minari_dataset_dir
 
-        ident = params.get("path") or params.get("id")
-        path = Path(ident).expanduser()
-        where = path if path.exists() else minari_dataset_dir(ident)
-        return DatasetStatus(task.id, kind, ident, (Path(where) / "data").exists() or (Path(where) / "metadata.json").exists(),
-                             False, str(where), suite_cmd)
-    if kind == "d4rl-file":
-        file = Path(params["path"]).expanduser()
-        return DatasetStatus(task.id, kind, params["path"], file.exists(), False, str(file), suite_cmd)
-    if kind == "toy":
-        return DatasetStatus(task.id, kind, params.get("task", ""), True, True, "generated in memory", "")
-    return DatasetStatus(task.id, kind, str(params), True, False, "unknown source: not checked", "")
+def generator_job(task: Task) -> tuple[str, str, int, int | None] | None:
+    """The offline generator run (generator, preset, seed, size) that writes a task's dataset, if any."""
+    source, params = _dataset_source(task.dataset)
+    return source.generator_job(**params)
 
 
 def check_tasks(tasks: Iterable[Task]) -> list[DatasetStatus]:
@@ -358,9 +613,12 @@ def require_datasets(suite: str, tasks: Iterable[Task], generate_local: bool = T
         if generate_local:
             for task in tasks:
                 status = dataset_status(task)
-                if status.local and not status.available:
+                job = generator_job(task)
+                if status.local and not status.available and job is not None:
+                    from benchmarks.tasks.generators import generate
+
                     print(f"{task.id}: generating the local dataset {status.name} (once; cached in {status.where})", flush=True)
-                    _generate_for(task)
+                    generate(job[0], job[1], job[2], size=job[3])
         return
     names = ", ".join(s.name for s in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
     raise MissingDatasetError(
@@ -370,16 +628,16 @@ def require_datasets(suite: str, tasks: Iterable[Task], generate_local: bool = T
     )
 
 
-def _generate_for(task: Task) -> None:
-    """Generate a local task's dataset (no-op when it is already complete)."""
-    from benchmarks.tasks.generators import generate
+def download_task(task: Task, force: bool = False) -> str:
+    """Fetch a task's dataset (minari / ogbench / D4RL URL); generate it for local suites."""
+    source, params = _dataset_source(task.dataset)
+    status = source.status(task.id, task.suite, **params)
+    if status.available and not force:
+        return f"{task.id}: already present ({status.where})"
+    return source.download(task.id, task.suite, force, **params)
 
-    params = dict(task.dataset)
-    kind = params.pop("source")
-    if kind == "generated":
-        generate(params["generator"], params.get("preset", "small"), int(params.get("seed", 0)), size=params.get("size"))
-    elif kind == "ogbench" and params.get("local") is not None:
-        _ensure_local_ogbench(params["name"], params["local"])
+
+# ---------------------------------------------------------------- downloads
 
 
 class OfflineError(MissingDatasetError):
@@ -412,41 +670,6 @@ def _fetch(url: str, dest: Path, what: str, suite: str | None) -> Path:
     return dest
 
 
-def download_task(task: Task, force: bool = False) -> str:
-    """Fetch a task's dataset (minari / ogbench / D4RL URL); generate it for local suites."""
-    params = dict(task.dataset)
-    kind = params.pop("source")
-    status = dataset_status(task)
-    if status.available and not force:
-        return f"{task.id}: already present ({status.where})"
-    if kind == "d4rl":
-        if params.get("path"):
-            raise MissingDatasetError(f"{task.id}: the suite names a local file {params['path']}; put the D4RL .hdf5 there")
-        file = _fetch(d4rl_url(params["name"]), d4rl_file(params["name"]), f"D4RL {params['name']}", task.suite)
-        return f"{task.id}: downloaded {file}"
-    if kind == "ogbench" and params.get("local") is None:
-        from benchmarks.tasks.generators.ogbench_gen import parse_name
-
-        base = parse_name(params["name"])["dataset"]
-        directory = ogbench_dir(params.get("dataset_dir"))
-        import ogbench.utils as og_utils
-
-        for suffix in ("", "-val"):
-            file = directory / f"{base}{suffix}.npz"
-            if not file.exists() or force:
-                _fetch(f"{og_utils.DATASET_URL}/{base}{suffix}.npz", file, f"OGBench {base}{suffix}", task.suite)
-        return f"{task.id}: downloaded {directory / (base + '.npz')}"
-    if kind == "minari":
-        ident = params.get("id")
-        if not ident:
-            raise MissingDatasetError(f"{task.id}: the suite names a local Minari path {params.get('path')}; nothing to download")
-        return f"{task.id}: {download_minari(ident, task.suite, force)}"
-    if kind in ("generated", "ogbench"):
-        _generate_for(task)  # file-locked
-        return f"{task.id}: generated locally ({dataset_status(task).where})"
-    raise MissingDatasetError(f"{task.id}: dataset source {kind!r} has no download; see the suite file")
-
-
 def download_minari(dataset_id: str, suite: str | None = None, force: bool = False) -> str:
     import minari
 
@@ -469,7 +692,3 @@ def download_minari(dataset_id: str, suite: str | None = None, force: bool = Fal
     finally:
         socket.setdefaulttimeout(previous)
     return f"downloaded Minari {dataset_id}"
-
-
-def registered_kinds() -> dict[str, list[str]]:
-    return {"dataset": sorted(DATASET_SOURCES), "env": sorted(ENV_SOURCES)}

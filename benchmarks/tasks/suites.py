@@ -11,14 +11,13 @@ preprocessing and per-method overrides (config: training hyperparameters, knobs:
 knobs). Keys are checked: an unknown key is an error. Suite-level `defaults` and `methods`
 apply to every task; a task's own entries win.
 
-Dataset, environment and score kinds plug in through the three registries below, so the
-core never branches on a suite's name.
+Dataset, environment and score kinds are classes listed in benchmarks/tasks/sources.py (one
+explicit list each), so the core never branches on a suite's name or a source's kind.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -30,41 +29,16 @@ import yaml
 
 from algorithms.config import ConfigError
 from benchmarks.data.dataset import TransitionDataset
+from benchmarks.tasks import sources
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default"}
 SUITE_KEYS = {"name", "description", "defaults", "methods", "tasks", "bench_steps"}
 
-DatasetLoader = Callable[..., TransitionDataset]
-EnvFactory = Callable[..., gym.Env]
-
-DATASET_SOURCES: dict[str, DatasetLoader] = {}
-ENV_SOURCES: dict[str, EnvFactory] = {}
-
 
 class UnknownNameError(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-def dataset_source(kind: str):
-    """Register a dataset loader: `loader(**params) -> TransitionDataset`."""
-
-    def register(fn: DatasetLoader) -> DatasetLoader:
-        DATASET_SOURCES[kind] = fn
-        return fn
-
-    return register
-
-
-def env_source(kind: str):
-    """Register an environment factory: `factory(**params) -> gym.Env`."""
-
-    def register(fn: EnvFactory) -> EnvFactory:
-        ENV_SOURCES[kind] = fn
-        return fn
-
-    return register
 
 
 @dataclass
@@ -86,39 +60,18 @@ class Task:
         return f"{self.suite}/{self.name}"
 
     def load_dataset(self) -> TransitionDataset:
-        params = dict(self.dataset)
-        kind = params.pop("source")
-        loader = _lookup(DATASET_SOURCES, kind, "dataset source")
-        return loader(**params).validate()
+        return sources.load_dataset(self.dataset)
 
     def make_env(self) -> gym.Env:
-        params = dict(self.env)
-        kind = params.pop("source")
-        return _lookup(ENV_SOURCES, kind, "environment source")(**params)
+        return sources.make_env(self.env)
 
     def reference_returns(self, dataset: TransitionDataset | None = None) -> tuple[float, float]:
         """(random, expert) returns for the normalised score 100 (R - random) / (expert - random)."""
-        kind = self.score.get("kind", "reference")
-        if kind == "reference":
-            return float(self.score["random"]), float(self.score["expert"])
-        if kind == "success":
-            return 0.0, 1.0
-        if kind == "dataset":
-            meta = (dataset.metadata if dataset is not None else self.load_dataset().metadata)
-            low, high = meta.get("ref_min_score"), meta.get("ref_max_score")
-            if low is None or high is None:
-                raise ConfigError(
-                    f"{self.id}: the dataset records no ref_min_score/ref_max_score; "
-                    "give `score: {kind: reference, random: .., expert: ..}` in the suite file"
-                )
-            return float(low), float(high)
-        raise ConfigError(f"{self.id}: unknown score kind {kind!r}; valid: reference, dataset, success")
+        return sources.score(self.score).reference_returns(self.id, self.score, lambda: dataset if dataset is not None else self.load_dataset())
 
     def normalize(self, returns: np.ndarray | float, successes=None, dataset: TransitionDataset | None = None):
-        if self.score.get("kind") == "success":
-            return 100.0 * np.asarray(successes, dtype=np.float64)
-        low, high = self.reference_returns(dataset)
-        return 100.0 * (np.asarray(returns, dtype=np.float64) - low) / (high - low)
+        return sources.score(self.score).normalize(self.id, self.score, returns, successes,
+                                                   lambda: dataset if dataset is not None else self.load_dataset())
 
     def method_overrides(self, method: str) -> dict[str, dict[str, Any]]:
         entry = self.methods.get(method, {})
@@ -126,13 +79,6 @@ class Task:
         if unknown:
             raise ConfigError(f"{self.id}: method {method!r} overrides have unknown keys {sorted(unknown)}; use config/knobs")
         return {"config": dict(entry.get("config", {})), "knobs": dict(entry.get("knobs", {}))}
-
-
-def _lookup(table: dict, key: str, what: str):
-    try:
-        return table[key]
-    except KeyError:
-        raise ConfigError(f"unknown {what} {key!r}; valid: {sorted(table)}") from None
 
 
 def _merge_methods(*blocks: dict) -> dict:
@@ -209,45 +155,3 @@ def get_task(task_id: str) -> Task:
     if name not in tasks:
         raise UnknownNameError(f"unknown task {name!r} in suite {suite!r}; valid tasks: {', '.join(tasks)}")
     return tasks[name]
-
-
-# ---------------------------------------------------------------- built-in sources
-
-
-@dataset_source("toy")
-def _toy_dataset(task: str, size: int = 10_000, seed: int = 0, noise: float = 0.08) -> TransitionDataset:
-    from benchmarks.tasks import toy
-
-    return toy.generate(task, size=size, seed=seed, noise=noise)
-
-
-@env_source("gym")
-def _gym_env(id: str, **kwargs) -> gym.Env:
-    import benchmarks.tasks.toy  # noqa: F401  (registers the toy envs)
-
-    return gym.make(id, **kwargs)
-
-
-@dataset_source("minari")
-def _minari_dataset(id: str | None = None, path: str | None = None) -> TransitionDataset:
-    from benchmarks.data.loaders import load_minari
-
-    return load_minari(path or id)
-
-
-@env_source("minari")
-def _minari_env(id: str | None = None, path: str | None = None, eval_env: bool = True) -> gym.Env:
-    from benchmarks.data.loaders import recover_env
-
-    return recover_env(path or id, eval_env=eval_env)
-
-
-@dataset_source("d4rl-file")
-def _d4rl_file(path: str, name: str | None = None) -> TransitionDataset:
-    from benchmarks.data.loaders import load_d4rl_file
-
-    return load_d4rl_file(path, name=name)
-
-
-# The real suites' sources (D4RL files, OGBench, offline generators, MassScale): benchmarks/tasks/sources.py
-import benchmarks.tasks.sources  # noqa: F401
