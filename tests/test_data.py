@@ -61,7 +61,7 @@ def test_wrong_shape_is_refused():
 def test_action_out_of_bounds_is_refused_with_index():
     data = _valid()
     data.actions[4, 1] = 1.5
-    with pytest.raises(DatasetError, match=r"'actions' at index 4 is outside the action box"):
+    with pytest.raises(DatasetError, match=r"'actions' at index 4 \(column 1\) is 1.5, outside the action box \[-1, 1\]"):
         data.validate()
 
 

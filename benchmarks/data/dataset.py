@@ -20,15 +20,19 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from algorithms.base import Batch
 from algorithms.config import require
+from benchmarks.data.validate import (
+    EPISODE_FIELDS,
+    FLAT_FIELDS,
+    MIN_TRANSITIONS,
+    DatasetError,
+    check_action_box,
+    check_arrays,
+    check_finite,
+)
 
-ACTION_TOLERANCE = 1e-4
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions", "episode_ids")
-
-
-class DatasetError(ValueError):
-    """A dataset is malformed; the message names the field, the index and the fix."""
+__all__ = ["FIELDS", "DataConfig", "DatasetError", "Normalizer", "TransitionDataset", "transform_rewards"]
 
 
 @dataclass
@@ -61,18 +65,26 @@ class TransitionDataset:
     def num_episodes(self) -> int:
         return len(np.unique(self.episode_ids))
 
+    @property
+    def source(self) -> str:
+        """Where the data came from, for messages: its file or folder, else its name."""
+        return str(self.metadata.get("path") or self.name)
+
     def episode_returns(self) -> np.ndarray:
         return np.bincount(self.episode_ids - self.episode_ids.min(), weights=self.rewards)[
             np.unique(self.episode_ids - self.episode_ids.min())
         ]
 
     def validate(self) -> TransitionDataset:
-        """Refuse malformed data with the field, the index and what to do about it."""
+        """Refuse malformed data with the field, the index and what to do about it. The loaders have
+        checked the arrays as stored (benchmarks.data.validate); this is the last check of the
+        derived layout, and the only one of datasets built in memory (the toy generators)."""
         n = len(self)
+        where = self.source
         if self.observations.ndim != 2:
-            raise DatasetError(f"{self.name}: observations must be [N, obs_dim], got shape {self.observations.shape}")
+            raise DatasetError(f"{where}: observations must be [N, obs_dim], got shape {self.observations.shape}")
         if self.actions.ndim != 2:
-            raise DatasetError(f"{self.name}: actions must be [N, act_dim], got shape {self.actions.shape}")
+            raise DatasetError(f"{where}: actions must be [N, act_dim], got shape {self.actions.shape}")
         expected = {
             "observations": (n, self.obs_dim),
             "actions": (n, self.act_dim),
@@ -86,39 +98,26 @@ class TransitionDataset:
         for name, shape in expected.items():
             arr = getattr(self, name)
             if not isinstance(arr, np.ndarray):
-                raise DatasetError(f"{self.name}: field '{name}' must be a numpy array, got {type(arr).__name__}")
+                raise DatasetError(f"{where}: field '{name}' must be a numpy array, got {type(arr).__name__}")
             if arr.shape != shape:
-                raise DatasetError(f"{self.name}: field '{name}' has shape {arr.shape}, expected {shape}")
+                raise DatasetError(f"{where}: field '{name}' has shape {arr.shape}, expected {shape}")
         for name in ("observations", "actions", "rewards", "next_observations", "next_actions"):
             arr = getattr(self, name)
             if not np.issubdtype(arr.dtype, np.floating):
-                raise DatasetError(f"{self.name}: field '{name}' must be floating point, got {arr.dtype}")
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                index = int(np.argwhere(bad)[0][0])
-                raise DatasetError(
-                    f"{self.name}: field '{name}' has a non-finite value (NaN or inf) at index {index}; "
-                    "clean or drop those transitions before training"
-                )
-        for name in ("actions", "next_actions"):
-            arr = getattr(self, name)
-            out = np.abs(arr) > 1.0 + ACTION_TOLERANCE
-            if out.any():
-                index = int(np.argwhere(out)[0][0])
-                raise DatasetError(
-                    f"{self.name}: field '{name}' at index {index} is outside the action box [-1, 1] "
-                    f"(value {arr[index].tolist()}); pass the dataset's action bounds so it is rescaled"
-                )
-        if n == 0:
-            raise DatasetError(f"{self.name}: the dataset is empty")
+                raise DatasetError(f"{where}: field '{name}' must be floating point, got {arr.dtype}")
+            check_finite(arr, name, where)
+        for name in ("actions", "next_actions"):  # stored in [-1, 1] (the loaders rescale the data's own box)
+            check_action_box(getattr(self, name), name, where, -1.0, 1.0, owner="stored datasets (give the data's own box as action_low/high so it is rescaled)")
+        if n < MIN_TRANSITIONS:
+            raise DatasetError(f"{where}: the dataset has {n} transition(s); training needs at least {MIN_TRANSITIONS}")
         if np.any(np.diff(self.episode_ids) < 0):
             index = int(np.argwhere(np.diff(self.episode_ids) < 0)[0][0]) + 1
-            raise DatasetError(f"{self.name}: episode_ids decrease at index {index}; transitions must be stored episode by episode")
+            raise DatasetError(f"{where}: episode_ids decrease at index {index}; transitions must be stored episode by episode")
         ends = np.append(self.episode_ids[1:] != self.episode_ids[:-1], True)
         inner_terminal = self.terminals.astype(bool) & ~ends
         if inner_terminal.any():
             index = int(np.argwhere(inner_terminal)[0][0])
-            raise DatasetError(f"{self.name}: field 'terminals' is set at index {index} in the middle of an episode")
+            raise DatasetError(f"{where}: field 'terminals' is set at index {index} in the middle of an episode")
         return self
 
     def subset(self, indices: np.ndarray) -> TransitionDataset:
@@ -134,21 +133,27 @@ class TransitionDataset:
         metadata: dict[str, Any] | None = None,
     ) -> TransitionDataset:
         """Episodes with observations [T+1, o] (Minari layout), actions [T, a], rewards,
-        terminations and truncations [T]."""
+        terminations and truncations [T]; an episode may carry its own `id` (for messages).
+        Each is checked as stored (benchmarks.data.validate) against the action box given."""
+        where = str((metadata or {}).get("path") or name)
+        box = None if action_low is None or action_high is None else (action_low, action_high)
         parts: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
         for ep_id, ep in enumerate(episodes):
+            label = f"{where}: episode {ep.get('id', ep_id)}"
+            steps = check_arrays({k: v for k, v in ep.items() if k != "id"}, EPISODE_FIELDS, label,
+                                 action_box=box, box_owner="the dataset's action space",
+                                 extra_rows={"observations": 1}, min_rows=1)
+            term = np.asarray(ep["terminations"], dtype=bool).reshape(steps)
+            trunc = np.asarray(ep["truncations"], dtype=bool).reshape(steps).copy()
+            early = np.flatnonzero((term | trunc)[:-1])
+            if early.size:
+                flag = "terminations" if term[early[0]] else "truncations"
+                raise DatasetError(f"{label}: field '{flag}' is set at index {early[0]}, before the episode's last step "
+                                   f"{steps - 1}; an episode ends at its first termination or truncation: split it there")
+            if not (term[-1] or trunc[-1]):
+                trunc[-1] = True  # an episode cut by the recorder counts as a timeout
             obs = np.asarray(ep["observations"], dtype=np.float32)
             acts = np.asarray(ep["actions"], dtype=np.float32)
-            steps = acts.shape[0]
-            if obs.shape[0] != steps + 1:
-                raise DatasetError(
-                    f"{name}: episode {ep_id} has {obs.shape[0]} observations for {steps} actions; expected T+1"
-                )
-            term = np.asarray(ep["terminations"], dtype=bool).reshape(steps)
-            trunc = np.asarray(ep["truncations"], dtype=bool).reshape(steps)
-            trunc = trunc.copy()
-            if steps and not (term[-1] or trunc[-1]):
-                trunc[-1] = True  # an episode cut by the recorder counts as a timeout
             parts["observations"].append(obs[:-1])
             parts["next_observations"].append(obs[1:])
             parts["actions"].append(acts)
@@ -158,7 +163,7 @@ class TransitionDataset:
             parts["timeouts"].append(trunc)
             parts["episode_ids"].append(np.full(steps, ep_id, dtype=np.int64))
         if not parts["actions"]:
-            raise DatasetError(f"{name}: no episodes")
+            raise DatasetError(f"{where}: the dataset holds no episodes; it is empty or its episode files are missing")
         arrays = {f: np.concatenate(v, axis=0) for f, v in parts.items()}
         return cls(**arrays, name=name, metadata=metadata or {}).rescale_actions(action_low, action_high)
 
@@ -170,23 +175,22 @@ class TransitionDataset:
         action_low: np.ndarray | None = None,
         action_high: np.ndarray | None = None,
         metadata: dict[str, Any] | None = None,
+        box_owner: str = "D4RL-style data (pass --env to hold it against that env's box)",
     ) -> TransitionDataset:
         """D4RL-style flat arrays: observations, actions, rewards, terminals, timeouts and
-        optionally next_observations. Without next_observations, the next observation is the
-        following row and each episode's last transition is dropped (d4rl.qlearning_dataset)."""
-        required = ("observations", "actions", "rewards", "terminals")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise DatasetError(f"{name}: missing field(s) {missing}; a D4RL-style file needs {list(required)} (+ timeouts)")
+        optionally next_observations, checked as stored (benchmarks.data.validate); actions in
+        [action_low, action_high] (default [-1, 1], D4RL's envs), whose owner messages name.
+        Without next_observations, the next observation is the following row and each episode's
+        last transition is dropped (d4rl.qlearning_dataset)."""
+        where = str((metadata or {}).get("path") or name)
+        box = (-1.0, 1.0) if action_low is None or action_high is None else (action_low, action_high)
+        n = check_arrays(data, FLAT_FIELDS, where, unknown_keys=True, episode_ends=("terminals", "timeouts"),
+                         action_box=box, box_owner=box_owner)
         obs = np.asarray(data["observations"], dtype=np.float32)
-        n = obs.shape[0]
         acts = np.asarray(data["actions"], dtype=np.float32)
         rewards = np.asarray(data["rewards"], dtype=np.float32).reshape(-1)
         terminals = np.asarray(data["terminals"], dtype=bool).reshape(-1)
         timeouts = np.asarray(data.get("timeouts", np.zeros(n, dtype=bool)), dtype=bool).reshape(-1)
-        for key, arr in (("actions", acts), ("rewards", rewards), ("terminals", terminals), ("timeouts", timeouts)):
-            if arr.shape[0] != n:
-                raise DatasetError(f"{name}: field '{key}' has {arr.shape[0]} rows, observations have {n}")
         timeouts = timeouts & ~terminals
         timeouts[-1] = timeouts[-1] or not terminals[-1]
         ends = terminals | timeouts

@@ -8,17 +8,69 @@ flattening to the environment's observations (`FlattenObservation`), so the two 
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from benchmarks.data.dataset import DatasetError, TransitionDataset
+from benchmarks.data.validate import OGBENCH_FIELDS, check_arrays
+
+# What h5py, zipfile, numpy and json raise on a damaged, truncated or foreign file.
+CONTAINER_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
+REWRITE = "download or write it again"
 
 
 class MissingDatasetError(FileNotFoundError):
     """A dataset is not on this machine; the message says how to get it or what to use instead."""
+
+
+@contextmanager
+def reading(where: str | Path, what: str, fix: str = REWRITE) -> Iterator[None]:
+    """Turn the low-level error of a damaged container into one DatasetError line naming it."""
+    try:
+        yield
+    except (DatasetError, MissingDatasetError):
+        raise
+    except CONTAINER_ERRORS as err:
+        raise DatasetError(f"{where}: cannot read {what} ({_reason(err)}); it is damaged, truncated or of another "
+                           f"format: {fix}") from None
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, KeyError):
+        return f"no entry {err.args[0]!r}" if err.args else "an entry is missing"
+    lines = str(err).strip().splitlines()
+    return (lines[0][:200] if lines else "") or type(err).__name__
+
+
+def read_arrays(file: Path) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz or .hdf5 file. In HDF5 only top-level datasets are fields:
+    groups (D4RL's `infos/`, `metadata/`) hold side information, not transitions."""
+    if file.suffix == ".npz":
+        with reading(file, "the .npz archive"):
+            archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{file}: holds one bare array, not named fields; save it with "
+                               "np.savez(FILE, observations=..., actions=..., rewards=..., terminals=..., timeouts=...)")
+        with archive:
+            return {key: _read_field(file, key, lambda key=key: archive[key]) for key in archive.files}
+    import h5py
+
+    with reading(file, "the HDF5 file"), h5py.File(file, "r") as h5:
+        return {key: _read_field(file, key, lambda item=item: item[()])
+                for key, item in h5.items() if isinstance(item, h5py.Dataset)}
+
+
+def _read_field(file: Path, key: str, read) -> np.ndarray:
+    with reading(file, f"field {key!r}"):
+        return np.asarray(read())
 
 
 def _flatten(space: gym.Space, obs) -> np.ndarray:
@@ -34,11 +86,14 @@ def resolve_minari(id_or_path: str):
     import minari
 
     path = Path(id_or_path).expanduser()
+    fix = "a Minari dataset folder holds data/metadata.json and the episode files minari writes: download or generate it again"
     if path.exists():
         data = path / "data" if (path / "data").exists() else path
-        return minari.MinariDataset(data)
+        with reading(data, "the Minari dataset", fix):
+            return minari.MinariDataset(data)
     try:
-        return minari.load_dataset(id_or_path, download=False)
+        with reading(id_or_path, "the Minari dataset", fix):
+            return minari.load_dataset(id_or_path, download=False)
     except FileNotFoundError:
         root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
         raise MissingDatasetError(
@@ -51,26 +106,28 @@ def resolve_minari(id_or_path: str):
 
 def load_minari(id_or_path: str) -> TransitionDataset:
     dataset = resolve_minari(id_or_path)
-    obs_space = dataset.observation_space
-    act_space = dataset.action_space
-    if not isinstance(act_space, gym.spaces.Box):
-        raise DatasetError(f"{id_or_path}: only continuous (Box) action spaces are supported, got {act_space}")
-    episodes = []
-    for ep in dataset.iterate_episodes():
-        episodes.append(
+    where = str(dataset.storage.data_path)
+    with reading(where, "the Minari dataset's spaces and episodes"):
+        obs_space = dataset.observation_space
+        act_space = dataset.action_space
+        if not isinstance(act_space, gym.spaces.Box):
+            raise DatasetError(f"{where}: the action space is {act_space}; the methods need a continuous (Box) action space")
+        episodes = [
             dict(
+                id=ep.id,
                 observations=_flatten(obs_space, ep.observations),
-                actions=np.asarray(ep.actions, np.float32).reshape(len(ep.rewards), -1),
+                actions=np.asarray(ep.actions).reshape(len(ep.rewards), -1),  # dtype kept: integer actions are refused
                 rewards=ep.rewards,
                 terminations=ep.terminations,
                 truncations=ep.truncations,
             )
-        )
-    meta = dict(dataset.storage.metadata)
+            for ep in dataset.iterate_episodes()
+        ]
+        meta = dict(dataset.storage.metadata)
     metadata = {
         "source": "minari",
         "minari_id": meta.get("dataset_id", str(id_or_path)),
-        "path": str(dataset.storage.data_path),
+        "path": where,
         "ref_min_score": meta.get("ref_min_score"),
         "ref_max_score": meta.get("ref_max_score"),
     }
@@ -97,23 +154,30 @@ def max_episode_steps(id_or_path: str) -> int | None:
         env.close()
 
 
-def load_d4rl_file(path: str, name: str | None = None) -> TransitionDataset:
+def load_d4rl_file(path: str, name: str | None = None, action_box: dict[str, Any] | None = None) -> TransitionDataset:
     """A D4RL-style file: .npz or .hdf5 with observations, actions, rewards, terminals, timeouts
-    (next_observations optional). Actions are taken as already in [-1, 1] (D4RL's envs)."""
+    (next_observations optional). Actions are in `action_box` ({env, low, high}: the box of the
+    env the data is evaluated in, rescaled to [-1, 1]), by default in [-1, 1] (D4RL's envs)."""
     file = Path(path).expanduser()
     if not file.exists():
         raise MissingDatasetError(
             f"D4RL-style file {path!r} does not exist. Give the path of a downloaded D4RL .hdf5 "
             "(`modebench datasets download` fetches the suite's files when online) or an .npz with the same fields."
         )
-    if file.suffix == ".npz":
-        with np.load(file) as npz:
-            data = {k: npz[k] for k in npz.files}
-    elif file.suffix in (".hdf5", ".h5"):
-        import h5py
-
-        with h5py.File(file, "r") as h5:
-            data = {k: h5[k][()] for k in h5 if isinstance(h5[k], h5py.Dataset)}
-    else:
+    if file.suffix not in (".npz", ".hdf5", ".h5"):
         raise DatasetError(f"{path}: unknown file type {file.suffix!r}; expected .npz, .hdf5 or .h5")
-    return TransitionDataset.from_flat(data, name=name or file.stem, metadata={"source": "d4rl-file", "path": str(file)})
+    data = read_arrays(file)
+    metadata = {"source": "d4rl-file", "path": str(file)}
+    if action_box is None:
+        return TransitionDataset.from_flat(data, name=name or file.stem, metadata=metadata)
+    return TransitionDataset.from_flat(
+        data, name=name or file.stem, metadata=metadata, action_low=np.asarray(action_box["low"], np.float32),
+        action_high=np.asarray(action_box["high"], np.float32), box_owner=f"the env {action_box['env']}",
+    )
+
+
+def check_ogbench_file(file: Path) -> None:
+    """OGBench's npz as stored, before OGBench's loader casts its dtypes and derives next
+    observations from it: fields, dtypes, ranks, NaN at the stored index, 0/1 episode ends."""
+    check_arrays(read_arrays(file), OGBENCH_FIELDS, str(file), episode_ends=("terminals",),
+                 action_box=(-1.0, 1.0), box_owner="OGBench's envs")

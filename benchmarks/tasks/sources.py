@@ -248,10 +248,10 @@ class MinariSource(Source):
 class D4RLFileSource(Source):
     kind = "d4rl-file"
 
-    def load(self, path: str, name: str | None = None) -> TransitionDataset:
+    def load(self, path: str, name: str | None = None, action_box: dict | None = None) -> TransitionDataset:
         from benchmarks.data.loaders import load_d4rl_file
 
-        return load_d4rl_file(path, name=name)
+        return load_d4rl_file(path, name=name, action_box=action_box)
 
     def status(self, task_id, suite, path: str, **_):
         file = Path(path).expanduser()
@@ -331,6 +331,7 @@ class OGBenchSource(Source):
 
     def load(self, name: str, path: str | None = None, local: dict | None = None,
              dataset_dir: str | None = None) -> TransitionDataset:
+        from benchmarks.data.loaders import check_ogbench_file
         from benchmarks.tasks.generators.ogbench_gen import (
             load_singletask,
             parse_name,
@@ -347,6 +348,7 @@ class OGBenchSource(Source):
                 f"`modebench datasets download {name}` (needs network), or run the `{OGBENCH_LOCAL_SUITE}` suite, "
                 "built offline with OGBench's own recipes (`modebench bench --suite ogbench-local`)."
             )
+        check_ogbench_file(file)  # the npz as stored, before OGBench's loader casts and derives fields
         raw, env = load_singletask(name, file)
         env.close()
         metadata = {"source": "ogbench", "ogbench_name": name, "path": str(file), "local": local is not None}
