@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRID ?= ci_toy
 ADDRESS ?=
 
-.PHONY: datasets generate setup test test-slow bench lint speed d3rlpy-venv tables plots profile report sweep clean
+.PHONY: docs datasets generate setup test test-slow bench lint speed d3rlpy-venv tables plots profile report sweep clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-slow: setup  ## mechanism runs and real-environment tests (minutes)
 
 bench: setup  ## train + evaluate every method on every task of SUITE, print the table
 	$(VENV)/bin/modebench bench --suite $(SUITE) --seeds $(SEEDS) --jobs $(JOBS)
+
+docs: setup  ## regenerate docs/run-settings.md (every method x suite, both protocols, each value's source)
+	$(PY) -m benchmarks.run.protocols --write-docs
 
 lint: setup
 	$(PY) -m ruff check algorithms benchmarks sweeps analysis modebench perf tests

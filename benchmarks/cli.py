@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from benchmarks.tasks import cli as datasets_cli
 
     datasets_cli.register(subparsers)
+    from benchmarks.run import protocols  # `modebench config` (issue 15: every setting with its source)
+
+    protocols.register_config(subparsers)
     p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
     p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -54,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None, help="comma-separated names, or 'all' for every preset too (default: every base method)")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of the suite)")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=None, help="updates per run (default: the suite's bench_steps)")
+    p.add_argument("--steps", type=int, default=None, help="updates per run (default: the suite's controlled steps)")
     p.add_argument("--out", default=None)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: all cores)")
     p.add_argument("--device", default="auto")
@@ -157,7 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from benchmarks.tasks.suites import _read_suite, load_suite
+    from benchmarks.tasks.suites import load_suite
 
     tasks = load_suite(args.suite)
     selected = list(tasks) if not args.tasks else [t.strip() for t in args.tasks.split(",")]
@@ -168,7 +171,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.tasks.sources import require_datasets
 
     require_datasets(args.suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
-    steps = args.steps or int(_read_suite(args.suite).get("bench_steps", 10_000))
+    from benchmarks.run.protocols import controlled_block
+
+    steps = args.steps or int(controlled_block(args.suite)["steps"])
     _check_positive("--seeds", args.seeds)
     _check_positive("--jobs", args.jobs)
     jobs = [

@@ -33,7 +33,7 @@ from benchmarks.tasks import sources
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default"}
-SUITE_KEYS = {"name", "description", "defaults", "methods", "tasks", "bench_steps"}
+SUITE_KEYS = {"name", "description", "defaults", "methods", "tasks", "controlled"}  # controlled: benchmarks/run/protocols.py
 
 
 class UnknownNameError(KeyError):
