@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the loss pass (pays ~10-60 s of compilation once; for long runs)")
+    p.add_argument("--protocol", default="controlled",
+                   help="controlled (shared settings, default) or published (the papers' own settings); part of the run's identity")
+    p.add_argument("--log", action="append", default=[], metavar="SINK",
+                   help="also log metrics to tensorboard or wandb (optional extras; metrics.jsonl is always written)")
     p.set_defaults(handler=cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a checkpoint over a grid of inference-only knobs")
@@ -61,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: all cores)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--protocol", default="controlled", help="controlled (default) or published")
     p.set_defaults(handler=cmd_bench)
 
     p = subparsers.add_parser("methods", help="list registered methods, their configs and knobs")
@@ -93,18 +98,20 @@ def _check_positive(name: str, value: int | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from benchmarks.run.spec import resolve_run
     from benchmarks.run.train import train
     from benchmarks.tasks.adhoc import task_from_dataset
 
     for name in ("steps", "eval_every", "eval_episodes"):
         _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
     task = args.task or task_from_dataset(args.dataset, args.env, args.ref_min, args.ref_max)
-    result = train(
-        args.algo, task, steps=args.steps, seed=args.seed, out=args.out,
-        config=parse_assignments(args.set), knobs=parse_assignments(args.knob, "--knob"),
-        data=parse_assignments(args.data, "--data"), eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-        device=args.device, progress=not args.no_progress, compile=args.compile,
+    spec = resolve_run(
+        args.algo, task, protocol=args.protocol, config=parse_assignments(args.set),
+        knobs=parse_assignments(args.knob, "--knob"), data=parse_assignments(args.data, "--data"), seed=args.seed,
+        steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device,
+        compile=args.compile,
     )
+    result = train(spec, out=args.out, progress=not args.no_progress, log=tuple(args.log))
     last = result.records[-1]
     print(f"run {result.run_dir}")
     print(f"checkpoint {result.checkpoint}")
@@ -138,15 +145,15 @@ def bench_methods(spec: str | None) -> list[str]:
     return names
 
 
-def _bench_job(job: dict[str, Any]) -> dict[str, Any]:
+def _bench_job(spec, out: str | None, threads: int) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(job.pop("threads"))
+    torch.set_num_threads(threads)
     from benchmarks.run.train import train
 
     start = time.perf_counter()
-    result = train(**job)
-    return {"method": job["algo"], "task": job["task"], "seed": job["seed"], "score": result.score,
+    result = train(spec, out=out)
+    return {"method": spec.method, "task": spec.task.id, "seed": spec.seed, "score": result.score,
             "updates_per_second": result.updates_per_second, "seconds": time.perf_counter() - start}
 
 
@@ -176,11 +183,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     steps = args.steps or int(controlled_block(args.suite)["steps"])
     _check_positive("--seeds", args.seeds)
     _check_positive("--jobs", args.jobs)
-    jobs = [
-        dict(algo=m, task=f"{args.suite}/{t}", steps=steps, seed=s, out=args.out, device=args.device,
-             threads=max(1, (os.cpu_count() or 1) // args.jobs))
+    from benchmarks.run.spec import resolve_run
+
+    runs = [
+        resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=steps, device=args.device)
         for t in selected for m in methods for s in range(args.seeds)
     ]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"bench {args.suite}: {len(methods)} methods x {len(selected)} tasks x {args.seeds} seeds, {steps} updates each, {args.jobs} in parallel")
     rows = []
     start = time.perf_counter()
@@ -188,7 +197,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        futures = [pool.submit(_bench_job, dict(job)) for job in jobs]
+        futures = [pool.submit(_bench_job, run, args.out, threads) for run in runs]
         for future in tqdm(as_completed(futures), total=len(futures), desc="bench runs"):
             rows.append(future.result())
     except BaseException:

@@ -52,7 +52,7 @@ GRIDS_DIR = Path(__file__).parent / "grids"
 GRID_KEYS = {
     "name", "description", "study", "reference", "tasks", "seeds", "steps", "eval", "checkpoint_every",
     "resources", "max_failures", "max_concurrent", "device", "data", "config", "train", "knobs",
-    "inference", "methods",
+    "inference", "methods", "protocol",
 }
 METHOD_KEYS = {"config", "train", "knobs", "inference", "data"}
 EVAL_KEYS = {"every", "episodes", "knobs_at"}
@@ -149,6 +149,7 @@ class Grid:
     max_concurrent: int | None = None
     device: str | None = None
     description: str = ""
+    protocol: str = "controlled"
 
     def expand_tasks(self) -> list[str]:
         """Task ids with `SUITE/*` wildcards replaced by the suite's tasks (reads suite files)."""
@@ -185,7 +186,7 @@ class Grid:
                             config={**m.config, **combo}, knobs=dict(m.knobs), inference=[dict(s) for s in m.inference],
                             data=dict(m.data), eval_every=self.eval_every, eval_episodes=self.eval_episodes,
                             knobs_at=self.knobs_at, checkpoint_every=self.checkpoint_every, device=self.device,
-                            train_combo=combo,
+                            train_combo=combo, protocol=self.protocol,
                         ))
         return out
 
@@ -195,7 +196,7 @@ class Grid:
     def count_records(self) -> int:
         """Records at the final step of all trials: per trial, the distinct settings among the
         configured knobs and the inference settings (resolves methods and suite overrides)."""
-        from benchmarks.run.train import resolve_method
+        from benchmarks.run.spec import resolve_method
         from benchmarks.tasks.suites import get_task
 
         total = 0
@@ -255,6 +256,7 @@ class TrialSpec:
     checkpoint_every: int | None = None
     device: str | None = None
     train_combo: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "controlled"
     task_fields: dict[str, Any] | None = None  # the resolved Task (absolute paths), filled by the planner
     out: str | None = None  # absolute results root, filled by the planner
 
@@ -387,4 +389,14 @@ def load_grid(name_or_path: str | Path) -> Grid:
         eval_every=ev.get("every"), eval_episodes=ev.get("episodes"), knobs_at=knobs_at,
         checkpoint_every=raw.get("checkpoint_every"), resources=resources, max_failures=max_failures,
         max_concurrent=raw.get("max_concurrent"), device=raw.get("device"), description=str(raw.get("description", "")),
+        protocol=_protocol(where, raw.get("protocol", "controlled")),
     )
+
+
+def _protocol(where: str, value: Any) -> str:
+    from benchmarks.run.spec import check_protocol
+
+    try:
+        return check_protocol(value)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None

@@ -26,10 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from algorithms.config import config_hash, from_dict, to_dict
 from sweeps.grid import TrialSpec
+
+if TYPE_CHECKING:  # annotations only: the core is imported where a trial runs
+    from benchmarks.run.spec import RunSpec
 
 ReportFn = Callable[[dict[str, Any], Path | None], None]
 
@@ -37,10 +40,14 @@ ReportFn = Callable[[dict[str, Any], Path | None], None]
 @dataclass
 class PlannedTrial:
     spec: TrialSpec
-    run_id: str
+    run: RunSpec  # the trial's run, resolved once; train() gets this spec and its run id
     train_knobs: dict[str, Any]  # the configured knobs, used by the in-training evaluations
     settings: list[dict[str, Any]]  # the configured knobs, then every other inference setting (resolved)
     eval_steps: list[int]
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
 
     @property
     def root(self) -> Path:
@@ -90,30 +97,28 @@ def resolve_task_fields(task_id: str) -> dict[str, Any]:
 
 
 def plan(spec: TrialSpec) -> PlannedTrial:
-    """The run id `benchmarks.train.train` will give this trial and the records it must write.
-
-    Uses train()'s own `run_identity`; a test pins that the two agree."""
-    from benchmarks.data.dataset import DataConfig
-    from benchmarks.run.train import resolve_method, run_identity
+    """The trial's resolved run (benchmarks.run.spec.resolve_run, the resolver `modebench train`
+    uses) and the records it must write."""
+    from benchmarks.run.spec import resolve_run
     from benchmarks.tasks.suites import Task
 
     if spec.task_fields is None or spec.out is None:
         raise ValueError("plan() needs spec.task_fields and spec.out (filled by the sweep planner)")
-    task = Task(**spec.task_fields)
-    method = resolve_method(spec.method, task, spec.config, spec.knobs)
-    data_cfg = from_dict(DataConfig, {**task.data, **spec.data}, what="data")
-    run_id, _ = run_identity(spec.method, task, spec.seed, spec.steps, method.config, data_cfg)
-    base = to_dict(method.knobs)
+    run = resolve_run(
+        spec.method, Task(**spec.task_fields), protocol=spec.protocol, config=spec.config, knobs=spec.knobs,
+        data=spec.data, seed=spec.seed, steps=spec.steps, eval_every=spec.eval_every,
+        eval_episodes=spec.eval_episodes, checkpoint_every=spec.checkpoint_every, device=spec.device or "auto",
+    )
+    base = to_dict(run.knobs)
     settings, seen = [], set()
     for setting in [{}, *spec.inference]:
-        knobs = to_dict(from_dict(method.cls.knobs_class, {**base, **setting}, what=f"{spec.method} knob"))
+        knobs = to_dict(from_dict(run.algorithm_class.knobs_class, {**base, **setting}, what=f"{spec.method} knob"))
         key = config_hash(knobs)
         if key not in seen:
             seen.add(key)
             settings.append(knobs)
-    every = spec.eval_every or spec.steps
-    eval_steps = sorted({*range(every, spec.steps + 1, every), spec.steps})
-    return PlannedTrial(spec=spec, run_id=run_id, train_knobs=base, settings=settings, eval_steps=eval_steps)
+    eval_steps = sorted({*range(run.eval_every, spec.steps + 1, run.eval_every), spec.steps})
+    return PlannedTrial(spec=spec, run=run, train_knobs=base, settings=settings, eval_steps=eval_steps)
 
 
 def _log(trial: PlannedTrial, event: str, **extra: Any) -> None:
@@ -198,8 +203,9 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
 
     torch.set_num_threads(max(1, int(cpus)))
     spec = TrialSpec.from_dict(spec_dict)
+    spec.device = _device(spec, gpus)
     trial = plan(spec)
-    device = _device(spec, gpus)
+    device = spec.device
     status = trial.status()
     if status != "todo":
         _log(trial, "skip", status=status)
@@ -223,12 +229,7 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
     from benchmarks.cli import user_errors
 
     try:
-        result = train(
-            spec.method, _task(spec), steps=spec.steps, seed=spec.seed, out=trial.root,
-            config=spec.config, knobs=spec.knobs, data=spec.data,
-            eval_every=spec.eval_every, eval_episodes=spec.eval_episodes, device=device,
-            checkpoint_every=spec.checkpoint_every, progress=False, resume=True, on_evaluation=on_evaluation,
-        )
+        result = train(trial.run, out=trial.root, resume=True, on_evaluation=on_evaluation)
     except FloatingPointError as err:
         from benchmarks.store import atomic_write_json
 
@@ -246,8 +247,6 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
         out = {"status": "failed", "run_id": trial.run_id, "reason": reason}
         report(out, None)
         return out
-    if result.run_dir.name != trial.run_id:  # the planner's identity drifted from train()'s
-        raise RuntimeError(f"sweep planned run {trial.run_id} but train() wrote {result.run_dir.name}")
     evaluate_settings(trial, spec.steps, device)
     missing = trial.missing()
     if missing:
@@ -256,12 +255,6 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
     out = {"status": "finished", "run_id": trial.run_id, "records": len(trial.settings), **_summary(result.records[-1])}
     report(out, None)
     return out
-
-
-def _task(spec: TrialSpec):
-    from benchmarks.tasks.suites import Task
-
-    return Task(**spec.task_fields)
 
 
 # ------------------------------------------------------------------ the Ray Tune trainable

@@ -5,7 +5,7 @@ import pytest
 
 from algorithms.config import from_dict
 from algorithms.registry import get_method
-from benchmarks.run.train import resolve_method
+from benchmarks.run.spec import resolve_method
 from benchmarks.tasks.suites import get_task, load_suite, override_tables, suite_names
 
 

@@ -140,7 +140,7 @@ def test_ogbench_families_follow_spec():
 
 
 def test_suite_method_overrides_follow_spec():
-    from benchmarks.run.train import resolve_method
+    from benchmarks.run.spec import resolve_method
 
     for task in load_suite("antmaze").values():
         iql = resolve_method("iql", task)

@@ -146,3 +146,81 @@ def test_speed_script_times_our_iql_against_the_plain_pytorch_reference(tmp_path
     assert re.search(r"^  iql +\d+\.\d$", out.out, re.MULTILINE)
     assert re.search(r"^  plain PyTorch iql +\d+\.\d  \(blocks alternating with iql\)$", out.out, re.MULTILINE)
     assert re.search(r"^ratio iql / plain PyTorch iql: \d+\.\d\dx, median of 2 paired blocks", out.out, re.MULTILINE)
+
+
+def test_a_run_is_resolved_once_into_a_frozen_spec_that_names_its_folder(tmp_path):
+    import dataclasses
+
+    from benchmarks.run.spec import resolve_run
+
+    spec = resolve_run("bc", "toy/four-goal", steps=20, seed=0, eval_episodes=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 1
+    assert spec.protocol == "controlled" and spec.suite_default and spec.eval_every == 20
+    result = train(spec, out=tmp_path)
+    assert result.run_dir.name == spec.run_id
+    info = json.loads((result.run_dir / "config.json").read_text())
+    assert info["run_id"] == spec.run_id and info["protocol"] == "controlled"
+    published = resolve_run("bc", "toy/four-goal", steps=20, seed=0, protocol="published")
+    assert published.run_id != spec.run_id  # the protocol is part of the run's identity
+    with pytest.raises(TypeError, match="resolve settings with resolve_run"):
+        train(spec, steps=3)
+
+
+def test_unknown_protocol_is_a_one_line_error(capsys):
+    assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--protocol", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "modebench train: error: unknown protocol 'nope'; valid: controlled, published"
+    assert main(["bench", "--suite", "toy", "--protocol", "nope", "--seeds", "1"]) == 2
+    assert "unknown protocol 'nope'" in capsys.readouterr().err
+
+
+def test_records_say_whether_the_run_is_the_suite_default_and_carry_diagnostics(tmp_path):
+    default = train("gem", "toy/four-goal", steps=10, seed=0, out=tmp_path, eval_episodes=2).records[-1]
+    changed = train("gem", "toy/four-goal", steps=10, seed=0, out=tmp_path, eval_episodes=2, config={"beta": 1.0}).records[-1]
+    knob_only = train("gem", "toy/four-goal", steps=10, seed=0, out=tmp_path, eval_episodes=2, knobs={"N": 2}).records[-1]
+    assert default["suite_default"] is True and changed["suite_default"] is False
+    assert knob_only["suite_default"] is True and knob_only["knobs"]["N"] == 2 and knob_only["default_knobs"]["N"] == 64
+    for record in (default, changed):
+        assert record["protocol"] == "controlled" and record["task_default"] is True and record["task_order"] == 0
+        # GEM's NLL gap (Eq. 72-75) on the fixed evaluation batch, computed when the run evaluates
+        assert np.isfinite(record["diagnostics/behavior_gap"]) and np.isfinite(record["diagnostics/actor_gap"])
+    # the fixed batch is the same for every run of a seed: an unchanged model gives the same numbers
+    again = train("gem", "toy/four-goal", steps=10, seed=0, out=tmp_path / "again", eval_episodes=2).records[-1]
+    assert again["diagnostics/behavior_gap"] == default["diagnostics/behavior_gap"]
+
+
+def test_metrics_are_namespaced_jsonl_and_diagnostics_do_not_move_training(tmp_path, monkeypatch):
+    from benchmarks.run import callbacks
+
+    a = train("drol", "toy/four-goal", steps=40, seed=1, out=tmp_path / "a", eval_every=20, eval_episodes=2)
+    monkeypatch.setattr(callbacks, "diagnostics", lambda run: {})  # the same run without diagnostics
+    b = train("drol", "toy/four-goal", steps=40, seed=1, out=tmp_path / "b", eval_every=20, eval_episodes=2)
+    for pa, pb in zip(a.algorithm.parameters(), b.algorithm.parameters()):
+        assert torch.equal(pa, pb)  # DROL's diagnostics draw latents: from a forked RNG, never the training stream
+    lines = [json.loads(line) for line in (a.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [20, 20, 40, 40]
+    names = {key.split("/")[0] for line in lines for key in line if key != "step"}
+    assert names == {"training", "time", "eval", "diagnostics"}
+    assert lines[1]["eval/normalized_score"] == a.records[0]["normalized_score"]
+
+
+def test_optional_metric_sinks_need_their_package(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sinks(name, *args, **kwargs):
+        if name in ("wandb", "torch.utils.tensorboard") or (name == "torch.utils" and "tensorboard" in (args[2] or ())):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sinks)
+    for sink in ("tensorboard", "wandb"):
+        assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--out", str(tmp_path),
+                     "--log", sink, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"modebench train: error: --log {sink} needs the {sink} package: pip install 'modebench[{sink}]'"
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/checkpoint.pt"))  # refused before training
+    assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--log", "mlflow"]) == 2
+    assert "unknown --log ['mlflow']; valid: tensorboard, wandb" in capsys.readouterr().err

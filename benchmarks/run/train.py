@@ -1,18 +1,16 @@
-"""Train / evaluate entry points shared by the CLI, `make bench` and the sweeps.
+"""Training and checkpoint evaluation, for a resolved run (benchmarks/run/spec.py).
 
-`train(...)` resolves a method (registry name or preset) and a task (suite task or a dataset
-given by id/path), merges configs in this order -- the class's paper defaults, the suite's
-overrides for the base method, the preset's fixed values, the suite's overrides for the
-preset, the caller's values -- trains with periodic evaluation, writes one record per
-evaluation and a checkpoint, and resumes an interrupted run from its checkpoint.
-`evaluate_checkpoint(...)` evaluates a checkpoint over a grid of inference-only knobs.
+`train(spec)` trains `spec.method` on `spec.task` for `spec.steps` updates: a short loop over
+updates that hands each step, each logging interval and each stored record to the callbacks
+(benchmarks/run/callbacks.py: divergence guard, metrics writer, evaluator, checkpointer,
+progress bar, a caller's hook). It resumes an interrupted run from its checkpoint and never
+evaluates a stored record again. `evaluate_checkpoint(...)` evaluates a checkpoint over a grid
+of inference-only knobs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
 import math
 import random
 import time
@@ -26,85 +24,36 @@ import torch
 from tqdm.auto import tqdm
 
 from algorithms.base import Algorithm, EnvSpec
-from algorithms.config import (
-    ConfigError,
-    config_hash,
-    from_dict,
-    resolve_aliases,
-    to_dict,
-)
-from algorithms.registry import base_method, get_method
-from benchmarks.data.dataset import DataConfig, Normalizer
+from algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
+from benchmarks.data.dataset import Normalizer, TransitionDataset
 from benchmarks.data.replay import DeviceReplay
-from benchmarks.run.checkpoints import load_checkpoint, restore, save_checkpoint
-from benchmarks.run.evaluation import evaluate
-from benchmarks.store import (
-    DEFAULT_ROOT,
-    RunStore,
-    git_revision,
-    record_key,
+from benchmarks.data.validate import check_task_data
+from benchmarks.run.callbacks import (
+    Callback,
+    Checkpointer,
+    DivergenceGuard,
+    Evaluator,
+    MetricsWriter,
+    ProgressBar,
+    RecordHook,
 )
-from benchmarks.tasks.suites import Task, get_task
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
-    return device
+from benchmarks.run.checkpoints import load_checkpoint, restore
+from benchmarks.run.evaluation import evaluate
+from benchmarks.run.spec import (
+    RunSpec,
+    record_fields,
+    resolve_device,
+    resolve_method,
+    resolve_run,
+)
+from benchmarks.store import DEFAULT_ROOT, RunStore
+from benchmarks.tasks.suites import Task
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class ResolvedMethod:
-    name: str
-    cls: type[Algorithm]
-    config: Any
-    knobs: Any
-
-
-def resolve_method(name: str, task: Task, config: dict | None = None, knobs: dict | None = None) -> ResolvedMethod:
-    entry = get_method(name)
-    cls = entry.load()
-    base = base_method(name)
-    merged_config: dict[str, Any] = {}
-    merged_knobs: dict[str, Any] = {}
-    layers = [task.method_overrides(base), {"config": entry.config, "knobs": entry.knobs}]
-    if name != base:
-        layers.append(task.method_overrides(name))
-    layers.append({"config": config or {}, "knobs": knobs or {}})
-    for layer in layers:
-        merged_config.update(layer["config"])
-        merged_knobs.update(layer["knobs"])
-    return ResolvedMethod(
-        name=name,
-        cls=cls,
-        config=from_dict(cls.config_class, merged_config, what=f"{name} config"),
-        knobs=from_dict(cls.knobs_class, merged_knobs, what=f"{name} knob"),
-    )
-
-
-def run_identity(
-    method: str, task: Task, seed: int, steps: int, config: Any, data: DataConfig, compiled: bool = False
-) -> tuple[str, str]:
-    """(run id, config hash) of a training run: the same inputs always name the same run folder,
-    which is how an interrupted run, a re-run of `bench` or a sweep trial finds its earlier work.
-    A compiled run (torch.compile) draws other random numbers than an eager one, so it is its own run."""
-    identity = {
-        "method": method, "seed": seed, "steps": steps, "config": to_dict(config), "data": to_dict(data),
-        "task": task.id, "dataset": task.dataset,
-    }
-    if compiled:
-        identity["compiled"] = True
-    digest = config_hash(identity)
-    return f"{method}__{task.id.replace('/', '-')}__seed{seed}__{digest}", digest
 
 
 @dataclass
@@ -118,162 +67,119 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _record(run: dict[str, Any], step: int, knobs: Any, result, extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "method": run["method"],
-        "base_method": run["base_method"],
-        "task": run["task"]["id"],
-        "suite": run["task"]["suite"],
-        "dataset": run["dataset_name"],
-        "seed": run["seed"],
-        "step": step,
-        "total_steps": run["steps"],
-        "knobs": to_dict(knobs),
-        "config": run["config"],
-        "config_hash": run["config_hash"],
-        "git_revision": git_revision(),
-        "device": run["device"],
-        "compiled": run.get("compiled", False),
-        "timestamp": time.time(),
-        **result.summary(),
-        **extra,
-    }
+@dataclass
+class TrainingRun:
+    """What the callbacks see of a run in progress."""
+
+    spec: RunSpec
+    store: RunStore
+    info: dict[str, Any]  # config.json (also kept in every checkpoint)
+    dataset: TransitionDataset
+    normalizer: Normalizer
+    replay: DeviceReplay
+    algorithm: Algorithm
+    callbacks: list[Callback]
+    start_step: int = 0
+    step: int = 0  # updates done so far
+    train_time: float = 0.0  # seconds spent in updates (evaluations excluded)
+    metrics: dict[str, float] = field(default_factory=dict)  # the last interval's mean metrics
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Store a new record, then hand it to every callback."""
+        self.store.write_record(record)
+        self.records.append(record)
+        for callback in self.callbacks:
+            callback.on_record(self, record)
 
 
-def train(
-    algo: str,
-    task: str | Task | None = None,
-    steps: int = 1000,
-    seed: int = 0,
-    out: str | Path | None = None,
-    config: dict | None = None,
-    knobs: dict | None = None,
-    data: dict | None = None,
-    eval_every: int | None = None,
-    eval_episodes: int | None = None,
-    device: str = "auto",
-    log_every: int = 1000,
-    checkpoint_every: int | None = None,
-    progress: bool = False,
-    resume: bool = True,
-    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
-    compile: bool = False,
-) -> RunResult:
-    """Train `algo` on `task` for `steps` updates; evaluate every `eval_every` steps and at the end.
-    `compile`: torch.compile the method's loss pass (worth it for long runs; see Algorithm.compile_losses)."""
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
-    task_obj = get_task(task) if isinstance(task, str) else task
-    if task_obj is None:
-        raise ConfigError("give a task (SUITE/TASK) or a dataset")
-    method = resolve_method(algo, task_obj, config, knobs)
-    data_cfg = from_dict(DataConfig, {**task_obj.data, **(data or {})}, what="data")
-    torch_device = resolve_device(device)
-    dataset = task_obj.load_dataset()
-    run = {
-        "method": algo,
-        "base_method": base_method(algo),
-        "task": {k: v for k, v in dataclasses.asdict(task_obj).items()} | {"id": task_obj.id},
-        "dataset_name": dataset.name,
-        "obs_dim": dataset.obs_dim,
-        "act_dim": dataset.act_dim,
-        "seed": seed,
-        "steps": steps,
-        "config": to_dict(method.config),
-        "data": to_dict(data_cfg),
-        "knobs": to_dict(method.knobs),
-        "device": str(torch_device),
-        "compiled": compile,
-    }
-    run_id, run["config_hash"] = run_identity(algo, task_obj, seed, steps, method.config, data_cfg, compile)
-    store = RunStore(out or DEFAULT_ROOT, run_id)
-    store.write_config(run)
-
-    seed_everything(seed)
-    normalizer = Normalizer.fit(dataset.observations, data_cfg.normalize_obs)
-    replay = DeviceReplay(dataset, data_cfg, normalizer, torch_device, seed)
-    spec = EnvSpec(dataset.obs_dim, dataset.act_dim, task_obj.horizon, steps)
-    algorithm = method.cls(method.config, spec, torch_device)
-    if compile:
+def prepare(spec: RunSpec, out: str | Path | None = None, resume: bool = True,
+            callbacks: list[Callback] | None = None) -> TrainingRun:
+    """Data, replay, the method (restored from the run's checkpoint when resuming) and the store."""
+    dataset = spec.task.load_dataset()
+    check_task_data(spec.task, dataset)  # env spaces and reference returns, before the run folder exists
+    store = RunStore(out or DEFAULT_ROOT, spec.run_id)
+    info = spec.info(dataset.name, dataset.obs_dim, dataset.act_dim)
+    store.write_config(info)
+    seed_everything(spec.seed)
+    device = torch.device(spec.device)
+    normalizer = Normalizer.fit(dataset.observations, spec.data.normalize_obs)
+    replay = DeviceReplay(dataset, spec.data, normalizer, device, spec.seed)
+    algorithm = spec.algorithm_class(spec.config, EnvSpec(dataset.obs_dim, dataset.act_dim, spec.task.horizon, spec.steps), device)
+    if spec.compiled:
         algorithm.compile_losses()
-    start_step = 0
+    run = TrainingRun(spec, store, info, dataset, normalizer, replay, algorithm, callbacks or [])
     if resume and store.checkpoint_path.exists():
         payload = load_checkpoint(store.checkpoint_path)
         restore(algorithm, payload, replay)
-        start_step = int(payload["step"])
+        run.start_step = run.step = int(payload["step"])
+    return run
 
-    eval_every = eval_every or steps
-    checkpoint_every = checkpoint_every or eval_every
-    episodes = eval_episodes or task_obj.eval_episodes
-    records: list[dict[str, Any]] = []
+
+def default_callbacks(progress: bool = False, log: tuple[str, ...] = (),
+                      on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> list[Callback]:
+    """Guard before the metrics are written; the checkpoint after the record and before the caller's hook."""
+    callbacks: list[Callback] = [DivergenceGuard(), MetricsWriter(log), ProgressBar(progress), Evaluator(), Checkpointer()]
+    if on_evaluation is not None:
+        callbacks.append(RecordHook(on_evaluation))
+    return callbacks
+
+
+def train(
+    spec: RunSpec | str,
+    task: str | Task | None = None,
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+    resume: bool = True,
+    log: tuple[str, ...] = (),
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+    **settings: Any,
+) -> RunResult:
+    """Train a resolved run, evaluating every `spec.eval_every` updates and at the end.
+    `train(METHOD, TASK, steps=..., seed=..., ...)` is shorthand for
+    `train(resolve_run(METHOD, TASK, steps=..., seed=..., ...))`.
+    `log`: extra metric sinks ("tensorboard", "wandb"); metrics.jsonl is always written."""
+    if isinstance(spec, str):
+        if task is None:
+            raise ConfigError("give a task (SUITE/TASK) or a dataset")
+        spec = resolve_run(spec, task, **settings)
+    elif task is not None or settings:
+        raise TypeError("train(spec) takes a resolved RunSpec alone; resolve settings with resolve_run")
+    run = prepare(spec, out, resume, default_callbacks(progress, log, on_evaluation))
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    count = 0
-    last_metrics: dict[str, float] = {}
-    train_time = 0.0
-    timed_updates = 0
-    bar = tqdm(total=steps, initial=start_step, desc=f"{algo} {task_obj.id} seed {seed}", disable=not progress)
-    algorithm.train()
+    updates = timed_updates = 0
+    run.algorithm.train()
     tick = time.perf_counter()
-    for step in range(start_step, steps):
-        metrics = algorithm.update(replay.sample(method.config.batch_size), step)
+    for step in range(run.start_step, spec.steps):
+        metrics = run.algorithm.update(run.replay.sample(spec.config.batch_size), step)
         for key, value in metrics.items():  # per-key counts: phase-specific metrics are not diluted
             sums[key] = sums[key] + value if key in sums else value
             counts[key] = counts.get(key, 0) + 1
-        count += 1
-        done = step + 1
-        if done % log_every == 0 or done == steps or done % eval_every == 0:
-            last_metrics = {k: float(v) / counts[k] for k, v in sums.items()}  # the one host sync per interval
-            train_time += time.perf_counter() - tick
-            timed_updates += count
-            last_metrics["time/updates_per_second"] = timed_updates / max(train_time, 1e-9)
-            bad = [k for k, v in last_metrics.items() if not math.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"{run_id}: non-finite training metric(s) {bad} at step {done}; the run diverged")
-            store.append_metrics({"step": done, **last_metrics})
-            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(last_metrics.items())[:4]})
-            sums, counts, count = {}, {}, 0
-            evaluating = done % eval_every == 0 or done == steps
-            if evaluating and not store.has_record(done, to_dict(method.knobs)):
-                result = evaluate(algorithm, task_obj, method.knobs, episodes, seed, normalizer,
-                                  dataset.action_low, dataset.action_high, dataset=dataset)
-                record = _record(run, done, method.knobs, result, {
-                    "source": "train",
-                    "updates_per_second": last_metrics["time/updates_per_second"],
-                    "train_wall_time": train_time,
-                    "training_metrics": last_metrics,
-                })
-                # record first: a crash before the checkpoint re-trains to this step and skips the evaluation
-                store.write_record(record)
-                save_checkpoint(store.checkpoint_path, algorithm, run, done, normalizer, dataset, replay)
-                records.append(record)
-                if on_evaluation is not None:
-                    on_evaluation(record)
-                if progress:
-                    bar.write(f"step {done}: normalized_score {record['normalized_score']:.2f}")
+        updates += 1
+        run.step = done = step + 1
+        if done % spec.log_every == 0 or done == spec.steps or done % spec.eval_every == 0:
+            run.metrics = {k: float(v) / counts[k] for k, v in sums.items()}  # the one host sync per interval
+            run.train_time += time.perf_counter() - tick
+            timed_updates += updates
+            run.metrics["time/updates_per_second"] = timed_updates / max(run.train_time, 1e-9)
+            for callback in run.callbacks:
+                callback.on_log(run, done, run.metrics)
+            sums, counts, updates = {}, {}, 0
             tick = time.perf_counter()
-        if done % checkpoint_every == 0 and done % eval_every != 0:
-            save_checkpoint(store.checkpoint_path, algorithm, run, done, normalizer, dataset, replay)
-        bar.update(1)
-    bar.close()
-    if not records:  # the run had already finished: read its final record back
-        final = store.records_dir / f"{record_key(run_id, steps, to_dict(method.knobs))}.json"
-        if final.exists():
-            records.append(json.loads(final.read_text()))
-        else:
-            result = evaluate(algorithm, task_obj, method.knobs, episodes, seed, normalizer,
-                              dataset.action_low, dataset.action_high, dataset=dataset)
-            record = _record(run, steps, method.knobs, result, {"source": "train"})
-            store.write_record(record)
-            records.append(record)
+        for callback in run.callbacks:
+            callback.on_step(run, done)
+    for callback in run.callbacks:
+        callback.on_end(run)
     return RunResult(
-        score=float(records[-1]["normalized_score"]),
-        records=records,
-        algorithm=algorithm,
-        checkpoint=store.checkpoint_path,
-        run_dir=store.path,
-        updates_per_second=last_metrics.get("time/updates_per_second", math.nan),
-        metrics=last_metrics,
+        score=float(run.records[-1]["normalized_score"]),
+        records=run.records,
+        algorithm=run.algorithm,
+        checkpoint=run.store.checkpoint_path,
+        run_dir=run.store.path,
+        updates_per_second=run.metrics.get("time/updates_per_second", math.nan),
+        metrics=run.metrics,
     )
 
 
@@ -288,8 +194,7 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def rebuild(payload: dict[str, Any], device: str = "auto") -> tuple[Algorithm, Task, Normalizer, Any]:
     """The algorithm, task, normaliser and trained knobs of a loaded checkpoint."""
     run = payload["run"]
-    task_fields = {k: v for k, v in run["task"].items() if k != "id"}
-    task = Task(**task_fields)
+    task = Task(**{k: v for k, v in run["task"].items() if k != "id"})
     method = resolve_method(run["method"], task, run["config"], run["knobs"])
     normalizer = Normalizer.from_state_dict(payload["normalizer"])
     spec = EnvSpec(run["obs_dim"], run["act_dim"], task.horizon, run["steps"])
@@ -328,7 +233,8 @@ def evaluate_checkpoint(
     for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
         result = evaluate(algorithm, task, knobs, episodes or task.eval_episodes, run["seed"] if seed is None else seed,
                           normalizer, action_low, action_high)
-        record = _record(run, int(payload["step"]), knobs, result, {"source": "eval", "eval_seed": run["seed"] if seed is None else seed})
+        record = {**record_fields(run, int(payload["step"]), to_dict(knobs)), "source": "eval",
+                  "eval_seed": run["seed"] if seed is None else seed, **result.summary()}
         store.write_record(record)
         records.append(record)
     return records
