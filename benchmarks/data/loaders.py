@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from benchmarks.data.dataset import DatasetError, TransitionDataset
-from benchmarks.data.validate import OGBENCH_FIELDS, check_arrays
+from benchmarks.data.validate import OGBENCH_FIELDS, check_arrays, one_line
 
 # What h5py, zipfile, numpy and json raise on a damaged, truncated or foreign file.
 CONTAINER_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
@@ -46,8 +46,7 @@ def reading(where: str | Path, what: str, fix: str = REWRITE) -> Iterator[None]:
 def _reason(err: BaseException) -> str:
     if isinstance(err, KeyError):
         return f"no entry {err.args[0]!r}" if err.args else "an entry is missing"
-    lines = str(err).strip().splitlines()
-    return (lines[0][:200] if lines else "") or type(err).__name__
+    return one_line(err)
 
 
 def read_arrays(file: Path) -> dict[str, np.ndarray]:

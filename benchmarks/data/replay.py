@@ -6,7 +6,12 @@ import numpy as np
 import torch
 
 from algorithms.base import Batch
-from benchmarks.data.dataset import DataConfig, Normalizer, TransitionDataset, transform_rewards
+from benchmarks.data.dataset import (
+    DataConfig,
+    Normalizer,
+    TransitionDataset,
+    transform_rewards,
+)
 
 
 class DeviceReplay:

@@ -251,6 +251,12 @@ def _check_flags(arr: np.ndarray, name: str, where: str) -> None:
 # ---------------------------------------------------------------- message parts
 
 
+def one_line(err: BaseException, limit: int = 160) -> str:
+    """The first line of a library's error (h5py's, torch's run to many lines), for a one-line message."""
+    lines = str(err).strip().splitlines()
+    return (lines[0][:limit] if lines else "") or type(err).__name__
+
+
 def _required(fields: Mapping[str, Field]) -> list[str]:
     return [k for k, f in fields.items() if f.required]
 

@@ -1,11 +1,19 @@
 """Checkpoints: the model, optimizer states, normaliser and random states of a run, saved
-atomically (tensors only) and loaded with `weights_only=True`, so resuming is exact."""
+atomically (tensors only) and loaded with `weights_only=True`, so resuming is exact.
+
+A checkpoint that is truncated, foreign (another program's pickle, a torch file with other
+keys) or from another run than the folder it sits in (its config.json disagrees) is refused
+with one CheckpointError line; nothing in it is unpickled beyond tensors and plain containers."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +22,18 @@ import torch
 from algorithms.base import Algorithm
 from benchmarks.data.dataset import Normalizer, TransitionDataset
 from benchmarks.data.replay import DeviceReplay
+from benchmarks.data.validate import one_line
 
 CHECKPOINT_FORMAT = 1
+PAYLOAD_KEYS = ("format", "run", "step", "model", "optim", "normalizer", "action_low", "action_high", "rng")
+# What names a run: a checkpoint whose run differs from its folder's config.json in any of these
+# (where both record it) was trained for another method, task, seed, length or configuration.
+IDENTITY = ("method", "task", "seed", "steps", "config_hash")
+RETRAIN = "delete the run folder (or that checkpoint.pt) to train again, or point at the checkpoint in its own run folder"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is damaged, foreign or from another run; the message names the file and the fix."""
 
 
 def atomic_torch_save(path: Path, payload: Any) -> None:
@@ -63,21 +81,86 @@ def save_checkpoint(path: Path, algorithm: Algorithm, run: dict[str, Any], step:
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """A checkpoint's payload (tensors only), checked: readable, ModeBench's keys and format,
+    and the same run as the config.json beside it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; `modebench train ... --out DIR` writes DIR/runs/<run>/checkpoint.pt")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format')} is not {CHECKPOINT_FORMAT}")
-    payload["run"] = json.loads(payload["run"])
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give its checkpoint file, DIR/runs/<run>/checkpoint.pt")
+    try:
+        with warnings.catch_warnings():  # torch's note on a foreign pickle's protocol: noise beside our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: not a ModeBench checkpoint: it holds Python objects other than tensors, which are never "
+            "unpickled (weights_only); give a checkpoint.pt that `modebench train` wrote"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: cannot be read ({one_line(err)}); it is truncated or damaged (an interrupted copy?): "
+                              f"copy it again, or {RETRAIN}") from None
+    if not isinstance(payload, Mapping) or any(key not in payload for key in PAYLOAD_KEYS):
+        found = sorted(map(str, payload)) if isinstance(payload, Mapping) else type(payload).__name__
+        raise CheckpointError(f"{path}: not a ModeBench checkpoint (it holds {found}; a checkpoint holds "
+                              f"{list(PAYLOAD_KEYS)}); give a checkpoint.pt that `modebench train` wrote")
+    payload = dict(payload)
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {payload['format']!r} is not {CHECKPOINT_FORMAT} "
+                              f"(written by another ModeBench version); {RETRAIN}")
+    try:
+        payload["run"] = json.loads(payload["run"])
+    except (TypeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: its 'run' entry is not the run's JSON description; {RETRAIN}") from None
+    _check_same_run(path, payload["run"])
+    payload["path"] = str(path)
     return payload
 
 
+def _identity(run: Mapping[str, Any]) -> dict[str, Any]:
+    task = run.get("task")
+    return {key: (task.get("id") if isinstance(task, Mapping) else task) if key == "task" else run.get(key)
+            for key in IDENTITY}
+
+
+def _check_same_run(path: Path, run: Any) -> None:
+    """The checkpoint's run is the one its folder's config.json describes (when there is one)."""
+    if not isinstance(run, Mapping):
+        raise CheckpointError(f"{path}: its 'run' entry is not the run's JSON description; {RETRAIN}")
+    config = path.parent / "config.json"
+    if not config.exists():
+        return
+    try:
+        folder_run = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{config}: cannot be read ({one_line(err)}); the run folder is damaged: {RETRAIN}") from None
+    ours, theirs = _identity(run), _identity(folder_run) if isinstance(folder_run, Mapping) else {}
+    differ = [f"{key} {ours[key]!r} vs {theirs[key]!r}" for key in IDENTITY
+              if ours[key] is not None and theirs.get(key) is not None and ours[key] != theirs[key]]
+    if differ:
+        raise CheckpointError(f"{path}: belongs to another run than the config.json beside it "
+                              f"({'; '.join(differ)}: checkpoint vs folder); {RETRAIN}")
+
+
+def load_weights(algorithm: Algorithm, payload: dict[str, Any]) -> None:
+    """The checkpoint's model into `algorithm`, or a CheckpointError when its tensors do not fit
+    (a checkpoint edited by hand, or from another version of the method)."""
+    try:
+        algorithm.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{payload.get('path', 'checkpoint')}: its weights do not fit {type(algorithm).__name__} "
+                              f"({one_line(err)}); {RETRAIN}") from None
+
+
 def restore(algorithm: Algorithm, payload: dict[str, Any], replay: DeviceReplay | None) -> None:
-    algorithm.load_state_dict(payload["model"])
-    for key, opt in _optimizer_like(algorithm).items():
-        if key in payload["optim"]:
-            opt.load_state_dict(payload["optim"][key])
-    torch.set_rng_state(payload["rng"]["torch"])
-    if replay is not None and payload["rng"]["replay"] is not None:
-        replay.generator.set_state(payload["rng"]["replay"])
+    load_weights(algorithm, payload)
+    try:
+        for key, opt in _optimizer_like(algorithm).items():
+            if key in payload["optim"]:
+                opt.load_state_dict(payload["optim"][key])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if replay is not None and payload["rng"]["replay"] is not None:
+            replay.generator.set_state(payload["rng"]["replay"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{payload.get('path', 'checkpoint')}: its optimizer or random states do not fit this run "
+                              f"({one_line(err)}); {RETRAIN}") from None
