@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from algorithms.base import Batch
-from algorithms.nets import MLP, EnsembleCritic
+from algorithms.nets import MLP, EnsembleCritic, LayerNormPlacement
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -62,9 +62,9 @@ class TargetedQEnsemble(nn.Module):
     """A Q-ensemble `q` and its frozen Polyak copy `q_target`: what both critics share."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dims: Sequence[int], num_q: int, target_tau: float,
-                 act: str, layer_norm: bool):
+                 act: str, layer_norm: bool, layer_norm_placement: LayerNormPlacement = "pre_act"):
         super().__init__()
-        self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm)
+        self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm, layer_norm_placement)
         self.q_target = frozen_copy(self.q)
         self.target_tau = target_tau
         # Built once: walking the modules every update costs more than the fused lerp itself on
@@ -88,9 +88,10 @@ class ExpectileCritic(TargetedQEnsemble):
         target_tau: float = 0.005,
         act: str = "relu",
         layer_norm: bool = False,
+        layer_norm_placement: LayerNormPlacement = "pre_act",
     ):
-        super().__init__(obs_dim, act_dim, hidden_dims, num_q, target_tau, act, layer_norm)
-        self.v = MLP(obs_dim, hidden_dims, 1, act, layer_norm)
+        super().__init__(obs_dim, act_dim, hidden_dims, num_q, target_tau, act, layer_norm, layer_norm_placement)
+        self.v = MLP(obs_dim, hidden_dims, 1, act, layer_norm, layer_norm_placement)
         self.expectile = expectile
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -145,8 +146,9 @@ class TDCritic(TargetedQEnsemble):
         q_agg: Literal["min", "mean"] = "mean",
         act: str = "gelu",
         layer_norm: bool = True,
+        layer_norm_placement: LayerNormPlacement = "pre_act",
     ):
-        super().__init__(obs_dim, act_dim, hidden_dims, num_q, target_tau, act, layer_norm)
+        super().__init__(obs_dim, act_dim, hidden_dims, num_q, target_tau, act, layer_norm, layer_norm_placement)
         self.q_agg = q_agg
 
     def losses(

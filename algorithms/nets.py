@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,44 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from err
 
 
+# Where a hidden layer's LayerNorm goes (the output layer never has one):
+#   "pre_act":  Linear -> LayerNorm -> activation. ModeBench's original layout; the MLP's LayerNorm
+#               has a learned scale and bias, the ensemble critic's has none (elementwise_affine=False).
+#   "post_act": Linear -> activation -> LayerNorm with a learned scale and bias (per member in an
+#               ensemble), eps 1e-6: flax's nn.LayerNorm defaults, as the FQL / DROL / CFGRL MLPs
+#               (utils/networks.py: Dense -> act -> nn.LayerNorm()) build every hidden layer.
+LayerNormPlacement = Literal["pre_act", "post_act"]
+LAYER_NORM_PLACEMENTS: tuple[str, ...] = ("pre_act", "post_act")
+FLAX_LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default epsilon (torch's is 1e-5)
+
+
+def _check_placement(placement: str) -> None:
+    if placement not in LAYER_NORM_PLACEMENTS:
+        raise ValueError(f"unknown layer_norm_placement {placement!r}; valid: {list(LAYER_NORM_PLACEMENTS)}")
+
+
+def hidden_block(
+    linear: nn.Module, width: int, act: str, layer_norm: bool, placement: str, pre_act_affine: bool,
+    make_norm: Callable[[int], nn.Module] | None = None, dropout: float = 0.0,
+) -> list[nn.Module]:
+    """One hidden layer: `linear`, the activation, the LayerNorm where `placement` puts it, then
+    dropout (after the activation, as the IQL authors' MLP). `make_norm(width)` builds the
+    post-activation LayerNorm (default: nn.LayerNorm with flax's eps)."""
+    _check_placement(placement)
+    layers = [linear]
+    if layer_norm and placement == "pre_act":
+        layers.append(nn.LayerNorm(width, elementwise_affine=pre_act_affine))
+    layers.append(activation(act))
+    if layer_norm and placement == "post_act":
+        layers.append(make_norm(width) if make_norm else nn.LayerNorm(width, eps=FLAX_LAYER_NORM_EPS))
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
 class MLP(nn.Sequential):
-    """Linear -> [LayerNorm] -> activation, repeated; a plain linear output layer."""
+    """Hidden layers Linear -> activation with an optional LayerNorm (`layer_norm_placement`) and
+    dropout (active in train mode only); a plain linear output layer."""
 
     def __init__(
         self,
@@ -61,14 +98,16 @@ class MLP(nn.Sequential):
         out_dim: int,
         act: str = "relu",
         layer_norm: bool = False,
+        layer_norm_placement: LayerNormPlacement = "pre_act",
+        dropout: float = 0.0,
     ):
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         layers: list[nn.Module] = []
         last = in_dim
         for width in hidden_dims:
-            layers.append(nn.Linear(last, width))
-            if layer_norm:
-                layers.append(nn.LayerNorm(width))
-            layers.append(activation(act))
+            layers += hidden_block(nn.Linear(last, width), width, act, layer_norm, layer_norm_placement,
+                                   pre_act_affine=True, dropout=dropout)
             last = width
         layers.append(nn.Linear(last, out_dim))
         super().__init__(*layers)
@@ -90,6 +129,20 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last dim of [M, B, width] with a learned scale and bias PER MEMBER
+    ([M, 1, width]; ones and zeros at init), as a vmapped flax nn.LayerNorm gives each member."""
+
+    def __init__(self, num_members: int, width: int, eps: float = FLAX_LAYER_NORM_EPS):
+        super().__init__()
+        self.width, self.eps = width, eps
+        self.weight = nn.Parameter(torch.ones(num_members, 1, width))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, (self.width,), eps=self.eps), self.weight)
+
+
 class EnsembleMLP(nn.Module):
     """An ensemble of MLPs with stacked weights. Input [B, in] (shared) or [M, B, in]."""
 
@@ -101,16 +154,16 @@ class EnsembleMLP(nn.Module):
         out_dim: int,
         act: str = "relu",
         layer_norm: bool = False,
+        layer_norm_placement: LayerNormPlacement = "pre_act",
     ):
         super().__init__()
         self.num_members = num_members
         layers: list[nn.Module] = []
         last = in_dim
         for width in hidden_dims:
-            layers.append(EnsembleLinear(num_members, last, width))
-            if layer_norm:
-                layers.append(nn.LayerNorm(width, elementwise_affine=False))
-            layers.append(activation(act))
+            layers += hidden_block(EnsembleLinear(num_members, last, width), width, act, layer_norm,
+                                   layer_norm_placement, pre_act_affine=False,
+                                   make_norm=lambda w: EnsembleLayerNorm(num_members, w))
             last = width
         layers.append(EnsembleLinear(num_members, last, out_dim))
         self.layers = nn.Sequential(*layers)
@@ -132,10 +185,11 @@ class EnsembleCritic(nn.Module):
         num_members: int = 2,
         act: str = "relu",
         layer_norm: bool = False,
+        layer_norm_placement: LayerNormPlacement = "pre_act",
     ):
         super().__init__()
         self.num_members = num_members
-        self.net = EnsembleMLP(num_members, obs_dim + act_dim, hidden_dims, 1, act, layer_norm)
+        self.net = EnsembleMLP(num_members, obs_dim + act_dim, hidden_dims, 1, act, layer_norm, layer_norm_placement)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[:-1]
@@ -249,9 +303,10 @@ class GaussianPolicy(nn.Module):
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
         tanh_mean: bool = True,
+        dropout: float = 0.0,
     ):
         super().__init__()
-        self.net = MLP(obs_dim, hidden_dims, act_dim, act)
+        self.net = MLP(obs_dim, hidden_dims, act_dim, act, dropout=dropout)  # dropout: train mode only
         self.log_std = nn.Parameter(torch.zeros(act_dim))
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.tanh_mean = tanh_mean
@@ -284,12 +339,13 @@ class FlowVelocityNet(nn.Module):
         num_tokens: int = 0,
         token_dim: int = 16,
         layer_norm: bool = False,
+        layer_norm_placement: LayerNormPlacement = "pre_act",
     ):
         super().__init__()
         self.num_tokens = num_tokens
         self.token_embedding = nn.Embedding(num_tokens, token_dim) if num_tokens else None
         in_dim = obs_dim + act_dim + 1 + (token_dim if num_tokens else 0)
-        self.net = MLP(in_dim, hidden_dims, act_dim, act, layer_norm)
+        self.net = MLP(in_dim, hidden_dims, act_dim, act, layer_norm, layer_norm_placement)
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, obs: torch.Tensor, token: torch.Tensor | None = None
