@@ -308,6 +308,14 @@ MINARI_CASES = [
 ]
 
 
+def test_the_valid_minari_folder_loads(minari_folder):
+    from benchmarks.data.loaders import load_minari
+
+    data = load_minari(str(minari_folder)).validate()
+    assert len(data) == 15 and data.num_episodes == 3
+    assert data.terminals.sum() == 1 and data.timeouts.sum() == 2
+
+
 @pytest.mark.parametrize("case", MINARI_CASES, ids=[c.kind for c in MINARI_CASES])
 def test_malformed_minari_dataset_is_one_line_naming_it(case, minari_folder, tmp_path, capsys):
     folder = tmp_path / "malformed-v0"
@@ -425,6 +433,13 @@ def drop_a_weight(run: Path, other: Path) -> None:
     torch.save(payload, run / "checkpoint.pt")
 
 
+def reshape_a_weight(run: Path, other: Path) -> None:
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    key = next(iter(payload["model"]))
+    payload["model"][key] = torch.zeros(3, 3, 3)
+    torch.save(payload, run / "checkpoint.pt")
+
+
 def future_format(run: Path, other: Path) -> None:
     payload = torch.load(run / "checkpoint.pt", weights_only=True)
     torch.save({**payload, "format": 99}, run / "checkpoint.pt")
@@ -438,7 +453,9 @@ CHECKPOINT_CASES = [
     ("config.json of another method beside it", other_method_config, "eval", ("belongs to another run", "method 'bc' vs 'iql'")),
     ("another run's checkpoint in the folder", swap_checkpoint, "eval", ("belongs to another run", "steps 12 vs 10")),
     ("resuming onto another run's checkpoint", swap_checkpoint, "train", ("belongs to another run", "steps 12 vs 10")),
-    ("resuming from weights that do not fit", drop_a_weight, "train", ("weights do not fit",)),
+    ("resuming from weights that do not fit", drop_a_weight, "train", ("weights do not fit BC (missing [",)),
+    ("weights of another shape", reshape_a_weight, "eval", ("weights do not fit BC (size mismatch for",)),
+    ("evaluating weights that do not fit", drop_a_weight, "eval", ("weights do not fit BC (missing [",)),
     ("checkpoint of a future format", future_format, "eval", ("checkpoint format 99 is not 1",)),
 ]
 

@@ -145,11 +145,19 @@ def _check_same_run(path: Path, run: Any) -> None:
 def load_weights(algorithm: Algorithm, payload: dict[str, Any]) -> None:
     """The checkpoint's model into `algorithm`, or a CheckpointError when its tensors do not fit
     (a checkpoint edited by hand, or from another version of the method)."""
-    try:
-        algorithm.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{payload.get('path', 'checkpoint')}: its weights do not fit {type(algorithm).__name__} "
-                              f"({one_line(err)}); {RETRAIN}") from None
+    state, expected = payload["model"], algorithm.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    reason = "; ".join(f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+                       for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+    if not reason:
+        try:
+            algorithm.load_state_dict(state)
+            return
+        except (RuntimeError, TypeError, ValueError) as err:  # torch lists the size mismatches after a heading line
+            lines = str(err).strip().splitlines()
+            reason = (lines[1].strip() if len(lines) > 1 else one_line(err))[:200]
+    raise CheckpointError(f"{payload.get('path', 'checkpoint')}: its weights do not fit {type(algorithm).__name__} "
+                          f"({reason}); {RETRAIN}")
 
 
 def restore(algorithm: Algorithm, payload: dict[str, Any], replay: DeviceReplay | None) -> None:
