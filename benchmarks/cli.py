@@ -15,12 +15,11 @@ from algorithms.config import ConfigError, parse_assignments
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """train, eval, bench, methods, suites, and the datasets subcommands (benchmarks.tasks.cli)."""
+    from benchmarks.run import protocols
     from benchmarks.tasks import cli as datasets_cli
 
     datasets_cli.register(subparsers)
-    from benchmarks.run import protocols  # `modebench config` (issue 15: every setting with its source)
-
-    protocols.register_config(subparsers)
+    protocols.register_config(subparsers)  # `modebench config`: every setting of a run with its source
     p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
     p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -60,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", default="toy")
     p.add_argument("--methods", default=None, help="comma-separated names, or 'all' for every preset too (default: every base method)")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of the suite)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=None, help="updates per run (default: the suite's controlled steps)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per method and task (default: the protocol's)")
+    p.add_argument("--steps", type=int, default=None, help="updates per run (default: the protocol's; `modebench config` shows it)")
     p.add_argument("--out", default=None)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: all cores)")
     p.add_argument("--device", default="auto")
@@ -180,19 +179,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.tasks.sources import require_datasets
 
     require_datasets(args.suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
-    from benchmarks.run.protocols import controlled_block
-
-    steps = args.steps or int(controlled_block(args.suite)["steps"])
-    _check_positive("--seeds", args.seeds)
-    _check_positive("--jobs", args.jobs)
+    for name in ("--steps", "--seeds", "--jobs"):
+        _check_positive(name, getattr(args, name[2:]))
+    from benchmarks.run.protocols import check_protocol, has_published, resolve
     from benchmarks.run.spec import resolve_run
 
+    check_protocol(args.protocol)
+    pairs = [(m, t) for t in selected for m in methods]
+    if args.protocol == "published" and not args.methods:  # the default methods: those with a published run here
+        pairs = [(m, t) for m, t in pairs if has_published(m, tasks[t])]
+        methods = list(dict.fromkeys(m for m, _ in pairs))
+        if not pairs:
+            raise ConfigError(f"no method has a published protocol on {args.suite}; use --protocol controlled")
+    seeds = {(m, t): args.seeds or resolve(m, tasks[t], args.protocol).run["seeds"].value for m, t in pairs}
     runs = [
-        resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=steps, device=args.device)
-        for t in selected for m in methods for s in range(args.seeds)
+        resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=args.steps, device=args.device)
+        for m, t in pairs for s in range(seeds[m, t])
     ]
+    steps = "/".join(str(n) for n in sorted({run.steps for run in runs}))
+    seeds_text = "/".join(str(n) for n in sorted(set(seeds.values())))
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    print(f"bench {args.suite}: {len(methods)} methods x {len(selected)} tasks x {args.seeds} seeds, {steps} updates each, {args.jobs} in parallel")
+    print(f"bench {args.suite} ({args.protocol} protocol): {len(methods)} methods x {len(selected)} tasks x {seeds_text} seeds, "
+          f"{steps} updates each, {args.jobs} in parallel")
     rows = []
     start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
@@ -215,7 +223,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     table = frame.groupby(["task", "method"])["score"].agg(["mean", "std", "count"]).reset_index()
     table["cell"] = [f"{m:6.1f} +- {0.0 if math.isnan(s) else s:5.1f}" for m, s in zip(table["mean"], table["std"])]
     pivot = table.pivot(index="task", columns="method", values="cell").reindex(columns=methods)
-    print(f"\nnormalized score, mean +- std over {args.seeds} seeds ({steps} updates; wall {time.perf_counter() - start:.0f} s)")
+    print(f"\nnormalized score, {args.protocol} protocol, mean +- std over {seeds_text} seeds ({steps} updates; "
+          f"wall {time.perf_counter() - start:.0f} s)")
     print(pivot.to_string())
     return 0
 

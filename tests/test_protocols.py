@@ -200,7 +200,7 @@ def test_every_value_has_a_source_and_user_overrides_say_so():
 
 
 def test_errors_are_one_line_and_name_the_fix():
-    with pytest.raises(ConfigError, match="unknown protocol 'paper'; use --protocol controlled or published"):
+    with pytest.raises(ConfigError, match="unknown protocol 'paper'; valid: controlled, published"):
         resolve("fql", "toy/four-goal", "paper")
     with pytest.raises(ConfigError, match=r"unknown fql config key\(s\) \['nope'\]"):
         resolve("fql", "toy/four-goal", "controlled", {"config": {"nope": 1}})

@@ -161,8 +161,11 @@ def test_a_run_is_resolved_once_into_a_frozen_spec_that_names_its_folder(tmp_pat
     assert result.run_dir.name == spec.run_id
     info = json.loads((result.run_dir / "config.json").read_text())
     assert info["run_id"] == spec.run_id and info["protocol"] == "controlled"
-    published = resolve_run("bc", "toy/four-goal", steps=20, seed=0, protocol="published")
-    assert published.run_id != spec.run_id  # the protocol is part of the run's identity
+    controlled = resolve_run("iql", "locomotion/hopper-medium", steps=20, seed=0)
+    published = resolve_run("iql", "locomotion/hopper-medium", steps=20, seed=0, protocol="published")
+    assert published.run_id != controlled.run_id  # the protocol is part of the run's identity
+    with pytest.raises(ConfigError, match="bc has no published protocol on toy/four-goal"):
+        resolve_run("bc", "toy/four-goal", steps=20, seed=0, protocol="published")
     with pytest.raises(TypeError, match="resolve settings with resolve_run"):
         train(spec, steps=3)
 

@@ -321,7 +321,7 @@ def _typed(part: dict[str, Setting], cls: type, what: str) -> dict[str, Setting]
 
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}; use --protocol {' or '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     return protocol
 
 

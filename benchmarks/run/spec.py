@@ -4,14 +4,12 @@ The command line (`train`, `bench`) and the sweeps (sweeps/trial.py) call `resol
 pass the frozen `RunSpec` along; training, records and checkpoints read it and nothing else
 re-resolves a method or recomputes a run id.
 
-A method's config and knobs are merged in this order, lowest first: the class's paper
-defaults, the suite's overrides for the base method, the preset's fixed values, the suite's
-overrides for the preset, the caller's values (`--set` / `--knob`, a grid's config and knobs).
-
-`protocol` names how a run is configured: "controlled" (this project's shared settings across
-methods) or "published" (a paper's own per-task settings). Both resolve to the same merged
-config for now; the protocol is part of the run's identity and is written into every record
-and the run's config.json, so the two never share a folder once they differ.
+A method's config, knobs, data preprocessing and run settings (steps, evaluation episodes and
+schedule) come from `benchmarks.run.protocols.resolve` (its docstring gives the layer order and
+the two protocols, and `modebench config` prints each value's source): "controlled" (one
+protocol for every method on a suite) or "published" (each method as its authors ran it). The
+protocol is part of the run's identity and is written into every record and the run's
+config.json, so the two never share a folder.
 """
 
 from __future__ import annotations
@@ -27,10 +25,11 @@ from algorithms.base import Algorithm
 from algorithms.config import ConfigError, config_hash, from_dict, to_dict
 from algorithms.registry import base_method, get_method
 from benchmarks.data.dataset import DataConfig
+from benchmarks.run import protocols
+from benchmarks.run.protocols import PROTOCOLS, check_protocol  # noqa: F401 (the names callers import from here)
 from benchmarks.store import git_revision
 from benchmarks.tasks.suites import Task, get_task, load_suite, suite_names
 
-PROTOCOLS = ("controlled", "published")
 DEFAULT_PROTOCOL = "controlled"
 
 
@@ -43,12 +42,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    return protocol
-
-
 @dataclass(frozen=True)
 class ResolvedMethod:
     name: str
@@ -57,26 +50,19 @@ class ResolvedMethod:
     knobs: Any
 
 
-def resolve_method(name: str, task: Task, config: dict | None = None, knobs: dict | None = None) -> ResolvedMethod:
-    """The method's class with its config and knobs merged in the documented order."""
-    entry = get_method(name)
-    cls = entry.load()
-    base = base_method(name)
-    merged_config: dict[str, Any] = {}
-    merged_knobs: dict[str, Any] = {}
-    layers = [task.method_overrides(base), {"config": entry.config, "knobs": entry.knobs}]
-    if name != base:
-        layers.append(task.method_overrides(name))
-    layers.append({"config": config or {}, "knobs": knobs or {}})
-    for layer in layers:
-        merged_config.update(layer["config"])
-        merged_knobs.update(layer["knobs"])
+def _built(name: str, resolved: protocols.Resolved) -> ResolvedMethod:
+    cls = get_method(name).load()
     return ResolvedMethod(
-        name=name,
-        cls=cls,
-        config=from_dict(cls.config_class, merged_config, what=f"{name} config"),
-        knobs=from_dict(cls.knobs_class, merged_knobs, what=f"{name} knob"),
+        name=name, cls=cls,
+        config=from_dict(cls.config_class, resolved.values("config"), what=f"{name} config"),
+        knobs=from_dict(cls.knobs_class, resolved.values("knobs"), what=f"{name} knob"),
     )
+
+
+def resolve_method(name: str, task: Task, config: dict | None = None, knobs: dict | None = None,
+                   protocol: str = DEFAULT_PROTOCOL) -> ResolvedMethod:
+    """The method's class with its config and knobs under `protocol` (protocols.resolve)."""
+    return _built(name, protocols.resolve(name, task, protocol, {"config": config or {}, "knobs": knobs or {}}))
 
 
 @dataclass(frozen=True)
@@ -203,7 +189,7 @@ def resolve_run(
     knobs: dict | None = None,
     data: dict | None = None,
     seed: int = 0,
-    steps: int = 1000,
+    steps: int | None = None,
     eval_every: int | None = None,
     eval_episodes: int | None = None,
     checkpoint_every: int | None = None,
@@ -212,25 +198,29 @@ def resolve_run(
     compile: bool = False,
 ) -> RunSpec:
     """The one resolver of a run: method x task x protocol x overrides -> a RunSpec with its id.
-    `eval_every` defaults to the end of the run, `checkpoint_every` to `eval_every`,
-    `eval_episodes` to the task's."""
-    _positive("steps", steps)
-    for name, value in (("eval_every", eval_every), ("eval_episodes", eval_episodes),
+    `steps`, `eval_every` and `eval_episodes` default to the protocol's (protocols.resolve; an
+    `eval_every` of None there means the end of the run), `checkpoint_every` to `eval_every`."""
+    for name, value in (("steps", steps), ("eval_every", eval_every), ("eval_episodes", eval_episodes),
                         ("checkpoint_every", checkpoint_every), ("log_every", log_every)):
         if value is not None:
             _positive(name, value)
-    check_protocol(protocol)
     task_obj = get_task(task) if isinstance(task, str) else task
-    resolved = resolve_method(method, task_obj, config, knobs)
-    default = resolve_method(method, task_obj) if (config or knobs) else resolved
-    data_cfg = from_dict(DataConfig, {**task_obj.data, **(data or {})}, what="data")
-    default_data = from_dict(DataConfig, task_obj.data, what="data")
+    settings = protocols.resolve(method, task_obj, protocol, {
+        "config": config or {}, "knobs": knobs or {}, "data": data or {},
+        "run": {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes},
+    })
+    resolved = _built(method, settings)
+    default_settings = protocols.resolve(method, task_obj, protocol) if (config or knobs or data) else settings
+    default = _built(method, default_settings)
+    data_cfg = from_dict(DataConfig, settings.values("data"), what="data")
+    default_data = from_dict(DataConfig, default_settings.values("data"), what="data")
+    steps = settings.run["steps"].value
     run_id, digest = _identity(method, task_obj, protocol, seed, steps, resolved.config, data_cfg, compile)
-    every = eval_every or steps
+    every = settings.run["eval_every"].value or steps
     return RunSpec(
         method=method, task=task_obj, protocol=protocol, algorithm_class=resolved.cls,
         config=resolved.config, knobs=resolved.knobs, data=data_cfg, seed=seed, steps=steps,
-        eval_every=every, eval_episodes=eval_episodes or task_obj.eval_episodes,
+        eval_every=every, eval_episodes=settings.run["eval_episodes"].value,
         checkpoint_every=checkpoint_every or every, log_every=log_every, device=str(resolve_device(device)),
         compiled=compile,
         suite_default=to_dict(resolved.config) == to_dict(default.config) and data_cfg == default_data,
