@@ -42,9 +42,8 @@ def pendulum_arrays(n: int = N) -> dict[str, np.ndarray]:
     }
 
 
-def changed(**fields) -> dict[str, np.ndarray]:
-    """The valid arrays with some fields replaced (a value of None drops the field)."""
-    arrays = pendulum_arrays()
+def edited(arrays: dict[str, np.ndarray], **fields) -> dict[str, np.ndarray]:
+    """`arrays` with some fields replaced: by a value, by a function of all arrays, or dropped (None)."""
     for key, value in fields.items():
         if value is None:
             arrays.pop(key)
@@ -53,13 +52,23 @@ def changed(**fields) -> dict[str, np.ndarray]:
     return arrays
 
 
-def at(field: str, index, value) -> Callable[[dict], np.ndarray]:
-    def put(arrays):
-        arr = arrays[field].astype(np.result_type(arrays[field].dtype, type(value)), copy=True)
+def changed(**fields) -> dict[str, np.ndarray]:
+    return edited(pendulum_arrays(), **fields)
+
+
+def put(index, value) -> Callable[[np.ndarray], np.ndarray]:
+    """A copy of an array with one entry set (its dtype widened to hold the value)."""
+
+    def change(arr):
+        arr = arr.astype(np.result_type(arr.dtype, type(value)), copy=True)
         arr[index] = value
         return arr
 
-    return put
+    return change
+
+
+def at(field: str, index, value) -> Callable[[dict], np.ndarray]:
+    return lambda arrays: put(index, value)(arrays[field])
 
 
 def write_npz(path: Path, arrays: dict) -> Path:
@@ -135,8 +144,8 @@ FILE_CASES = [
          ("field 'observations' has shape (120, 3, 1)", "flatten")),
     Case("rewards of another rank", "d.npz", npz(changed(rewards=np.zeros((N, 2), np.float32))), ("field 'rewards' has shape (120, 2)",)),
     Case("row counts disagree", "d.npz", npz(changed(rewards=lambda a: a["rewards"][:-1])), ("field 'rewards' has 119 rows",)),
-    Case("empty dataset", "d.npz", npz({k: v[:0] for k, v in pendulum_arrays().items()}), ("empty (0 transitions)",)),
-    Case("a single transition", "d.npz", npz(pendulum_arrays(1)), ("only 1 transition",)),
+    Case("empty dataset", "d.npz", npz({k: v[:0] for k, v in pendulum_arrays().items()}), ("it holds no transitions", "at least 2")),
+    Case("a single transition", "d.npz", npz(pendulum_arrays(1)), ("it holds only 1 transition", "at least 2")),
     Case("NaN in the last observation", "d.npz", npz(changed(observations=at("observations", (N - 1, 1), np.nan))),
          ("field 'observations' is nan (not finite) at index 119 (column 1)",)),
     Case("inf reward", "d.hdf5", hdf5(changed(rewards=at("rewards", 7, np.inf))), ("field 'rewards' is inf (not finite) at index 7",)),
@@ -279,15 +288,6 @@ def edit_metadata(**entries):
     return edit
 
 
-def put(index, value):
-    def change(arr):
-        arr = arr.astype(np.result_type(arr.dtype, type(value)))
-        arr[index] = value
-        return arr
-
-    return change
-
-
 MINARI_CASES = [
     Case("Minari: episode file not HDF5", "", lambda f: (f / "data" / "main_data.hdf5").write_text("partial download"),
          ("cannot read the Minari dataset", "file signature not found")),
@@ -344,13 +344,7 @@ def ogbench_arrays(n: int = 40) -> dict[str, np.ndarray]:
 
 
 def og(**fields):
-    arrays = ogbench_arrays()
-    for key, value in fields.items():
-        if value is None:
-            arrays.pop(key)
-        else:
-            arrays[key] = value(arrays) if callable(value) else value
-    return npz(arrays)
+    return npz(edited(ogbench_arrays(), **fields))
 
 
 OGBENCH_CASES = [

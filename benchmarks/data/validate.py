@@ -278,7 +278,7 @@ def _close(unknown: list[str], fields: Mapping[str, Field]) -> str:
 
 
 def _count(n: int) -> str:
-    return "the dataset is empty (0 transitions)" if n == 0 else f"the dataset has only {n} transition{'s' * (n != 1)}"
+    return "it holds no transitions" if n == 0 else f"it holds only {n} transition{'s' * (n != 1)}"
 
 
 def _fmt(arr) -> str:
