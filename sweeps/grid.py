@@ -203,7 +203,7 @@ class Grid:
         for m in self.methods:
             for task_id in self.expand_tasks():
                 for combo in m.train_combinations():
-                    method = resolve_method(m.name, get_task(task_id), {**m.config, **combo}, m.knobs)
+                    method = resolve_method(m.name, get_task(task_id), {**m.config, **combo}, m.knobs, self.protocol)
                     base = to_dict(method.knobs)
                     keys = {config_hash(to_dict(from_dict(method.cls.knobs_class, {**base, **s}))) for s in [{}, *m.inference]}
                     total += len(keys)
