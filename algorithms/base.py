@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from algorithms.config import require
+from algorithms.config import Checked, field
 
 
 @dataclass(frozen=True)
@@ -64,23 +64,19 @@ class ActOutput:
     """Actions [B, d_a] in [-1, 1] and optional per-step audits {name: [B]}."""
 
     actions: torch.Tensor
-    audits: dict[str, torch.Tensor] = field(default_factory=dict)
+    audits: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
-class AlgoConfig:
+class AlgoConfig(Checked):
     """Fields every method has. Subclasses override the defaults with their paper's values."""
 
-    batch_size: int = 256  # minibatch size per update
-    discount: float = 0.99  # gamma
-
-    def __post_init__(self) -> None:
-        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        require(0.0 <= self.discount <= 1.0, f"discount must be in [0, 1], got {self.discount}")
+    batch_size: int = field(256, help="minibatch size per update", ge=1)
+    discount: float = field(0.99, help="discount factor gamma", ge=0.0, le=1.0)
 
 
 @dataclass
-class NoKnobs:
+class NoKnobs(Checked):
     """Methods without inference-only knobs."""
 
 

@@ -11,19 +11,15 @@ from dataclasses import dataclass
 import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import require
+from algorithms.config import field
 from algorithms.nets import GaussianPolicy
 from algorithms.optim import make_adam
 
 
 @dataclass
 class BCConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = (256, 256)  # actor MLP widths
-    lr: float = 3e-4  # Adam learning rate
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+    hidden_dims: tuple[int, ...] = field((256, 256), help="actor MLP widths", ge=1)
+    lr: float = field(3e-4, help="Adam learning rate", gt=0.0)
 
 
 class BC(Algorithm):

@@ -1,8 +1,12 @@
 """Typed, strictly loaded configuration dataclasses.
 
-Every method has a config dataclass with the paper's defaults (a docstring-style comment per
-field). Overrides come from suite data files and the command line; an unknown key is an
-error that lists the valid ones, never silently ignored.
+Every method has a config dataclass with the paper's defaults. Each field declares, once, its
+one-line help and what values it takes, with `field(default, help=..., choices=..., ge=...,
+gt=..., le=..., lt=...)`; `Literal[...]` annotations are choices too. `check_fields` (run by
+`Checked.__post_init__` for every config and knobs class) enforces them all, so a class only
+writes `check()` for rules that involve several fields. Overrides come from suite data files
+and the command line; an unknown key is an error that lists the valid ones, never silently
+ignored.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -19,6 +24,102 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it and the fix."""
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str, choices: Iterable[Any] | None = None,
+          ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+          default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with its one-line help and the values it takes (bounds apply to each
+    element of a tuple field, which must also be non-empty)."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "bounds": bounds}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def field_help(f: dataclasses.Field) -> str:
+    return f.metadata.get("help", "")
+
+
+def field_choices(f: dataclasses.Field, annotation: Any) -> tuple[Any, ...] | None:
+    """The declared choices, or a Literal annotation's values (also inside `X | None`)."""
+    if f.metadata.get("choices") is not None:
+        return f.metadata["choices"]
+    for hint in [annotation, *typing.get_args(annotation)]:
+        if typing.get_origin(hint) is typing.Literal:
+            return typing.get_args(hint)
+    return None
+
+
+def describe_values(f: dataclasses.Field, annotation: Any) -> str:
+    """`one of [..]`, `in (0, 1]`, `>= 1` ... ('' when any value of the type goes)."""
+    choices = field_choices(f, annotation)
+    if choices is not None:
+        return f"one of {list(choices)}"
+    bounds = f.metadata.get("bounds", {})
+    low = ("(", bounds["gt"]) if "gt" in bounds else ("[", bounds["ge"]) if "ge" in bounds else None
+    high = (bounds["lt"], ")") if "lt" in bounds else (bounds["le"], "]") if "le" in bounds else None
+    if low and high:
+        return f"in {low[0]}{low[1]}, {high[0]}{high[1]}"
+    if low:
+        return f"{'>' if low[0] == '(' else '>='} {low[1]}"
+    if high:
+        return f"{'<' if high[1] == ')' else '<='} {high[0]}"
+    return ""
+
+
+def _within(value: float, bounds: Mapping[str, float]) -> bool:
+    return (("ge" not in bounds or value >= bounds["ge"]) and ("gt" not in bounds or value > bounds["gt"])
+            and ("le" not in bounds or value <= bounds["le"]) and ("lt" not in bounds or value < bounds["lt"]))
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is type(None) or type(None) in typing.get_args(annotation)
+
+
+def check_fields(config: Any) -> None:
+    """The one checker of declared field values: choices, bounds, whole numbers for int fields,
+    finite numbers for float fields, non-empty tuples; ConfigError naming the field."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if value is None:
+            if not _allows_none(hint):
+                raise ConfigError(f"{f.name} must be set, got None")
+            continue
+        wanted = describe_values(f, hint)
+        choices = field_choices(f, hint)
+        if choices is not None:
+            if value not in choices:
+                raise ConfigError(f"{f.name} must be {wanted}, got {value!r}")
+            continue
+        items = list(value) if isinstance(value, (tuple, list)) else [value]
+        if isinstance(value, (tuple, list)) and not items:
+            raise ConfigError(f"{f.name} must be a non-empty list, got {value!r}")
+        base = [h for h in [hint, *typing.get_args(hint)] if h in (int, float)]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                if base or f.metadata.get("bounds"):
+                    raise ConfigError(f"{f.name} must be a{'n integer' if int in base else ' number'}, got {value!r}")
+                continue
+            if int in base and float not in base and not isinstance(item, int):
+                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            if not math.isfinite(item):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+            if not _within(item, f.metadata.get("bounds", {})):
+                each = " (each)" if isinstance(value, (tuple, list)) else ""
+                raise ConfigError(f"{f.name}{each} must be {wanted}, got {value!r}")
+
+
+class Checked:
+    """Base of every config and knobs dataclass: the declared values are checked on construction,
+    then the class's own `check()` (rules that involve several fields)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields; none by default."""
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -41,11 +142,8 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
             except (ConfigError, ValueError, TypeError):
                 continue
         raise ConfigError(f"{name}: cannot read {value!r} as {annotation}")
-    if origin is typing.Literal:
-        for allowed in args:
-            if value == allowed or (isinstance(value, str) and str(allowed) == value):
-                return allowed
-        raise ConfigError(f"{name}: {value!r} is not one of {list(args)}")
+    if origin is typing.Literal:  # the choice itself is checked by check_fields
+        return next((allowed for allowed in args if value == allowed or (isinstance(value, str) and str(allowed) == value)), value)
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
@@ -105,9 +203,12 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None,
     current = dataclasses.asdict(base) if base is not None else {}
     current.update({k: coerce(v, types_[k], k) for k, v in values.items()})
     try:
-        return cls(**current)
+        built = cls(**current)
     except TypeError as err:
         raise ConfigError(f"{cls.__name__}: {err}") from err
+    if not isinstance(built, Checked):  # a plain dataclass (e.g. DataConfig): its Literal choices, finite numbers
+        check_fields(built)
+    return built
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from typing import Literal
 import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import require
+from algorithms.config import field
 from algorithms.critics import TDCritic
 from algorithms.fql import policy_q_loss
 from algorithms.nets import ACTIVATIONS, MLP, sample_ball
@@ -85,41 +85,22 @@ def candidate_geometry(candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 @dataclass
 class DROLConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # actor and critic MLP widths (Table 2)
-    activation: str = "gelu"  # hidden activation of every MLP (authors' code: GELU)
-    num_q: int = 2  # critic ensemble size (Table 2)
-    lr: float = 3e-4  # Adam learning rate (Table 2)
-    target_tau: float = 0.005  # Polyak rate of the target critic (Table 2)
-    num_candidates: int = 16  # K, latent draws routed per state in training (Table 2; sweep K_SWEEP)
-    alpha: float = 1.0  # code form: BC coefficient (Table 3: 0.03-10 per family); eq8 form: Q weight
-    q_coef: float = 1.0  # extra weight of the Q term (authors' q_coef; 0 = routed BC only)
-    loss_form: Literal["code", "eq8"] = "code"  # actor loss: authors' code (default) or paper Eq. 8
-    normalize_q_loss: bool = True  # divide the Q term by sg(mean |Q|) of the winners (code: True)
-    actor_q_agg: Literal["min", "mean"] = "min"  # ensemble aggregation in the actor's Q term (code: min)
-    q_agg: Literal["mean", "min"] = "mean"  # ensemble aggregation in the TD target (Table 3 flag)
-    latent_dim: int | None = None  # d_z; None = d_a (paper)
-    latent_radius: float | None = None  # R of the latent ball; None = sqrt(d_a) (paper)
-    actor_layer_norm: bool = False  # LayerNorm in the actor MLP (code: False)
-    critic_layer_norm: bool = True  # LayerNorm in the critic MLP (code: True)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
-                f"hidden_dims must be a non-empty list of widths >= 1, got {self.hidden_dims}")
-        require(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(0.0 < self.target_tau <= 1.0, f"target_tau must be in (0, 1], got {self.target_tau}")
-        require(1 <= self.num_candidates <= 4096,
-                f"num_candidates (K) must be in [1, 4096] (paper sweep {list(K_SWEEP)}), got {self.num_candidates}")
-        require(self.alpha >= 0.0, f"alpha must be >= 0, got {self.alpha}")
-        require(self.q_coef >= 0.0, f"q_coef must be >= 0, got {self.q_coef}")
-        require(self.loss_form in ("code", "eq8"), f"loss_form must be 'code' or 'eq8', got {self.loss_form!r}")
-        require(self.actor_q_agg in ("min", "mean"), f"actor_q_agg must be 'min' or 'mean', got {self.actor_q_agg!r}")
-        require(self.q_agg in ("mean", "min"), f"q_agg must be 'mean' or 'min', got {self.q_agg!r}")
-        require(self.latent_dim is None or self.latent_dim >= 1, f"latent_dim must be >= 1 or None (= d_a), got {self.latent_dim}")
-        require(self.latent_radius is None or self.latent_radius > 0,
-                f"latent_radius must be > 0 or None (= sqrt(d_a)), got {self.latent_radius}")
+    hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="actor and critic MLP widths (Table 2)", ge=1)
+    activation: str = field("gelu", help="hidden activation of every MLP (authors' code: GELU)", choices=sorted(ACTIVATIONS))
+    num_q: int = field(2, help="critic ensemble size (Table 2)", ge=1)
+    lr: float = field(3e-4, help="Adam learning rate (Table 2)", gt=0.0)
+    target_tau: float = field(0.005, help="Polyak rate of the target critic (Table 2)", gt=0.0, le=1.0)
+    num_candidates: int = field(16, help="K, latent draws routed per state in training (Table 2; sweep K_SWEEP)", ge=1, le=4096)
+    alpha: float = field(1.0, help="code form: BC coefficient (Table 3: 0.03-10 per family); eq8 form: Q weight", ge=0.0)
+    q_coef: float = field(1.0, help="extra weight of the Q term (authors' q_coef; 0 = routed BC only)", ge=0.0)
+    loss_form: Literal["code", "eq8"] = field("code", help="actor loss: authors' code (default) or paper Eq. 8")
+    normalize_q_loss: bool = field(True, help="divide the Q term by sg(mean |Q|) of the winners (code: True)")
+    actor_q_agg: Literal["min", "mean"] = field("min", help="ensemble aggregation in the actor's Q term (code: min)")
+    q_agg: Literal["mean", "min"] = field("mean", help="ensemble aggregation in the TD target (Table 3 flag)")
+    latent_dim: int | None = field(None, help="d_z; None = d_a (paper)", ge=1)
+    latent_radius: float | None = field(None, help="R of the latent ball; None = sqrt(d_a) (paper)", gt=0.0)
+    actor_layer_norm: bool = field(False, help="LayerNorm in the actor MLP (code: False)")
+    critic_layer_norm: bool = field(True, help="LayerNorm in the critic MLP (code: True)")
 
 
 class DROL(Algorithm):

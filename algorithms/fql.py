@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import require
+from algorithms.config import field
 from algorithms.critics import TDCritic, aggregate
 from algorithms.nets import ACTIVATIONS, MLP, FlowVelocityNet, euler_integrate
 from algorithms.optim import make_adam
@@ -59,29 +59,17 @@ def policy_q_loss(
 
 @dataclass
 class FQLConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # widths of the flow, one-step and critic MLPs
-    activation: str = "gelu"  # hidden activation of every MLP (FQL: GELU)
-    num_q: int = 2  # critic ensemble size
-    lr: float = 3e-4  # Adam learning rate of every network
-    target_tau: float = 0.005  # Polyak rate of the target critic
-    alpha: float = 10.0  # distillation weight (10 antmaze, 300 cube/scene, 1000 puzzle, 3e3-3e4 adroit)
-    flow_steps: int = 10  # Euler steps of the BC flow teacher
-    q_agg: Literal["mean", "min"] = "mean"  # ensemble aggregation in the TD target (min on antmaze-large/giant)
-    normalize_q_loss: bool = False  # divide the actor's Q term by sg(mean |Q|)
-    actor_layer_norm: bool = False  # LayerNorm in the flow and one-step MLPs
-    critic_layer_norm: bool = True  # LayerNorm in the critic MLP
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
-                f"hidden_dims must be a non-empty list of widths >= 1, got {self.hidden_dims}")
-        require(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(0.0 < self.target_tau <= 1.0, f"target_tau must be in (0, 1], got {self.target_tau}")
-        require(self.alpha >= 0.0, f"alpha must be >= 0, got {self.alpha}")
-        require(self.flow_steps >= 1, f"flow_steps must be >= 1, got {self.flow_steps}")
-        require(self.q_agg in ("mean", "min"), f"q_agg must be 'mean' or 'min', got {self.q_agg!r}")
+    hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="widths of the flow, one-step and critic MLPs", ge=1)
+    activation: str = field("gelu", help="hidden activation of every MLP (FQL: GELU)", choices=sorted(ACTIVATIONS))
+    num_q: int = field(2, help="critic ensemble size", ge=1)
+    lr: float = field(3e-4, help="Adam learning rate of every network", gt=0.0)
+    target_tau: float = field(0.005, help="Polyak rate of the target critic", gt=0.0, le=1.0)
+    alpha: float = field(10.0, help="distillation weight (10 antmaze, 300 cube/scene, 1000 puzzle, 3e3-3e4 adroit)", ge=0.0)
+    flow_steps: int = field(10, help="Euler steps of the BC flow teacher", ge=1)
+    q_agg: Literal["mean", "min"] = field("mean", help="ensemble aggregation in the TD target (min on antmaze-large/giant)")
+    normalize_q_loss: bool = field(False, help="divide the actor's Q term by sg(mean |Q|)")
+    actor_layer_norm: bool = field(False, help="LayerNorm in the flow and one-step MLPs")
+    critic_layer_norm: bool = field(True, help="LayerNorm in the critic MLP")
 
 
 class FQL(Algorithm):

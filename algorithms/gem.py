@@ -50,7 +50,7 @@ from typing import ClassVar, Literal
 import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import require
+from algorithms.config import Checked, field, require
 from algorithms.critics import ExpectileCritic, awr_weight
 from algorithms.nets import DiagonalGMM, GMMPolicy
 from algorithms.optim import make_adam
@@ -59,43 +59,30 @@ from algorithms.selection import rerank, support_weight
 
 @dataclass
 class GEMConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = (256, 256)  # width of every MLP (actor, behaviour GMM, Q, V)
-    lr: float = 3e-4  # Adam learning rate for every network
+    hidden_dims: tuple[int, ...] = field((256, 256), help="width of every MLP (actor, behaviour GMM, Q, V)", ge=1)
+    lr: float = field(3e-4, help="Adam learning rate for every network", gt=0.0)
     # critic (shared IQL critic, App. E)
-    num_q: int = 2  # M, critic ensemble size (paper silent; IQL's twin Q). Q_min in training, LCB at inference
-    expectile: float = 0.7  # tau of the expectile value loss (Eq. 65); 0.9 on antmaze (IQL)
-    target_tau: float = 0.005  # Polyak rate of the target Q (Eq. 62)
+    num_q: int = field(2, help="M, critic ensemble size (paper silent; IQL's twin Q). Q_min in training, LCB at inference", ge=1)
+    expectile: float = field(0.7, help="tau of the expectile value loss (Eq. 65); 0.9 on antmaze (IQL)", gt=0.0, lt=1.0)
+    target_tau: float = field(0.005, help="Polyak rate of the target Q (Eq. 62)", gt=0.0, le=1.0)
     # actor (App. C)
-    num_components: int = 5  # K, actor mixture components (paper silent)
-    beta: float = 3.0  # guidance inverse temperature in omega = exp(beta A) (Eq. 69); 10 on antmaze (IQL)
-    omega_max: float = 100.0  # cap of omega (EXP_ADV_MAX, Eq. 69)
-    gate_entropy_coef: float = 0.01  # alpha_H, gating-entropy bonus (Eq. 43-44, 71)
-    detach_gamma: bool = True  # stop-gradient on responsibilities: the EM M-step (Eq. 37)
+    num_components: int = field(5, help="K, actor mixture components (paper silent)", ge=1)
+    beta: float = field(3.0, help="guidance inverse temperature in omega = exp(beta A) (Eq. 69); 10 on antmaze (IQL)", ge=0.0)
+    omega_max: float = field(100.0, help="cap of omega (EXP_ADV_MAX, Eq. 69)", gt=0.0)
+    gate_entropy_coef: float = field(0.01, help="alpha_H, gating-entropy bonus (Eq. 43-44, 71)", ge=0.0)
+    detach_gamma: bool = field(True, help="stop-gradient on responsibilities: the EM M-step (Eq. 37)")
     # behaviour density (App. D)
-    behavior_components: int = 5  # K of mu_phi (paper: "K-component", same symbol as the actor)
-    gmm_pretrain_steps: int = 100_000  # updates that fit mu_phi by MLE (Eq. 54)
-    gmm_freeze_after_pretrain: bool = True  # freeze mu_phi after gmm_pretrain_steps
+    behavior_components: int = field(5, help='K of mu_phi (paper: "K-component", same symbol as the actor)', ge=1)
+    gmm_pretrain_steps: int = field(100_000, help="updates that fit mu_phi by MLE (Eq. 54)", ge=0)
+    gmm_freeze_after_pretrain: bool = field(True, help="freeze mu_phi after gmm_pretrain_steps")
     # both GMMs
-    log_std_min: float = -5.0  # clamp of the state-independent log-std (Eq. 49)
-    log_std_max: float = 2.0
-    init_log_std: float = -1.0  # initial log-std of every component (paper silent). Not 0: with
+    log_std_min: float = field(-5.0, help="clamp of the state-independent log-std (Eq. 49)")
+    log_std_max: float = field(2.0, help="upper clamp of the state-independent log-std (Eq. 49)")
+    init_log_std: float = field(-1.0, help="initial log-std of every component (paper silent; why not 0: the comment below)")
     # std 1 on the [-1, 1] box every component covers every mode and MLE by SGD merges modes and
     # starves components (toy four-goal: 2 of 5 components alive, 3/3 seeds); -1 finds all 4.
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims),
-                f"hidden_dims must be positive widths, got {self.hidden_dims}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
-        require(0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}")
-        require(0.0 < self.target_tau <= 1.0, f"target_tau must be in (0, 1], got {self.target_tau}")
-        require(self.num_components >= 1, f"num_components must be >= 1, got {self.num_components}")
-        require(self.behavior_components >= 1, f"behavior_components must be >= 1, got {self.behavior_components}")
-        require(self.beta >= 0.0, f"beta must be >= 0, got {self.beta}")
-        require(self.omega_max > 0.0, f"omega_max must be > 0, got {self.omega_max}")
-        require(self.gate_entropy_coef >= 0.0, f"gate_entropy_coef must be >= 0, got {self.gate_entropy_coef}")
-        require(self.gmm_pretrain_steps >= 0, f"gmm_pretrain_steps must be >= 0, got {self.gmm_pretrain_steps}")
+    def check(self) -> None:
         require(self.log_std_min < self.log_std_max,
                 f"log_std_min must be < log_std_max, got {self.log_std_min} >= {self.log_std_max}")
         require(self.log_std_min <= self.init_log_std <= self.log_std_max,
@@ -103,28 +90,20 @@ class GEMConfig(AlgoConfig):
 
 
 @dataclass
-class GEMKnobs:
+class GEMKnobs(Checked):
     """Inference-only knobs (Algorithm 1): sweepable from one checkpoint, no retraining."""
 
     ALIASES: ClassVar[dict[str, str]] = {"lambda": "lcb_lambda"}  # the paper's name (a Python keyword)
-    N: int = 1024  # candidate budget: sampled candidates besides the anchor (Table 7: 0..2048)
-    lcb_lambda: float = 1.0  # lambda, pessimism of LCB = mean - lambda std (Eq. 3); antmaze 3.5
-    w_end: float = 0.4  # terminal support weight of the cosine w_p schedule (Sec. 4.2); antmaze 0.2
-    use_pw: bool = True  # support term on; False is the no-pw ablation (w_p = 0, Table 5)
-    k_smooth: int = 1  # output the mean of the top-k candidates (Eq. 15); 1 = top-1
-    candidate_source: Literal["actor", "behavior"] = "actor"  # single source of a_1..a_N (Eq. 7)
-    support_mode: Literal["zscore", "raw"] = "zscore"  # candidate-set z-score (Eq. 11) or raw log mu_phi
-    anchor: Literal["mode", "off", "bary"] = "mode"  # a_0 = mu_{k*} (Eq. 6), none, or sum_k w_k mu_k
+    N: int = field(1024, help="candidate budget: sampled candidates besides the anchor (Table 7: 0..2048)", ge=0)
+    lcb_lambda: float = field(1.0, help="lambda, pessimism of LCB = mean - lambda std (Eq. 3); antmaze 3.5", ge=0.0)
+    w_end: float = field(0.4, help="terminal support weight of the cosine w_p schedule (Sec. 4.2); antmaze 0.2", ge=0.0)
+    use_pw: bool = field(True, help="support term on; False is the no-pw ablation (w_p = 0, Table 5)")
+    k_smooth: int = field(1, help="output the mean of the top-k candidates (Eq. 15); 1 = top-1", ge=1)
+    candidate_source: Literal["actor", "behavior"] = field("actor", help="single source of a_1..a_N (Eq. 7)")
+    support_mode: Literal["zscore", "raw"] = field("zscore", help="candidate-set z-score (Eq. 11) or raw log mu_phi")
+    anchor: Literal["mode", "off", "bary"] = field("mode", help="a_0 = mu_{k*} (Eq. 6), none, or sum_k w_k mu_k")
 
-    def __post_init__(self) -> None:
-        require(isinstance(self.N, int) and self.N >= 0, f"N must be an integer >= 0, got {self.N!r}")
-        require(self.lcb_lambda >= 0.0, f"lcb_lambda must be >= 0, got {self.lcb_lambda}")
-        require(self.w_end >= 0.0, f"w_end must be >= 0, got {self.w_end}")
-        require(isinstance(self.k_smooth, int) and self.k_smooth >= 1, f"k_smooth must be an integer >= 1, got {self.k_smooth!r}")
-        require(self.candidate_source in ("actor", "behavior"),
-                f"candidate_source must be one of ['actor', 'behavior'], got {self.candidate_source!r}")
-        require(self.support_mode in ("zscore", "raw"), f"support_mode must be one of ['zscore', 'raw'], got {self.support_mode!r}")
-        require(self.anchor in ("mode", "off", "bary"), f"anchor must be one of ['mode', 'off', 'bary'], got {self.anchor!r}")
+    def check(self) -> None:
         require(self.N >= 1 or self.anchor != "off", "N must be >= 1 when anchor='off' (the candidate set would be empty)")
 
 

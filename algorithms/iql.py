@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import require
+from algorithms.config import field
 from algorithms.critics import ExpectileCritic, awr_weight
 from algorithms.nets import GaussianPolicy
 from algorithms.optim import make_adam
@@ -28,21 +28,14 @@ from algorithms.optim import make_adam
 
 @dataclass
 class IQLConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = (256, 256)  # width of every MLP (actor, Q, V)
-    num_q: int = 2  # critic ensemble size (min over members in the value target)
-    lr: float = 3e-4  # Adam learning rate for every network
-    expectile: float = 0.7  # tau of the value's asymmetric L2 (0.9 on antmaze)
-    beta: float = 3.0  # inverse temperature of the advantage weight (10 on antmaze)
-    max_weight: float = 100.0  # clip of exp(beta * A)
-    target_tau: float = 0.005  # Polyak rate of the target Q
-    actor_cosine_lr: bool = True  # cosine-decay the actor's LR over the run (CORL)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}")
-        require(self.beta >= 0.0, f"beta must be >= 0, got {self.beta}")
-        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+    hidden_dims: tuple[int, ...] = field((256, 256), help="width of every MLP (actor, Q, V)", ge=1)
+    num_q: int = field(2, help="critic ensemble size (min over members in the value target)", ge=1)
+    lr: float = field(3e-4, help="Adam learning rate for every network", gt=0.0)
+    expectile: float = field(0.7, help="tau of the value's asymmetric L2 (0.9 on antmaze)", gt=0.0, lt=1.0)
+    beta: float = field(3.0, help="inverse temperature of the advantage weight (10 on antmaze)", ge=0.0)
+    max_weight: float = field(100.0, help="clip of exp(beta * A)", gt=0.0)
+    target_tau: float = field(0.005, help="Polyak rate of the target Q", gt=0.0, le=1.0)
+    actor_cosine_lr: bool = field(True, help="cosine-decay the actor's LR over the run (CORL)")
 
 
 def cosine_schedule(total_steps: int):

@@ -74,14 +74,13 @@ guards against it; `training/policy_q_mean` (Q of the policy samples) shows it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import require
+from algorithms.config import Checked, field
 from algorithms.critics import ExpectileCritic, aggregate, awr_weight
 from algorithms.iql import IQL, IQLConfig
 from algorithms.nets import ACTIVATIONS, FlowVelocityNet, euler_integrate
@@ -110,15 +109,6 @@ def interpolated_value_loss(
     return loss, metrics
 
 
-def _check_common(cfg) -> None:
-    require(0.0 <= cfg.lam <= 1.0, f"lam must be in [0, 1], got {cfg.lam}")
-    require(0.0 < cfg.expectile < 1.0, f"expectile must be in (0, 1), got {cfg.expectile}")
-    require(cfg.num_q >= 1, f"num_q must be >= 1, got {cfg.num_q}")
-    require(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
-    require(0.0 < cfg.target_tau <= 1.0, f"target_tau must be in (0, 1], got {cfg.target_tau}")
-    require(cfg.gate in ("sample", "batch"), f"gate must be 'sample' or 'batch', got {cfg.gate!r}")
-
-
 # --------------------------------------------------------------------------- ISEP (Gaussian)
 
 
@@ -127,18 +117,9 @@ class ISEPConfig(IQLConfig):
     """IQL's fields and defaults (2 x 256 nets, twin Q, expectile 0.7 / beta 3, clip 100, cosine
     actor LR; Tables 3-4 set expectile 0.7 / 0.8 and beta 0.05-5 per task) plus ISEP's own."""
 
-    lam: float = 0.3  # interpolation lambda of Eq. 2 / Eq. 5 (Tables 3-4: 0.2-0.5; 0 = IQL)
-    selection: Literal["stochastic", "deterministic", "weighted-sum"] = "stochastic"  # Eq. 5 / Eq. 29 / Eq. 26
-    gate: Literal["sample", "batch"] = "sample"  # Bernoulli gate per minibatch element or per update
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_common(self)
-        require(self.max_weight > 0.0, f"max_weight must be > 0, got {self.max_weight}")
-        require(
-            self.selection in ("stochastic", "deterministic", "weighted-sum"),
-            f"selection must be one of 'stochastic', 'deterministic', 'weighted-sum', got {self.selection!r}",
-        )
+    lam: float = field(0.3, help="interpolation lambda of Eq. 2 / Eq. 5 (Tables 3-4: 0.2-0.5; 0 = IQL)", ge=0.0, le=1.0)
+    selection: Literal["stochastic", "deterministic", "weighted-sum"] = field("stochastic", help="Eq. 5 / Eq. 29 / Eq. 26")
+    gate: Literal["sample", "batch"] = field("sample", help="Bernoulli gate per minibatch element or per update")
 
 
 class ISEP(IQL):
@@ -201,50 +182,31 @@ class ISEP(IQL):
 
 @dataclass
 class ISEPFMConfig(AlgoConfig):
-    lam: float = 0.3  # interpolation lambda of Eq. 2 and of the flow target x_1 (Eq. 6); 0 = CFGRL
-    expectile: float = 0.7  # tau of the expectile value (Table 4: 0.7 / 0.8; CFGRL code 0.9)
-    p_uncond: float = 0.1  # probability the optimality token is replaced by NULL (CFG dropout)
-    token_scheme: Literal["three", "two"] = "three"  # NULL/NEG/POS tokens, or NULL/POS with masking
-    token_rule: Literal["gt", "ge"] = "gt"  # POS iff A > thr (ISEP) or A >= thr (CFGRL code)
-    adv_threshold: float = 0.0  # advantage threshold of the optimality token
-    token_critic: Literal["target", "online"] = "target"  # Q used in the token's advantage
-    sample_guidance: float = 1.0  # guidance w of the self-samples a~ used in training
-    sample_steps: int = 10  # Euler steps of the self-samples used in training
-    gate: Literal["sample", "batch"] = "sample"  # Bernoulli gate per minibatch element or per update
-    flow_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)  # velocity MLP widths (CFGRL code 4 x 512)
-    flow_activation: str = "mish"  # velocity MLP activation (ISEP Sec. 5.1.2: Mish; CFGRL: gelu)
-    flow_layer_norm: bool = False  # LayerNorm in the velocity MLP (CFGRL code: off)
-    token_dim: int = 16  # optimality-token embedding size (CFGRL code: 32)
-    critic_hidden_dims: tuple[int, ...] = (256, 256)  # Q and V widths (IQL; CFGRL code 4 x 512)
-    critic_layer_norm: bool = False  # LayerNorm in Q and V (CFGRL code: on)
-    num_q: int = 2  # critic ensemble size (min over members)
-    lr: float = 3e-4  # Adam learning rate for every network
-    target_tau: float = 0.005  # Polyak rate of the target Q
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_common(self)
-        require(0.0 <= self.p_uncond < 1.0, f"p_uncond must be in [0, 1), got {self.p_uncond}")
-        require(self.token_scheme in ("three", "two"), f"token_scheme must be 'three' or 'two', got {self.token_scheme!r}")
-        require(self.token_rule in ("gt", "ge"), f"token_rule must be 'gt' or 'ge', got {self.token_rule!r}")
-        require(self.token_critic in ("target", "online"), f"token_critic must be 'target' or 'online', got {self.token_critic!r}")
-        require(math.isfinite(self.adv_threshold), f"adv_threshold must be finite, got {self.adv_threshold}")
-        require(math.isfinite(self.sample_guidance), f"sample_guidance must be finite, got {self.sample_guidance}")
-        require(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
-        require(self.flow_activation in ACTIVATIONS, f"flow_activation must be one of {sorted(ACTIVATIONS)}, got {self.flow_activation!r}")
-        require(self.token_dim >= 1, f"token_dim must be >= 1, got {self.token_dim}")
-        require(len(self.flow_hidden_dims) >= 1 and min(self.flow_hidden_dims) >= 1,
-                f"flow_hidden_dims must be non-empty positive widths, got {self.flow_hidden_dims}")
+    lam: float = field(0.3, help="interpolation lambda of Eq. 2 and of the flow target x_1 (Eq. 6); 0 = CFGRL", ge=0.0, le=1.0)
+    expectile: float = field(0.7, help="tau of the expectile value (Table 4: 0.7 / 0.8; CFGRL code 0.9)", gt=0.0, lt=1.0)
+    p_uncond: float = field(0.1, help="probability the optimality token is replaced by NULL (CFG dropout)", ge=0.0, lt=1.0)
+    token_scheme: Literal["three", "two"] = field("three", help="NULL/NEG/POS tokens, or NULL/POS with masking")
+    token_rule: Literal["gt", "ge"] = field("gt", help="POS iff A > thr (ISEP) or A >= thr (CFGRL code)")
+    adv_threshold: float = field(0.0, help="advantage threshold of the optimality token")
+    token_critic: Literal["target", "online"] = field("target", help="Q used in the token's advantage")
+    sample_guidance: float = field(1.0, help="guidance w of the self-samples a~ used in training")
+    sample_steps: int = field(10, help="Euler steps of the self-samples used in training", ge=1)
+    gate: Literal["sample", "batch"] = field("sample", help="Bernoulli gate per minibatch element or per update")
+    flow_hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="velocity MLP widths (CFGRL code 4 x 512)", ge=1)
+    flow_activation: str = field("mish", help="velocity MLP activation (ISEP Sec. 5.1.2: Mish; CFGRL: gelu)", choices=sorted(ACTIVATIONS))
+    flow_layer_norm: bool = field(False, help="LayerNorm in the velocity MLP (CFGRL code: off)")
+    token_dim: int = field(16, help="optimality-token embedding size (CFGRL code: 32)", ge=1)
+    critic_hidden_dims: tuple[int, ...] = field((256, 256), help="Q and V widths (IQL; CFGRL code 4 x 512)", ge=1)
+    critic_layer_norm: bool = field(False, help="LayerNorm in Q and V (CFGRL code: on)")
+    num_q: int = field(2, help="critic ensemble size (min over members)", ge=1)
+    lr: float = field(3e-4, help="Adam learning rate for every network", gt=0.0)
+    target_tau: float = field(0.005, help="Polyak rate of the target Q", gt=0.0, le=1.0)
 
 
 @dataclass
-class ISEPFMKnobs:
-    w: float = 1.0  # guidance weight of Eq. 7 (0: unconditional, 1: conditional; Table 4: 0.2-3)
-    T: int = 10  # Euler steps
-
-    def __post_init__(self) -> None:
-        require(math.isfinite(self.w) and self.w >= 0.0, f"w (guidance) must be a finite number >= 0, got {self.w}")
-        require(isinstance(self.T, int) and self.T >= 1, f"T (Euler steps) must be an integer >= 1, got {self.T}")
+class ISEPFMKnobs(Checked):
+    w: float = field(1.0, help="guidance weight of Eq. 7 (0: unconditional, 1: conditional; Table 4: 0.2-3)", ge=0.0)
+    T: int = field(10, help="Euler steps of the guided flow at inference", ge=1)
 
 
 class ISEPFM(Algorithm):

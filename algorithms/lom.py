@@ -75,7 +75,6 @@ torch default init, all four corners found within 50 steps with the spread init)
 
 from __future__ import annotations
 
-import typing
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -85,7 +84,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import require
+from algorithms.config import Checked, field, require
 from algorithms.critics import TDCritic, aggregate
 from algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
 from algorithms.optim import make_adam
@@ -96,75 +95,53 @@ M_SWEEP = (2, 5, 10, 15, 20)  # the paper's sweep of the number of modes M (Tabl
 @dataclass
 class LOMConfig(AlgoConfig):
     # --- MDN behaviour policy (Eq. 14-15) ---
-    num_modes: int = 5  # M, Gaussian modes of the MDN; paper sweeps {2, 5, 10, 15, 20}
-    mdn_hidden_dims: tuple[int, ...] = (512, 512)  # MDN trunk widths (Table 3)
-    mdn_steps: int = 200_000  # I_M: NLL steps before the MDN is frozen ("until convergence"; code 200k)
-    mdn_lr: float = 1e-3  # MDN Adam learning rate (paper silent; code 1e-3)
-    mdn_scale: Literal["isotropic", "diagonal"] = "isotropic"  # sigma_i(s) scalar per mode (Eq. 14) or per dim (code)
-    mdn_tanh_means: bool = False  # squash mu_i(s) with tanh (code); Eq. 14 has mu_i = z_i^mu
-    mdn_log_std_min: float = -10.0  # clamp of log sigma_i (numerical guard, not in the paper; code -15)
-    mdn_log_std_max: float = 2.0  # clamp of log sigma_i (numerical guard, not in the paper; code 0)
-    mdn_init_mean_spread: float = 1.0  # mean-head biases ~ U(-spread, spread) at init (not in the paper; 0 = torch default)
-    mdn_init_log_std: float | None = None  # scale-head bias at init (not in the paper; None = torch default, ~0)
+    num_modes: int = field(5, help="M, Gaussian modes of the MDN; paper sweeps {2, 5, 10, 15, 20}", ge=1)
+    mdn_hidden_dims: tuple[int, ...] = field((512, 512), help="MDN trunk widths (Table 3)", ge=1)
+    mdn_steps: int = field(200_000, help='I_M: NLL steps before the MDN is frozen ("until convergence"; code 200k)', ge=0)
+    mdn_lr: float = field(1e-3, help="MDN Adam learning rate (paper silent; code 1e-3)", gt=0.0)
+    mdn_scale: Literal["isotropic", "diagonal"] = field("isotropic", help="sigma_i(s) scalar per mode (Eq. 14) or per dim (code)")
+    mdn_tanh_means: bool = field(False, help="squash mu_i(s) with tanh (code); Eq. 14 has mu_i = z_i^mu")
+    mdn_log_std_min: float = field(-10.0, help="clamp of log sigma_i (numerical guard, not in the paper; code -15)")
+    mdn_log_std_max: float = field(2.0, help="clamp of log sigma_i (numerical guard, not in the paper; code 0)")
+    mdn_init_mean_spread: float = field(1.0, help="mean-head biases ~ U(-spread, spread) at init (not in the paper; 0 = torch default)", ge=0.0)
+    mdn_init_log_std: float | None = field(None, help="scale-head bias at init (not in the paper; None = torch default, ~0)")
     # --- phase schedule ---
-    q_during_mdn: bool = False  # also train Q_psi during the MDN phase (Algorithm 1: after it)
+    q_during_mdn: bool = field(False, help="also train Q_psi during the MDN phase (Algorithm 1: after it)")
     # --- behaviour Q_psi, SARSA (Eq. 16) ---
-    hidden_dims: tuple[int, ...] = (512, 512)  # widths of Q_psi, Q_phi and pi_theta (Table 3)
-    num_q: int = 1  # members of the Q_psi ensemble (paper: one Q net; code 2, per-env up to 3)
-    q_lr: float = 3e-4  # Q_psi learning rate (paper silent; code 3e-4)
-    q_target_agg: Literal["min", "mean"] = "min"  # ensemble aggregation in the SARSA target (code: min)
-    q_eval: Literal["mean", "min", "first"] = "mean"  # how Q_psi is read in Eq. 17-18 (code: first member)
-    sarsa_noise: float = 0.0  # std of TD3-style smoothing noise on the next dataset action a' (code 0.2)
-    sarsa_noise_clip: float = 0.5  # clip of that noise (code 0.5)
-    polyak: float = 0.995  # rho of the slow target psi- (Table 3)
-    target_update_delay: int = 2  # Polyak update every this many steps (Table 3, Algorithm 1 line 18)
+    hidden_dims: tuple[int, ...] = field((512, 512), help="widths of Q_psi, Q_phi and pi_theta (Table 3)", ge=1)
+    num_q: int = field(1, help="members of the Q_psi ensemble (paper: one Q net; code 2, per-env up to 3)", ge=1)
+    q_lr: float = field(3e-4, help="Q_psi learning rate (paper silent; code 3e-4)", gt=0.0)
+    q_target_agg: Literal["min", "mean"] = field("min", help="ensemble aggregation in the SARSA target (code: min)")
+    q_eval: Literal["mean", "min", "first"] = field("mean", help="how Q_psi is read in Eq. 17-18 (code: first member)")
+    sarsa_noise: float = field(0.0, help="std of TD3-style smoothing noise on the next dataset action a' (code 0.2)", ge=0.0)
+    sarsa_noise_clip: float = field(0.5, help="clip of that noise (code 0.5)", ge=0.0)
+    polyak: float = field(0.995, help="rho of the slow target psi- (Table 3)", ge=0.0, lt=1.0)
+    target_update_delay: int = field(2, help="Polyak update every this many steps (Table 3, Algorithm 1 line 18)", ge=1)
     # --- hyper Q_phi(s, u) (Eq. 17) ---
-    hyper_q_input: Literal["state", "onehot"] = "state"  # s -> M values, or (s, onehot(u)) -> 1 value (code)
-    hyper_q_samples: int = 10  # n: samples of each mode in the Monte-Carlo target (paper silent; code 1)
-    hyper_q_modes: Literal["all", "uniform"] = "all"  # regress all M modes per state, or one u ~ Uniform (Eq. 17)
-    hyper_q_lr: float = 1e-3  # Q_phi learning rate (paper silent; code 1e-3)
-    min_mode_weight: float = 0.0  # modes with alpha_u(s) below this are not eligible for u* (paper: 0, all modes)
+    hyper_q_input: Literal["state", "onehot"] = field("state", help="s -> M values, or (s, onehot(u)) -> 1 value (code)")
+    hyper_q_samples: int = field(10, help="n: samples of each mode in the Monte-Carlo target (paper silent; code 1)", ge=1)
+    hyper_q_modes: Literal["all", "uniform"] = field("all", help="regress all M modes per state, or one u ~ Uniform (Eq. 17)")
+    hyper_q_lr: float = field(1e-3, help="Q_phi learning rate (paper silent; code 1e-3)", gt=0.0)
+    min_mode_weight: float = field(0.0, help="modes with alpha_u(s) below this are not eligible for u* (paper: 0, all modes)")
     # --- policy pi_theta, weighted imitation on one mode (Eq. 18) ---
-    actor_lr: float = 1e-3  # pi_theta learning rate (paper silent; code 1e-3)
-    beta: float = 5.0  # temperature beta (Table 3)
-    max_weight: float = 50.0  # C, clip of the exponential weight (Table 3)
-    weight_form: Literal["eq18", "algorithm1", "beta_times"] = "eq18"  # exp(A/beta) | exp(A) | exp(beta A) (code)
-    advantage_baseline: Literal["mode_mean", "policy"] = "mode_mean"  # Q(s, mu_u*) (paper) or Q(s, pi(s)) (code)
-    imitation_noise: float = 0.0  # std of Gaussian noise added to a_hat before weighting/imitation (code 0.2)
-    policy_loss: Literal["nll", "mse"] = "nll"  # -w log pi(a_hat|s) (Eq. 18) or w |mean_pi(s) - a_hat|^2 (code)
+    actor_lr: float = field(1e-3, help="pi_theta learning rate (paper silent; code 1e-3)", gt=0.0)
+    beta: float = field(5.0, help="temperature beta (Table 3)", gt=0.0)
+    max_weight: float = field(50.0, help="C, clip of the exponential weight (Table 3)", gt=0.0)
+    weight_form: Literal["eq18", "algorithm1", "beta_times"] = field("eq18", help="exp(A/beta) | exp(A) | exp(beta A) (code)")
+    advantage_baseline: Literal["mode_mean", "policy"] = field("mode_mean", help="Q(s, mu_u*) (paper) or Q(s, pi(s)) (code)")
+    imitation_noise: float = field(0.0, help="std of Gaussian noise added to a_hat before weighting/imitation (code 0.2)", ge=0.0)
+    policy_loss: Literal["nll", "mse"] = field("nll", help="-w log pi(a_hat|s) (Eq. 18) or w |mean_pi(s) - a_hat|^2 (code)")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.num_modes >= 1, f"num_modes (M) must be >= 1 (paper sweeps {list(M_SWEEP)}), got {self.num_modes}")
-        for name in ("mdn_hidden_dims", "hidden_dims"):
-            dims = getattr(self, name)
-            require(len(dims) >= 1 and all(w >= 1 for w in dims), f"{name} must be non-empty positive widths, got {dims}")
-        require(self.mdn_steps >= 0, f"mdn_steps must be >= 0, got {self.mdn_steps}")
-        for name in ("mdn_lr", "q_lr", "hyper_q_lr", "actor_lr"):
-            require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+    def check(self) -> None:
         require(
             self.mdn_log_std_min < self.mdn_log_std_max,
             f"mdn_log_std_min must be < mdn_log_std_max, got {self.mdn_log_std_min} >= {self.mdn_log_std_max}",
         )
-        require(self.mdn_init_mean_spread >= 0, f"mdn_init_mean_spread must be >= 0, got {self.mdn_init_mean_spread}")
-        require(self.num_q >= 1, f"num_q must be >= 1, got {self.num_q}")
-        require(self.sarsa_noise >= 0, f"sarsa_noise must be >= 0, got {self.sarsa_noise}")
-        require(self.sarsa_noise_clip >= 0, f"sarsa_noise_clip must be >= 0, got {self.sarsa_noise_clip}")
-        require(0.0 <= self.polyak < 1.0, f"polyak (rho) must be in [0, 1), got {self.polyak}")
-        require(self.target_update_delay >= 1, f"target_update_delay must be >= 1, got {self.target_update_delay}")
-        require(self.hyper_q_samples >= 1, f"hyper_q_samples must be >= 1, got {self.hyper_q_samples}")
-        require(self.beta > 0, f"beta must be > 0, got {self.beta}")
-        require(self.max_weight > 0, f"max_weight (C) must be > 0, got {self.max_weight}")
-        require(self.imitation_noise >= 0, f"imitation_noise must be >= 0, got {self.imitation_noise}")
         require(
             0.0 <= self.min_mode_weight <= 1.0 / self.num_modes,
             f"min_mode_weight must be in [0, 1/num_modes] = [0, {1.0 / self.num_modes:.4g}] (some mode must stay "
             f"eligible), got {self.min_mode_weight}",
         )
-        for name, hint in typing.get_type_hints(type(self)).items():  # Literal fields, also when built directly
-            if typing.get_origin(hint) is Literal:
-                valid = typing.get_args(hint)
-                require(getattr(self, name) in valid, f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}")
 
 
 # The authors' public code (agents/lom.py, networks/networks.py): numbers and choices only.
@@ -189,13 +166,8 @@ CODE_PRESET: dict[str, Any] = {
 
 
 @dataclass
-class LOMKnobs:
-    # Which policy acts: pi_theta's mean (LOM, default) or the greedy one-mode policy
-    # pi_zeta_g at its mean mu_{u*}(s) (Theorem 1's intermediate policy; an analysis knob).
-    actor: Literal["policy", "greedy_mode"] = "policy"
-
-    def __post_init__(self) -> None:
-        require(self.actor in ("policy", "greedy_mode"), f"actor must be 'policy' or 'greedy_mode', got {self.actor!r}")
+class LOMKnobs(Checked):
+    actor: Literal["policy", "greedy_mode"] = field("policy", help="which policy acts: pi_theta's mean (LOM) or the greedy one-mode policy at mu_{u*}(s) (Theorem 1's intermediate policy)")
 
 
 class MDN(nn.Module):

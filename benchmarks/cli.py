@@ -230,25 +230,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from algorithms.registry import METHODS, get_method
 
     if args.name:
         entry = get_method(args.name)
         cls = entry.load()
-        print(f"{args.name}: {cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ''}")
+        print(f"{args.name}: {entry.description}")
         print("config (training):")
-        for f in dataclasses.fields(cls.config_class):
-            value = entry.config.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
-            print(f"  {f.name} = {value}")
+        print_fields(cls.config_class, entry.config, args.name)
         print("knobs (inference-only):")
-        for f in dataclasses.fields(cls.knobs_class):
-            print(f"  {f.name} = {entry.knobs.get(f.name, f.default)}")
+        print_fields(cls.knobs_class, entry.knobs, args.name)
         return 0
     for name, entry in METHODS.items():
         print(f"{name:28s} {entry.description}")
     return 0
+
+
+def print_fields(cls: type, preset: dict[str, Any], method: str) -> None:
+    """One line per field: name = value [where the value comes from], its help and allowed values."""
+    import dataclasses
+    import typing
+
+    from algorithms.config import describe_values, field_help
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        value, source = (preset[f.name], f"preset {method}") if f.name in preset else (default, "default")
+        allowed = describe_values(f, hints[f.name])
+        print(f"  {f.name} = {value}  [{source}]  {field_help(f)}{f'  ({allowed})' if allowed else ''}")
 
 
 def cmd_suites(args: argparse.Namespace) -> int:

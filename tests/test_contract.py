@@ -4,6 +4,7 @@ propose -> [B, n, d], save -> load (weights_only) -> identical actions."""
 
 import dataclasses
 import io
+import typing
 
 import pytest
 import torch
@@ -77,3 +78,71 @@ def test_config_rejects_unknown_keys(name):
         from_dict(cls.config_class, {"no_such_field": 1})
     with pytest.raises(ConfigError, match="unknown"):
         from_dict(cls.knobs_class, {"no_such_knob": 1})
+
+
+def _config_classes():
+    classes = {}
+    for entry in METHODS.values():
+        cls = entry.load()
+        classes[cls.config_class.__name__] = cls.config_class
+        classes[cls.knobs_class.__name__] = cls.knobs_class
+    return [classes[name] for name in sorted(classes)]
+
+
+def _violation(f, hint):
+    """A value the field's declaration refuses (None when any value of its type goes)."""
+    from algorithms.config import field_choices
+
+    if field_choices(f, hint) is not None:
+        return "no-such-choice"
+    bounds = f.metadata.get("bounds", {})
+    if "ge" in bounds:
+        bad = bounds["ge"] - 1
+    elif "gt" in bounds:
+        bad = bounds["gt"]
+    elif "le" in bounds:
+        bad = bounds["le"] + 1
+    else:
+        return None
+    return (bad,) if typing.get_origin(hint) is tuple else bad
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
+def test_every_field_declares_its_help_and_the_one_checker_enforces_its_values(cls):
+    from algorithms.config import ConfigError
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "")
+        assert help_text and "\n" not in help_text, f"{cls.__name__}.{f.name}: no one-line help"
+        bad = _violation(f, hints[f.name])
+        if bad is None:
+            continue
+        with pytest.raises(ConfigError, match=rf"^{f.name}( \(each\))? must be "):
+            from_dict(cls, {f.name: bad})
+        with pytest.raises(ConfigError, match=rf"^{f.name}"):  # also when built directly, not only when loaded
+            cls(**{f.name: bad})
+
+
+def test_the_checker_refuses_non_integers_and_non_finite_numbers():
+    from algorithms.config import ConfigError
+    from algorithms.gem import GEMConfig, GEMKnobs
+
+    with pytest.raises(ConfigError, match=r"^N must be an integer, got 2.5"):
+        GEMKnobs(N=2.5)
+    with pytest.raises(ConfigError, match=r"^lr must be a finite number"):
+        GEMConfig(lr=float("inf"))
+    with pytest.raises(ConfigError, match=r"^hidden_dims must be a non-empty list"):
+        GEMConfig(hidden_dims=())
+    with pytest.raises(ConfigError, match=r"^N must be >= 1 when anchor='off'"):  # a rule across fields: check()
+        GEMKnobs(N=0, anchor="off")
+
+
+def test_methods_command_prints_each_fields_help_default_and_source(capsys):
+    from modebench.cli import main
+
+    assert main(["methods", "gem-no-lcb"]) == 0
+    out = capsys.readouterr().out
+    assert "  lcb_lambda = 0.0  [preset gem-no-lcb]  lambda, pessimism of LCB = mean - lambda std (Eq. 3)" in out
+    assert "  expectile = 0.7  [default]  tau of the expectile value loss (Eq. 65)" in out and "(in (0.0, 1.0))" in out
+    assert "anchor = mode  [default]" in out and "(one of ['mode', 'off', 'bary'])" in out
