@@ -33,10 +33,11 @@ class MissingDatasetError(FileNotFoundError):
 
 @contextmanager
 def reading(where: str | Path, what: str, fix: str = REWRITE) -> Iterator[None]:
-    """Turn the low-level error of a damaged container into one DatasetError line naming it."""
+    """Turn the low-level error of a damaged container into one DatasetError line naming it
+    (a file that is not there stays a FileNotFoundError: the callers say how to get it)."""
     try:
         yield
-    except (DatasetError, MissingDatasetError):
+    except (DatasetError, FileNotFoundError):
         raise
     except CONTAINER_ERRORS as err:
         raise DatasetError(f"{where}: cannot read {what} ({_reason(err)}); it is damaged, truncated or of another "
