@@ -1,9 +1,11 @@
-"""Subcommands tables, plots, profile, report: regenerate results/ from the stored records (no training).
+"""Subcommands tables, plots, report: regenerate results/ from the stored records (no training).
 
     modebench tables  [--root results] [--score final|last:K|best] [--methods a,b] [--reps 50000] [--seed 0]
     modebench plots   [same] [--formats png,pdf]
-    modebench profile [--devices cpu,cuda] [--batch-sizes 1,64] [--repeats 50] [--methods a,b]
     modebench report  [same as tables]   (tables + plots + results/report.md linking them)
+
+(`modebench profile`, which MEASURES act, is a run and belongs to the core: benchmarks/run/profile.py;
+`tables` renders its records.)
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from algorithms.config import ConfigError
+from analysis.errors import AnalysisError
+from benchmarks.store import StoreError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    return (ConfigError, FileNotFoundError)
+    """Errors a user can fix: a bad option value, a record the store cannot read, a missing file."""
+    return (AnalysisError, StoreError, FileNotFoundError)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -38,35 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", default="png,pdf", help="image formats (default png,pdf)")
     p.set_defaults(handler=cmd_plots)
 
-    p = subparsers.add_parser("profile", help="act latency / peak memory / params of every method (GEM Table 3) + NLL gap")
-    profile_arguments(p)
-    p.set_defaults(handler=cmd_profile)
-
     p = subparsers.add_parser("report", help="tables + plots + a one-page results/report.md linking them")
     _common(p)
     p.add_argument("--formats", default="png,pdf", help="image formats (default png,pdf)")
     p.set_defaults(handler=cmd_report)
 
 
-def profile_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", default=None, help="results store for the NLL-gap table (default: results/ or $MODEBENCH_RESULTS)")
-    p.add_argument("--out", default=None, help="output folder (default: <root>/profile)")
-    p.add_argument("--methods", default=None, help="comma-separated method names (default: every registered base method)")
-    p.add_argument("--devices", default=None, help="comma-separated devices (default: cpu, plus cuda when present)")
-    p.add_argument("--batch-sizes", default="1,64", help="states per act call (default 1,64)")
-    p.add_argument("--repeats", type=int, default=50, help="timed calls per setting (default 50; the median is reported)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
-    p.add_argument("--max-seconds", type=float, default=10.0,
-                   help="stop timing a setting after this many seconds, with at least 3 calls (default 10)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for every method (default 1)")
-    p.add_argument("--no-nll-gap", action="store_true", help="skip the NLL-gap table")
-
-
 def _options(args: argparse.Namespace) -> dict:
     from analysis.records import ScoreRule
 
     if args.reps < 1:
-        raise ConfigError(f"--reps must be >= 1, got {args.reps}")
+        raise AnalysisError(f"--reps must be >= 1, got {args.reps}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     return {"rule": ScoreRule.parse(args.score), "methods": methods, "reps": args.reps, "seed": args.seed}
 
@@ -74,7 +60,7 @@ def _options(args: argparse.Namespace) -> dict:
 def _formats(text: str) -> list[str]:
     formats = [f.strip() for f in text.split(",") if f.strip()]
     if not formats or set(formats) - {"png", "pdf", "svg"}:
-        raise ConfigError(f"--formats {text!r}: choose from png, pdf, svg")
+        raise AnalysisError(f"--formats {text!r}: choose from png, pdf, svg")
     return formats
 
 
@@ -92,16 +78,10 @@ def cmd_plots(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
-    from analysis.profile import main_from_args
-
-    return main_from_args(args)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
     if args.out:
-        raise ConfigError("report writes into --root (tables/, plots/, report.md); --out is not used")
+        raise AnalysisError("report writes into --root (tables/, plots/, report.md); --out is not used")
     build_report(Path(args.root) if args.root else None, formats=_formats(args.formats), **_options(args))
     return 0

@@ -5,7 +5,7 @@
   same per task with mean ± std bands over seeds (GEM Fig. A.3). Any method with a knob N.
 - gem_wp_frontier: score versus Violation over the terminal support weight w_end at fixed N
   (GEM Fig. 19), suite means, points labelled by w_end.
-- drol_k: score versus K (DROL's config `num_candidates`; DROL Fig. 4), dashed line at the
+- drol_k, lom_m, isep_lambda (the facts file's config_sweeps): score versus K (DROL's config `num_candidates`; DROL Fig. 4), dashed line at the
   default K = 16, the best K circled in red.
 - lom_m: score versus M (LOM's config `num_modes`; LOM Fig. 3).
 - isep_lambda: score versus the interpolation λ (ISEP's config `lam`; ISEP Fig. 5).
@@ -13,6 +13,9 @@
 - aggregates_<scope>, performance_profile_<scope>, probability_of_improvement_<scope>: the
   rliable plots (analysis/stats.py).
 
+Each protocol's figures go to `<out>/<protocol>/` and say the protocol in their title; runs of
+different protocols are never drawn together. Every method has its own colour (the facts file,
+results/reference/methods.yaml), and legends sit outside the axes, right of the figure.
 A figure whose data is not in the store is skipped with a printed note that says what is missing.
 Knob sweeps vary one knob around each run's own knobs (the rest equal); config sweeps compare
 runs whose configs differ only in that field.
@@ -20,6 +23,7 @@ runs whose configs differ only in that field.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -34,16 +38,18 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from analysis import stats
+from analysis import facts, stats
 from analysis.records import (
     ScoreRule,
     default_root,
     load_records,
     main_runs,
     method_order,
+    protocols_in,
     select_scores,
     task_order,
 )
+from benchmarks.store import atomic_write_bytes
 
 FORMATS = ("png", "pdf")
 AUDIT_LABELS = {"score": "Normalised score", "audit/violation": "Violation", "audit/collapse_dist": "CollapseDist",
@@ -52,20 +58,22 @@ AUDIT_LABELS = {"score": "Normalised score", "audit/violation": "Violation", "au
 
 @dataclass(frozen=True)
 class Sweep:
+    """A training-config sweep figure (one entry of the facts file's config_sweeps)."""
+
     name: str
     title: str
-    param: str  # "knob/<name>" or "config/<name>"
+    param: str  # "config/<field>"
     label: str
     methods: tuple[str, ...] | None = None  # base methods; None = every base method that has the column
     default: float | None = None
     log2: bool = False
+    mark_best: bool = False
 
-
-SWEEPS = [
-    Sweep("drol_k", "Score vs K (DROL Fig. 4)", "config/num_candidates", "K (routed candidates)", ("drol",), 16, True),
-    Sweep("lom_m", "Score vs M (LOM Fig. 3)", "config/num_modes", "M (mixture modes)", ("lom",), None, False),
-    Sweep("isep_lambda", "Score vs λ (ISEP Fig. 5)", "config/lam", "λ (interpolation)", ("isep", "isep-fm"), None, False),
-]
+    @classmethod
+    def all(cls) -> list[Sweep]:
+        return [cls(f["name"], f["title"], f"config/{f['field']}", f["label"], tuple(f.get("methods") or ()) or None,
+                    f.get("default"), bool(f.get("log2", False)), bool(f.get("mark_best", False)))
+                for f in facts.facts()["config_sweeps"]]
 
 
 class Plotter:
@@ -73,6 +81,10 @@ class Plotter:
 
     def __init__(self, frame: pd.DataFrame, out: Path, rule: ScoreRule | str | None = None, formats: Sequence[str] = FORMATS,
                  methods: Sequence[str] | None = None, reps: int = stats.REPS, seed: int = 0, log: Callable[[str], None] = print):
+        protocols = protocols_in(frame)
+        if len(protocols) > 1:
+            raise ValueError(f"a Plotter was given records of protocols {protocols}; give it one protocol's records")
+        self.protocol = protocols[0] if protocols else "unknown"
         self.frame = frame
         self.rule = ScoreRule.parse(rule)
         self.sweep_scores = select_scores(frame, self.rule)
@@ -84,28 +96,28 @@ class Plotter:
         self.reps, self.seed = reps, seed
         self.log = log
         self.written: list[Path] = []
-        every = method_order(self.all_scores)
-        self.colors = dict(zip(every, sns.color_palette("colorblind", max(len(every), 1)) if len(every) <= 10
-                               else sns.color_palette("husl", len(every))))
+        self.colors = {m: facts.color(m) for m in method_order(self.all_scores)}
         sns.set_theme(context="paper", style="whitegrid", font_scale=1.2)
         plt.rcParams.update({"figure.dpi": 150, "savefig.bbox": "tight", "axes.titlesize": 11, "legend.fontsize": 9})
 
     # ------------------------------------------------------------------ helpers
 
     def skip(self, name: str, why: str) -> None:
-        self.log(f"plots: {name} skipped: {why}")
+        self.log(f"plots ({self.protocol}): {name} skipped: {why}")
 
     def save(self, fig: plt.Figure, name: str, data: pd.DataFrame | None = None) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        fig.text(0.01, -0.01, self.rule.describe(), fontsize=7, color="0.4", ha="left", va="top")
+        fig.text(0.01, -0.01, f"{self.protocol} protocol; {self.rule.describe()}", fontsize=7, color="0.4", ha="left", va="top")
         for fmt in self.formats:
             path = self.out / f"{name}.{fmt}"
-            fig.savefig(path, dpi=150)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=150)
+            atomic_write_bytes(path, buffer.getvalue())
             self.written.append(path)
         plt.close(fig)
         if data is not None:
             path = self.out / f"{name}.csv"
-            data.to_csv(path, index=False)
+            atomic_write_bytes(path, data.to_csv(index=False).encode())
             self.written.append(path)
 
     @staticmethod
@@ -127,7 +139,11 @@ class Plotter:
             ax.set_xticklabels([f"{v:g}" for v in values], rotation=45 if len(values) > 5 else 0)
             ax.minorticks_off()
 
+    def title(self, text: str) -> str:
+        return f"{text} [{self.protocol} protocol]"
+
     def legend(self, fig: plt.Figure, axes: Sequence[plt.Axes]) -> None:
+        """One legend for the figure, right of every axis (never over the data)."""
         handles, labels = {}, []
         for ax in axes:
             for h, label in zip(*ax.get_legend_handles_labels()):
@@ -192,12 +208,12 @@ class Plotter:
         fig, axes = plt.subplots(len(metrics), 1, figsize=(5.2, 2.6 * len(metrics)), sharex=True, squeeze=False)
         for ax, metric in zip(axes[:, 0], metrics):
             for (method, s), part in suite.groupby(["method", "suite"]):
-                ax.plot(part["knob/N"], part[f"{metric}_mean"], marker="o", color=self.colors.get(method), label=f"{method} ({s})",
+                ax.plot(part["knob/N"], part[f"{metric}_mean"], marker="o", color=self.colors.get(method), label=f"{facts.display(method)} ({s})",
                         linestyle="-" if s == suite["suite"].iloc[0] else "--")
             ax.set_ylabel(AUDIT_LABELS.get(metric, metric))
             self.set_x(ax, suite["knob/N"], True)
         axes[-1, 0].set_xlabel("candidate budget N")
-        axes[0, 0].set_title("Suite means vs candidate budget N (GEM Fig. 2)")
+        axes[0, 0].set_title(self.title("Suite means vs candidate budget N (GEM Fig. 2)"))
         self.legend(fig, list(axes[:, 0]))
         fig.tight_layout()
         self.save(fig, "gem_budget_suite", suite)
@@ -211,14 +227,14 @@ class Plotter:
                 ax.set_title(task, fontsize=10)
                 ax.set_xlabel("N")
                 ax.set_ylabel(AUDIT_LABELS.get(metric, metric))
-            fig.suptitle(f"{AUDIT_LABELS.get(metric, metric)} vs N per task, mean ± std over seeds (GEM Fig. A.3)", y=1.02)
+            fig.suptitle(self.title(f"{AUDIT_LABELS.get(metric, metric)} vs N per task, mean ± std over seeds (GEM Fig. A.3)"), y=1.02)
             self.legend(fig, axes)
             fig.tight_layout()
             self.save(fig, f"gem_budget_tasks_{metric.split('/')[-1]}", per_task)
 
     def band(self, ax: plt.Axes, x, mean, std, method: str, label: str | None = None) -> None:
         x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.nan_to_num(np.asarray(std, float))
-        ax.plot(x, mean, marker="o", markersize=4, color=self.colors.get(method), label=label or method)
+        ax.plot(x, mean, marker="o", markersize=4, color=self.colors.get(method), label=label or facts.display(method))
         ax.fill_between(x, mean - std, mean + std, color=self.colors.get(method), alpha=0.15, linewidth=0)
 
     def frontier_plot(self) -> None:
@@ -238,7 +254,7 @@ class Plotter:
         fig, axes = self.grid(len(groups), ncols=3, size=(4.2, 3.4))
         for ax, ((method, s), part) in zip(axes, groups):
             part = part.sort_values("knob/w_end")
-            ax.plot(part["audit/violation_mean"], part["score_mean"], marker="o", color=self.colors.get(method), label=f"{method}: w_end")
+            ax.plot(part["audit/violation_mean"], part["score_mean"], marker="o", color=self.colors.get(method), label=f"{facts.display(method)}: w_end")
             for w, score, violation in zip(part["knob/w_end"], part["score_mean"], part["audit/violation_mean"]):
                 ax.annotate(f"{w:g}", (violation, score), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if off_suite is not None and (method, s) in off_suite.index:
@@ -247,8 +263,8 @@ class Plotter:
                         linestyle="none", label="w_p = 0 (no support term)")
             ax.set_xlabel("Violation (suite mean)")
             ax.set_ylabel("Score (suite mean)")
-            ax.set_title(f"{method}, {s}", fontsize=10)
-        fig.suptitle("w_p frontier: score vs Violation over w_end, fixed N (GEM Fig. 19)", y=1.02)
+            ax.set_title(f"{facts.display(method)}, {s}", fontsize=10)
+        fig.suptitle(self.title("w_p frontier: score vs Violation over w_end, fixed N (GEM Fig. 19)"), y=1.02)
         self.legend(fig, axes)
         fig.tight_layout()
         if off_suite is not None:
@@ -278,7 +294,7 @@ class Plotter:
                 self.band(ax, part[sweep.param], part["score_mean"], part["score_std"], method)
             if sweep.default is not None:
                 ax.axvline(sweep.default, color="0.3", linestyle="--", linewidth=1, label=f"default {sweep.label.split()[0]} = {sweep.default:g}")
-            if sweep.name == "drol_k" and not part_t.empty:
+            if sweep.mark_best and not part_t.empty:
                 best = part_t.loc[part_t["score_mean"].idxmax()]
                 ax.plot([best[sweep.param]], [best["score_mean"]], marker="o", markersize=12, markerfacecolor="none",
                         markeredgecolor="red", markeredgewidth=1.5, linestyle="none", label="best")
@@ -286,7 +302,7 @@ class Plotter:
             ax.set_title(task, fontsize=10)
             ax.set_xlabel(sweep.label)
             ax.set_ylabel("Normalised score")
-        fig.suptitle(f"{sweep.title}, mean ± std over seeds", y=1.02)
+        fig.suptitle(self.title(f"{sweep.title}, mean ± std over seeds"), y=1.02)
         self.legend(fig, axes)
         fig.tight_layout()
         self.save(fig, sweep.name, stat)
@@ -308,7 +324,7 @@ class Plotter:
             ax.set_title(task, fontsize=10)
             ax.set_xlabel("training step")
             ax.set_ylabel("Normalised score")
-        fig.suptitle("Learning curves, mean ± std over seeds", y=1.02)
+        fig.suptitle(self.title("Learning curves, mean ± std over seeds"), y=1.02)
         self.legend(fig, axes)
         fig.tight_layout()
         self.save(fig, "learning_curves", stat)
@@ -338,13 +354,13 @@ class Plotter:
                     ax.plot([part["point"].iloc[i]], [y[i]], marker="o", markersize=6, color=self.colors.get(m),
                             markeredgecolor="k", linestyle="none")
                 ax.set_yticks(y)
-                ax.set_yticklabels(ms)
+                ax.set_yticklabels([facts.display(m) for m in ms])
                 ax.set_ylim(len(ms) - 0.5, -0.5)
                 ax.set_title(stats.METRIC_LABELS[metric] + (" (lower is better)" if metric == "optimality_gap" else ""))
                 ax.set_xlabel("Normalised score")
                 ax.margins(x=0.08)
-            fig.suptitle(f"Aggregates with 95% stratified-bootstrap CIs (bars; dot = point estimate): {label}, "
-                         f"{_plural(len(tasks), 'task')}", y=1.04)
+            fig.suptitle(self.title(f"Aggregates with 95% stratified-bootstrap CIs (bars; dot = point estimate): {label}, "
+                                    f"{_plural(len(tasks), 'task')}"), y=1.04)
             fig.tight_layout()
             self.save(fig, f"aggregates_{scope}", agg)
 
@@ -355,13 +371,13 @@ class Plotter:
             fig, ax = plt.subplots(figsize=(5.6, 3.8))
             rows = []
             for m, (point, lo, hi) in profiles.items():
-                ax.plot(taus, point, color=self.colors.get(m), label=m)
+                ax.plot(taus, point, color=self.colors.get(m), label=facts.display(m))
                 ax.fill_between(taus, lo, hi, color=self.colors.get(m), alpha=0.15, linewidth=0)
                 rows += [{"method": m, "tau": t, "fraction": p, "low": a, "high": b} for t, p, a, b in zip(taus, point, lo, hi)]
             ax.set_xlabel("Normalised score τ")
             ax.set_ylabel("Fraction of runs with score > τ")
-            ax.set_title(f"Performance profiles: {label}")
-            ax.legend(loc="upper right", frameon=True)
+            ax.set_title(self.title(f"Performance profiles: {label}"))
+            self.legend(fig, [ax])
             fig.tight_layout()
             self.save(fig, f"performance_profile_{scope}", pd.DataFrame(rows))
 
@@ -377,11 +393,11 @@ class Plotter:
                         clip_on=False)
             ax.axvline(0.5, color="0.3", linestyle="--", linewidth=1)
             ax.set_yticks(y)
-            ax.set_yticklabels([f"P({r.x} > {r.y})" for r in poi.itertuples(index=False)])
+            ax.set_yticklabels([f"P({facts.display(r.x)} > {facts.display(r.y)})" for r in poi.itertuples(index=False)])
             ax.invert_yaxis()
             ax.set_xlim(-0.03, 1.03)
             ax.set_xlabel("Probability of improvement P(X > Y)")
-            ax.set_title(f"{label}, {_plural(len(tasks), 'task')}: point and 95% CI")
+            ax.set_title(self.title(f"{label}, {_plural(len(tasks), 'task')}: point and 95% CI"))
             fig.tight_layout()
             self.save(fig, f"probability_of_improvement_{scope}", poi)
 
@@ -392,7 +408,7 @@ class Plotter:
         self.learning_curves()
         self.budget_plots()
         self.frontier_plot()
-        for sweep in SWEEPS:
+        for sweep in Sweep.all():
             self.sweep_plot(sweep)
         self.rliable_plots()
         return self.written
@@ -401,7 +417,8 @@ class Plotter:
 def build_plots(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
                 methods: Sequence[str] | None = None, formats: Sequence[str] = FORMATS, reps: int = stats.REPS, seed: int = 0,
                 frame: pd.DataFrame | None = None, log: Callable[[str], None] = print) -> list[Path]:
-    """Every figure from the stored records under `root` into `out` (default <root>/plots)."""
+    """Every figure from the stored records under `root` into `out` (default <root>/plots), each
+    protocol's in `<out>/<protocol>/`."""
     from analysis.tables import base_methods
 
     root = Path(root) if root is not None else default_root()
@@ -410,9 +427,12 @@ def build_plots(root: str | Path | None = None, out: str | Path | None = None, *
     if frame.empty:
         log(f"plots: no evaluation records under {root}/; nothing drawn")
         return []
-    if methods is None:
-        methods = base_methods(select_scores(frame, rule))
-    written = Plotter(frame, out, rule, formats, methods, reps, seed, log).all()
-    figures = sorted({p.stem for p in written if p.suffix == ".png"})
-    log(f"plots: {len(figures)} figures ({', '.join(figures)}) -> {out}/ ({', '.join(formats)}, data as .csv)")
+    written: list[Path] = []
+    for protocol in protocols_in(frame):
+        part = frame[frame["protocol"] == protocol]
+        chosen = methods if methods is not None else base_methods(select_scores(part, rule))
+        drawn = Plotter(part, out / protocol, rule, formats, chosen, reps, seed, log).all()
+        figures = sorted({p.stem for p in drawn if p.suffix == ".png"})
+        log(f"plots: {len(figures)} figures ({', '.join(figures)}) -> {out / protocol}/ ({', '.join(formats)}, data as .csv)")
+        written += drawn
     return written

@@ -1,16 +1,18 @@
 """The results store as one tidy DataFrame, and the explicit rule for "the score" of a run.
 
-`load_records(root)` reads every `**/records/*.json` under `root` (single runs, `modebench eval`
-knob grids and sweeps all write the same record format, see benchmarks/store.py) into one
-row per evaluation record:
+`load_records(root)` reads every evaluation record under `root` through the store's reader
+(single runs, `modebench eval` knob grids and sweeps all write the same schema, documented in
+benchmarks/store.py) into one row per record:
 
-- identity: run_id, method, base_method, suite, task, dataset, seed, step, total_steps, source,
-  config_hash, git_revision, device, timestamp, path;
+- identity: run_id, method, base_method, protocol, suite, task, dataset, seed, step, total_steps,
+  source, config_hash, git_revision, device, timestamp, path;
+- membership: suite_default (the run's config is the suite's default for the method under its
+  protocol), task_default (the suite's default task), task_order (position in the suite file);
 - scores: normalized_score, normalized_std, return_mean, return_std, success_rate,
   episode_length_mean, n_episodes, eval_wall_time, eval_env_steps_per_second, updates_per_second;
 - `knob/<name>` for every inference knob, `config/<name>` for every training config field,
   `audit/<name>` for every audit (episode means, e.g. audit/violation), training metrics under
-  their own namespaced names (`training/...`, `time/...`) and `diagnostics/...` when recorded;
+  their own namespaced names (`training/...`, `time/...`) and `diagnostics/...` as recorded;
 - knob_key / config_key (canonical JSON of the knobs / config), run_knob_key (the knobs the run
   was trained and evaluated with), is_run_knobs, and setting (the knobs that differ from the
   run's own, e.g. "N=64", empty for the run's own).
@@ -18,12 +20,19 @@ row per evaluation record:
 `select_scores(frame, rule)` reduces the evaluations of each (run, knob setting) to one score:
 the final evaluation (default), the mean of the last k evaluations, or -- only when asked for by
 name -- the best one. The rule's description travels with every table and plot.
+
+Everything here is decided from the records (and their run's config.json), never from today's
+code or suite files, so the same records give the same tables at any code revision. Fields an
+older record lacks (the store marks them, see benchmarks/store.py) are handled so:
+- suite_default missing: `main_runs` keeps, per (method, task), the training config with the
+  most runs (ties: the first config in canonical-JSON order) and says so in a note;
+- task_default missing: the run's config.json `task.default`, else False;
+- task_order missing: tasks of that suite sort by name after the ordered ones.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,20 +41,24 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from analysis import facts
+from analysis.errors import AnalysisError
+from benchmarks.store import DEFAULT_ROOT, PROTOCOLS, iter_stored, run_config
 
-IDENTITY = ["run_id", "method", "base_method", "suite", "task", "dataset", "seed", "step", "total_steps", "source"]
+IDENTITY = ["run_id", "method", "base_method", "protocol", "suite", "task", "dataset", "seed", "step", "total_steps",
+            "source"]
 SCALARS = [
     "normalized_score", "normalized_std", "return_mean", "return_std", "success_rate", "episode_length_mean",
     "n_episodes", "eval_wall_time", "eval_env_steps_per_second", "updates_per_second", "train_wall_time",
 ]
 META = ["config_hash", "git_revision", "device", "timestamp", "schema_version", "eval_seed", "path"]
-KEYS = ["knob_key", "config_key", "run_knob_key", "is_run_knobs", "setting", "task_order", "default_task"]
+KEYS = ["knob_key", "config_key", "run_knob_key", "is_run_knobs", "setting", "task_order", "task_default", "suite_default"]
+NESTED = ("knobs", "config", "audits", "training_metrics", "episodes", "missing_fields", "data", "default_knobs")
 
 
 def default_root() -> Path:
     """The results root: $MODEBENCH_RESULTS, else results/ (the store's default)."""
-    return Path(os.environ.get("MODEBENCH_RESULTS", "results"))
+    return DEFAULT_ROOT
 
 
 def canonical(value: Any) -> str:
@@ -64,7 +77,7 @@ def _hashable(value: Any) -> Any:
 def _flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for key, value in record.items():
-        if key in ("knobs", "config", "audits", "training_metrics", "diagnostics", "episodes"):
+        if key in NESTED:
             continue
         if isinstance(value, (dict, list)):
             row[key] = canonical(value)
@@ -80,23 +93,11 @@ def _flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
         row[f"audit/{name}"] = value
     for name, value in (record.get("training_metrics") or {}).items():
         row[name if "/" in name else f"training/{name}"] = value
-    for name, value in (record.get("diagnostics") or {}).items():
-        row[name if name.startswith("diagnostics/") else f"diagnostics/{name}"] = value
     row["n_episodes"] = len(record.get("episodes") or [])
     row["knob_key"] = canonical(knobs)
     row["config_key"] = canonical(config)
     row["path"] = str(path)
     return row
-
-
-def _run_config(records_dir: Path) -> dict[str, Any] | None:
-    path = records_dir.parent / "config.json"
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
-    return None
 
 
 def _setting_label(knobs: dict[str, Any], run_knobs: dict[str, Any] | None) -> str:
@@ -106,54 +107,44 @@ def _setting_label(knobs: dict[str, Any], run_knobs: dict[str, Any] | None) -> s
     return ", ".join(f"{k}={v}" for k, v in sorted(diff.items()))
 
 
-def _suite_tasks(suite: str) -> dict[str, Any] | None:
-    try:
-        from benchmarks.tasks.suites import load_suite
-
-        return load_suite(suite)
-    except (KeyError, ValueError, OSError):  # a suite that is not (or no longer) a data file here: no metadata
-        return None
-
-
-def load_records(root: str | Path | None = None, *, pattern: str = "**/records/*.json") -> pd.DataFrame:
+def load_records(root: str | Path | None = None) -> pd.DataFrame:
     """Every evaluation record under `root` as one row (see the module docstring for columns)."""
     root = Path(root) if root is not None else default_root()
-    paths = sorted(root.glob(pattern)) if root.exists() else []
-    raw: list[tuple[dict[str, Any], Path]] = []
-    for path in paths:
-        try:
-            raw.append((json.loads(path.read_text()), path))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"damaged record {path}: {err}") from err
+    raw = list(iter_stored(root, "evaluation"))
     if not raw:
         return pd.DataFrame(columns=IDENTITY + SCALARS + META + KEYS)
+    configs: dict[Path, dict[str, Any] | None] = {}  # records folder -> its run's config.json (read once per run)
+    for path, _ in raw:
+        if path.parent not in configs:
+            configs[path.parent] = run_config(path)
 
     # the knobs each run was trained with: its train records, else its config.json, else the
     # only knob setting it has; a run whose own knobs cannot be told has none marked
     run_knobs: dict[str, dict[str, Any] | None] = {}
     by_run: dict[str, list[dict[str, Any]]] = {}
-    for record, path in raw:
+    for path, record in raw:
         by_run.setdefault(record["run_id"], []).append(record)
         if record.get("source") == "train" and record["run_id"] not in run_knobs:
             run_knobs[record["run_id"]] = record.get("knobs") or {}
-    for record, path in raw:
-        rid = record["run_id"]
-        if rid not in run_knobs:
-            config = _run_config(path.parent)
-            if config is not None and "knobs" in config:
-                run_knobs[rid] = config["knobs"]
+    for path, record in raw:
+        config = configs[path.parent]
+        if record["run_id"] not in run_knobs and config is not None and "knobs" in config:
+            run_knobs[record["run_id"]] = config["knobs"]
     for rid, records in by_run.items():
         if rid not in run_knobs:
             keys = {canonical(r.get("knobs") or {}) for r in records}
             run_knobs[rid] = (records[0].get("knobs") or {}) if len(keys) == 1 else None
 
     rows = []
-    for record, path in raw:
+    for path, record in raw:
         row = _flatten(record, path)
         own = run_knobs.get(record["run_id"])
         row["run_knob_key"] = canonical(own) if own is not None else None
         row["is_run_knobs"] = own is not None and row["knob_key"] == row["run_knob_key"]
         row["setting"] = _setting_label(record.get("knobs") or {}, own)
+        if record.get("task_default") is None:
+            task = (configs[path.parent] or {}).get("task")
+            row["task_default"] = bool(task.get("default", False)) if isinstance(task, dict) else False
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column in IDENTITY + SCALARS + META + KEYS:
@@ -161,19 +152,23 @@ def load_records(root: str | Path | None = None, *, pattern: str = "**/records/*
             frame[column] = np.nan
     frame["seed"] = frame["seed"].astype("int64")
     frame["step"] = frame["step"].astype("int64")
-
-    # task order and default flags from the suite files (tasks of unknown suites keep file order)
-    order, default = {}, {}
-    for suite in frame["suite"].dropna().unique():
-        tasks = _suite_tasks(str(suite))
-        for i, task in enumerate((tasks or {}).values()):
-            order[task.id] = i
-            default[task.id] = bool(task.default)
-    frame["task_order"] = frame["task"].map(order)
-    frame["default_task"] = frame["task"].map(default).fillna(False).astype(bool)
+    frame["task_default"] = frame["task_default"].fillna(False).astype(bool)
+    frame["task_order"] = pd.to_numeric(frame["task_order"], errors="coerce")
     front = [c for c in IDENTITY + SCALARS if c in frame]
     rest = sorted(c for c in frame if c not in front)
-    return frame[front + rest].sort_values(["suite", "task", "method", "seed", "step", "knob_key"], kind="stable").reset_index(drop=True)
+    return frame[front + rest].sort_values(["protocol", "suite", "task", "method", "seed", "step", "knob_key"],
+                                           kind="stable").reset_index(drop=True)
+
+
+def protocols_in(frame: pd.DataFrame) -> list[str]:
+    """The protocols present, in the store's order of protocols (tables render each on its own)."""
+    present = set(frame["protocol"].dropna()) if not frame.empty else set()
+    return [p for p in PROTOCOLS if p in present] + sorted(present - set(PROTOCOLS))
+
+
+def describe_protocol(protocol: str) -> str:
+    return {"published": "published protocol (each method as its authors ran it)",
+            "controlled": "controlled protocol (one protocol for every method of a suite)"}.get(protocol, f"protocol {protocol}")
 
 
 # ------------------------------------------------------------------------ the score of a run
@@ -192,10 +187,10 @@ class ScoreRule:
     k: int = 1
 
     def __post_init__(self) -> None:
-        from algorithms.config import require
-
-        require(self.how in ("final", "last", "best"), f"score rule must be final, last:K or best, got {self.how!r}")
-        require(isinstance(self.k, int) and self.k >= 1, f"score rule k must be an integer >= 1, got {self.k!r}")
+        if self.how not in ("final", "last", "best"):
+            raise AnalysisError(f"score rule must be final, last:K or best, got {self.how!r}")
+        if not isinstance(self.k, int) or self.k < 1:
+            raise AnalysisError(f"score rule k must be an integer >= 1, got {self.k!r}")
 
     @classmethod
     def parse(cls, text: str | ScoreRule | None) -> ScoreRule:
@@ -211,9 +206,7 @@ class ScoreRule:
                 return cls("last", int(text.split(":", 1)[1]))
             except ValueError:
                 pass
-        from algorithms.config import ConfigError
-
-        raise ConfigError(f"--score {text!r}: use final, last:K (mean of the last K evaluations) or best")
+        raise AnalysisError(f"--score {text!r}: use final, last:K (mean of the last K evaluations) or best")
 
     def describe(self) -> str:
         if self.how == "final" or (self.how == "last" and self.k == 1):
@@ -265,11 +258,12 @@ def select_scores(
     result["score"] = result[metric]
     result["complete"] = result["step"] >= result["total_steps"].fillna(result["step"])
     result.attrs["score_rule"] = rule.describe()
-    return result.sort_values(["suite", "task_order", "task", "method", "seed"], kind="stable", na_position="last").reset_index(drop=True)
+    return result.sort_values(["protocol", "suite", "task_order", "task", "method", "seed"], kind="stable",
+                              na_position="last").reset_index(drop=True)
 
 
 def task_order(scores: pd.DataFrame) -> list[str]:
-    """Tasks in suite-file order (unknown suites after, alphabetically)."""
+    """Tasks in suite-file order (tasks without a recorded order after, by name)."""
     if scores.empty:
         return []
     tasks = scores[["suite", "task", "task_order"]].drop_duplicates("task")
@@ -278,17 +272,11 @@ def task_order(scores: pd.DataFrame) -> list[str]:
 
 
 def method_order(scores: pd.DataFrame, methods: Iterable[str] | None = None) -> list[str]:
-    """Methods in registry order (presets after their base), then any unknown ones."""
+    """Methods in the facts file's order (presets after their base), then any unknown ones."""
     present = list(dict.fromkeys(scores["method"])) if not scores.empty else []
     if methods is not None:
         return [m for m in methods if m in present]
-    try:
-        from algorithms.registry import METHODS
-
-        registry = list(METHODS)
-    except ImportError:  # the registry is optional for reading stored records
-        registry = []
-    known = [m for m in registry if m in present]
+    known = [m for m in facts.methods() if m in present]
     return known + sorted(m for m in present if m not in known)
 
 
@@ -304,46 +292,29 @@ def warn_incomplete(scores: pd.DataFrame) -> list[str]:
     return [f"{len(runs)} run(s) stopped before their total_steps; their scores use their last evaluation: {', '.join(runs[:5])}{more}"]
 
 
-def _default_config_key(method: str, task: str) -> str | None:
-    """The config `modebench bench` would train `method` on `task` with (suite overrides applied)."""
-    try:
-        from algorithms.config import to_dict
-        from benchmarks.run.train import resolve_method
-        from benchmarks.tasks.suites import get_task
-
-        return canonical(to_dict(resolve_method(method, get_task(task)).config))
-    except (KeyError, ValueError, ImportError, AttributeError, OSError):  # unknown here: fall back to the most common config
-        return None
-
-
 def main_runs(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One training config per (method, task) for the main tables: the suite's default config
-    when it was run, else the config with the most runs. Other configs (training sweeps such as
-    DROL's K) belong to the sweep plots; a note says how many runs were set aside."""
+    """One training config per (protocol, method, task) for the main tables: the runs whose
+    records say `suite_default`; for records that do not know (written before schema v2), the
+    config with the most runs. Other configs (training sweeps such as DROL's K) belong to the
+    sweep plots; a note says how many runs were set aside and why."""
     if scores.empty:
         return scores, []
     keep, notes = [], []
-    for (method, task), group in scores.groupby(["method", "task"], sort=False):
+    for (protocol, method, task), group in scores.groupby(["protocol", "method", "task"], sort=True):
         configs = group["config_key"].value_counts(sort=False)
         if len(configs) == 1:
             keep.append(group)
             continue
-        default = _default_config_key(method, task)
-        if default in configs.index:
-            chosen, why = default, "the suite's default config"
-        elif default is not None:  # code changed since (e.g. a new config field): the config closest to today's default
-            want = json.loads(default)
-
-            def distance(key: str, want: dict = want, configs: pd.Series = configs) -> tuple[int, int]:
-                have = json.loads(key)
-                return (sum(have.get(k) != want.get(k) for k in set(have) | set(want)), -int(configs[key]))
-
-            chosen = min(configs.index, key=distance)
-            why = "the config closest to the suite's current default"
+        flags = group["suite_default"]
+        if flags.eq(True).any():
+            chosen, why = group[flags.eq(True)], "the runs at the suite's default config"
         else:
-            chosen, why = configs.index[int(np.argmax(configs.to_numpy()))], "the config with the most runs"
-        keep.append(group[group["config_key"] == chosen])
-        notes.append(f"{method} on {task}: {int((group['config_key'] != chosen).sum())} run(s) with other training configs "
+            counts = sorted(configs.items(), key=lambda item: (-int(item[1]), item[0]))
+            chosen = group[group["config_key"] == counts[0][0]]
+            why = ("the config with the most runs: no run at the suite's default" if flags.notna().all() else
+                   "the config with the most runs: these records predate the suite_default field")
+        keep.append(chosen)
+        notes.append(f"{method} on {task} ({protocol}): {len(group) - len(chosen)} run(s) with other training configs "
                      f"left out of the main tables (kept {why}; see the sweep plots)")
     out = pd.concat(keep).sort_index()
     out.attrs.update(scores.attrs)

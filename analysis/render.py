@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.store import atomic_write_bytes
+
 
 @dataclass
 class Cell:
@@ -126,12 +128,12 @@ class Table:
     # ------------------------------------------------------------------ files
 
     def write(self, out_dir: Path | str) -> list[Path]:
+        """The table as .md, .tex and .csv under `out_dir`, each written atomically."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         paths = [out / f"{self.name}.md", out / f"{self.name}.tex", out / f"{self.name}.csv"]
-        paths[0].write_text(self.markdown())
-        paths[1].write_text(self.latex())
-        self.data.to_csv(paths[2], index=False)
+        atomic_write_bytes(paths[0], self.markdown().encode())
+        atomic_write_bytes(paths[1], self.latex().encode())
+        atomic_write_bytes(paths[2], self.data.to_csv(index=False).encode())
         return paths
 
 

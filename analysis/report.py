@@ -9,7 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import stats
-from analysis.records import ScoreRule, default_root, load_records
+from analysis.records import (
+    ScoreRule,
+    default_root,
+    describe_protocol,
+    load_records,
+    protocols_in,
+)
+from benchmarks.store import atomic_write_bytes
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -21,6 +28,7 @@ def _summary(frame: pd.DataFrame, rule: ScoreRule) -> list[str]:
     revisions = sorted(set(frame["git_revision"].dropna().astype(str)))
     lines = [
         f"- {len(frame)} evaluation records from {runs} runs; {rule.describe()}.",
+        f"- Protocols: {', '.join(protocols_in(frame))} (each shown on its own, never mixed).",
         f"- Methods: {', '.join(sorted(frame['method'].unique()))}.",
         f"- Tasks: {', '.join(sorted(frame['task'].unique()))}.",
         (f"- Seeds: {', '.join(str(s) for s in sorted(frame['seed'].unique()))}; "
@@ -55,21 +63,21 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
              f"Regenerated from the stored evaluation records under `{root}/` by `modebench report` (no training).", ""]
     if frame.empty:
         lines += ["No evaluation records yet: run `make bench SUITE=toy` (or `modebench train ...`), then `make tables plots`."]
-        root.mkdir(parents=True, exist_ok=True)
-        report.write_text("\n".join(lines) + "\n")
+        atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
         log(f"report: {report} (empty store)")
         return report
     tables = build_tables(root, rule=rule, methods=methods, reps=reps, seed=seed, frame=frame, log=collect)
     plots = build_plots(root, rule=rule, methods=methods, formats=formats, reps=reps, seed=seed, frame=frame, log=collect)
     lines += ["## What is in the store", ""] + _summary(frame, rule) + [""]
 
-    def inline(stem: str, heading: str) -> None:
-        path = root / "tables" / f"{stem}.md"
+    def inline(path: Path, heading: str) -> None:
         if path.exists():
-            lines.extend([f"## {heading}", "", path.read_text().replace("### ", "#### ", 1), ""])
+            lines.extend([f"### {heading}", "", path.read_text().replace("### ", "#### ", 1), ""])
 
-    inline("main_gem_layout", "Scores per task")
-    inline("aggregates", "Aggregate scores")
+    for protocol in protocols_in(frame):
+        lines += [f"## Results under the {describe_protocol(protocol)}", ""]
+        inline(root / "tables" / protocol / "main_gem_layout.md", "Scores per task")
+        inline(root / "tables" / protocol / "aggregates.md", "Aggregate scores")
     pngs = sorted(p for p in plots if p.suffix == ".png")
     if pngs:
         lines += ["## Figures", ""]
@@ -78,26 +86,25 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
             data = png.with_suffix(".csv")
             links = [f"[png]({_rel(png, root)})"] + ([f"[pdf]({_rel(pdf, root)})"] if pdf.exists() else []) + (
                 [f"[data]({_rel(data, root)})"] if data.exists() else [])
-            lines += [f"**{png.stem}** ({' · '.join(links)})", "", f"![{png.stem}]({_rel(png, root)})", ""]
-    stems = sorted({p.stem for p in tables})
-    if stems:
-        lines += ["## All tables", "", "| table | Markdown | LaTeX | CSV |", "|:---|:---|:---|:---|"]
-        for stem in stems:
-            base = root / "tables" / stem
-            lines.append(f"| {stem} | [md]({_rel(base.with_suffix('.md'), root)}) | [tex]({_rel(base.with_suffix('.tex'), root)}) "
-                         f"| [csv]({_rel(base.with_suffix('.csv'), root)}) |")
+            lines += [f"**{png.parent.name}/{png.stem}** ({' · '.join(links)})", "", f"![{png.stem}]({_rel(png, root)})", ""]
+    bases = sorted({p.with_suffix("") for p in tables if p.parent.name != "profile"})
+    if bases:
+        lines += ["## All tables", "", "| protocol | table | Markdown | LaTeX | CSV |", "|:---|:---|:---|:---|:---|"]
+        for base in bases:
+            lines.append(f"| {base.parent.name} | {base.name} | [md]({_rel(base.with_suffix('.md'), root)}) "
+                         f"| [tex]({_rel(base.with_suffix('.tex'), root)}) | [csv]({_rel(base.with_suffix('.csv'), root)}) |")
         lines.append("")
-    profile_dir = root / "profile"
-    profile_tables = sorted(profile_dir.glob("*.md")) if profile_dir.exists() else []
+    profile_tables = sorted(p for p in tables if p.parent.name == "profile" and p.suffix == ".md")
     lines += ["## Deployment profile", ""]
     if profile_tables:
         for path in profile_tables:
             lines += [f"- [{path.stem}]({_rel(path, root)}) ([csv]({_rel(path.with_suffix('.csv'), root)}))"]
     else:
-        lines += ["Not measured yet: `make profile` (or `modebench profile`) writes the act latency / memory table and the NLL-gap table."]
+        lines += [("Not measured yet: `make profile` (or `modebench profile`) stores act latency / memory records; "
+                   "`modebench tables` renders them.")]
     lines.append("")
     if notes:
         lines += ["## Not shown, and why", ""] + [f"- {n}" for n in notes] + [""]
-    report.write_text("\n".join(lines))
+    atomic_write_bytes(report, "\n".join(lines).encode())
     log(f"report: {report}")
     return report

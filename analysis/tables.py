@@ -30,18 +30,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import facts, stats
 from analysis.records import (
     ScoreRule,
+    describe_protocol,
     load_records,
     main_runs,
     method_order,
+    protocols_in,
     select_scores,
     task_order,
     warn_incomplete,
 )
 from analysis.reference import (
-    PAPER_TO_OURS,
     RECREATION_CAVEAT,
     minari_recreation,
     published_value,
@@ -49,17 +50,9 @@ from analysis.reference import (
     reference_id,
 )
 from analysis.render import Cell, Table, mean_std, num, within
+from benchmarks.store import iter_records
 
 BOLD_RATIO = 0.95
-OURS_WITH_PAPER = sorted(set(PAPER_TO_OURS.values()))
-
-# DROL Table 4's column groups, with our methods placed by their policy class
-POLICY_CLASSES = {
-    "Gaussian / mixture policies": ["bc", "iql", "isep", "isep-deterministic", "lom", "lom-code", "gem"],
-    "Multi-step / iterative policies": ["isep-fm", "cfgrl"],
-    "One-step generative policies": ["fql", "drol"],
-}
-ONE_STEP = set(POLICY_CLASSES["One-step generative policies"])
 
 
 # ---------------------------------------------------------------------- per-task statistics
@@ -68,13 +61,13 @@ ONE_STEP = set(POLICY_CLASSES["One-step generative policies"])
 def task_stats(scores: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
     """suite, task, method -> mean, std (ddof), n seeds, plus the published dataset id."""
     if scores.empty:
-        return pd.DataFrame(columns=["suite", "task", "method", "mean", "std", "n", "reference_id", "default_task"])
+        return pd.DataFrame(columns=["suite", "task", "method", "mean", "std", "n", "reference_id", "task_default"])
     grouped = scores.groupby(["suite", "task", "method"], sort=False)
     out = grouped["score"].agg(mean="mean", n="count").reset_index()
     out["std"] = grouped["score"].std(ddof=ddof).to_numpy()
     meta = scores.drop_duplicates("task").set_index("task")
     out["dataset"] = out["task"].map(meta["dataset"])
-    out["default_task"] = out["task"].map(meta["default_task"]).fillna(False).astype(bool)
+    out["task_default"] = out["task"].map(meta["task_default"]).fillna(False).astype(bool)
     out["reference_id"] = [reference_id(t, d if isinstance(d, str) else None) for t, d in zip(out["task"], out["dataset"])]
     for column in [c for c in scores if c.startswith("audit/")]:
         out[column] = grouped[column].mean().to_numpy()
@@ -85,6 +78,13 @@ def _lookup(stats_frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
     return {(r.task, r.method): r for r in stats_frame.itertuples(index=False)}
 
 
+def with_published(methods: Sequence[str], refs: Iterable[str | None], layout: str) -> list[str]:
+    """The methods that get paper / Δ columns: those with a published number for at least one of
+    the table's tasks (a toy-only table has none, so it carries no empty column pairs)."""
+    refs = [r for r in refs if r is not None]
+    return [m for m in methods if any(published_value(m, r, layout) is not None for r in refs)]
+
+
 def _short(task: str) -> str:
     return task.split("/", 1)[1] if "/" in task else task
 
@@ -92,7 +92,7 @@ def _short(task: str) -> str:
 def _gem_section(task: str, ref: str | None) -> str:
     """GEM Table 1's suite (Locomotion / AntMaze / Maze2D) for published tasks, else our suite."""
     if ref is not None:
-        table = read_reference("gem_table1")
+        table = read_reference(facts.facts()["gem_sections"])
         hit = table.loc[table["dataset_id"] == ref, "suite"]
         if not hit.empty:
             return str(hit.iloc[0])
@@ -119,8 +119,20 @@ def _sources_note(data: pd.DataFrame) -> list[str]:
     return ["paper = the published number; Δ = ours - paper. Sources: " + "; ".join(parts) + "."]
 
 
+def _protocol_of(scores: pd.DataFrame) -> str:
+    protocols = sorted(set(scores["protocol"].dropna())) if not scores.empty and "protocol" in scores else []
+    if len(protocols) > 1:  # build_tables renders each protocol on its own; a caller mixing them is a bug
+        raise ValueError(f"a table was asked to mix protocols {protocols}; select one protocol's scores first")
+    return protocols[0] if protocols else "unknown"
+
+
+def _title(text: str, scores: pd.DataFrame) -> str:
+    return f"{text}, {_protocol_of(scores)} protocol"
+
+
 def _base_notes(scores: pd.DataFrame) -> list[str]:
-    notes = [scores.attrs.get("score_rule", ScoreRule().describe()) + "; mean ± sample std over seeds, (n) = seeds."]
+    notes = [f"Runs of the {describe_protocol(_protocol_of(scores))} only.",
+             scores.attrs.get("score_rule", ScoreRule().describe()) + "; mean ± sample std over seeds, (n) = seeds."]
     notes += warn_incomplete(scores)
     if not scores.empty and any(minari_recreation(d) for d in scores["dataset"].dropna().astype(str).unique()):
         notes.append(RECREATION_CAVEAT)
@@ -134,16 +146,16 @@ def gem_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bo
                decimals: int = 2, published: bool = True, name: str = "main_gem_layout") -> Table:
     st = task_stats(scores)
     methods = method_order(scores, methods)
-    paper_methods = [m for m in methods if m in OURS_WITH_PAPER] if published else []
-    header = ["Task"]
-    for m in methods:
-        header.append(m)
-        if m in paper_methods:
-            header += [f"{m} paper", f"{m} Δ"]
-    table = Table(name, "Normalised score per task (GEM Table 1 layout)", header)
-    look = _lookup(st)
     tasks = task_order(scores)
     refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    paper_methods = with_published(methods, refs.values(), "gem") if published else []
+    header = ["Task"]
+    for m in methods:
+        header.append(facts.display(m))
+        if m in paper_methods:
+            header += [f"{facts.display(m)} paper", f"{facts.display(m)} Δ"]
+    table = Table(name, _title("Normalised score per task (GEM Table 1 layout)", scores), header)
+    look = _lookup(st)
     sections: dict[str, list[str]] = {}
     for task in tasks:
         sections.setdefault(_gem_section(task, refs[task]), []).append(task)
@@ -220,24 +232,28 @@ def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, b
                 decimals: int = 1, published: bool = True, name: str = "main_drol_layout") -> Table:
     st = task_stats(scores)
     present = method_order(scores, methods)
+    tasks = task_order(scores)
+    refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    paper_methods = set(with_published(present, refs.values(), "drol")) if published else set()
+    policy_groups = facts.policy_groups()
+    one_step = set(policy_groups[facts.facts()["policy_classes"]["one_step"]])
     ordered: list[str] = []
     groups: list[tuple[str, int]] = [("", 1)]
-    for label, members in list(POLICY_CLASSES.items()) + [("Other", [m for m in present if not any(m in v for v in POLICY_CLASSES.values())])]:
+    grouped = {m for members in policy_groups.values() for m in members}
+    for label, members in list(policy_groups.items()) + [("Other", [m for m in present if m not in grouped])]:
         chosen = [m for m in present if m in members]
         if chosen:
             ordered += chosen
-            span = sum(3 if (published and m in OURS_WITH_PAPER) else 1 for m in chosen)
+            span = sum(3 if m in paper_methods else 1 for m in chosen)
             groups.append((label, span))
     header = ["Task"]
     for m in ordered:
-        header.append(m)
-        if published and m in OURS_WITH_PAPER:
-            header += [f"{m} paper", f"{m} Δ"]
-    table = Table(name, "Task-level normalised score (DROL Table 4 layout)", header, groups=groups)
+        header.append(facts.display(m))
+        if m in paper_methods:
+            header += [f"{facts.display(m)} paper", f"{facts.display(m)} Δ"]
+    table = Table(name, _title("Task-level normalised score (DROL Table 4 layout)", scores), header, groups=groups)
     look = _lookup(st)
-    tasks = task_order(scores)
-    refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
-    default = dict(zip(st["task"], st["default_task"]))
+    default = dict(zip(st["task"], st["task_default"]))
     families: dict[str, list[str]] = {}
     for task in tasks:
         families.setdefault(_drol_family(task, refs[task]), []).append(task)
@@ -250,11 +266,11 @@ def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, b
         for m in ordered:
             mean, std, n = values.get(m, (math.nan, math.nan, None))
             bold = within(mean, best, bold_ratio)
-            underline = bold and m in ONE_STEP
+            underline = bold and m in one_step
             text = mean_std(mean, std, n, decimals) if kind == "task" else num(mean, decimals)
             cells.append(Cell(text, bold=bold, underline=underline))
             extra = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
-            if published and m in OURS_WITH_PAPER:
+            if m in paper_methods:
                 if kind == "task":
                     pcells, extra = _paper_cells(m, ref, mean, "drol", decimals)
                 else:
@@ -309,16 +325,16 @@ def lom_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, de
                published: bool = True, name: str = "main_lom_layout") -> Table:
     st = task_stats(scores)
     methods = method_order(scores, methods)
-    paper_methods = [m for m in methods if m in OURS_WITH_PAPER] if published else []
-    header = ["Dataset", "Env"]
-    for m in methods:
-        header.append(m)
-        if m in paper_methods:
-            header += [f"{m} paper", f"{m} Δ"]
-    table = Table(name, "Normalised score by dataset type and environment (LOM Table 1 layout)", header)
-    look = _lookup(st)
     tasks = task_order(scores)
     refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    paper_methods = with_published(methods, refs.values(), "lom") if published else []
+    header = ["Dataset", "Env"]
+    for m in methods:
+        header.append(facts.display(m))
+        if m in paper_methods:
+            header += [f"{facts.display(m)} paper", f"{facts.display(m)} Δ"]
+    table = Table(name, _title("Normalised score by dataset type and environment (LOM Table 1 layout)", scores), header)
+    look = _lookup(st)
     kind_order = ["medium", "medium-replay", "medium-expert", "expert", "full-replay"]
     grouped: dict[str, list[tuple[str, str]]] = {}
     for task in tasks:
@@ -367,38 +383,13 @@ class Variant:
         return hash((self.name, json.dumps(self.knobs, sort_keys=True), json.dumps(self.config, sort_keys=True), self.method))
 
 
-# GEM Table 5's mechanism ablations (names as printed), all at the run's N
-GEM_ABLATIONS = [
-    Variant("anchor bary", knobs={"anchor": "bary"}),
-    Variant("behavior only cands", knobs={"candidate_source": "behavior"}, table6="behavior_only"),
-    Variant("no anchor", knobs={"anchor": "off"}),
-    Variant("no lcb", knobs={"lcb_lambda": 0.0}, table6="no_lcb"),
-    Variant("no pw", knobs={"use_pw": False}, table6="no_pw"),
-    Variant("unimodal actor cands", config={"num_components": 1}, table6="unimodal_actor"),
-    Variant("raw support", knobs={"support_mode": "raw"}),
-]
-NAMED_VARIANTS: dict[str, list[Variant]] = {
-    "gem": GEM_ABLATIONS,
-    "isep": [Variant("λ = 0 (IQL)", config={"lam": 0.0})],
-    "isep-fm": [Variant("λ = 0 (CFGRL)", config={"lam": 0.0})],
-    "drol": [Variant("K = 1 (no routing)", config={"num_candidates": 1})],
-}
-
-
 def variants_for(base: str) -> list[Variant]:
-    """The named ablations of `base` plus every registry preset built on it."""
-    out = list(NAMED_VARIANTS.get(base, []))
-    try:
-        from algorithms.registry import METHODS, base_method
-
-        named = {(json.dumps(v.config, sort_keys=True), json.dumps(v.knobs, sort_keys=True)) for v in out}
-        for name, entry in METHODS.items():
-            if name != base and (entry.config or entry.knobs) and base_method(name) == base:
-                key = (json.dumps(entry.config, sort_keys=True), json.dumps(entry.knobs, sort_keys=True))
-                if key not in named:  # a preset that is exactly a named ablation would repeat its row
-                    out.append(Variant(name, method=name))
-    except ImportError:  # the registry is optional for reading stored records
-        return out
+    """The named ablations of `base` (facts file) plus every other preset built on it."""
+    named = facts.facts()["ablations"]["variants"].get(base, [])
+    out = [Variant(v["name"], knobs=v.get("knobs", {}), config=v.get("config", {}), table6=v.get("table6")) for v in named]
+    covered = {v.get("preset") for v in named}
+    out += [Variant(name, method=name) for name, f in facts.methods().items()
+            if f.get("base") == base and name not in covered]
     return out
 
 
@@ -454,11 +445,12 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
     audits = [a for a in audits if a in all_scores and all_scores[a].notna().any()]
     datasets = dict(zip(rows["task"], rows["dataset"]))
     all_mapped = all(reference_id(t, datasets[t]) is not None for t in datasets)
-    paper5 = read_reference("gem_table5_ablations").set_index("variant") if base == "gem" and all_mapped else None
+    spec5, spec6 = facts.facts()["ablations"]["table5"], facts.facts()["ablations"]["table6"]
+    paper5 = read_reference(spec5["file"]).set_index(spec5["variant_column"]) if base == "gem" and all_mapped else None
     header = ["Variant", "Score", "Δ mean ± std"] + [a.split("/", 1)[1] for a in audits] + ["eval steps/s", "n pairs"]
     if paper5 is not None:
         header += ["paper Δ", "Δ - paper Δ"]
-    t5 = Table(f"ablations_{base}", f"{base} ablations, paired deltas over (task, seed) (GEM Table 5 layout)", header)
+    t5 = Table(f"ablations_{base}", _title(f"{facts.display(base)} ablations, paired deltas over (task, seed) (GEM Table 5 layout)", rows), header)
     data5 = []
 
     def add_row(name: str, score: pd.Series, delta: pd.Series | None, frame: pd.DataFrame) -> None:
@@ -475,7 +467,7 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
             if name == base:
                 pdelta = 0.0
             elif name in paper5.index:
-                pdelta = float(paper5.loc[name, "delta_mean"])
+                pdelta = float(paper5.loc[name, spec5["delta_column"]])
             cells += [Cell(num(pdelta, decimals, signed=True)), Cell(num(dmean - pdelta, decimals, signed=True))]
         t5.add(*cells)
         data5.append({"variant": name, "score": float(score.mean()), "delta_mean": dmean, "delta_std": dstd, **values,
@@ -495,13 +487,13 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
         t5.notes.append("No data for: " + ", ".join(missing) + ".")
 
     # Table 6: per task, base score and each variant's mean paired delta, with the published delta
-    paper6 = read_reference("gem_table6_ablation_deltas").set_index("dataset_id") if base == "gem" else None
+    paper6 = read_reference(spec6["file"]).set_index(spec6["dataset_column"]) if base == "gem" else None
     header6 = ["Task", base]
     for v in pairs:
         header6.append(f"{v.name} Δ")
         if paper6 is not None and v.table6:
             header6.append(f"{v.name} paper Δ")
-    t6 = Table(f"ablation_deltas_{base}", f"{base} per-task ablation deltas (GEM Table 6 layout)", header6)
+    t6 = Table(f"ablation_deltas_{base}", _title(f"{facts.display(base)} per-task ablation deltas (GEM Table 6 layout)", rows), header6)
     data6 = []
     for task in task_order(rows):
         ref = reference_id(task, datasets[task])
@@ -557,7 +549,7 @@ def aggregate_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None,
                      seed: int = 0, decimals: int = 1) -> Table:
     methods = method_order(scores, methods)
     header = ["Method"] + [stats.METRIC_LABELS[m] for m in stats.METRICS] + ["tasks", "runs"]
-    table = Table("aggregates", "Aggregate normalised score with 95% stratified-bootstrap CIs (rliable estimators)", header)
+    table = Table("aggregates", _title("Aggregate normalised score with 95% stratified-bootstrap CIs (rliable estimators)", scores), header)
     rows = []
     left_out = []
     for label, tasks, ms, missing in _suite_sets(scores, methods):
@@ -567,7 +559,7 @@ def aggregate_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None,
         frame = stats.aggregate_metrics(stats.score_dict(scores, ms, tasks), reps=reps, seed=seed)
         for m in ms:
             part = frame[frame["method"] == m].set_index("metric")
-            cells = [Cell(m)]
+            cells = [Cell(facts.display(m))]
             for metric in stats.METRICS:
                 r = part.loc[metric]
                 cells.append(Cell(f"{num(r.point, decimals)} [{num(r.low, decimals)}, {num(r.high, decimals)}]"))
@@ -587,7 +579,8 @@ def aggregate_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None,
 def improvement_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, reps: int = stats.REPS,
                        seed: int = 0) -> Table:
     methods = method_order(scores, methods)
-    table = Table("probability_of_improvement", "Probability of improvement P(X > Y) with 95% CIs", ["X", "Y", "P(X > Y)", "95% CI"])
+    table = Table("probability_of_improvement", _title("Probability of improvement P(X > Y) with 95% CIs", scores),
+                  ["X", "Y", "P(X > Y)", "95% CI"])
     rows = []
     for label, tasks, ms, _ in _suite_sets(scores, methods):
         data = stats.score_dict(scores, ms, tasks)
@@ -597,7 +590,7 @@ def improvement_layout(scores: pd.DataFrame, methods: Sequence[str] | None = Non
         table.section(f"{label} ({_plural(len(tasks), 'task')})")
         for r in frame.itertuples(index=False):
             bold = r.low > 0.5 or r.high < 0.5
-            table.add(Cell(r.x), Cell(r.y), Cell(num(r.point, 2), bold=bold), Cell(f"[{num(r.low, 2)}, {num(r.high, 2)}]"))
+            table.add(Cell(facts.display(r.x)), Cell(facts.display(r.y)), Cell(num(r.point, 2), bold=bold), Cell(f"[{num(r.low, 2)}, {num(r.high, 2)}]"))
             rows.append({"scope": label, "x": r.x, "y": r.y, "point": r.point, "low": r.low, "high": r.high})
     table.data = pd.DataFrame(rows)
     table.notes = _base_notes(scores) + [
@@ -611,6 +604,100 @@ def improvement_layout(scores: pd.DataFrame, methods: Sequence[str] | None = Non
 # ---------------------------------------------------------------------- everything
 
 
+# ---------------------------------------------------------------------- NLL gap (GEM Table 9)
+
+
+def nll_gap_frame(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per run: its final own-knob evaluation's `diagnostics/..._gap` fields (written by the run
+    when it evaluated; analysis never reloads a checkpoint). Runs without such fields are absent."""
+    gaps = [c for c in scores if c.startswith("diagnostics/") and c.endswith("_gap")]
+    if scores.empty or not gaps:
+        return pd.DataFrame()
+    rows = scores[scores[gaps].notna().any(axis=1)]
+    return rows[["run_id", "protocol", "method", "task", "dataset", "seed", *gaps]].reset_index(drop=True)
+
+
+def nll_gap_table(per_run: pd.DataFrame) -> Table:
+    spec = facts.facts()["nll_gap"]
+    gaps = [c for c in per_run if c.endswith("_gap") and per_run[c].notna().any()]
+    primary = spec["diagnostic"] if spec["diagnostic"] in gaps else gaps[0]
+    paper = read_reference(spec["file"]).set_index(spec["dataset_column"])
+    header = ["Task", "Method"] + [f"{g.split('/')[-1]} mean ± std" for g in gaps] + ["seeds", "paper gap", "Δ"]
+    table = Table("nll_gap", _title("Multimodality diagnostic: dataset NLL gap = NLL_top1 - NLL_gmm (GEM Table 9 layout)",
+                                    per_run), header)
+    rows = []
+    for (task, method), group in per_run.groupby(["task", "method"], sort=False):
+        ref = reference_id(task, group["dataset"].iloc[0])
+        cells = [Cell(task), Cell(facts.display(method))]
+        row: dict[str, Any] = {"task": task, "method": method, "reference_id": ref or "", "seeds": len(group)}
+        for g in gaps:
+            mean, std = float(group[g].mean()), float(group[g].std(ddof=1)) if len(group) > 1 else math.nan
+            cells.append(Cell(num(mean, 3) + (f" ± {num(std, 3)}" if not math.isnan(std) else "")))
+            row[f"{g}_mean"], row[f"{g}_std"] = mean, std
+        pvalue = float(paper.loc[ref, spec["gap_column"]]) if ref is not None and ref in paper.index else math.nan
+        delta = row[f"{primary}_mean"] - pvalue
+        cells += [Cell(str(len(group))), Cell(num(pvalue, 2)), Cell(num(delta, 2, signed=True))]
+        row.update({"paper_gap": pvalue, "delta": delta})
+        table.add(*cells)
+        rows.append(row)
+    table.data = pd.DataFrame(rows)
+    table.notes = [
+        f"Runs of the {describe_protocol(_protocol_of(per_run))} only; each run's final evaluation.",
+        ("gap = NLL_top1 - NLL_gmm on the run's fixed evaluation batch of dataset actions (GEM Eq. 72-75): NLL_top1 uses "
+         "only the most-weighted component k*(s) without its weight. behavior_gap is the fitted behaviour GMM's "
+         "(GEM Table 9); actor_gap is the actor GMM's."),
+        (f"Mean ± sample std over seeds; paper gap and Δ (= ours - paper) compare {primary.split('/')[-1]} with GEM Table 9 "
+         "(empty for tasks it does not report, e.g. toy tasks)."),
+    ]
+    return table
+
+
+# ---------------------------------------------------------------------- deployment profile (GEM Table 3)
+
+
+def load_profiles(root: str | Path) -> pd.DataFrame:
+    """Every profile record under `root` (benchmarks/run/profile.py writes them), one row each."""
+    rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in iter_records(root, "profile")]
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["device", "batch", "method", "setting"], kind="stable").reset_index(drop=True)
+
+
+def _published_profile_note() -> str:
+    spec = facts.facts()["profile"]
+    paper = read_reference(spec["file"])
+    ours = paper[paper["method"] == spec["method"]]
+    n_rows = ours[ours["setting"].str.startswith("N")]
+    return (f"Published GEM Table 3 (their GPU, batch not stated): {spec['method']} "
+            f"{num(n_rows['latency_ms_mean'].min(), 2)}-{num(n_rows['latency_ms_mean'].max(), 2)} ms over "
+            f"{', '.join(n_rows['setting'])} with peak alloc {num(n_rows['peak_alloc_mb_mean'].iloc[0], 2)} -> "
+            f"{num(n_rows['peak_alloc_mb_mean'].iloc[-1], 2)} MB. Compare shapes across N and T, not absolute milliseconds "
+            "across machines.")
+
+
+def profile_table(frame: pd.DataFrame, device: str) -> Table:
+    part = frame[frame["device"] == device].reset_index(drop=True)
+    header = ["Method", "Setting", "Batch", "Latency (ms) median [IQR]", "Latency (ms) mean ± std", "Peak alloc (MB)",
+              "Peak reserved (MB)", "Params (M)"]
+    table = Table("latency_" + device.replace(":", ""), f"Deployment profile of act on {device} (GEM Table 3 layout)", header)
+    for r in part.itertuples(index=False):
+        table.add(Cell(facts.display(r.method)), Cell(r.setting), Cell(str(r.batch)),
+                  Cell(f"{num(r.latency_ms_median, 3)} [{num(r.latency_ms_iqr_low, 3)}, {num(r.latency_ms_iqr_high, 3)}]"),
+                  Cell(f"{num(r.latency_ms_mean, 3)} ± {num(r.latency_ms_std, 3)}"), Cell(num(r.peak_alloc_mb, 2)),
+                  Cell(num(r.peak_reserved_mb, 2)), Cell(num(r.params_m, 3)))
+    table.data = part
+    versions = ", ".join(sorted(set(part["torch_version"].astype(str))))
+    table.notes = [
+        (f"Up to {int(part['repeats'].max())} timed calls ({int(part['repeats'].min())} for the slowest settings, capped by "
+         f"time) after {int(part['warmup'].max())} warm-up calls per setting; random weights, config-class defaults, "
+         f"obs {int(part['obs_dim'].iloc[0])} / act {int(part['act_dim'].iloc[0])}, torch {versions}, "
+         f"{int(part['threads'].max())} CPU thread(s). Measured by `modebench profile` (one record per row)."),
+        "Peak alloc: CUDA allocator peak (weights included) on GPU; on CPU the weights + input + peak live tensor bytes of one call.",
+        _published_profile_note(),
+    ]
+    return table
+
+
 def base_methods(scores: pd.DataFrame) -> list[str]:
     """Methods that are not presets (method == base_method): the main tables' columns."""
     if scores.empty:
@@ -618,18 +705,10 @@ def base_methods(scores: pd.DataFrame) -> list[str]:
     return method_order(scores, [m for m in method_order(scores) if (scores.loc[scores["method"] == m, "base_method"] == m).all()])
 
 
-def build_tables(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
-                 methods: Sequence[str] | None = None, reps: int = stats.REPS, seed: int = 0,
-                 frame: pd.DataFrame | None = None, log=print) -> list[Path]:
-    """Every table from the stored records under `root` into `out` (default <root>/tables)."""
-    from analysis.records import default_root
-
-    root = Path(root) if root is not None else default_root()
-    out = Path(out) if out is not None else root / "tables"
-    frame = frame if frame is not None else load_records(root)
-    if frame.empty:
-        log(f"tables: no evaluation records under {root}/ (run `make bench SUITE=toy` or `modebench train ...` first); nothing written")
-        return []
+def protocol_tables(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None, methods: Sequence[str] | None = None,
+                    reps: int = stats.REPS, seed: int = 0, log=print) -> list[Table]:
+    """Every table of ONE protocol's evaluation records (`frame` must hold a single protocol)."""
+    protocol = _protocol_of(frame)
     scores = select_scores(frame, rule)
     all_scores = select_scores(frame, rule, knobs="all")
     chosen = list(methods) if methods else base_methods(scores)
@@ -637,24 +716,59 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
     main.attrs.update(scores.attrs)
     for note in notes:
         log(f"tables: {note}")
-    written: list[Path] = []
-    tables = [gem_layout(main, chosen), drol_layout(main, chosen), lom_layout(main, chosen)]
-    tables.append(aggregate_layout(main, chosen, reps=reps, seed=seed))
-    improvement = improvement_layout(main, chosen, reps=reps, seed=seed)
-    if improvement.rows:
-        tables.append(improvement)
+    tables = []
+    if not main.empty:
+        tables += [gem_layout(main, chosen), drol_layout(main, chosen), lom_layout(main, chosen),
+                   aggregate_layout(main, chosen, reps=reps, seed=seed)]
+        improvement = improvement_layout(main, chosen, reps=reps, seed=seed)
+        if improvement.rows:
+            tables.append(improvement)
+        else:
+            log(f"tables ({protocol}): probability of improvement skipped (needs >= 2 methods with equal seed counts on shared tasks)")
     else:
-        log("tables: probability of improvement skipped (needs >= 2 methods with equal seed counts on shared tasks)")
+        log(f"tables ({protocol}): main tables skipped: none of the methods {', '.join(chosen)} has runs under this protocol")
     for base in sorted(set(all_scores["base_method"])):
         variants = variants_for(base)
         built = ablation_layouts(all_scores, base, variants) if variants else None
         if built is None:
             if variants:
-                log(f"tables: ablations_{base} skipped: none of its ablations ({', '.join(v.name for v in variants)}) has records "
-                    "paired with its runs (train the presets, or `modebench eval --checkpoint ... --knob ...`)")
+                log(f"tables ({protocol}): ablations_{base} skipped: none of its ablations ({', '.join(v.name for v in variants)}) "
+                    "has records paired with its runs (train the presets, or `modebench eval --checkpoint ... --knob ...`)")
             continue
         tables += list(built)
-    for table in tables:
-        written += table.write(out)
-    log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out}/ (.md, .tex, .csv)")
+    gaps = nll_gap_frame(scores)
+    if gaps.empty:
+        log(f"tables ({protocol}): nll_gap skipped: no record carries a diagnostics/..._gap field (GEM runs write one when they evaluate)")
+    else:
+        tables.append(nll_gap_table(gaps))
+    return tables
+
+
+def build_tables(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
+                 methods: Sequence[str] | None = None, reps: int = stats.REPS, seed: int = 0,
+                 frame: pd.DataFrame | None = None, log=print) -> list[Path]:
+    """Every table from the stored records under `root` into `out` (default <root>/tables): each
+    protocol's tables in `<out>/<protocol>/` (never mixed), the profile tables in `<out>/profile/`."""
+    from analysis.records import default_root
+
+    root = Path(root) if root is not None else default_root()
+    out = Path(out) if out is not None else root / "tables"
+    frame = frame if frame is not None else load_records(root)
+    profiles = load_profiles(root)
+    if frame.empty and profiles.empty:
+        log(f"tables: no evaluation records under {root}/ (run `make bench SUITE=toy` or `modebench train ...` first); nothing written")
+        return []
+    written: list[Path] = []
+    for protocol in protocols_in(frame):
+        tables = protocol_tables(frame[frame["protocol"] == protocol], rule=rule, methods=methods, reps=reps, seed=seed, log=log)
+        for table in tables:
+            written += table.write(out / protocol)
+        log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out / protocol}/ (.md, .tex, .csv)")
+    if profiles.empty:
+        log(f"tables: latency skipped: no profile records under {root}/ (run `make profile`)")
+    else:
+        tables = [profile_table(profiles, device) for device in sorted(profiles["device"].unique())]
+        for table in tables:
+            written += table.write(out / "profile")
+        log(f"tables: {len(tables)} profile tables ({', '.join(t.name for t in tables)}) -> {out / 'profile'}/")
     return written

@@ -1,6 +1,7 @@
-"""The analysis layer: loader, score rule, paper-layout tables, plots, rliable-equivalent
-aggregates, the deployment profile harness and the CLI, on a small store of records with
-hand-checkable numbers written by the real RunStore (numbers chosen in `build_store`)."""
+"""The analysis layer: loader, score rule, table membership from record fields, paper-layout
+tables, plots, rliable-equivalent aggregates, the NLL-gap and profile tables, the facts file and
+the CLI, on a small store of records with hand-checkable numbers written by the real RunStore
+(numbers chosen in `build_store`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from analysis.tables import (
     gem_layout,
     lom_layout,
 )
-from benchmarks.store import RunStore
+from benchmarks.store import RunStore, write_profile
 
 # ---------------------------------------------------------------------------- the fixture store
 
@@ -45,11 +46,20 @@ FINAL = {
 }
 MIDWAY = 20.0  # every run scores this at step 500 (learning curves; last:2 = (20 + final) / 2)
 N_SWEEP = {1: (50.0, 0.00, 0.50), 64: (70.0, 0.01, 0.40)}  # N -> (score offset from 0, violation, collapse_dist)
+# GEM's recorded NLL gap per (task, seed): hopper's mean 6.5 vs GEM Table 9's 6.05
+GAPS = {(task, seed): value for task, values in {"toy/four-goal": [1.0, 2.0, 3.0], "toy/branch": [0.5, 0.5, 0.5],
+                                                 "d4rl/hopper-medium-v2": [6.0, 7.0, 6.5]}.items()
+        for seed, value in enumerate(values)}
 
 
 def _record(method: str, task: str, seed: int, step: int, score: float, knobs: dict, config: dict, source: str,
-            audits: dict | None = None, base: str | None = None) -> dict:
+            audits: dict | None = None, base: str | None = None, protocol: str = "controlled", suite_default: bool | None = True,
+            extra: dict | None = None) -> dict:
+    membership = {"protocol": protocol, "task_default": task == "toy/four-goal", "task_order": TASKS.index(task)}
+    if suite_default is not None:
+        membership["suite_default"] = suite_default
     return {
+        **membership, **(extra or {}),
         "method": method, "base_method": base or method, "task": task, "suite": task.split("/")[0],
         "dataset": task.split("/")[1] if task.startswith("d4rl/") else task,
         "seed": seed, "step": step, "total_steps": 1000, "knobs": knobs, "config": config, "config_hash": "h",
@@ -68,8 +78,9 @@ def build_store(root: Path, with_sweeps: bool = True) -> Path:
         for seed, final in enumerate(scores):
             store = RunStore(root, f"{method}__{task.replace('/', '-')}__seed{seed}__h")
             audits = {"violation": 0.02, "collapse_dist": 0.3, "support_z": 1.0} if method == "gem" else {}
-            store.write_record(_record(method, task, seed, 500, MIDWAY, knobs, config, "train", audits))
-            store.write_record(_record(method, task, seed, 1000, final, knobs, config, "train", audits))
+            gap = {"diagnostics/behavior_gap": GAPS[(task, seed)], "diagnostics/actor_gap": 0.5} if method == "gem" else {}
+            store.write_record(_record(method, task, seed, 500, MIDWAY, knobs, config, "train", audits, extra=gap))
+            store.write_record(_record(method, task, seed, 1000, final, knobs, config, "train", audits, extra=gap))
             if method != "gem" or not with_sweeps:
                 continue
             # inference-knob grid on the final checkpoint (modebench eval): N, w_end, no-pw ablation
@@ -87,7 +98,8 @@ def build_store(root: Path, with_sweeps: bool = True) -> Path:
         for k, scores in {4: [30.0, 34.0], 16: [50.0, 52.0, 54.0]}.items():
             for seed, score in enumerate(scores):
                 store = RunStore(root, f"drol__toy-four-goal__seed{seed}__k{k}")
-                store.write_record(_record("drol", "toy/four-goal", seed, 1000, score, {}, {**DROL_CONFIG, "num_candidates": k}, "train"))
+                store.write_record(_record("drol", "toy/four-goal", seed, 1000, score, {}, {**DROL_CONFIG, "num_candidates": k}, "train",
+                                           suite_default=k == 16))
     return root
 
 
@@ -120,7 +132,8 @@ def test_loader_one_row_per_record_with_flat_knobs_config_audits(store, frame):
     assert len(gem) == 7
     assert gem["is_run_knobs"].sum() == 2
     assert set(gem.loc[~gem["is_run_knobs"], "setting"]) == {"N=1", "N=64", "w_end=0.2", "w_end=1.0", "use_pw=False"}
-    assert frame.loc[frame["task"] == "toy/four-goal", "default_task"].all()  # toy.yaml marks four-goal default
+    assert frame.loc[frame["task"] == "toy/four-goal", "task_default"].all()  # from the records, not toy.yaml
+    assert set(frame["protocol"]) == {"controlled"}
     assert load_records(store / "missing").empty
 
 
@@ -135,9 +148,9 @@ def test_score_rule_is_explicit_final_by_default(frame):
     assert gem0("best")["score"] == 80.0
     assert select_scores(frame).attrs["score_rule"] == "score = final evaluation of each run"
     assert "BEST" in ScoreRule.parse("best").describe()
-    from algorithms.config import ConfigError
+    from analysis.errors import AnalysisError
 
-    with pytest.raises(ConfigError, match="last:K"):
+    with pytest.raises(AnalysisError, match="last:K"):
         ScoreRule.parse("max")
     # knobs="all" keeps every knob setting as its own row (the sweeps), "run" only the run's own
     every = select_scores(frame, knobs="all")
@@ -147,8 +160,24 @@ def test_score_rule_is_explicit_final_by_default(frame):
 def test_main_runs_keeps_one_training_config(frame):
     main, notes = main_runs(select_scores(frame))
     drol = main[main["method"] == "drol"]
-    assert sorted(drol["score"]) == [50.0, 52.0, 54.0]  # K = 16 kept, the K = 4 sweep runs set aside
-    assert any("drol on toy/four-goal: 2 run(s)" in n for n in notes)
+    assert sorted(drol["score"]) == [50.0, 52.0, 54.0]  # K = 16 kept (suite_default), the K = 4 sweep runs set aside
+    assert any("drol on toy/four-goal (controlled): 2 run(s)" in n and "suite's default" in n for n in notes)
+
+
+def test_main_runs_follow_the_suite_default_field_not_the_run_count(frame):
+    """Membership is the record's suite_default, even when the sweep config has more runs."""
+    scores = select_scores(frame)
+    flipped = scores.copy()
+    drol = flipped["method"] == "drol"
+    flipped.loc[drol, "suite_default"] = flipped.loc[drol, "config/num_candidates"] == 4
+    main, _ = main_runs(flipped)
+    assert sorted(main.loc[main["method"] == "drol", "score"]) == [30.0, 34.0]  # 2 runs at K = 4 beat 3 at K = 16
+    # records that predate the field (store marks it None): the config with the most runs, said in the note
+    legacy = scores.copy()
+    legacy["suite_default"] = None
+    main, notes = main_runs(legacy)
+    assert sorted(main.loc[main["method"] == "drol", "score"]) == [50.0, 52.0, 54.0]
+    assert any("predate the suite_default field" in n for n in notes)
 
 
 # ---------------------------------------------------------------------------- tables
@@ -164,12 +193,12 @@ def _cells(table, label):
 def test_gem_layout_means_stds_bold_sums_and_published(scores):
     table = gem_layout(scores)
     four = _cells(table, "four-goal")
-    assert four["gem"].text == "90.00 ± 10.00 (3)" and four["gem"].bold
-    assert four["iql"].text == "70.00 ± 10.00 (3)" and not four["iql"].bold  # 70 < 0.95 * 90
-    assert four["drol"].text == "52.00 ± 2.00 (3)"
+    assert four["GEM"].text == "90.00 ± 10.00 (3)" and four["GEM"].bold
+    assert four["IQL"].text == "70.00 ± 10.00 (3)" and not four["IQL"].bold  # 70 < 0.95 * 90
+    assert four["DROL"].text == "52.00 ± 2.00 (3)"
     branch = _cells(table, "branch")
-    assert branch["gem"].bold and branch["iql"].bold  # 41 >= 0.95 * 42 = 39.9
-    assert branch["drol"].text == ""
+    assert branch["GEM"].bold and branch["IQL"].bold  # 41 >= 0.95 * 42 = 39.9
+    assert branch["DROL"].text == ""
     # toy is the second section: Sum / Avg over its two tasks; drol lacks branch -> empty
     toy_rows = table.data[(table.data["section"] == "toy")]
     sums = toy_rows[toy_rows["kind"] == "sum"].set_index("method")["mean"]
@@ -178,10 +207,12 @@ def test_gem_layout_means_stds_bold_sums_and_published(scores):
     assert avgs["gem"] == 66.0 and avgs["iql"] == 55.5
     # published: hopper-medium-v2 is in GEM Table 1 (GEM 100.08, IQL 67.53), toy tasks are empty
     hopper = _cells(table, "hopper-medium-v2")
-    assert hopper["gem paper"].text == "100.08" and hopper["gem Δ"].text == "+1.92"
-    assert hopper["iql paper"].text == "67.53" and hopper["iql Δ"].text == "+0.47"
-    assert four["gem paper"].text == "" and four["gem Δ"].text == ""
+    assert hopper["GEM paper"].text == "100.08" and hopper["GEM Δ"].text == "+1.92"
+    assert hopper["IQL paper"].text == "67.53" and hopper["IQL Δ"].text == "+0.47"
+    assert four["GEM paper"].text == "" and four["GEM Δ"].text == ""
+    assert "DROL paper" not in table.header  # no published DROL number for any of these tasks: no empty pair
     assert table.sections[0] == "Locomotion"  # GEM Table 1's suite for a published task
+    assert table.title.endswith("controlled protocol") and "controlled protocol" in table.notes[0]
     md, tex = table.markdown(), table.latex()
     assert "| four-goal | 70.00 ± 10.00 (3) |" in md and "**90.00 ± 10.00 (3)**" in md
     assert "\\textbf{90.00 $\\pm$ 10.00 (3)}" in tex and "\\toprule" in tex
@@ -211,14 +242,14 @@ def test_bold_rule_is_relative_to_the_row_best():
 def test_drol_layout_groups_default_marker_and_one_step_underline(scores):
     table = drol_layout(scores)
     assert [g[0] for g in table.groups[1:]] == ["Gaussian / mixture policies", "One-step generative policies"]
-    assert "\\cmidrule(lr){2-7} \\cmidrule(lr){8-10}" in table.latex()  # iql, gem (+ paper, Δ) | drol (+ paper, Δ)
+    assert "\\cmidrule(lr){2-7} \\cmidrule(lr){8-8}" in table.latex()  # iql, gem (+ paper, Δ) | drol (no published number)
     four = _cells(table, "four-goal (*)")
-    assert four["drol"].text == "52.0 ± 2.0 (3)" and not four["drol"].underline
+    assert four["DROL"].text == "52.0 ± 2.0 (3)" and not four["DROL"].underline
     # a row where the one-step method is within 0.95 of the best: bold AND underlined
     one = scores[(scores["task"] == "toy/four-goal") & scores["method"].isin(["iql", "drol"])].copy()
     one.loc[one["method"] == "drol", "score"] += 20.0  # drol mean 72 vs iql 70
     row = _cells(drol_layout(one), "four-goal (*)")
-    assert row["drol"].bold and row["drol"].underline and row["iql"].bold and not row["iql"].underline
+    assert row["DROL"].bold and row["DROL"].underline and row["IQL"].bold and not row["IQL"].underline
     avg = table.data[(table.data["kind"] == "average") & (table.data["family"] == "toy")].set_index("method")["mean"]
     assert avg["gem"] == 66.0 and math.isnan(avg["drol"])
 
@@ -228,8 +259,8 @@ def test_lom_layout_rows_and_highest_only_bold(scores):
     hopper = next(r for r in table.rows if r[1].text == "hopper")
     assert hopper[0].text == "medium"  # hopper-medium-v2 -> dataset type medium, env hopper
     branch = {h: c for h, c in zip(table.header, next(r for r in table.rows if r[1].text == "branch"))}
-    assert branch["gem"].bold and not branch["iql"].bold  # LOM bolds the highest mean only
-    assert "iql paper" in table.header
+    assert branch["GEM"].bold and not branch["IQL"].bold  # LOM bolds the highest mean only
+    assert "IQL paper" in table.header
 
 
 def test_ablation_tables_paired_deltas(frame):
@@ -326,86 +357,59 @@ def test_every_plot_builds_from_the_fixture_and_plots_the_right_numbers(store, t
     assert all(p.stat().st_size > 10_000 for p in written if p.suffix == ".png")
     skipped = " ".join(n for n in notes if "skipped" in n)
     assert "lom_m skipped" in skipped and "isep_lambda skipped" in skipped  # no data: said, not silent
-    budget = pd.read_csv(tmp_path / "gem_budget_suite.csv")
+    out = tmp_path / "controlled"  # each protocol's figures in its own folder
+    budget = pd.read_csv(out / "gem_budget_suite.csv")
     toy = budget[budget["suite"] == "toy"].set_index("knob/N")
     assert toy.loc[1, "score_mean"] == pytest.approx(51.0)  # 50 + seed, mean over seeds and tasks
     assert toy.loc[1024, "score_mean"] == pytest.approx(66.0)  # the runs' own N
     assert toy.loc[64, "audit/violation_mean"] == pytest.approx(0.01)
-    drol = pd.read_csv(tmp_path / "drol_k.csv").set_index("config/num_candidates")
+    drol = pd.read_csv(out / "drol_k.csv").set_index("config/num_candidates")
     assert drol.loc[4, "score_mean"] == pytest.approx(32.0) and drol.loc[16, "score_mean"] == pytest.approx(52.0)
-    frontier = pd.read_csv(tmp_path / "gem_wp_frontier.csv")
+    frontier = pd.read_csv(out / "gem_wp_frontier.csv")
     toy = frontier[frontier["suite"] == "toy"]
     assert sorted(toy["knob/w_end"].dropna()) == [0.2, 0.4, 1.0]
     off = toy[toy["w_p_off"].fillna(False).astype(bool)].iloc[0]  # the no-pw records: the w_p = 0 point
     assert off["score_mean"] == pytest.approx(66.0 - 10.0) and off["audit/violation_mean"] == pytest.approx(0.2)
 
 
-# ---------------------------------------------------------------------------- profile and NLL gap
+# ---------------------------------------------------------------------------- NLL gap and profile tables
 
 
-def test_profile_times_every_registered_base_method(tmp_path):
-    from analysis.profile import ProfileConfig, base_method_names, run_profile
+def test_nll_gap_table_reads_the_recorded_diagnostics(store, tmp_path):
+    """GEM Table 9 from the runs' own diagnostics/..._gap record fields (no checkpoint is read)."""
+    from analysis.tables import build_tables
 
-    cfg = ProfileConfig(batch_sizes=(2,), warmup=1, repeats=2, n_values=(1, 8), t_values=(2, 4))
-    logs: list[str] = []
-    run_profile(tmp_path, cfg=cfg, devices=["cpu"], nll_gap=False, log=logs.append)
-    frame = pd.read_csv(tmp_path / "latency.csv")
-    assert set(frame["method"]) == set(base_method_names()), [line for line in logs if "FAILED" in line]
-    assert (frame["latency_ms_median"] > 0).all() and (frame["params_m"] > 0).all() and (frame["peak_alloc_mb"] > 0).all()
-    fm = frame[frame["method"] == "isep-fm"]
-    assert list(fm["setting"]) == ["T2", "T4"]  # iterative sampler: the T sweep
-    assert list(frame.loc[frame["method"] == "bc", "setting"]) == ["default"]
-    from algorithms.registry import get_method
-
-    for name in frame["method"].unique():
-        knobs = {f for f in get_method(name).load().knobs_class.__dataclass_fields__}
-        if "N" in knobs:
-            assert list(frame.loc[frame["method"] == name, "setting"]) == ["N1", "N8"]
-    assert (tmp_path / "latency_cpu.md").read_text().count("\n| ") == len(frame) + 1
-
-
-def test_nll_gap_from_a_stored_gem_checkpoint(tmp_path):
-    """The NLL gap (GEM Eq. 72-75) is computed from a run's checkpoint on its whole dataset."""
-    import torch
-
-    from analysis.profile import nll_gap_frame
-    from benchmarks.run.train import train
-
-    torch.set_num_threads(1)
-    train("gem", "toy/four-goal", steps=10, seed=0, out=tmp_path, eval_episodes=4, device="cpu",
-          config={"hidden_dims": (32, 32)}, knobs={"N": 8})
-    train("bc", "toy/four-goal", steps=5, seed=0, out=tmp_path, eval_episodes=4, device="cpu")
-    per_run = nll_gap_frame(tmp_path)
-    assert list(per_run["method"]) == ["gem"]  # bc reports no NLL gap
-    # the chunked average over the dataset equals GEM's nll_gap on all transitions at once
-    from algorithms.gem import nll_gap
-    from benchmarks.run.checkpoints import load_checkpoint
-    from benchmarks.run.train import rebuild
-
-    checkpoint = next(tmp_path.glob("runs/gem__*/checkpoint.pt"))
-    algo, task, normalizer, _ = rebuild(load_checkpoint(checkpoint), "cpu")
-    data = task.load_dataset()
-    obs = torch.as_tensor(normalizer(data.observations), dtype=torch.float32)
-    actions = torch.as_tensor(np.clip(data.actions, -1.0, 1.0), dtype=torch.float32)  # DataConfig.clip_actions = 1
-    with torch.no_grad():
-        expected = nll_gap(algo.behavior(obs), actions)["gap"].item()
-    assert float(per_run["diagnostics/behavior_gap"].iloc[0]) == pytest.approx(expected, rel=1e-4, abs=1e-4)
-
-
-def test_nll_gap_table_against_gem_table9():
-    from analysis.profile import nll_gap_table
-
-    per_run = pd.DataFrame({
-        "run_id": ["a", "b", "c"], "method": ["gem"] * 3, "task": ["d4rl/hopper-medium-v2"] * 2 + ["toy/four-goal"],
-        "dataset": ["hopper-medium-v2"] * 2 + ["toy/four-goal"], "seed": [0, 1, 0],
-        "diagnostics/behavior_gap": [6.0, 7.0, 1.5], "diagnostics/actor_gap": [0.5, 0.7, 0.1],
-    })
-    table = nll_gap_table(per_run)
-    rows = table.data.set_index("task")
+    build_tables(store, tmp_path, reps=50, log=lambda _: None)
+    rows = pd.read_csv(tmp_path / "controlled" / "nll_gap.csv").set_index("task")
     assert rows.loc["d4rl/hopper-medium-v2", "diagnostics/behavior_gap_mean"] == pytest.approx(6.5)
+    assert rows.loc["d4rl/hopper-medium-v2", "diagnostics/behavior_gap_std"] == pytest.approx(0.5)
     assert rows.loc["d4rl/hopper-medium-v2", "paper_gap"] == pytest.approx(6.05)  # GEM Table 9
     assert rows.loc["d4rl/hopper-medium-v2", "delta"] == pytest.approx(0.45)
+    assert rows.loc["toy/four-goal", "diagnostics/behavior_gap_mean"] == pytest.approx(2.0)
     assert math.isnan(rows.loc["toy/four-goal", "paper_gap"])
+    assert set(rows["method"]) == {"gem"}  # iql and drol record no gap
+
+
+def _profile(method: str, setting: str, median: float, device: str = "cpu", batch: int = 1) -> dict:
+    return {"method": method, "setting": setting, "knobs": {}, "device": device, "batch": batch, "obs_dim": 17, "act_dim": 6,
+            "horizon": 1000, "latency_ms_median": median, "latency_ms_iqr_low": median - 0.1, "latency_ms_iqr_high": median + 0.1,
+            "latency_ms_mean": median, "latency_ms_std": 0.2, "peak_alloc_mb": 3.5, "peak_reserved_mb": float("nan"),
+            "params_m": 0.25, "repeats": 50, "warmup": 5, "threads": 1, "torch_version": "test"}
+
+
+def test_profile_tables_render_the_stored_profile_records(tmp_path):
+    from analysis.tables import build_tables
+
+    for n, median in ((1, 1.25), (64, 2.5)):
+        write_profile(tmp_path, _profile("gem", f"N{n}", median))
+    write_profile(tmp_path, _profile("bc", "default", 0.125))
+    write_profile(tmp_path, _profile("bc", "default", 0.5, device="cuda"))
+    written = build_tables(tmp_path, reps=10, log=lambda _: None)
+    assert {p.name for p in written} == {f"latency_{d}{s}" for d in ("cpu", "cuda") for s in (".md", ".tex", ".csv")}
+    md = (tmp_path / "tables" / "profile" / "latency_cpu.md").read_text()
+    assert "| GEM | N64 | 1 | 2.500 [2.400, 2.600] | 2.500 ± 0.200 | 3.50 |  | 0.250 |" in md
+    assert "| BC | default | 1 | 0.125 [0.025, 0.225] |" in md and "0.500" not in md  # the cuda record is in its own table
+    assert "Published GEM Table 3" in md and "1.25-1.33 ms" in md  # read from gem_table3_profile.csv
 
 
 # ---------------------------------------------------------------------------- CLI end to end
@@ -416,8 +420,9 @@ def test_cli_tables_report_and_errors(store, tmp_path, capsys):
 
     out = tmp_path / "tables"
     assert main(["tables", "--root", str(store), "--out", str(out), "--reps", "200"]) == 0
+    out = out / "controlled"
     for stem in ("main_gem_layout", "main_drol_layout", "main_lom_layout", "aggregates", "probability_of_improvement",
-                 "ablations_gem", "ablation_deltas_gem"):
+                 "ablations_gem", "ablation_deltas_gem", "nll_gap"):
         for suffix in (".md", ".tex", ".csv"):
             assert (out / f"{stem}{suffix}").exists()
     csv = pd.read_csv(out / "main_gem_layout.csv")
@@ -432,7 +437,7 @@ def test_cli_tables_report_and_errors(store, tmp_path, capsys):
     assert main(["report", "--root", str(root), "--reps", "200", "--formats", "png,pdf"]) == 0
     report = (root / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
-    assert "plots/aggregates_toy.png" in links and "tables/main_gem_layout.md" in links
+    assert "plots/controlled/aggregates_toy.png" in links and "tables/controlled/main_gem_layout.md" in links
     for link in links:
         assert (root / link).exists(), link
     assert "| four-goal | 65.00 ± 7.07 (2) |" in report  # iql: mean of 60, 70; sample std 7.07
@@ -458,7 +463,7 @@ def test_real_training_runs_end_to_end(tmp_path):
     frame = load_records(tmp_path)
     assert len(frame) == 8 and set(frame["step"]) == {20, 40}
     build_tables(tmp_path, reps=200, frame=frame)
-    table = pd.read_csv(tmp_path / "tables" / "main_gem_layout.csv")
+    table = pd.read_csv(tmp_path / "tables" / "controlled" / "main_gem_layout.csv")
     task_rows = table[table["kind"] == "task"].set_index("method")
     finals = select_scores(frame).groupby("method")["score"].mean()
     for method in ("bc", "iql"):

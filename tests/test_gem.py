@@ -437,17 +437,6 @@ def test_suite_defaults_file_is_valid():
     assert all(data[s]["knobs"]["N"] == 1024 for s in ("locomotion", "maze2d", "antmaze"))
 
 
-def test_profile_script_prints_the_table(capsys, tmp_path):
-    from analysis.profile_gem import main
-
-    assert main(["--n", "1,8", "--repeats", "2", "--warmup", "1", "--hidden", "16", "--batch", "3",
-                 "--csv", str(tmp_path / "p.csv")]) == 0
-    printed = capsys.readouterr().out
-    assert "GEM    N1 " in printed and "GEM    N8 " in printed
-    rows = (tmp_path / "p.csv").read_text().splitlines()
-    assert rows[0].startswith("method,setting,device,batch,latency_ms_median") and len(rows) == 3
-
-
 # ---------------------------------------------------------------- mechanism on the toy four-goal bandit (slow)
 
 MECHANISM_STEPS = 3000

@@ -398,14 +398,6 @@ def test_state_dict_round_trip_and_seeded_determinism(tmp_path, scheme):
     assert algo.propose(obs, 3).shape == (6, 3, 2)
 
 
-def test_profile_script_end_to_end(capsys):
-    from analysis.profile_isep import main
-
-    main(["--device", "cpu", "--batch", "2", "--steps", "1", "3", "--w", "2.0", "--warmup", "1", "--repeats", "3"])
-    out = capsys.readouterr().out
-    assert "ISEP-FM decision latency" in out and len([l for l in out.splitlines() if l.strip().startswith("2.0")]) == 2
-
-
 def test_suite_overrides_are_valid_and_match_the_paper_tables():
     """benchmarks/tasks/suites/isep_overrides.yaml: every entry loads strictly and equals
     ISEP Tables 3-4 as transcribed (results/reference/isep_hyperparameters.csv)."""
