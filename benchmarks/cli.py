@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     datasets_cli.register(subparsers)
     protocols.register_config(subparsers)  # `modebench config`: every setting of a run with its source
+    from benchmarks.run.profile import register_profile
+
+    register_profile(subparsers)  # `modebench profile`: timing act is a run; it writes profile records
     p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
     p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
     src = p.add_mutually_exclusive_group(required=True)
