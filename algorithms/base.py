@@ -138,7 +138,3 @@ class Algorithm(nn.Module, abc.ABC):
     def diagnostics(self, batch: Batch) -> dict[str, float]:
         """Optional dataset-level diagnostics (e.g. GEM's NLL gap); empty by default."""
         return {}
-
-
-def knob_names(knobs_class: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(knobs_class)]

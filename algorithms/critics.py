@@ -160,3 +160,20 @@ class TDCritic(TargetedQEnsemble):
         q = self.q(batch.observations, batch.actions)
         q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(1).sum()
         return q_loss, {"training/q_loss": q_loss.detach(), "training/q_mean": q.detach().mean()}
+
+
+def policy_q_loss(
+    critic: TDCritic, obs: torch.Tensor, actions: torch.Tensor, agg: str, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(-E[Q_agg(s, a)] [/ sg(E|Q_agg|)], Q_agg [B]) with the critic's parameters held fixed.
+
+    The gradient reaches `actions` (hence the actor) but never the critic's weights: they are
+    passed detached through torch.func.functional_call, so one combined backward per update
+    stays correct. `normalize` is FQL's / DROL's normalize_q_loss (lam = 1 / sg(mean |Q|)).
+    """
+    frozen = {name: p.detach() for name, p in critic.q.named_parameters()}
+    q = aggregate(torch.func.functional_call(critic.q, frozen, (obs, actions)), agg)
+    loss = -q.mean()
+    if normalize:
+        loss = loss / q.detach().abs().mean().clamp_min(1e-6)
+    return loss, q

@@ -18,7 +18,7 @@ with a bounded latent prior, trained with top-1 dynamic routing over K candidate
 
 The paper's alpha is the BC coefficient in the code form (Table 3's values 0.03-10 are the
 code's bc_coef, per the authors' run script) and the Q weight in the Eq. 8 form.
-The Q term holds the critic's parameters fixed (`policy_q_loss`, shared with FQL). As in the
+The Q term holds the critic's parameters fixed (`policy_q_loss` of the shared critics, as FQL's). As in the
 authors' code, critic and actor losses are summed and stepped ONCE per update with one Adam
 (their own update order, not an approximation). Candidates are clipped before routing, as the
 code does, so the distance and BC act on in-box actions.
@@ -45,8 +45,7 @@ import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import field
-from algorithms.critics import TDCritic
-from algorithms.fql import policy_q_loss
+from algorithms.critics import TDCritic, policy_q_loss
 from algorithms.nets import ACTIVATIONS, MLP, sample_ball
 from algorithms.optim import make_adam
 

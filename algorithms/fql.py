@@ -35,26 +35,9 @@ import torch
 
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import field
-from algorithms.critics import TDCritic, aggregate
+from algorithms.critics import TDCritic, policy_q_loss
 from algorithms.nets import ACTIVATIONS, MLP, FlowVelocityNet, euler_integrate
 from algorithms.optim import make_adam
-
-
-def policy_q_loss(
-    critic: TDCritic, obs: torch.Tensor, actions: torch.Tensor, agg: str, normalize: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(-E[Q_agg(s, a)] [/ sg(E|Q_agg|)], Q_agg [B]) with the critic's parameters held fixed.
-
-    The gradient reaches `actions` (hence the actor) but never the critic's weights: they are
-    passed detached through torch.func.functional_call, so one combined backward per update
-    stays correct. `normalize` is FQL's / DROL's normalize_q_loss (lam = 1 / sg(mean |Q|)).
-    """
-    frozen = {name: p.detach() for name, p in critic.q.named_parameters()}
-    q = aggregate(torch.func.functional_call(critic.q, frozen, (obs, actions)), agg)
-    loss = -q.mean()
-    if normalize:
-        loss = loss / q.detach().abs().mean().clamp_min(1e-6)
-    return loss, q
 
 
 @dataclass
@@ -168,4 +151,4 @@ class FQL(Algorithm):
         return self.onestep_actions(obs.unsqueeze(1).expand(-1, n, -1), z).clamp(-1.0, 1.0)
 
 
-__all__ = ["FQL", "FQLConfig", "policy_q_loss"]
+__all__ = ["FQL", "FQLConfig"]
