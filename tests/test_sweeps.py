@@ -272,7 +272,7 @@ def test_knobs_at_all_evaluates_every_setting_at_every_evaluation_step(tmp_path)
 def test_tune_checkpoint_is_copied_into_the_store_only_when_newer(tmp_path):
     import torch
 
-    from benchmarks.run.checkpoints import CHECKPOINT_FORMAT
+    from benchmarks.run.checkpoints import CHECKPOINT_FORMAT, PAYLOAD_KEYS
 
     trial = _toy_trials(tmp_path)[0]
     tune_dir = tmp_path / "tune_ckpt"
@@ -280,7 +280,7 @@ def test_tune_checkpoint_is_copied_into_the_store_only_when_newer(tmp_path):
 
     def save(path: Path, step: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": CHECKPOINT_FORMAT, "run": "{}", "step": step}, path)
+        torch.save({**dict.fromkeys(PAYLOAD_KEYS), "format": CHECKPOINT_FORMAT, "run": "{}", "step": step}, path)
 
     save(tune_dir / "checkpoint.pt", 7)
     from ray.tune import Checkpoint
