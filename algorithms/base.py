@@ -132,6 +132,11 @@ class Algorithm(nn.Module, abc.ABC):
         """n candidate actions per state, [B, n, d_a]."""
         raise NotImplementedError(f"{self.name} does not propose candidate actions")
 
+    def own_action(self, obs: torch.Tensor, t: torch.Tensor, knobs: Any) -> torch.Tensor:
+        """The method's own action before any candidate selection, [B, d_a]: the anchor a_0 when
+        GEM's rule scores this method's proposals (benchmarks/run/compose.py). `act`'s by default."""
+        return self.act(obs, t, knobs).actions
+
     def default_knobs(self) -> Any:
         return self.knobs_class()
 

@@ -226,6 +226,16 @@ class GEM(Algorithm):
     def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs | None = None) -> ActOutput:
         knobs = knobs if knobs is not None else self.default_knobs()
         cands, behavior = self.candidates(obs, knobs)
+        return self.select(obs, t, cands, knobs, behavior)
+
+    @torch.no_grad()
+    def select(self, obs: torch.Tensor, t: torch.Tensor, candidates: torch.Tensor, knobs: GEMKnobs,
+               behavior: DiagonalGMM | None = None) -> ActOutput:
+        """Algorithm 1, lines 6-18, on a candidate set [B, |C|, d] from any source: GEM's own
+        (`act`) or another method's proposals (benchmarks/run/compose.py). This checkpoint's critic
+        ensemble and behaviour density score them; w_p follows the schedule over this task's horizon.
+        `behavior`: mu_phi at obs when the caller already has it (one forward serves both)."""
+        behavior = behavior if behavior is not None else self.behavior(obs)
         if knobs.use_pw:
             w_p = support_weight(t.to(obs.device), self.spec.horizon, knobs.w_end)  # [B]
         else:
@@ -233,7 +243,7 @@ class GEM(Algorithm):
         # Support is ALWAYS log mu_phi(a|s) under the behaviour GMM, never the actor (App. D.5).
         sel = rerank(
             obs,
-            cands,
+            candidates,
             q_ensemble=self.critic.q,  # one forward: [M, B, |C|]
             support_log_prob=lambda _obs, a: per_candidate(behavior).log_prob(a),  # [B, |C|]
             lcb_lambda=knobs.lcb_lambda,
@@ -244,6 +254,13 @@ class GEM(Algorithm):
         collapse = (sel.top1.unsqueeze(1) - behavior.means).norm(dim=-1).min(-1).values
         audits = {"violation": sel.violation, "collapse_dist": collapse, "support_z": sel.support_z}
         return ActOutput(sel.actions.clamp(-1.0, 1.0), audits)
+
+    @torch.no_grad()
+    def own_action(self, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs | None = None) -> torch.Tensor:
+        """GEM's action before selection: its anchor a_0 = mu_{k*}(s) (Eq. 6), or sum_k w_k mu_k
+        with anchor='bary', in the action box [B, d]."""
+        kind = "bary" if knobs is not None and knobs.anchor == "bary" else "mode"
+        return self.anchor_action(self.actor(obs), kind).clamp(-1.0, 1.0)
 
     @torch.no_grad()
     def propose(self, obs: torch.Tensor, n: int) -> torch.Tensor:

@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     datasets_cli.register(subparsers)
     protocols.register_config(subparsers)  # `modebench config`: every setting of a run with its source
+    from benchmarks.run import compose
+
+    compose.register(subparsers)  # `modebench cross-select`: stored proposers x GEM's selection
     from benchmarks.run.profile import register_profile
 
     register_profile(subparsers)  # `modebench profile`: timing act is a run; it writes profile records
@@ -56,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's)")
     p.add_argument("--out", default=None, help="results root for the records (default: the checkpoint's)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--select-with", metavar="GEM_CHECKPOINT", default=None,
+                   help="score the checkpoint's proposals with this GEM checkpoint's selection rule; --knob then sets GEM's knobs")
     p.set_defaults(handler=cmd_eval)
 
     p = subparsers.add_parser("bench", help="train and evaluate methods x tasks x seeds of a suite, print the table")
@@ -128,9 +133,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from benchmarks.run.train import evaluate_checkpoint
 
-    records = evaluate_checkpoint(args.checkpoint, parse_knob_grid(args.knob), args.episodes, args.seed, args.out, args.device, progress=True)
+    if args.select_with:  # selection as a composition (benchmarks/run/compose.py)
+        from benchmarks.run.compose import evaluate_selection
+
+        records = evaluate_selection(args.checkpoint, args.select_with, parse_knob_grid(args.knob), args.episodes, args.seed, args.out, args.device, progress=True)
+    else:
+        records = evaluate_checkpoint(args.checkpoint, parse_knob_grid(args.knob), args.episodes, args.seed, args.out, args.device, progress=True)
     for record in records:
-        knobs = " ".join(f"{k}={v}" for k, v in record["knobs"].items())
+        knobs = " ".join(f"{k}={v}" for k, v in record.get("selection", {}).get("knobs", record["knobs"]).items())
         audits = " ".join(f"{k}={v:.3f}" for k, v in record["audits"].items())
         print(f"{knobs} normalized_score {record['normalized_score']:.4f} {audits}".strip())
     return 0

@@ -1,0 +1,296 @@
+"""Candidate selection as a composition at evaluation time: one method proposes, GEM selects.
+
+`modebench eval --checkpoint PROPOSER --select-with SELECTOR [--knob N=1,16] [--knob lambda=...]`
+evaluates the policy whose candidate set per state is
+
+    C(s) = {a_0} + {a_1..a_N},  a_0 = the proposer's own action (`own_action`: its `act`, or
+                                 GEM's anchor mu_{k*}(s) for a GEM proposer), a_i ~ proposer.propose(s, N)
+
+scored by the SELECTOR's rule, `GEM.select`: LCB over its critic ensemble, z-scored support
+under its behaviour density mu_phi with the cosine w_p schedule over the task's horizon, top-k
+mean. GEM's own `act` runs the same `select` on its own candidates, so with a GEM checkpoint as
+both proposer and selector the composition is GEM (bitwise); N = 0 is the proposer alone.
+
+The knobs are the selector's (GEMKnobs, defaults = the selector run's own knobs): N, lambda,
+w_end, use_pw, k_smooth, support_mode; anchor is 'mode' (the proposer's own action) or 'off'.
+The proposer acts and proposes with its run's own knobs. Both checkpoints must come from the same
+task, data settings and observation normaliser (the selector's networks read the same inputs).
+
+Records go into the PROPOSER's run folder with source 'select'. Their knobs are the proposer's
+own plus {"selection": {"selector": <selector run id>, <every selection knob>}}, so they never
+pass for the proposer's own-knob evaluations in the main tables; the top-level `selection` entry
+names both checkpoints (run ids and paths). `modebench cross-select` runs the composition for
+every proposer x matching GEM run of a results store (analysis/budget.py renders the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from algorithms.base import ActOutput, Algorithm
+from algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
+from algorithms.gem import GEM, GEMKnobs
+from benchmarks.data.dataset import Normalizer
+from benchmarks.run.checkpoints import load_checkpoint
+from benchmarks.run.evaluation import evaluate
+from benchmarks.run.spec import record_fields
+from benchmarks.run.train import expand_grid, rebuild, run_id_of
+from benchmarks.store import RunStore
+from benchmarks.tasks.suites import Task
+
+SOURCE = "select"  # the `source` of a composed evaluation's record
+PROPOSERS = ("gem", "lom", "drol", "isep", "isep-fm", "fql")  # cross-select's default proposers
+CROSS_N = (0, 1, 16, 64, 256)  # cross-select's default candidate budgets (0: the proposer alone)
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint rebuilt for evaluation, with what the compatibility check compares."""
+
+    path: Path
+    run: dict[str, Any]
+    step: int
+    algorithm: Algorithm
+    task: Task
+    normalizer: Normalizer
+    knobs: Any  # the run's own knobs
+    action_low: np.ndarray | None
+    action_high: np.ndarray | None
+
+    @property
+    def run_id(self) -> str:
+        return run_id_of(self.path)
+
+
+def load_run(checkpoint: str | Path, device: str = "auto") -> LoadedRun:
+    payload = load_checkpoint(checkpoint)
+    algorithm, task, normalizer, method = rebuild(payload, device)
+    bound = {k: None if payload[k] is None else payload[k].numpy() for k in ("action_low", "action_high")}
+    return LoadedRun(Path(checkpoint), payload["run"], int(payload["step"]), algorithm, task, normalizer, method.knobs,
+                     bound["action_low"], bound["action_high"])
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None) == (b is None) and (a is None or (a.shape == b.shape and bool(np.array_equal(a, b))))
+
+
+def check_compatible(proposer: LoadedRun, selector: LoadedRun) -> None:
+    """One ConfigError line when the selector is not GEM, the proposer cannot propose, or the two
+    checkpoints differ in task, dataset, data settings, observation normaliser or action box."""
+    sel, prop = f"--select-with {selector.path}", f"--checkpoint {proposer.path}"
+    if not isinstance(selector.algorithm, GEM):
+        raise ConfigError(f"{sel} is a {selector.run['method']} checkpoint; the selector must be a GEM checkpoint "
+                          "(its critic ensemble and behaviour density score the candidates)")
+    if not type(proposer.algorithm).can_propose:
+        raise ConfigError(f"{prop} is a {proposer.run['method']} checkpoint, which cannot propose candidate actions; "
+                          "give a checkpoint of a method with propose() (gem, lom, drol, isep, isep-fm, fql)")
+    checks = [
+        ("task", proposer.run["task"]["id"], selector.run["task"]["id"]),
+        ("dataset", proposer.run["dataset_name"], selector.run["dataset_name"]),
+        ("task horizon", proposer.task.horizon, selector.task.horizon),
+        ("data settings", proposer.run.get("data"), selector.run.get("data")),
+        ("observation/action sizes", [proposer.run["obs_dim"], proposer.run["act_dim"]], [selector.run["obs_dim"], selector.run["act_dim"]]),
+    ]
+    for what, mine, theirs in checks:
+        if not _same(mine, theirs):
+            raise ConfigError(f"{prop} and {sel} differ in {what} ({mine} vs {theirs}); the selector must be a GEM run "
+                              "trained on the proposer's task with the same data settings")
+    p, s = proposer.normalizer, selector.normalizer
+    if not (_same_array(np.asarray(p.mean), np.asarray(s.mean)) and _same_array(np.asarray(p.std), np.asarray(s.std))):
+        raise ConfigError(f"{prop} and {sel} normalise observations differently (another dataset or normalize_obs "
+                          "setting); the selector must be a GEM run trained on the proposer's data")
+    if not (_same_array(proposer.action_low, selector.action_low) and _same_array(proposer.action_high, selector.action_high)):
+        raise ConfigError(f"{prop} and {sel} map actions to different boxes; the selector must be a GEM run on the proposer's data")
+    if proposer.algorithm.device != selector.algorithm.device:
+        raise ConfigError(f"{prop} and {sel} were loaded on different devices ({proposer.algorithm.device} vs {selector.algorithm.device})")
+
+
+def check_selection_knobs(knobs: GEMKnobs) -> None:
+    """The GEM knobs that mean something else when another method proposes."""
+    if knobs.candidate_source != "actor":
+        raise ConfigError("candidate_source=behavior samples the selector's behaviour density, not the proposer; with "
+                          "--select-with the candidates are the proposer's: leave candidate_source at actor")
+    if knobs.anchor == "bary":
+        raise ConfigError("anchor=bary is GEM's barycentre of its own actor; with --select-with the anchor is the proposer's "
+                          "own action: use anchor=mode (the default) or anchor=off")
+
+
+class SelectedProposals(nn.Module):
+    """The proposer's candidates scored by the selector's rule: a policy `evaluate` can run.
+
+    `act(obs, t, knobs)` takes the selector's knobs (GEMKnobs); the proposer uses `proposer_knobs`."""
+
+    def __init__(self, proposer: Algorithm, selector: GEM, proposer_knobs: Any = None):
+        super().__init__()
+        self.proposer = proposer
+        self.selector = selector
+        self.proposer_knobs = proposer_knobs if proposer_knobs is not None else proposer.default_knobs()
+        self.spec = selector.spec
+        self.device = selector.device
+
+    def default_knobs(self) -> GEMKnobs:
+        return self.selector.default_knobs()
+
+    @torch.no_grad()
+    def candidates(self, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs) -> torch.Tensor:
+        """{a_0 = the proposer's own action} + N proposals, clipped to the action box, [B, |C|, d]."""
+        parts = []
+        if knobs.anchor != "off":
+            parts.append(self.proposer.own_action(obs, t, self.proposer_knobs).unsqueeze(1))
+        if knobs.N > 0:
+            parts.append(self.proposer.propose(obs, knobs.N))
+        return torch.cat(parts, dim=1).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs | None = None) -> ActOutput:
+        knobs = knobs if knobs is not None else self.default_knobs()
+        return self.selector.select(obs, t, self.candidates(obs, t, knobs), knobs)
+
+
+def selection_settings(selector: LoadedRun, knob_grid: dict[str, list[Any]] | None) -> list[GEMKnobs]:
+    """The selector run's own knobs, varied over the grid (`--knob N=1,16 --knob lambda=0,1`)."""
+    base = to_dict(selector.knobs)
+    grid = resolve_aliases(GEMKnobs, knob_grid or {})
+    unknown = sorted(set(grid) - set(base))
+    if unknown:
+        raise ConfigError(f"unknown selection knob(s) {unknown}; with --select-with the knobs are GEM's: {sorted(base)} (lambda = lcb_lambda)")
+    settings = [from_dict(GEMKnobs, {**base, **combo}, what="selection knob") for combo in expand_grid(grid)]
+    for knobs in settings:
+        check_selection_knobs(knobs)
+    return settings
+
+
+def selection_record_knobs(proposer: LoadedRun, selector: LoadedRun, knobs: GEMKnobs) -> dict[str, Any]:
+    """The record's knobs: the proposer's own plus the selection (selector run id and every knob)."""
+    return {**to_dict(proposer.knobs), "selection": {"selector": selector.run_id, **to_dict(knobs)}}
+
+
+def evaluate_selection(
+    proposer_checkpoint: str | Path,
+    selector_checkpoint: str | Path,
+    knob_grid: dict[str, list[Any]] | None = None,
+    episodes: int | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Evaluate the proposer's candidates under the selector's rule at every setting of the
+    grid (no retraining); one record each in the proposer's run folder."""
+    proposer = load_run(proposer_checkpoint, device)
+    selector = load_run(selector_checkpoint, device)
+    check_compatible(proposer, selector)
+    settings = selection_settings(selector, knob_grid)
+    policy = SelectedProposals(proposer.algorithm, selector.algorithm, proposer.knobs)
+    eval_seed = proposer.run["seed"] if seed is None else seed
+    store = RunStore(Path(out) if out else proposer.path.resolve().parents[2], proposer.run_id)
+    names = {
+        "proposer_run_id": proposer.run_id, "proposer_checkpoint": str(proposer.path), "proposer_method": proposer.run["method"],
+        "proposer_step": proposer.step, "proposer_knobs": to_dict(proposer.knobs),
+        "selector_run_id": selector.run_id, "selector_checkpoint": str(selector.path), "selector_method": selector.run["method"],
+        "selector_step": selector.step,
+    }
+    records = []
+    for knobs in tqdm(settings, desc="selection grid", disable=not progress or len(settings) == 1):
+        result = evaluate(policy, proposer.task, knobs, episodes or proposer.task.eval_episodes, eval_seed,
+                          proposer.normalizer, proposer.action_low, proposer.action_high)
+        record = {**record_fields(proposer.run, proposer.step, selection_record_knobs(proposer, selector, knobs)),
+                  "source": SOURCE, "eval_seed": eval_seed, "selection": {**names, "knobs": to_dict(knobs)}, **result.summary()}
+        store.write_record(record)
+        records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------- cross-select
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    run_id: str
+    checkpoint: Path
+    config: dict[str, Any]
+
+    @property
+    def pairing(self) -> str:
+        """What a proposer and its selector must share: task, dataset, data settings, seed, steps."""
+        c = self.config
+        return json.dumps([c["task"]["id"], c["dataset_name"], c.get("data"), c["seed"], c["steps"]], sort_keys=True, default=str)
+
+
+def stored_runs(root: str | Path) -> list[StoredRun]:
+    """Every run folder under `root` with a config.json and a checkpoint."""
+    out = []
+    for config in sorted(Path(root).glob("**/runs/*/config.json")):
+        checkpoint = config.parent / "checkpoint.pt"
+        if checkpoint.exists():
+            out.append(StoredRun(config.parent.name, checkpoint, json.loads(config.read_text())))
+    return out
+
+
+def cross_pairs(runs: list[StoredRun], proposers: list[str], selector: str = "gem",
+                suite: str | None = None) -> list[tuple[StoredRun, StoredRun]]:
+    """(proposer run, selector run) pairs: every run of a proposer method with the selector-method
+    run on the same task, dataset, data settings, seed and number of updates."""
+    chosen = [r for r in runs if suite is None or r.config["task"].get("suite") == suite]
+    selectors: dict[str, list[StoredRun]] = {}
+    for r in chosen:
+        if r.config["method"] == selector:
+            selectors.setdefault(r.pairing, []).append(r)
+    pairs = []
+    for r in chosen:
+        if r.config["method"] not in proposers:
+            continue
+        matches = selectors.get(r.pairing, [])
+        if len(matches) > 1:
+            raise ConfigError(f"{r.run_id}: {len(matches)} {selector} runs share its task, data, seed and steps "
+                              f"({', '.join(m.run_id for m in matches)}); keep one per results root (--root)")
+        if matches:
+            pairs.append((r, matches[0]))
+    return pairs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("cross-select", help="every stored proposer's checkpoint with GEM's selection at several N (no retraining)")
+    p.add_argument("--root", default=None, help="results store to read and write (default: results/ or $MODEBENCH_RESULTS)")
+    p.add_argument("--suite", default=None, help="only runs of this suite (default: all)")
+    p.add_argument("--proposers", default=",".join(PROPOSERS), help=f"comma-separated methods (default {','.join(PROPOSERS)})")
+    p.add_argument("--knob", action="append", metavar="NAME=V1,V2,...",
+                   help=f"selection knob grid (default N={','.join(map(str, CROSS_N))}; the selector run's own knobs otherwise)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per setting (default: the task's)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_cross_select)
+
+
+def cmd_cross_select(args: argparse.Namespace) -> int:
+    import time
+
+    from benchmarks.cli import parse_knob_grid
+    from benchmarks.store import DEFAULT_ROOT
+
+    root = Path(args.root) if args.root else DEFAULT_ROOT
+    proposers = [m.strip() for m in args.proposers.split(",") if m.strip()]
+    grid = parse_knob_grid(args.knob) if args.knob else {"N": [str(n) for n in CROSS_N]}
+    pairs = cross_pairs(stored_runs(root), proposers, suite=args.suite)
+    if not pairs:
+        raise ConfigError(f"no proposer run under {root}/ has a gem run with the same task, data, seed and steps; "
+                          f"train both first (e.g. `modebench bench --suite toy --methods gem,{proposers[0]}`)")
+    start = time.perf_counter()
+    for proposer, selector in tqdm(pairs, desc="cross-select"):
+        for record in evaluate_selection(proposer.checkpoint, selector.checkpoint, grid, args.episodes, out=root, device=args.device):
+            n = record["selection"]["knobs"]["N"]
+            print(f"{record['method']} {record['task']} seed {record['seed']} N={n} normalized_score {record['normalized_score']:.4f}")
+    print(f"cross-select: {len(pairs)} proposer runs x {len(expand_grid(grid))} settings in {time.perf_counter() - start:.0f} s -> {root}/")
+    return 0
