@@ -101,6 +101,7 @@ def _generation_record(task) -> dict | None:
 
 def _resolve_targets(targets: list[str], suite: str | None):
     """Tasks for suite names / SUITE/TASK ids; ad-hoc tasks for raw dataset ids."""
+    from benchmarks.tasks.sources import D4RL_ADROIT_ENVS
     from benchmarks.tasks.suites import Task, get_task, load_suite, suite_names
 
     suites = set(suite_names())
@@ -115,12 +116,13 @@ def _resolve_targets(targets: list[str], suite: str | None):
         elif "singletask" in target or target.endswith(("-navigate-v0", "-play-v0", "-noisy-v0", "-stitch-v0", "-explore-v0")):
             name = target if "singletask" in target else target[: -len("-v0")] + "-singletask-v0"
             tasks.append(Task("dataset", target, {"source": "ogbench", "name": name}, {"source": "gym", "id": "none"}, 1, {"kind": "success"}))
-        elif target.endswith("-v2") and target.split("-", 1)[0] in ("halfcheetah", "hopper", "walker2d", "ant"):
+        elif (target.endswith("-v2") and target.split("-", 1)[0] in ("halfcheetah", "hopper", "walker2d", "ant")) or (
+                target.endswith("-v1") and target.split("-", 1)[0] in D4RL_ADROIT_ENVS):  # D4RL's Adroit -v1 files
             tasks.append(Task("dataset", target, {"source": "d4rl", "name": target}, {"source": "gym", "id": "none"}, 1, {"kind": "dataset"}))
         else:
             raise ConfigError(
                 f"don't know what to download for {target!r}: give a suite ({', '.join(sorted(suites))}), SUITE/TASK, "
-                "a Minari id (D4RL/pen/human-v2), an OGBench dataset (cube-single-play-v0) or a D4RL name (hopper-medium-v2)"
+                "a Minari id (D4RL/pen/human-v2), an OGBench dataset (cube-single-play-v0) or a D4RL name (hopper-medium-v2, pen-human-v1)"
             )
     if not tasks:
         raise ConfigError("nothing to download: give a suite, SUITE/TASK or a dataset id (or --suite S)")

@@ -52,6 +52,7 @@ from __future__ import annotations
 import os
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -70,6 +71,10 @@ if TYPE_CHECKING:  # annotations only: suites.py imports this module, never the 
     from benchmarks.tasks.suites import Task
 
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2"
+# D4RL's Adroit -v1 files (d4rl hand_manipulation_suite DATASET_URLS), the data FQL / DROL / ISEP
+# trained on; Minari's D4RL/<env>/<kind>-v2 re-records them in gymnasium-robotics' AdroitHand*-v1.
+D4RL_ADROIT_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/hand_dapg_v1"
+D4RL_ADROIT_ENVS = ("pen", "door", "hammer", "relocate")
 NETWORK_TIMEOUT_S = 20.0  # per connection attempt: an offline machine fails fast, never hangs
 MASS_SCALE_KEYS = ("mass_scale", "mass_bodies", "scale_inertia")
 
@@ -263,8 +268,11 @@ def d4rl_dir() -> Path:
 
 
 def d4rl_url(name: str) -> str:
-    """D4RL's URL of a v2 gym-mujoco dataset: hopper-medium-replay-v2 -> .../hopper_medium_replay-v2.hdf5."""
+    """D4RL's URL of a v2 gym-mujoco dataset: hopper-medium-replay-v2 -> .../hopper_medium_replay-v2.hdf5,
+    or of an Adroit -v1 one: pen-human-v1 -> .../hand_dapg_v1/pen-human-v1.hdf5."""
     env, rest = name.split("-", 1)
+    if env in D4RL_ADROIT_ENVS:
+        return f"{D4RL_ADROIT_URL}/{name}.hdf5"
     stem, version = rest.rsplit("-", 1)
     return f"{D4RL_URL}/{env}_{stem.replace('-', '_')}-{version}.hdf5"
 
@@ -672,24 +680,62 @@ def _fetch(url: str, dest: Path, what: str, suite: str | None) -> Path:
     return dest
 
 
+def minari_remote() -> tuple[str, str]:
+    """(remote, host): the remote minari downloads from ($MINARI_REMOTE, else minari's default
+    hf://farama-minari) and the host it reaches (Hugging Face's, or $HF_ENDPOINT's)."""
+    from minari.storage.remotes import DEFAULT_REMOTE
+
+    remote = os.environ.get("MINARI_REMOTE", DEFAULT_REMOTE)
+    if remote.startswith("hf://"):
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        return remote, urllib.parse.urlsplit(endpoint).hostname or "huggingface.co"
+    return remote, "storage.googleapis.com"  # gcp://
+
+
+def _unreachable(host: str, port: int = 443) -> OSError | None:
+    """None when a TCP connection to host:port opens within NETWORK_TIMEOUT_S, else the error."""
+    try:
+        socket.create_connection((host, port), timeout=NETWORK_TIMEOUT_S).close()
+    except OSError as err:
+        return err
+    return None
+
+
+# Exception classes (by name, so no client library is imported for the check) that mean the
+# remote was not reached: huggingface_hub 2.x raises httpx2's, 0.x/1.x requests' or its own.
+NETWORK_ERRORS = frozenset({
+    "ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "TimeoutException",
+    "ConnectionError", "LocalEntryNotFoundError", "OfflineModeIsEnabled",
+})
+NETWORK_OS_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, urllib.error.URLError)  # not disk errors
+
+
 def download_minari(dataset_id: str, suite: str | None = None, force: bool = False) -> str:
     import minari
 
     try:
-        import huggingface_hub  # noqa: F401  (minari's remote storage backend)
+        import huggingface_hub  # noqa: F401  (minari's remote storage backend, a project dependency)
     except ImportError:
         raise MissingDatasetError(
-            f"downloading Minari dataset {dataset_id!r} needs huggingface_hub: `pip install \"minari[hf]\"`"
+            f"downloading Minari dataset {dataset_id!r} needs huggingface_hub, which the project installs: "
+            "`pip install -e .` (or `pip install \"minari[hf]\"`)"
         ) from None
+    remote, host = minari_remote()
+    retry = f" Run `modebench datasets download {dataset_id}` again on a machine with network."
+
+    def offline(err: BaseException) -> OfflineError:
+        return OfflineError(_offline_message(f"Minari {dataset_id}", f"{remote} ({host})", err, suite) + retry)
+
+    # Probe first: offline, huggingface_hub retries each request with backoff (~30 s) before failing.
+    if (err := _unreachable(host)) is not None:
+        raise offline(err)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(NETWORK_TIMEOUT_S)
     try:
         minari.download_dataset(dataset_id, force_download=force)
-    except (TimeoutError, OSError, ConnectionError) as err:
-        raise OfflineError(_offline_message(f"Minari {dataset_id}", "Minari's remote", err, suite)) from None
-    except Exception as err:  # minari wraps network failures in its own / huggingface errors
-        if "connect" in str(err).lower() or "resolve" in str(err).lower() or "offline" in str(err).lower():
-            raise OfflineError(_offline_message(f"Minari {dataset_id}", "Minari's remote", err, suite)) from None
+    except Exception as err:  # minari passes its client's network errors through
+        if isinstance(err, NETWORK_OS_ERRORS) or NETWORK_ERRORS & {c.__name__ for c in type(err).__mro__}:
+            raise offline(err) from None
         raise
     finally:
         socket.setdefaulttimeout(previous)
