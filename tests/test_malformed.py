@@ -143,7 +143,7 @@ FILE_CASES = [
     Case("image observations of rank 3", "d.npz", npz(changed(observations=np.zeros((N, 3, 1), np.float32))),
          ("field 'observations' has shape (120, 3, 1)", "flatten")),
     Case("rewards of another rank", "d.npz", npz(changed(rewards=np.zeros((N, 2), np.float32))), ("field 'rewards' has shape (120, 2)",)),
-    Case("row counts disagree", "d.npz", npz(changed(rewards=lambda a: a["rewards"][:-1])), ("field 'rewards' has 119 rows",)),
+    Case("row counts disagree", "d.npz", npz(changed(rewards=lambda a: a["rewards"][:-1])), ("field 'rewards' has 119 rows, expected 120 (as 'observations' has 120)",)),
     Case("empty dataset", "d.npz", npz({k: v[:0] for k, v in pendulum_arrays().items()}), ("it holds no transitions", "at least 2")),
     Case("a single transition", "d.npz", npz(pendulum_arrays(1)), ("it holds only 1 transition", "at least 2")),
     Case("NaN in the last observation", "d.npz", npz(changed(observations=at("observations", (N - 1, 1), np.nan))),
@@ -153,11 +153,11 @@ FILE_CASES = [
          hdf5(changed(next_observations=at("observations", (5, 0), np.nan))), ("field 'next_observations' is nan", "index 5")),
     Case("terminal flag 2", "d.npz", npz(changed(terminals=at("terminals", 10, 2))), ("field 'terminals' is 2 at index 10", "0 or 1")),
     Case("timeout flag 0.5", "d.npz", npz(changed(timeouts=at("timeouts", 3, 0.5))), ("field 'timeouts' is 0.5 at index 3",)),
-    Case("episodes that never end", "d.npz", npz(changed(timeouts=np.zeros(N, bool))), ("no episode ever ends", "timeouts=1")),
+    Case("episodes that never end", "d.npz", npz(changed(timeouts=np.zeros(N, bool))), ("no episode ever ends ('terminals' and 'timeouts' are 0 in all 120 rows)", "timeouts=1")),
     Case("action outside the env's box", "d.npz", npz(changed(actions=at("actions", (3, 0), 2.5))),
          ("field 'actions' at index 3 (column 0) is 2.5, outside the action box [-2, 2] of the env Pendulum-v1",)),
     Case("action dimension not the env's", "d.npz", npz(changed(actions=np.zeros((N, 2), np.float32))),
-         ("field 'actions' has 2 columns but the action space of the env Pendulum-v1 has 1",)),
+         ("field 'actions' has 2 columns but the action space of the env Pendulum-v1 has 1;",)),
     Case("observation dimension not the env's", "d.npz", npz(changed(observations=np.zeros((N, 4), np.float32))),
          ("field 'observations' has 4 columns but the evaluation env Pendulum-v1 observes 3",)),
     Case("reference returns with min >= max", "d.npz", npz(pendulum_arrays()), ("random=5, expert=5", "--ref-min"),
@@ -302,7 +302,7 @@ MINARI_CASES = [
     Case("Minari: termination before the last step", "", edit_episode(1, "terminations", put(1, True)),
          ("episode 1: field 'terminations' is set at index 1, before the episode's last step 4",)),
     Case("Minari: one observation short", "", edit_episode(2, "observations", lambda o: o[:-1]),
-         ("episode 2: field 'actions' has 5 rows", "expected 4")),
+         ("episode 2: field 'actions' has 5 rows, expected 4 (as 'observations' has 5, one more than the steps)",)),
     Case("Minari: reference returns with min >= max", "", edit_metadata(ref_min_score=3.0, ref_max_score=1.0),
          ("random=3, expert=1", "ref_min_score")),
 ]
@@ -326,6 +326,19 @@ def test_malformed_minari_dataset_is_one_line_naming_it(case, minari_folder, tmp
     assert str(folder) in line
     for part in case.expect:
         assert part in line, line
+    assert_nothing_written(out)
+
+
+def test_malformed_minari_dataset_by_id_is_one_line_naming_it(minari_folder, tmp_path, monkeypatch, capsys):
+    """The same loader behind an id: a half-written copy in MINARI_DATASETS_PATH."""
+    root = tmp_path / "minari"
+    shutil.copytree(minari_folder, root / "modebench-test" / "malformed-v0")
+    (root / "modebench-test" / "malformed-v0" / "data" / "main_data.hdf5").write_bytes(b"\x89HDF")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    out = tmp_path / "results"
+    line = run_cli(["train", "--algo", "bc", "--dataset", "modebench-test/malformed-v0", "--steps", "10", "--out", str(out),
+                    "--no-progress"], capsys)
+    assert "malformed-v0" in line and "cannot read the Minari dataset" in line, line
     assert_nothing_written(out)
 
 
@@ -353,7 +366,7 @@ OGBENCH_CASES = [
     Case("OGBench: NaN in the last observation", "og.npz", og(observations=at("observations", (39, 3), np.nan)),
          ("field 'observations' is nan (not finite) at index 39 (column 3)",)),
     Case("OGBench: integer actions", "og.npz", og(actions=np.zeros((40, 8), np.int8)), ("field 'actions' has dtype int8",)),
-    Case("OGBench: episodes that never end", "og.npz", og(terminals=np.zeros(40, np.float32)), ("no episode ever ends",)),
+    Case("OGBench: episodes that never end", "og.npz", og(terminals=np.zeros(40, np.float32)), ("no episode ever ends ('terminals' is 0 in all 40 rows); set terminals=1 at the last step of every episode",)),
     Case("OGBench: action outside [-1, 1]", "og.npz", og(actions=at("actions", (7, 2), -3.0)),
          ("field 'actions' at index 7 (column 2) is -3, outside the action box [-1, 1] of OGBench's envs",)),
 ]

@@ -116,11 +116,12 @@ def check_arrays(
     anchor = present[0]
     n = int(arrays[anchor].shape[0]) - extra_rows.get(anchor, 0)
     for name in present:
-        rows = int(arrays[name].shape[0])
-        if rows != n + extra_rows.get(name, 0):
-            raise DatasetError(f"{where}: field '{name}' has {rows} rows but '{anchor}' has "
-                               f"{n + extra_rows.get(anchor, 0)} (expected {n + extra_rows.get(name, 0)}); "
-                               "every field needs one row per transition: the file is truncated or its fields come from different datasets")
+        rows, expected = int(arrays[name].shape[0]), n + extra_rows.get(name, 0)
+        if rows != expected:
+            layout = ", one more than the steps" if extra_rows.get(anchor) else ""
+            raise DatasetError(f"{where}: field '{name}' has {rows} rows, expected {expected} (as '{anchor}' has "
+                               f"{n + extra_rows.get(anchor, 0)}{layout}); every field needs one row per transition: "
+                               "the file is truncated or its fields come from different datasets")
     if n < min_rows:
         raise DatasetError(f"{where}: {_count(n)}; training needs at least {min_rows}"
                            " (a file this small is almost surely truncated or a wrong slice)")
@@ -131,9 +132,10 @@ def check_arrays(
         else:
             check_finite(arr, name, where)
     if episode_ends and not any(arrays[k].any() for k in episode_ends if k in arrays):
-        names = " or ".join(f"'{k}'" for k in episode_ends)
-        raise DatasetError(f"{where}: no episode ever ends ({names} are 0 at all {n} rows); set terminals=1 where the "
-                           "env terminated and timeouts=1 at the last step of every other episode")
+        names = " and ".join(f"'{k}'" for k in episode_ends if k in arrays)
+        fix = (f"set {episode_ends[0]}=1 at the last step of every episode" if len(episode_ends) == 1 else
+               f"set {episode_ends[0]}=1 where the env terminated and {episode_ends[1]}=1 at the last step of every other episode")
+        raise DatasetError(f"{where}: no episode ever ends ({names} {'is' if ' and ' not in names else 'are'} 0 in all {n} rows); {fix}")
     if action_box is not None and "actions" in arrays:
         check_action_box(arrays["actions"], "actions", where, *action_box, owner=box_owner)
     return n
@@ -146,7 +148,7 @@ def check_action_box(actions: np.ndarray, name: str, where: str, low, high, owne
                  else np.asarray(bound, np.float64).reshape(-1) for bound in (low, high))
     if actions.shape[1] != low.shape[0]:
         raise DatasetError(f"{where}: field '{name}' has {actions.shape[1]} columns but the action space of {owner} has "
-                           f"{low.shape[0]} dimensions; the data was collected in another env")
+                           f"{low.shape[0]}; the data was collected in another env")
     out = (actions < low - ACTION_TOLERANCE) | (actions > high + ACTION_TOLERANCE)
     if out.any():
         row, col = (int(i) for i in np.argwhere(out)[0])
