@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from benchmarks.data.dataset import DatasetError
+from benchmarks.data.validate import check_task_data
 from benchmarks.tasks import sources
 from modebench.cli import main
 
@@ -224,6 +225,20 @@ def test_the_valid_file_trains(tmp_path, capsys):
     kept = ~stored["timeouts"]  # no next observation is stored after a timeout: those rows are dropped
     assert np.allclose(data.actions[:, 0], stored["actions"][kept, 0] / 2, atol=1e-6)
     assert len(data) == N - 2 and data.num_episodes == 2
+    check_task_data(task, data)  # and it fits Pendulum-v1's spaces
+
+
+def test_a_dataset_whose_action_box_is_not_the_envs_is_refused():
+    """A dataset rescaled from its own box [-2, 2] cannot be evaluated in an env acting in [-1, 1]:
+    the policy's actions would be mapped back into the wrong range."""
+    from benchmarks.tasks import toy
+    from benchmarks.tasks.suites import get_task
+
+    data = toy.generate("four-goal", size=50, seed=0)
+    data.action_low, data.action_high = np.full(2, -2.0, np.float32), np.full(2, 2.0, np.float32)
+    with pytest.raises(DatasetError, match=r"the data's action box \[-2, 2\] is not the evaluation env "
+                                           r"modebench/FourGoalBandit-v0's \[-1, 1\]"):
+        check_task_data(get_task("toy/four-goal"), data)
 
 
 def test_unknown_env_is_one_line(tmp_path, capsys):
