@@ -17,7 +17,10 @@ import json
 import math
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 
@@ -185,6 +188,27 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
     return value
 
 
+def check_keys(values: Mapping[str, Any], allowed: Iterable[str], what: str = "", where: str = "") -> None:
+    """The one unknown-key check of every strict loader (config and knobs dataclasses, suite files,
+    grid files): one line naming the unknown keys, where they are and the valid keys."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}unknown {what + ' ' if what else ''}key(s) {unknown}; valid keys: {sorted(allowed)}")
+
+
+def load_mapping(path: Path, allowed: Iterable[str], what: str) -> dict[str, Any]:
+    """A YAML data file (suite, overrides, grid) whose top level is a mapping with known keys."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping at the top level, got {type(raw).__name__}")
+    check_keys(raw, allowed, where=f"{what} {path}")
+    return raw
+
+
 def resolve_aliases(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     """`values` with `cls.ALIASES` renamed to field names (e.g. the paper's `lambda` for GEM's `lcb_lambda`)."""
     aliases = getattr(cls, "ALIASES", {})
@@ -195,11 +219,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None,
     """Build `cls` from `values` on top of `base` (or the defaults); unknown keys are errors."""
     types_ = _field_types(cls)
     values = resolve_aliases(cls, values)
-    unknown = sorted(set(values) - set(types_))
-    if unknown:
-        raise ConfigError(
-            f"unknown {what} key(s) {unknown} for {cls.__name__}; valid keys: {sorted(types_)}"
-        )
+    check_keys(values, types_, what, where=cls.__name__)
     current = dataclasses.asdict(base) if base is not None else {}
     current.update({k: coerce(v, types_[k], k) for k, v in values.items()})
     try:

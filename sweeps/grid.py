@@ -44,9 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from algorithms.config import ConfigError, config_hash, from_dict, to_dict
+from algorithms.config import (
+    ConfigError,
+    check_keys,
+    config_hash,
+    from_dict,
+    load_mapping,
+    to_dict,
+)
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 GRID_KEYS = {
@@ -306,13 +311,8 @@ def parse_seeds(text: str | int | list | None) -> list[int] | None:
 def load_grid(name_or_path: str | Path) -> Grid:
     """Read and check a grid file's structure (method/config/knob names: `Grid.validate`)."""
     path = grid_path(name_or_path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_mapping(path, GRID_KEYS, "grid file")
     where = f"grid file {path}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - GRID_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(GRID_KEYS)}")
     for key in ("tasks", "steps", "methods"):
         if key not in raw:
             raise ConfigError(f"{where}: missing key {key!r}")
@@ -330,9 +330,7 @@ def load_grid(name_or_path: str | Path) -> Grid:
             raise ConfigError(f"{where}: steps must be an integer >= 1 or a mapping suite -> integer, got {steps!r}")
 
     ev = _mapping(f"{where}: eval", raw.get("eval"))
-    unknown = sorted(set(ev) - EVAL_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown eval key(s) {unknown}; valid: {sorted(EVAL_KEYS)}")
+    check_keys(ev, EVAL_KEYS, "eval", where)
     knobs_at = ev.get("knobs_at", "final")
     if knobs_at not in ("final", "all"):
         raise ConfigError(f"{where}: eval.knobs_at must be 'final' or 'all', got {knobs_at!r}")
@@ -342,9 +340,7 @@ def load_grid(name_or_path: str | Path) -> Grid:
             raise ConfigError(f"{where}: {name} must be an integer >= 1, got {value!r}")
 
     res = _mapping(f"{where}: resources", raw.get("resources"))
-    unknown = sorted(set(res) - RESOURCE_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown resources key(s) {unknown}; valid: {sorted(RESOURCE_KEYS)}")
+    check_keys(res, RESOURCE_KEYS, "resources", where)
     resources = {"cpu": float(res.get("cpu", 1)), "gpu": float(res.get("gpu", 0))}
     if resources["cpu"] <= 0 or resources["gpu"] < 0:
         raise ConfigError(f"{where}: resources need cpu > 0 and gpu >= 0, got {resources}")
@@ -369,9 +365,7 @@ def load_grid(name_or_path: str | Path) -> Grid:
     methods = []
     for name, entry in methods_raw.items():
         entry = _mapping(f"{where}: methods.{name}", entry)
-        unknown = sorted(set(entry) - METHOD_KEYS)
-        if unknown:
-            raise ConfigError(f"{where}: methods.{name}: unknown key(s) {unknown}; valid: {sorted(METHOD_KEYS)}")
+        check_keys(entry, METHOD_KEYS, where=f"{where}: methods.{name}")
         mw = f"{where}: methods.{name}"
         train = {**top["train"], **_space(f"{mw}.train", entry.get("train"))}
         config = {**top["config"], **_mapping(f"{mw}.config", entry.get("config"))}

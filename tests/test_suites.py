@@ -95,7 +95,7 @@ def test_normalisation_constants_match_spec():
         checked += 1
     for task in load_suite("minari-mujoco").values():
         assert task.score["kind"] == "dataset"  # Minari's own numbers, never D4RL's
-    assert checked == 9 + 12 + 3 + 3 + 6
+    assert checked == 9 + 12 + 12 + 3 + 3 + 6  # adroit: Minari -v2 and D4RL -v1 tasks
     if SPEC.exists():  # the constants above are SPEC's own digits
         text = SPEC.read_text()
         for lo, hi in D4RL_REFERENCE.values():
@@ -322,3 +322,27 @@ def test_importing_the_suites_registers_nothing():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_suites_and_grids_load_through_the_same_strict_loader(tmp_path, monkeypatch):
+    from algorithms.config import ConfigError
+    from benchmarks.tasks import suites
+    from sweeps.grid import load_grid
+
+    (tmp_path / "bad.yaml").write_text("name: bad\ntasks: {}\nbench_stepz: 3\n")
+    monkeypatch.setattr(suites, "SUITES_DIR", tmp_path)
+    suites._read_suite.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as suite_err:
+            load_suite("bad")
+    finally:
+        suites._read_suite.cache_clear()
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("tasks: [toy/four-goal]\nsteps: 3\nmethods: [bc]\nstepz: 3\n")
+    with pytest.raises(ConfigError) as grid_err:
+        load_grid(grid)
+    assert str(suite_err.value).startswith(f"suite file {tmp_path / 'bad.yaml'}: unknown key(s) ['bench_stepz']; valid keys: [")
+    assert str(grid_err.value).startswith(f"grid file {grid}: unknown key(s) ['stepz']; valid keys: [")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level, got list"):
+        load_grid(tmp_path / "list.yaml")

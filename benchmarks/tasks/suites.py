@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
-from algorithms.config import ConfigError
+from algorithms.config import ConfigError, check_keys, load_mapping
 from benchmarks.data.dataset import TransitionDataset
 from benchmarks.tasks import sources
 
@@ -75,9 +75,7 @@ class Task:
 
     def method_overrides(self, method: str) -> dict[str, dict[str, Any]]:
         entry = self.methods.get(method, {})
-        unknown = set(entry) - {"config", "knobs"}
-        if unknown:
-            raise ConfigError(f"{self.id}: method {method!r} overrides have unknown keys {sorted(unknown)}; use config/knobs")
+        check_keys(entry, ("config", "knobs"), where=f"{self.id}: method {method!r} overrides")
         return {"config": dict(entry.get("config", {})), "knobs": dict(entry.get("knobs", {}))}
 
 
@@ -106,26 +104,18 @@ def _read_suite(name: str) -> dict:
     path = SUITES_DIR / f"{name}.yaml"
     if not path.exists():
         raise UnknownNameError(f"unknown suite {name!r}; valid suites: {', '.join(suite_names())}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    unknown = set(raw) - SUITE_KEYS
-    if unknown:
-        raise ConfigError(f"suite file {path}: unknown key(s) {sorted(unknown)}; valid: {sorted(SUITE_KEYS)}")
-    return raw
+    return load_mapping(path, SUITE_KEYS, "suite file")
 
 
 def load_suite(name: str) -> dict[str, Task]:
     """All tasks of a suite, in file order."""
     raw = _read_suite(name)
     defaults = raw.get("defaults", {}) or {}
-    unknown = set(defaults) - TASK_KEYS
-    if unknown:
-        raise ConfigError(f"suite {name}: unknown default key(s) {sorted(unknown)}; valid: {sorted(TASK_KEYS)}")
+    check_keys(defaults, TASK_KEYS, "default", where=f"suite {name}")
     tasks: dict[str, Task] = {}
     for task_name, spec in (raw.get("tasks") or {}).items():
         spec = spec or {}
-        unknown = set(spec) - TASK_KEYS
-        if unknown:
-            raise ConfigError(f"suite {name}, task {task_name}: unknown key(s) {sorted(unknown)}; valid: {sorted(TASK_KEYS)}")
+        check_keys(spec, TASK_KEYS, where=f"suite {name}, task {task_name}")
         merged = copy.deepcopy(defaults)
         for key, value in spec.items():
             if key in ("data",) and isinstance(value, dict):
