@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from algorithms.config import Checked, field
+from algorithms.config import Checked, ConfigError, field
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,40 @@ class AlgoConfig(Checked):
 @dataclass
 class NoKnobs(Checked):
     """Methods without inference-only knobs."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of a run that a method's config fixes in absolute updates (LOM's MDN fit, GEM's
+    behaviour-GMM fit), declared by the method's `phases(config)` so the core can check it.
+
+    `blocking`: the method's other losses wait for this phase to end (LOM trains Q, hyper-Q and the
+    policy only after the MDN), so it must end BEFORE the run does or they never train.
+    Otherwise it runs alongside the main training and must end no later than the run (GEM's
+    behaviour GMM would otherwise never be frozen, silently a different method)."""
+
+    name: str  # what the phase does, for the message
+    field: str  # the config field that sets its length (the fix names it)
+    steps: int  # its length in updates
+    blocking: bool
+
+
+def check_phases(algorithm_class: type[Algorithm], config: AlgoConfig, total_steps: int, method: str | None = None) -> None:
+    """The one rule for every method: a run whose updates do not cover a declared phase is
+    refused at start (ConfigError, one line naming the phase and the fix). Phases never scale
+    with the run, so a config value means the same in every run. `method` names the run's
+    method or preset in the message (default: the class's name)."""
+    for phase in algorithm_class.phases(config):
+        if phase.blocking and phase.steps >= total_steps:
+            why, limit, need = "must end before the run does, or the rest of the method never trains", total_steps - 1, phase.steps + 1
+        elif not phase.blocking and phase.steps > total_steps:
+            why, limit, need = "must end within the run", total_steps, phase.steps
+        else:
+            continue
+        raise ConfigError(
+            f"{method or algorithm_class.name}: the {phase.name} phase ({phase.field}={phase.steps}) {why} "
+            f"({total_steps} updates): pass --set {phase.field}=N with N <= {max(limit, 0)}, or --steps {need} or more"
+        )
 
 
 class Algorithm(nn.Module, abc.ABC):
@@ -136,6 +170,11 @@ class Algorithm(nn.Module, abc.ABC):
         """The method's own action before any candidate selection, [B, d_a]: the anchor a_0 when
         GEM's rule scores this method's proposals (benchmarks/run/compose.py). `act`'s by default."""
         return self.act(obs, t, knobs).actions
+
+    @classmethod
+    def phases(cls, config: AlgoConfig) -> list[Phase]:
+        """The phases `config` fixes in absolute updates (checked by `check_phases`); none by default."""
+        return []
 
     def default_knobs(self) -> Any:
         return self.knobs_class()

@@ -46,7 +46,12 @@ import torch
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import field
 from algorithms.critics import TDCritic, policy_q_loss
-from algorithms.nets import ACTIVATIONS, MLP, sample_ball
+from algorithms.nets import (
+    ACTIVATIONS,
+    MLP,
+    LayerNormPlacement,
+    sample_ball,
+)
 from algorithms.optim import make_adam
 
 K_SWEEP = (1, 2, 4, 8, 16, 32, 64)  # the routing budgets of the paper's K sweeps (Fig. 3-4)
@@ -100,6 +105,7 @@ class DROLConfig(AlgoConfig):
     latent_radius: float | None = field(None, help="R of the latent ball; None = sqrt(d_a) (paper)", gt=0.0)
     actor_layer_norm: bool = field(False, help="LayerNorm in the actor MLP (code: False)")
     critic_layer_norm: bool = field(True, help="LayerNorm in the critic MLP (code: True)")
+    layer_norm_placement: LayerNormPlacement = field("pre_act", help='hidden LayerNorms: "pre_act" Linear->LN->act (ModeBench\'s), "post_act" Linear->act->LN, learned scale+bias (DROL code)')
 
 
 class DROL(Algorithm):
@@ -112,8 +118,10 @@ class DROL(Algorithm):
         cfg, o, d = config, spec.obs_dim, spec.act_dim
         self.latent_dim = cfg.latent_dim or d
         self.latent_radius = cfg.latent_radius or math.sqrt(d)
-        self.actor = MLP(o + self.latent_dim, cfg.hidden_dims, d, cfg.activation, cfg.actor_layer_norm)  # f_theta(s, z)
-        self.critic = TDCritic(o, d, cfg.hidden_dims, cfg.num_q, cfg.target_tau, cfg.q_agg, cfg.activation, cfg.critic_layer_norm)
+        self.actor = MLP(o + self.latent_dim, cfg.hidden_dims, d, cfg.activation, cfg.actor_layer_norm,
+                         cfg.layer_norm_placement)  # f_theta(s, z)
+        self.critic = TDCritic(o, d, cfg.hidden_dims, cfg.num_q, cfg.target_tau, cfg.q_agg, cfg.activation, cfg.critic_layer_norm,
+                               cfg.layer_norm_placement)
         # Winner usage per candidate index, accumulated over training (a buffer: saved, no host sync).
         self.register_buffer("winner_counts", torch.zeros(cfg.num_candidates, dtype=torch.long))
         self.to(self.device)

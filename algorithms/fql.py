@@ -36,7 +36,13 @@ import torch
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import field
 from algorithms.critics import TDCritic, policy_q_loss
-from algorithms.nets import ACTIVATIONS, MLP, FlowVelocityNet, euler_integrate
+from algorithms.nets import (
+    ACTIVATIONS,
+    MLP,
+    FlowVelocityNet,
+    LayerNormPlacement,
+    euler_integrate,
+)
 from algorithms.optim import make_adam
 
 
@@ -53,6 +59,7 @@ class FQLConfig(AlgoConfig):
     normalize_q_loss: bool = field(False, help="divide the actor's Q term by sg(mean |Q|)")
     actor_layer_norm: bool = field(False, help="LayerNorm in the flow and one-step MLPs")
     critic_layer_norm: bool = field(True, help="LayerNorm in the critic MLP")
+    layer_norm_placement: LayerNormPlacement = field("pre_act", help='hidden LayerNorms: "pre_act" Linear->LN->act (ModeBench\'s), "post_act" Linear->act->LN, learned scale+bias (FQL code)')
 
 
 class FQL(Algorithm):
@@ -63,9 +70,11 @@ class FQL(Algorithm):
     def __init__(self, config: FQLConfig, spec: EnvSpec, device="cpu"):
         super().__init__(config, spec, device)
         cfg, o, d = config, spec.obs_dim, spec.act_dim
-        self.flow = FlowVelocityNet(o, d, cfg.hidden_dims, cfg.activation, layer_norm=cfg.actor_layer_norm)
-        self.onestep = MLP(o + d, cfg.hidden_dims, d, cfg.activation, cfg.actor_layer_norm)  # mu_theta(s, z)
-        self.critic = TDCritic(o, d, cfg.hidden_dims, cfg.num_q, cfg.target_tau, cfg.q_agg, cfg.activation, cfg.critic_layer_norm)
+        self.flow = FlowVelocityNet(o, d, cfg.hidden_dims, cfg.activation, layer_norm=cfg.actor_layer_norm,
+                                    layer_norm_placement=cfg.layer_norm_placement)
+        self.onestep = MLP(o + d, cfg.hidden_dims, d, cfg.activation, cfg.actor_layer_norm, cfg.layer_norm_placement)  # mu_theta(s, z)
+        self.critic = TDCritic(o, d, cfg.hidden_dims, cfg.num_q, cfg.target_tau, cfg.q_agg, cfg.activation, cfg.critic_layer_norm,
+                               cfg.layer_norm_placement)
         self.to(self.device)
         self.optimizer = make_adam(
             [{"params": self.critic.q.parameters()}, {"params": self.flow.parameters()}, {"params": self.onestep.parameters()}],

@@ -49,7 +49,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec, Phase
 from algorithms.config import Checked, field, require
 from algorithms.critics import ExpectileCritic, awr_weight
 from algorithms.nets import DiagonalGMM, GMMPolicy
@@ -180,6 +180,14 @@ class GEM(Algorithm):
             "training/omega_mean": omega.mean(),
             "training/gating_entropy": gate_entropy.detach().mean(),
         }
+
+    @classmethod
+    def phases(cls, config: GEMConfig) -> list[Phase]:
+        """The behaviour-GMM fit runs alongside the critic and actor; its end matters only when
+        mu_phi is frozen after it."""
+        if not config.gmm_freeze_after_pretrain:
+            return []
+        return [Phase("behaviour-GMM fit", "gmm_pretrain_steps", config.gmm_pretrain_steps, blocking=False)]
 
     def training_behavior(self, step: int) -> bool:
         return step < self.config.gmm_pretrain_steps or not self.config.gmm_freeze_after_pretrain

@@ -10,6 +10,14 @@ in sequence; the simultaneous step is the documented difference and saves two ba
 Defaults: 2 x 256 ReLU nets, twin Q, expectile 0.7, beta 3 (antmaze: 0.9 / 10 via the suite
 file), Gaussian actor with tanh mean and state-independent log-std in [-20, 2], cosine LR on the
 actor, evaluation at the mean.
+
+Actor dropout (`actor_dropout`, default 0 = CORL's effective behaviour): the IQL paper (App. B)
+and its code (configs/kitchen_config.py, which the README also runs on Adroit) put dropout 0.1 on
+the actor's hidden layers (common.py MLP: Dense -> act -> Dropout), active while training only;
+evaluation and proposals run the module in eval mode, so the deterministic mean is used. CORL's
+Adroit configs set actor_dropout 0.1 too, but its GaussianPolicy never passes it to its MLP.
+`critic_layer_norm` / `layer_norm_placement`: FQL's IQL agent (seohongpark/fql agents/iql.py) puts
+a post-activation LayerNorm in Q and V; off by default (the IQL authors and CORL have none).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import torch
 from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import field
 from algorithms.critics import ExpectileCritic, awr_weight
-from algorithms.nets import GaussianPolicy
+from algorithms.nets import GaussianPolicy, LayerNormPlacement
 from algorithms.optim import make_adam
 
 
@@ -36,6 +44,9 @@ class IQLConfig(AlgoConfig):
     max_weight: float = field(100.0, help="clip of exp(beta * A)", gt=0.0)
     target_tau: float = field(0.005, help="Polyak rate of the target Q", gt=0.0, le=1.0)
     actor_cosine_lr: bool = field(True, help="cosine-decay the actor's LR over the run (CORL)")
+    actor_dropout: float = field(0.0, help="dropout after each hidden activation of the actor, training only (IQL App. B: 0.1 kitchen/adroit)", ge=0.0, lt=1.0)
+    critic_layer_norm: bool = field(False, help="LayerNorm in Q and V (FQL's IQL agent: on; IQL authors, CORL: off)")
+    layer_norm_placement: LayerNormPlacement = field("pre_act", help='hidden LayerNorms: "pre_act" Linear->LN->act, "post_act" Linear->act->LN, learned scale+bias (FQL code)')
 
 
 def cosine_schedule(total_steps: int):
@@ -50,9 +61,10 @@ class IQL(Algorithm):
     def __init__(self, config: IQLConfig, spec: EnvSpec, device="cpu"):
         super().__init__(config, spec, device)
         self.critic = ExpectileCritic(
-            spec.obs_dim, spec.act_dim, config.hidden_dims, config.num_q, config.expectile, config.target_tau
+            spec.obs_dim, spec.act_dim, config.hidden_dims, config.num_q, config.expectile, config.target_tau,
+            layer_norm=config.critic_layer_norm, layer_norm_placement=config.layer_norm_placement,
         )
-        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, config.hidden_dims)
+        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, config.hidden_dims, dropout=config.actor_dropout)
         self.to(self.device)
         self.optimizer = make_adam(
             [{"params": self.critic.parameters()}, {"params": self.actor.parameters()}],

@@ -83,7 +83,12 @@ from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import Checked, field
 from algorithms.critics import ExpectileCritic, aggregate, awr_weight
 from algorithms.iql import IQL, IQLConfig
-from algorithms.nets import ACTIVATIONS, FlowVelocityNet, euler_integrate
+from algorithms.nets import (
+    ACTIVATIONS,
+    FlowVelocityNet,
+    LayerNormPlacement,
+    euler_integrate,
+)
 from algorithms.optim import make_adam
 
 # --------------------------------------------------------------------------- shared pieces
@@ -201,6 +206,7 @@ class ISEPFMConfig(AlgoConfig):
     num_q: int = field(2, help="critic ensemble size (min over members)", ge=1)
     lr: float = field(3e-4, help="Adam learning rate for every network", gt=0.0)
     target_tau: float = field(0.005, help="Polyak rate of the target Q", gt=0.0, le=1.0)
+    layer_norm_placement: LayerNormPlacement = field("pre_act", help='hidden LayerNorms: "pre_act" Linear->LN->act (ModeBench\'s), "post_act" Linear->act->LN, learned scale+bias (CFGRL code)')
 
 
 @dataclass
@@ -224,13 +230,13 @@ class ISEPFM(Algorithm):
         super().__init__(config, spec, device)
         self.critic = ExpectileCritic(
             spec.obs_dim, spec.act_dim, config.critic_hidden_dims, config.num_q, config.expectile,
-            config.target_tau, layer_norm=config.critic_layer_norm,
+            config.target_tau, layer_norm=config.critic_layer_norm, layer_norm_placement=config.layer_norm_placement,
         )
         num_tokens = 3 if config.token_scheme == "three" else 2
         self.POS = num_tokens - 1
         self.flow = FlowVelocityNet(
             spec.obs_dim, spec.act_dim, config.flow_hidden_dims, config.flow_activation, num_tokens,
-            config.token_dim, config.flow_layer_norm,
+            config.token_dim, config.flow_layer_norm, config.layer_norm_placement,
         )
         self.to(self.device)
         self.optimizer = make_adam(list(self.critic.parameters()) + list(self.flow.parameters()), config.lr, self.device)

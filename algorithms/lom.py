@@ -41,6 +41,24 @@ Temperature convention (`weight_form`): Eq. 18 (and Eq. 11) write exp(A / beta);
 line 16 writes exp(A) (no beta); the authors' public code uses exp(beta * A). Table 3 lists
 beta = 5, C = 50 with the Eq. 18 wording ("advantage weights"), so the default is
 weight_form = "eq18": w = min(exp(A / 5), 50). "algorithm1" and "beta_times" are the others.
+The paper form and the code form weigh very differently: the code's w = clip(exp(beta A), 0, C)
+(agents/lom.py train_policy) takes beta per dataset, 5 on medium / medium-replay / full-replay and
+0.1 on expert / medium-expert, and C = 100 on halfcheetah-medium, -medium-replay, -full-replay, 50
+elsewhere (its `hyperparams` table), on RAW rewards (base_agent.py preprocess leaves them
+unchanged). With exp(A / 5) on IQL-rescaled locomotion rewards the weights are nearly uniform.
+The three are config fields (`weight_form`, `beta`, `max_weight` = C); the reward handling is the
+data block's `reward_transform` ("none" = raw), not a method field; the per-dataset values are
+applied by the `published` protocol.
+
+Clipping to the action box [-1, 1] (`clip_hyper_q_samples`, `imitation_target_clip`): neither
+Eq. 17-18 nor the code clips the Monte-Carlo samples a_j^u of the hyper-Q target (the code's
+`sample_actions_for_components` returns raw Normal samples). For the imitation target the code
+clips the greedy mode's sample and THEN adds its N(0, ac_rand^2) noise, unclipped
+(`get_mode_actions` ends in torch.clip; `train_policy` adds the noise after): "before_noise".
+The paper clips nothing: "none" (the advantage baseline a_bar = mu_{u*} is then unclipped too).
+ModeBench's defaults clip both after any noise ("after_noise", baseline clipped), which keeps
+every action a Q net reads inside the box the data occupy; they stay the defaults so existing
+runs do not move, and the `published` protocol sets the paper's / code's values.
 
 Defaults (Table 3): all MLPs 2 x 512 (MDN head M means + M scales + M logits; the table
 prints 2 * ac_dim + M), a single Q_psi, Polyak 0.995 with update delay 2, beta 5, C 50,
@@ -55,9 +73,10 @@ TD3-style smoothing noise on a', Q_psi read from the first member, a one-hot-inp
 with one sample per mode, imitation targets perturbed by N(0, 0.2^2), advantage against the
 policy's own action, w = min(exp(beta A), C) and an MSE loss on a deterministic tanh policy.
 Not reproduced by the preset: the code draws separate minibatches (256 Q / 1024 hyper-Q /
-256 policy / 512 MDN); here every loss of a step shares one batch of `batch_size`. The stored
-code's MDN loss averages log(alpha_k N_k(a)) over the components instead of the mixture
-log-likelihood (log-sum-exp); both presets use Eq. 15's mixture NLL.
+256 policy / 512 MDN); here every loss of a step shares one batch of `batch_size`. The code's MDN
+loss (train_GMM at MianchuWang/LOM@e7cf8a3) is the mixture NLL, logsumexp(log N_k(a) +
+log(alpha_k + 1e-8)), i.e. Eq. 15 up to the 1e-8; both presets use Eq. 15. The code also clamps
+the MDN means to +-0.9999 after the tanh and samples the greedy mode with an unclamped std.
 
 `min_mode_weight` (default 0 = the paper's argmax over all M modes) restricts u* to modes
 with alpha_u(s) >= the threshold; the authors' code has this (0.05) in a disabled branch of
@@ -75,7 +94,6 @@ torch default init, all four corners found within 50 steps with the spread init)
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,7 +101,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec, Phase
 from algorithms.config import Checked, field, require
 from algorithms.critics import TDCritic, aggregate
 from algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
@@ -131,6 +149,9 @@ class LOMConfig(AlgoConfig):
     advantage_baseline: Literal["mode_mean", "policy"] = field("mode_mean", help="Q(s, mu_u*) (paper) or Q(s, pi(s)) (code)")
     imitation_noise: float = field(0.0, help="std of Gaussian noise added to a_hat before weighting/imitation (code 0.2)", ge=0.0)
     policy_loss: Literal["nll", "mse"] = field("nll", help="-w log pi(a_hat|s) (Eq. 18) or w |mean_pi(s) - a_hat|^2 (code)")
+    # --- clipping to the action box (not in the paper; see the module docstring) ---
+    clip_hyper_q_samples: bool = field(True, help="clip Eq. 17's samples a_j^u to [-1, 1] (paper and code: no)")
+    imitation_target_clip: Literal["after_noise", "before_noise", "none"] = field("after_noise", help="a_hat's clip (code: before_noise, paper: none)")
 
     def check(self) -> None:
         require(
@@ -218,12 +239,14 @@ class MDN(nn.Module):
         return DiagonalGMM(log_alpha, means, log_std)
 
 
-def sample_each_mode(gmm: DiagonalGMM, n: int) -> torch.Tensor:
-    """n samples of EVERY mode: a ~ phi^u(.|s) for all u, [B, M, n, d], clipped to the action box."""
+def sample_each_mode(gmm: DiagonalGMM, n: int, clip: bool = True) -> torch.Tensor:
+    """n samples of EVERY mode: a ~ phi^u(.|s) for all u, [B, M, n, d]; clipped to the action box
+    when `clip`."""
     mu = gmm.means.unsqueeze(-2)
     std = gmm.log_stds.exp().unsqueeze(-2)
     noise = torch.randn(*mu.shape[:-2], n, mu.shape[-1], device=mu.device, dtype=mu.dtype)
-    return (mu + std * noise).clamp(-1.0, 1.0)
+    samples = mu + std * noise
+    return samples.clamp(-1.0, 1.0) if clip else samples
 
 
 def greedy_modes(hyper_q: torch.Tensor, gmm: DiagonalGMM, min_weight: float = 0.0) -> torch.Tensor:
@@ -269,12 +292,6 @@ class LOM(Algorithm):
     def __init__(self, config: LOMConfig, spec: EnvSpec, device="cpu"):
         super().__init__(config, spec, device)
         cfg = config
-        if cfg.mdn_steps >= spec.total_steps:
-            warnings.warn(
-                f"LOM: mdn_steps ({cfg.mdn_steps}) >= the run's total steps ({spec.total_steps}): "
-                "Q, hyper-Q and the policy will never train",
-                stacklevel=2,
-            )
         self.mdn = MDN(
             spec.obs_dim, spec.act_dim, cfg.num_modes, cfg.mdn_hidden_dims,
             cfg.mdn_scale, cfg.mdn_tanh_means, cfg.mdn_log_std_min, cfg.mdn_log_std_max,
@@ -298,6 +315,11 @@ class LOM(Algorithm):
             self.device,
         )
 
+    @classmethod
+    def phases(cls, config: LOMConfig) -> list[Phase]:
+        """Q_psi (by default), the hyper-Q and the policy wait for the MDN: a blocking phase."""
+        return [Phase("MDN fit", "mdn_steps", config.mdn_steps, blocking=True)] if config.mdn_steps else []
+
     # ----- pieces of the losses, each usable on its own (tests, analysis) -----
 
     def q_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -310,7 +332,7 @@ class LOM(Algorithm):
     def hyper_q_targets(self, obs: torch.Tensor, gmm: DiagonalGMM | None = None) -> torch.Tensor:
         """Eq. 17 target for every mode: (1/n) sum_j Q_psi(s, a_j^u), a_j^u ~ phi^u(.|s); [B, M]."""
         gmm = self.mdn(obs) if gmm is None else gmm
-        samples = sample_each_mode(gmm, self.config.hyper_q_samples)  # [B, M, n, d]
+        samples = sample_each_mode(gmm, self.config.hyper_q_samples, self.config.clip_hyper_q_samples)  # [B, M, n, d]
         return self.q_value(obs[:, None, None, :], samples).mean(-1)
 
     def sarsa_next_actions(self, batch: Batch) -> torch.Tensor:
@@ -398,11 +420,17 @@ class LOM(Algorithm):
             mu = select_mode(gmm.means, u_star)  # a_bar = mu_{u*}(s)
             std = select_mode(gmm.log_stds, u_star).exp()
             a_hat = mu + std * torch.randn_like(mu)  # a_hat ~ phi^{u*}(.|s)
+            if cfg.imitation_target_clip == "before_noise":  # the code: clip the mode's sample, then add noise
+                a_hat = a_hat.clamp(-1.0, 1.0)
             if cfg.imitation_noise > 0:
                 a_hat = a_hat + cfg.imitation_noise * torch.randn_like(a_hat)
-            a_hat = a_hat.clamp(-1.0, 1.0)
+            if cfg.imitation_target_clip == "after_noise":
+                a_hat = a_hat.clamp(-1.0, 1.0)
             # A = Q_psi(s, a_hat) - Q_psi(s, a_bar)  (code: - Q_psi(s, pi_theta(s)))
-            baseline = mu.clamp(-1.0, 1.0) if cfg.advantage_baseline == "mode_mean" else self.actor(obs).mean
+            if cfg.advantage_baseline == "mode_mean":
+                baseline = mu if cfg.imitation_target_clip == "none" else mu.clamp(-1.0, 1.0)
+            else:
+                baseline = self.actor(obs).mean
             advantage = self.q_value(obs, a_hat) - self.q_value(obs, baseline)
             weight = self.advantage_weight(advantage)
 
