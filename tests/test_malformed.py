@@ -295,6 +295,14 @@ def edit_episode(episode: int, field: str, value: Callable[[np.ndarray], np.ndar
     return edit
 
 
+def record_missing_env(folder: Path) -> None:
+    """The dataset was recorded in an env whose package is not installed here."""
+    meta = folder / "data" / "metadata.json"
+    content = json.loads(meta.read_text())
+    spec = {**json.loads(content["env_spec"]), "id": "NoSuchPackage/Env-v0", "entry_point": "no_such_package.envs:Env"}
+    meta.write_text(json.dumps({**content, "env_spec": json.dumps(spec)}))
+
+
 def edit_metadata(**entries):
     def edit(folder: Path) -> None:
         meta = folder / "data" / "metadata.json"
@@ -318,6 +326,8 @@ MINARI_CASES = [
          ("episode 1: field 'terminations' is set at index 1, before the episode's last step 4",)),
     Case("Minari: one observation short", "", edit_episode(2, "observations", lambda o: o[:-1]),
          ("episode 2: field 'actions' has 5 rows, expected 4 (as 'observations' has 5, one more than the steps)",)),
+    Case("Minari: recorded env not installed", "", record_missing_env,
+         ("records the env NoSuchPackage/Env-v0, which cannot be made here", "No module named 'no_such_package'", "--env")),
     Case("Minari: reference returns with min >= max", "", edit_metadata(ref_min_score=3.0, ref_max_score=1.0),
          ("random=3, expert=1", "ref_min_score")),
 ]

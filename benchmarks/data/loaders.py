@@ -22,8 +22,9 @@ import numpy as np
 from benchmarks.data.dataset import DatasetError, TransitionDataset
 from benchmarks.data.validate import OGBENCH_FIELDS, check_arrays, one_line
 
-# What h5py, zipfile, numpy and json raise on a damaged, truncated or foreign file.
-CONTAINER_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
+# What h5py, zipfile, numpy and json raise on a damaged, truncated or foreign file (and minari,
+# which asserts on the types in a malformed metadata.json).
+CONTAINER_ERRORS = (OSError, ValueError, EOFError, KeyError, AssertionError, zipfile.BadZipFile, json.JSONDecodeError)
 REWRITE = "download or write it again"
 
 
@@ -138,20 +139,33 @@ def load_minari(id_or_path: str) -> TransitionDataset:
 
 def recover_env(id_or_path: str, eval_env: bool = True) -> gym.Env:
     """The environment a Minari dataset records, with dict observations flattened like the data."""
-    dataset = resolve_minari(id_or_path)
-    env = dataset.recover_environment(eval_env=eval_env)
+    env = _recorded_env(id_or_path, eval_env)
     if isinstance(env.observation_space, gym.spaces.Dict):
         env = gym.wrappers.FlattenObservation(env)
     return env
 
 
 def max_episode_steps(id_or_path: str) -> int | None:
-    dataset = resolve_minari(id_or_path)
-    env = dataset.recover_environment(eval_env=True)
+    env = _recorded_env(id_or_path, eval_env=True)
     try:
         return env.spec.max_episode_steps if env.spec is not None else None
     finally:
         env.close()
+
+
+def _recorded_env(id_or_path: str, eval_env: bool) -> gym.Env:
+    """minari's recover_environment, or one line when the recorded env cannot be made here (its
+    package is not installed, or the id is not registered)."""
+    dataset = resolve_minari(id_or_path)
+    try:
+        return dataset.recover_environment(eval_env=eval_env)
+    except (gym.error.Error, ImportError, AttributeError) as err:
+        spec = dataset.env_spec
+        recorded = spec.id if spec is not None else "(none recorded)"
+        raise DatasetError(
+            f"{dataset.storage.data_path}: the dataset records the env {recorded}, which cannot be made here "
+            f"({one_line(err)}); install the package that registers it, or evaluate in another env with --env GYM_ID"
+        ) from None
 
 
 def load_d4rl_file(path: str, name: str | None = None, action_box: dict[str, Any] | None = None) -> TransitionDataset:

@@ -38,12 +38,12 @@ def task_from_dataset(
     score: dict[str, Any] = {"kind": "dataset"}
     if ref_min is not None and ref_max is not None:
         score = {"kind": "reference", "random": ref_min, "expert": ref_max}
-    env_spec = {"source": "gym", "id": env} if env else dict(source)
     name = path.name if path.exists() else dataset.replace("/", "-")
-    return Task(
-        suite="dataset", name=name, dataset=source, env=env_spec,
-        horizon=horizon or max_episode_steps(dataset) or 1000, score=score, eval_episodes=eval_episodes,
-    )
+    task = Task(suite="dataset", name=name, dataset=source, env={"source": "gym", "id": env} if env else dict(source),
+                horizon=horizon or 1000, score=score, eval_episodes=eval_episodes)
+    if horizon is None:  # the episode limit of the env evaluated in: --env's, else the one the data records
+        task.horizon = (_env_facts(task, env)["max_episode_steps"] if env else max_episode_steps(dataset)) or 1000
+    return task
 
 
 def _env_facts(task: Task, env_id: str) -> dict[str, Any]:
