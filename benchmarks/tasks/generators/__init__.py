@@ -20,7 +20,7 @@ and expert reference returns, and names its output as LOCAL (`modebench-local/..
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from algorithms.config import ConfigError
 from benchmarks.tasks.generators.common import GenerationResult, local_root, minari_root
@@ -30,12 +30,15 @@ REFERENCE_EPISODES = {"tiny": 5, "small": 20, "full": 100}
 
 @dataclass(frozen=True)
 class Generator:
+    """One offline generator; a family (Maze2DGenerator, OGBenchGenerator) says how it runs,
+    where its output lives and which env its datasets record."""
+
     name: str
-    family: str  # "maze2d" (Minari output) | "ogbench" (npz + Minari output)
     unit: str  # what a size counts: "steps" or "episodes"
     presets: dict[str, int]
     description: str
     reference_episodes: dict[str, int] = field(default_factory=lambda: dict(REFERENCE_EPISODES))
+    family: ClassVar[str] = ""
 
     def size(self, preset: str | None = None, size: int | None = None) -> tuple[str, int]:
         """(preset name, size) for a preset or an explicit size."""
@@ -51,13 +54,81 @@ class Generator:
     def n_reference(self, preset: str) -> int:
         return self.reference_episodes.get(preset, REFERENCE_EPISODES["small"])
 
+    def run(self, n: int, seed: int, preset: str, n_ref: int, progress: bool, force: bool) -> GenerationResult:
+        raise NotImplementedError
+
+    def output(self, preset: str, seed: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def complete(self, preset: str, seed: int) -> bool:
+        raise NotImplementedError
+
+    def eval_env(self):
+        raise NotImplementedError
+
+
+class Maze2DGenerator(Generator):
+    """D4RL maze2d recipe on gymnasium-robotics PointMaze; Minari output."""
+
+    family = "maze2d"
+
+    @property
+    def maze(self) -> str:
+        return self.name.split("-", 1)[1]
+
+    def run(self, n, seed, preset, n_ref, progress, force):
+        from benchmarks.tasks.generators import maze2d
+
+        return maze2d.generate(self.maze, n, seed, preset, n_ref, progress=progress, force=force)
+
+    def output(self, preset, seed):
+        from benchmarks.tasks.generators.maze2d import dataset_id
+
+        return {"minari": dataset_id(self.maze, preset, seed)}
+
+    def complete(self, preset, seed):
+        from benchmarks.tasks.generators.common import complete_minari
+
+        return complete_minari(self.output(preset, seed)["minari"])
+
+    def eval_env(self):
+        from benchmarks.tasks.generators.maze2d import make_eval_env as make
+
+        return make(self.maze)
+
+
+class OGBenchGenerator(Generator):
+    """OGBench's own recipes; npz (OGBench's layout) and Minari output."""
+
+    family = "ogbench"
+
+    def run(self, n, seed, preset, n_ref, progress, force):
+        from benchmarks.tasks.generators import ogbench_gen
+
+        return ogbench_gen.generate(self.name, n, seed, preset, n_ref, progress=progress, force=force)
+
+    def output(self, preset, seed):
+        from benchmarks.tasks.generators.ogbench_gen import minari_id, npz_path
+
+        return {"minari": minari_id(self.name, preset, seed), "npz": str(npz_path(self.name, preset, seed))}
+
+    def complete(self, preset, seed):
+        from benchmarks.tasks.generators.ogbench_gen import local_npz_marker
+
+        return local_npz_marker(self.name, preset, seed) is not None
+
+    def eval_env(self):
+        from benchmarks.tasks.generators.ogbench_gen import RECIPES, make_env
+
+        return make_env(RECIPES[self.name].singletask_env)
+
 
 def _maze_generators() -> dict[str, Generator]:
     from benchmarks.tasks.generators.maze2d import MAZES
 
     return {
-        f"pointmaze-{maze}": Generator(
-            f"pointmaze-{maze}", "maze2d", "steps",
+        f"pointmaze-{maze}": Maze2DGenerator(
+            f"pointmaze-{maze}", "steps",
             {"tiny": 2 * spec.horizon, "small": 100_000, "full": spec.published_steps},
             f"gymnasium-robotics {spec.env_id}, D4RL maze2d recipe (planner + PD waypoint controller, noise 0.5), "
             f"fixed goal {spec.goal_cell}, {spec.horizon}-step episodes",
@@ -75,8 +146,8 @@ def _ogbench_generators() -> dict[str, Generator]:
         presets = {"tiny": 2, "small": small[recipe.kind], "full": recipe.published_episodes}
         if "scene" in name or "puzzle" in name or "double" in name:
             presets["small"] = 10
-        out[name] = Generator(
-            name, "ogbench", "episodes", presets,
+        out[name] = OGBenchGenerator(
+            name, "episodes", presets,
             f"OGBench {recipe.dataset} recipe ({recipe.kind}, noise {recipe.noise}), 1000 transitions per episode, "
             f"default single task {recipe.default_task}",
         )
@@ -100,51 +171,23 @@ def generate(name: str, preset: str | None = "small", seed: int = 0, size: int |
     processes at once: one generates under a file lock, the others wait and then find it."""
     gen = get_generator(name)
     preset_name, n = gen.size(preset, size)
-    n_ref = reference_episodes or gen.n_reference(preset_name)
-    if gen.family == "maze2d":
-        from benchmarks.tasks.generators import maze2d
-
-        return maze2d.generate(name.split("-", 1)[1], n, seed, preset_name, n_ref, progress=progress, force=force)
-    from benchmarks.tasks.generators import ogbench_gen
-
-    return ogbench_gen.generate(name, n, seed, preset_name, n_ref, progress=progress, force=force)
+    return gen.run(n, seed, preset_name, reference_episodes or gen.n_reference(preset_name), progress, force)
 
 
 def output_id(name: str, preset: str | None = "small", seed: int = 0, size: int | None = None) -> dict[str, str]:
     """Where a generator's output is (or will be), without generating: {"minari": id, "npz": path}."""
     gen = get_generator(name)
-    preset_name, _ = gen.size(preset, size)
-    if gen.family == "maze2d":
-        from benchmarks.tasks.generators.maze2d import dataset_id
-
-        return {"minari": dataset_id(name.split("-", 1)[1], preset_name, seed)}
-    from benchmarks.tasks.generators.ogbench_gen import minari_id, npz_path
-
-    return {"minari": minari_id(name, preset_name, seed), "npz": str(npz_path(name, preset_name, seed))}
+    return gen.output(gen.size(preset, size)[0], seed)
 
 
 def is_generated(name: str, preset: str | None = "small", seed: int = 0, size: int | None = None) -> bool:
     gen = get_generator(name)
-    preset_name, _ = gen.size(preset, size)
-    if gen.family == "maze2d":
-        from benchmarks.tasks.generators.common import complete_minari
-
-        return complete_minari(output_id(name, preset, seed, size)["minari"])
-    from benchmarks.tasks.generators.ogbench_gen import local_npz_marker
-
-    return local_npz_marker(name, preset_name, seed) is not None
+    return gen.complete(gen.size(preset, size)[0], seed)
 
 
 def make_eval_env(name: str):
     """The evaluation env a generator's Minari dataset records (no data needed)."""
-    gen = get_generator(name)
-    if gen.family == "maze2d":
-        from benchmarks.tasks.generators.maze2d import make_eval_env as make
-
-        return make(name.split("-", 1)[1])
-    from benchmarks.tasks.generators.ogbench_gen import RECIPES, make_env
-
-    return make_env(RECIPES[name].singletask_env)
+    return get_generator(name).eval_env()
 
 
 __all__ = [
