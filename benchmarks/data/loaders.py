@@ -4,6 +4,10 @@ Minari keeps datasets under MINARI_DATASETS_PATH (default ~/.minari/datasets); a
 to a dataset folder (the one holding `data/`) works too. Dict observations (goal-conditioned
 datasets) are flattened in the observation space's key order, and evaluation applies the same
 flattening to the environment's observations (`FlattenObservation`), so the two always agree.
+
+Every loader reads its container inside `reading` (a damaged, truncated or foreign file is one
+DatasetError line naming it) and checks the arrays as stored with benchmarks.data.validate
+before anything is derived from them.
 """
 
 from __future__ import annotations
