@@ -225,9 +225,10 @@ class StoredRun:
 
     @property
     def pairing(self) -> str:
-        """What a proposer and its selector must share: task, dataset, data settings, seed, steps."""
+        """What a proposer and its selector must share: task, dataset, data settings, protocol, seed, steps."""
         c = self.config
-        return json.dumps([c["task"]["id"], c["dataset_name"], c.get("data"), c["seed"], c["steps"]], sort_keys=True, default=str)
+        return json.dumps([c["task"]["id"], c["dataset_name"], c.get("data"), c.get("protocol"), c["seed"], c["steps"]],
+                          sort_keys=True, default=str)
 
 
 def stored_runs(root: str | Path) -> list[StoredRun]:
