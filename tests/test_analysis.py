@@ -470,3 +470,128 @@ def test_real_training_runs_end_to_end(tmp_path):
         assert task_rows.loc[method, "mean"] == pytest.approx(finals[method]) and task_rows.loc[method, "n"] == 2
     written = build_plots(tmp_path, reps=200, formats=("png",), frame=frame)
     assert {"learning_curves", "aggregates_toy", "performance_profile_toy"} <= {p.stem for p in written}
+
+
+# ---------------------------------------------------------------------------- records alone decide
+
+
+def test_same_records_give_byte_identical_tables_whatever_the_suite_files_say(store, tmp_path, monkeypatch):
+    """Tables depend on the records only: changing a suite's default task and a method's default
+    config (in a temp copy of the suites folder) changes nothing that is rendered."""
+    import shutil
+
+    import yaml
+
+    from analysis.tables import build_tables
+    from benchmarks.tasks import suites
+
+    def render(out: Path) -> dict[str, bytes]:
+        build_tables(store, out, reps=50, log=lambda _: None)
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = render(tmp_path / "before")
+    changed = tmp_path / "suites"
+    shutil.copytree(suites.SUITES_DIR, changed)
+    toy = yaml.safe_load((changed / "toy.yaml").read_text())
+    toy["tasks"]["four-goal"]["default"] = False
+    toy["tasks"]["branch"]["default"] = True
+    toy["methods"]["drol"] = {"config": {"num_candidates": 4}}  # the sweep config becomes "the default" in the files
+    (changed / "toy.yaml").write_text(yaml.safe_dump(toy))
+    monkeypatch.setattr(suites, "SUITES_DIR", changed)
+    after = render(tmp_path / "after")
+    assert before == after and "controlled/main_drol_layout.md" in before
+    assert "four-goal (*)" in before["controlled/main_drol_layout.md"].decode()
+
+
+def test_protocols_are_rendered_apart_and_say_which(tmp_path):
+    from analysis.plots import build_plots
+    from analysis.tables import build_tables
+
+    for protocol, scores in (("published", [80.0, 90.0]), ("controlled", [10.0, 20.0])):
+        for seed, score in enumerate(scores):
+            for method, offset in (("gem", 0.0), ("iql", -5.0)):
+                RunStore(tmp_path, f"{method}-{protocol}-{seed}").write_record(
+                    _record(method, "toy/four-goal", seed, 1000, score + offset, {}, IQL_CONFIG, "train", protocol=protocol))
+    build_tables(tmp_path, reps=50, log=lambda _: None)
+    for protocol, gem_mean in (("published", 85.0), ("controlled", 15.0)):
+        md = (tmp_path / "tables" / protocol / "main_gem_layout.md").read_text()
+        assert md.startswith(f"### Normalised score per task (GEM Table 1 layout), {protocol} protocol")
+        data = pd.read_csv(tmp_path / "tables" / protocol / "main_gem_layout.csv")
+        assert data.loc[(data["kind"] == "task") & (data["method"] == "gem"), "mean"].item() == gem_mean
+        assert data.loc[(data["kind"] == "task") & (data["method"] == "gem"), "n"].item() == 2  # never 4: not mixed
+    written = build_plots(tmp_path, formats=("png",), reps=50, log=lambda _: None)
+    assert {p.parent.name for p in written} == {"published", "controlled"}
+    from analysis.tables import gem_layout
+
+    mixed = select_scores(load_records(tmp_path))
+    with pytest.raises(ValueError, match="mix protocols"):
+        gem_layout(mixed)
+
+
+def test_toy_only_tables_carry_no_empty_published_columns(scores):
+    toy = scores[scores["suite"] == "toy"]
+    for layout in (gem_layout, drol_layout, lom_layout):
+        table = layout(toy)
+        assert not [h for h in table.header if h.endswith(("paper", "Δ"))], (table.name, table.header)
+        assert table.data["paper"].isna().all()
+    assert "paper / Δ: no published number for these tasks" in " ".join(gem_layout(toy).notes)
+
+
+def test_analysis_imports_only_the_store_of_the_project():
+    """analysis/ reads records through benchmarks.store and facts from its data file, nothing else."""
+    import ast
+
+    project = {"algorithms", "benchmarks", "sweeps", "analysis", "modebench", "perf"}
+    for path in sorted((Path(__file__).resolve().parents[1] / "analysis").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            for name in names:
+                if name.split(".")[0] in project:
+                    assert name == "benchmarks.store" or name.split(".")[0] == "analysis", f"{path.name} imports {name}"
+
+
+# ---------------------------------------------------------------------------- the facts file
+
+
+def test_facts_file_names_every_registered_method_with_its_own_colour():
+    from matplotlib.colors import to_rgb
+
+    from algorithms.registry import METHODS, base_method
+    from analysis import facts
+
+    known = facts.methods()
+    assert set(known) == set(METHODS), set(METHODS) ^ set(known)
+    colors = [to_rgb(f["color"]) for f in known.values()]
+    assert len(set(colors)) == len(colors)
+    for name in METHODS:  # the facts' base matches the registry's, and presets are marked as such
+        assert facts.base_of(name) == base_method(name), name
+    groups = facts.policy_groups()
+    assert sorted(m for members in groups.values() for m in members) == sorted(METHODS)
+    tables = facts.facts()["score_tables"]
+    for name in tables:
+        assert (facts.REFERENCE_DIR / f"{name}.csv").exists()
+    assert facts.paper_to_ours()["DROL(16)"] == "drol"
+
+
+def test_plot_legends_sit_outside_every_axis(store, tmp_path, monkeypatch):
+    from analysis import plots
+
+    seen: list[tuple[str, bool]] = []
+    save = plots.Plotter.save
+
+    def check(self, fig, name, data=None):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]:
+            box = legend.get_window_extent(renderer)
+            overlaps = any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes if ax.get_visible())
+            seen.append((name, overlaps))
+        colours = [line.get_color() for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")]
+        save(self, fig, name, data)
+        return colours
+
+    monkeypatch.setattr(plots.Plotter, "save", check)
+    plots.build_plots(store, tmp_path, formats=("png",), reps=50, log=lambda _: None)
+    assert {"performance_profile_toy", "learning_curves", "drol_k"} <= {n for n, _ in seen}
+    assert [n for n, overlaps in seen if overlaps] == []

@@ -1,0 +1,168 @@
+"""The results store (benchmarks/store.py): record keys that resumes depend on, the schema's
+writer checks, reading v1 and refusing newer records, atomic writes, its import boundary, and
+profile records from the core's profile harness (benchmarks/run/profile.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import store
+from benchmarks.store import (
+    SCHEMA_VERSION,
+    RunStore,
+    StoreError,
+    atomic_write_bytes,
+    iter_records,
+    read_record,
+    record_key,
+    write_profile,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _evaluation(**extra) -> dict:
+    return {"method": "gem", "base_method": "gem", "suite": "toy", "task": "toy/four-goal", "dataset": "toy/four-goal",
+            "seed": 0, "step": 100, "total_steps": 100, "source": "train", "knobs": {"N": 64}, "config": {"batch_size": 256},
+            "normalized_score": 42.0, **extra}
+
+
+def test_record_keys_are_the_ones_existing_stores_hold():
+    """Resumes find records by file name: the key format and hash must not change."""
+    from algorithms.config import (
+        config_hash,  # the hash records were named with before the store had its own
+    )
+
+    knobs = {"N": 1024, "lcb_lambda": 1.0, "anchor": "mode", "hidden": (64, 64)}
+    payload = {"run_id": "gem__toy-four-goal__seed0__abc", "step": 2000, "knobs": knobs}
+    assert record_key("gem__toy-four-goal__seed0__abc", 2000, knobs) == f"step000002000-{config_hash(payload)}"
+    assert record_key("r", 5, {}) == "step000000005-e7cd3da1a72c"  # pinned: a stored key, whatever code hashes it
+
+
+def test_write_record_stamps_the_schema_and_checks_the_fields(tmp_path):
+    run = RunStore(tmp_path, "gem__run")
+    path = run.write_record(_evaluation(protocol="published", suite_default=True))
+    stored = json.loads(path.read_text())
+    assert (stored["schema_version"], stored["kind"], stored["run_id"]) == (SCHEMA_VERSION, "evaluation", "gem__run")
+    assert path.name == f"{record_key('gem__run', 100, {'N': 64})}.json" and run.has_record(100, {"N": 64})
+    assert not run.has_record(100, {"N": 1})
+    with pytest.raises(StoreError, match=r"lacks required field\(s\) \['normalized_score'\]"):
+        run.write_record({k: v for k, v in _evaluation().items() if k != "normalized_score"})
+    with pytest.raises(StoreError, match="protocol 'mine' is not one of published, controlled"):
+        run.write_record(_evaluation(protocol="mine"))
+    with pytest.raises(StoreError, match="suite_default must be true or false"):
+        run.write_record(_evaluation(suite_default="yes"))
+    assert len(list(iter_records(tmp_path))) == 1  # refused records leave nothing behind
+    assert not list(run.records_dir.glob(".*.tmp"))
+
+
+def test_v1_records_are_read_with_what_their_identity_implies_and_the_rest_marked_missing(tmp_path):
+    v1 = {k: v for k, v in _evaluation().items()} | {"schema_version": 1, "run_id": "old"}
+    path = tmp_path / "runs" / "old" / "records" / "step000000100-x.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(v1))
+    record = read_record(path)
+    assert record["kind"] == "evaluation" and record["protocol"] == store.LEGACY_PROTOCOL == "controlled"
+    assert record["suite_default"] is None and record["task_order"] is None
+    assert record["missing_fields"] == ["suite_default", "task_order"]
+    # a v2 record that carries the fields is read as written, nothing marked
+    fresh = read_record(RunStore(tmp_path, "new").write_record(_evaluation(protocol="published", suite_default=False,
+                                                                           task_order=0)))
+    assert fresh["protocol"] == "published" and fresh["suite_default"] is False and "missing_fields" not in fresh
+
+
+def test_newer_or_damaged_records_are_one_line_errors(tmp_path):
+    path = tmp_path / "runs" / "x" / "records" / "a.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(_evaluation(schema_version=SCHEMA_VERSION + 1)))
+    with pytest.raises(StoreError, match=f"schema_version {SCHEMA_VERSION + 1}, newer than this reader's {SCHEMA_VERSION}"):
+        list(iter_records(tmp_path))
+    path.write_text('{"method": ')
+    with pytest.raises(StoreError, match="damaged record .*a.json"):
+        list(iter_records(tmp_path))
+    with pytest.raises(StoreError, match="unknown record kind 'runs'"):
+        list(iter_records(tmp_path, "runs"))
+    assert list(iter_records(tmp_path / "absent")) == []
+
+
+def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    atomic_write_bytes(target, b"old")
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new and half written")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_the_store_imports_nothing_of_the_project_and_no_torch():
+    code = ("import sys, benchmarks.store; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'algorithms', 'sweeps', 'analysis', 'modebench', 'pandas') or (m.startswith('benchmarks.') and m != 'benchmarks.store')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_schema_documents_every_field_the_writers_require():
+    assert set(store.REQUIRED_EVALUATION) <= set(store.EVALUATION_FIELDS)
+    assert set(store.REQUIRED_PROFILE) <= set(store.PROFILE_FIELDS)
+    assert set(store.UPGRADE_MARKED) <= set(store.EVALUATION_FIELDS)
+
+
+# ---------------------------------------------------------------------------- profile records
+
+
+def test_profile_harness_times_every_registered_base_method_into_profile_records(tmp_path):
+    import torch
+
+    from benchmarks.run.profile import ProfileConfig, base_method_names, run_profile
+
+    cfg = ProfileConfig(batch_sizes=(2,), warmup=1, repeats=2, n_values=(1, 8), t_values=(2, 4))
+    logs: list[str] = []
+    threads = torch.get_num_threads()
+    written, failures = run_profile(tmp_path, cfg=cfg, devices=["cpu"], log=logs.append)
+    assert torch.get_num_threads() == threads  # the caller's thread count is restored
+    assert failures == [], failures
+    records = list(iter_records(tmp_path, "profile"))
+    assert len(records) == len(written) and {r["method"] for r in records} == set(base_method_names())
+    assert all(r["kind"] == "profile" and r["schema_version"] == SCHEMA_VERSION for r in records)
+    assert all(r["latency_ms_median"] > 0 and r["params_m"] > 0 and r["peak_alloc_mb"] > 0 for r in records)
+    settings = {m: sorted(r["setting"] for r in records if r["method"] == m) for m in base_method_names()}
+    assert settings["isep-fm"] == ["T2", "T4"] and settings["bc"] == ["default"]  # iterative sampler: the T sweep
+    assert settings["gem"] == ["N1", "N8"]  # candidate method: the N sweep
+    assert [r["knobs"]["N"] for r in sorted((r for r in records if r["method"] == "gem"), key=lambda r: r["setting"])] == [1, 8]
+    assert list(iter_records(tmp_path, "evaluation")) == []  # profile records are not evaluations
+    # measuring again replaces each setting's record (one per method x setting x device x batch)
+    run_profile(tmp_path, methods=["bc"], cfg=cfg, devices=["cpu"], log=logs.append)
+    assert len(list(iter_records(tmp_path, "profile"))) == len(records)
+
+
+def test_profile_knob_option_and_cli_errors(tmp_path, capsys):
+    from modebench.cli import main
+
+    args = ["profile", "--out", str(tmp_path), "--methods", "isep-fm", "--batch-sizes", "1", "--repeats", "2",
+            "--warmup", "0", "--devices", "cpu"]
+    assert main(args + ["--knob", "w=1"]) == 0
+    records = list(iter_records(tmp_path, "profile"))
+    assert {r["setting"] for r in records} == {f"T{t},w=1" for t in (10, 20, 50, 100)}
+    assert all(r["knobs"]["w"] == 1.0 for r in records)
+    capsys.readouterr()
+    assert main(args + ["--knob", "lambda_typo=3"]) == 2
+    assert "--knob lambda_typo: no profiled method has such a knob" in capsys.readouterr().err
+    assert main(["profile", "--methods", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["profile", "--batch-sizes", "0", "--out", str(tmp_path)]) == 2
+    assert "--batch-sizes '0'" in capsys.readouterr().err
+
+
+def test_write_profile_refuses_an_incomplete_record(tmp_path):
+    with pytest.raises(StoreError, match="profile record of gem lacks required field"):
+        write_profile(tmp_path, {"method": "gem", "setting": "N1"})
