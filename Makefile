@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRID ?= ci_toy
 ADDRESS ?=
 
-.PHONY: docs datasets generate setup test test-slow bench lint speed d3rlpy-venv tables plots profile report sweep clean
+.PHONY: docs datasets generate setup test test-slow bench claims lint speed d3rlpy-venv tables plots profile report sweep clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: setup  ## train + evaluate every method on every task of SUITE, print the
 
 docs: setup  ## regenerate docs/run-settings.md (every method x suite, both protocols, each value's source)
 	$(PY) -m benchmarks.run.protocols --write-docs
+
+claims: setup  ## each paper's mechanism claims measured on the toy suite -> results/claims.md, results/claims.csv
+	$(VENV)/bin/modebench claims --seeds $(SEEDS) --jobs $(JOBS)
 
 lint: setup
 	$(PY) -m ruff check algorithms benchmarks sweeps analysis modebench perf tests
@@ -62,4 +65,4 @@ report: setup  ## tables + plots + results/report.md
 	$(VENV)/bin/modebench report
 
 clean:
-	rm -rf results/runs results/tables results/plots results/profile results/report.md
+	rm -rf results/runs results/tables results/plots results/profile results/report.md results/claims results/claims.md results/claims.csv

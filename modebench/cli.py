@@ -6,6 +6,7 @@
     modebench methods | suites | datasets ...        (benchmarks.cli)
     modebench sweep GRID ...                          (sweeps.cli)
     modebench tables | plots | profile | report ...   (analysis.cli)
+    modebench claims [--claims ID,...] [--seeds 3] [--quick]   (benchmarks.claims runs, analysis.claims renders)
 
 Each part exposes `register(subparsers)` and `user_errors()`; only this module imports them
 all, and no part imports it. Errors a user can fix (unknown names, bad values, missing data)
@@ -36,7 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for part in PARTS:
         part.register(subparsers)
+    register_claims(subparsers)
     return parser
+
+
+def register_claims(subparsers: argparse._SubParsersAction) -> None:
+    """`claims` joins a run (benchmarks.claims) and its rendering (analysis.claims): only the root may."""
+    from benchmarks.claims.runner import add_arguments
+
+    p = subparsers.add_parser("claims", help="measure each paper's mechanism claims on the toy suite -> results/claims.md, claims.csv")
+    add_arguments(p)
+    p.set_defaults(handler=cmd_claims)
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from analysis.claims import render_claims
+    from benchmarks.claims.runner import measurements_dir, run_from_args
+
+    root, scale = run_from_args(args)
+    for path in render_claims(measurements_dir(root), root, scale.name):
+        print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
