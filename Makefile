@@ -52,17 +52,18 @@ generate: setup  ## build a local suite's datasets offline
 sweep: setup  ## run a grid under Ray Tune: make sweep GRID=... [ADDRESS=auto] [SEEDS=0,1,2] [RESUME=1] [OUT=dir]
 	$(VENV)/bin/modebench sweep $(GRID) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RESUME),--resume) $(if $(OUT),--out $(OUT))
 
-tables: setup  ## paper-layout tables from stored records -> results/tables
+tables: setup  ## paper-layout tables from stored records only -> results/tables/<protocol>/ (+ profile/)
 	$(VENV)/bin/modebench tables
 
-plots: setup  ## paper figures from stored records -> results/plots
+plots: setup  ## paper figures from stored records only -> results/plots/<protocol>/
 	$(VENV)/bin/modebench plots
 
-profile: setup  ## act latency / peak memory / parameters of every method + GEM NLL gap -> results/profile
+profile: setup  ## time act of every method -> profile records (results/profiles/), rendered to results/tables/profile/
 	$(VENV)/bin/modebench profile
+	$(VENV)/bin/modebench tables
 
-report: setup  ## tables + plots + results/report.md
+report: setup  ## tables + plots + results/report.md, from stored records only
 	$(VENV)/bin/modebench report
 
 clean:
-	rm -rf results/runs results/tables results/plots results/profile results/report.md results/claims results/claims.md results/claims.csv
+	rm -rf results/runs results/tables results/plots results/profiles results/report.md results/claims results/claims.md results/claims.csv
