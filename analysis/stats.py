@@ -8,15 +8,14 @@ per task, averaged over tasks) with independent stratified-bootstrap intervals.
 Point estimates are rliable's own functions (`rliable.metrics`, `rliable.library.run_score_deviation`).
 The bootstrap intervals are drawn here, vectorised over replicates, because rliable's bootstrap
 (arch's StratifiedBootstrap, one Python call per replicate) is too slow at the 50 000 replicates
-the tables use. Measured on this project's 2-core VM, one thread, 3 methods x 3 runs x 4 tasks:
+the tables use. Measured on this project's 2-core VM, one thread, 3 methods x 3 runs x 4 tasks
+(the machine shared with other jobs, so rliable's figures are upper bounds; both sides in the
+same minutes):
 
-    replicates                      2 000            50 000
-    aggregates, 3 methods     rliable 2.43 s    rliable ~61 s (extrapolated) / here 0.58 s
-                              here    0.03 s
-    performance profiles      rliable 7.42 s    here 2.94 s
-      (101 taus, 3 methods)   here    0.08 s
-    P(X > Y), one pair        rliable 9.30 s    here 0.19 s
-                              here    0.011 s
+    replicates                                  2 000                 50 000
+    aggregates, 3 methods            rliable 2.43 s / here 0.03 s   rliable 229 s / here 0.58 s
+    performance profiles (101 taus)  rliable 7.42 s / here 0.08 s   here 2.94 s
+    P(X > Y), one pair               rliable 9.30 s / here 0.011 s  here 0.19 s
 
 (`make tables` on the toy suite computes 8 methods' aggregates and 28 pairs per scope, twice with
 the plots: hours with rliable's loop.) The replicates are drawn exactly as rliable draws them (one
