@@ -11,6 +11,7 @@ A grid file (sweeps/grids/<name>.yaml, or any path) looks like
     checkpoint_every: 50000               # periodic checkpoints (resume point of a dead trial)
     resources: {cpu: 1, gpu: 0.25}        # per trial; fractional GPUs share a device
     max_failures: 2                       # restarts of a trial whose process died
+    protocol: controlled                  # controlled (default) | published: part of every trial's run id
     methods:
       lom:
         config: {beta: 5.0}               # fixed training config (the method's config dataclass)
