@@ -74,12 +74,6 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
         "the dataset ids the authors trained on; the suite's dataset is the one ModeBench can load "
         "(Minari re-releases / D4RL HDF5), named in the suite file; scores match only approximately")
        for m in ("drol", "fql", "gem", "iql", "isep", "isep-fm")},
-    **{(m, "net.layernorm_placement"): (
-        "LayerNorm placement (post-activation with learned scale/bias in the authors' JAX MLPs) is not "
-        "a config field yet; ModeBench's MLP puts LayerNorm before the activation")
-       for m in ("drol", "fql")},
-    ("iql", "actor_dropout"): "IQL has no actor dropout field yet (IQL App. B: 0.1 on Kitchen/Adroit)",
-    ("iql", "critic_layer_norm"): "IQL has no critic LayerNorm field yet (FQL's IQL on OGBench uses it)",
     ("lom-code", "hyper_q_batch_size"): "LOM's losses share one batch here; the code draws 1024 for the hyper-Q",
     ("lom-code", "mdn_batch_size"): "LOM's losses share one batch here; the code draws 512 for the MDN",
 }
@@ -294,10 +288,10 @@ def _task_episodes_source(task: Task) -> str:
 
 
 def _field_source(cls: type, name: str) -> str:
-    """`default:<Class>`, with the field's citation where its declaration carries one."""
+    """`default:<Class>`, with the field's declared help (its meaning and the paper it follows)."""
     for f in dataclasses.fields(cls):
         if f.name == name:
-            cite = next((f.metadata[k] for k in ("source", "cite", "paper") if f.metadata.get(k)), None)
+            cite = next((f.metadata[k] for k in ("source", "cite", "help") if f.metadata.get(k)), None)
             return f"default:{cls.__name__}" + (f" ({cite})" if cite else "")
     return f"default:{cls.__name__}"
 
@@ -566,6 +560,29 @@ def render_docs() -> str:
         "  registry preset; `user:` the command line; `ours:` this project's choice with its reason.",
         "",
         "Print one resolved run with `modebench config --algo NAME --task SUITE/TASK [--protocol P] [--json]`.",
+        "",
+        "## Decisions",
+        "",
+        "- `drol-eq8` (the paper's Eq. 8 loss form) has no published run. Its rows are `derived:`: DROL's",
+        "  Table 3 alpha is the code's BC coefficient, and the code's loss divided by bc_coef / d_a is Eq. 8",
+        "  with alpha = d_a / bc_coef on the normalised Q (`normalize_q_loss = true`), the same minimiser.",
+        "  Both protocols use them, so drol-eq8 never weighs the raw Q by DROL's BC coefficient.",
+        "- Per-method preprocessing (`data.*` rows) and run settings (`run.*` rows) apply under `published`",
+        "  only; `controlled` gives every method the suite's. Hyperparameter rows apply under both.",
+        "- Under `published`, a data or run setting without a row is the suite's, and its source says",
+        "  `no published value`; a method without any row on a task is refused there.",
+        "",
+        "Published rows that do not apply, and why:",
+        "",
+        *[f"- {method} `{key}`: {reason}" for (method, key), reason in sorted(NOT_APPLICABLE.items())],
+        "",
+        "Methods whose published protocol is their own rows only:",
+        "",
+        *[f"- {method}: {reason}" for method, reason in sorted(OWN_PROTOCOL_PRESETS.items())],
+        "",
+        "Suites without any published run:",
+        "",
+        *[f"- {suite}: {reason}" for suite, reason in sorted(NO_PUBLISHED_RUN.items())],
         "",
     ]
     for suite in suite_names():
