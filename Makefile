@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRID ?= ci_toy
 ADDRESS ?=
 
-.PHONY: docs datasets generate setup test test-slow bench claims lint speed d3rlpy-venv tables plots profile report sweep clean
+.PHONY: docs datasets generate setup test test-slow mutants bench claims lint speed d3rlpy-venv tables plots profile report sweep clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ setup: $(PY)  ## install the package and its pinned dependencies (CPU torch)
 test: setup  ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q
 
-test-slow: setup  ## mechanism runs and real-environment tests (minutes)
+test-slow: setup  ## the full mechanism runs and real-environment tests (minutes)
 	$(PY) -m pytest -q -m slow
+
+mutants: setup  ## one-line mutants of algorithms/ against the fast tests, in a temp copy: killed / survived per mutant
+	$(PY) tools/mutants.py
 
 bench: setup  ## train + evaluate every method on every task of SUITE, print the table
 	$(VENV)/bin/modebench bench --suite $(SUITE) --seeds $(SEEDS) --jobs $(JOBS)

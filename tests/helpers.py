@@ -22,3 +22,63 @@ def random_batch(
     dones = torch.zeros(n) if done_rate is None else (torch.rand(n, generator=g) < done_rate).float()
     next_actions = torch.rand(n, act_dim, generator=g) * 2 - 1
     return Batch(observations, actions, rewards, next_observations, dones, next_actions)
+
+
+def perturb_target(critic, scale: float = 0.5, seed: int = 123) -> None:
+    """Make a critic's target ensemble differ from its online one (a fresh model's target is an
+    exact copy, so a test on it cannot tell which network a loss reads): add seeded noise of
+    std `scale` to every target parameter, in place."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in critic.q_target.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def online_and_target_q(critic, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(online, target) ensemble outputs [M, ...] under no_grad, asserting that they differ."""
+    with torch.no_grad():
+        online, target = critic.q(obs, actions), critic.q_target(obs, actions)
+    assert not torch.allclose(online, target, atol=1e-3), "online and target critics must differ for this test"
+    return online, target
+
+
+def train_on_toy(cls, config, task: str, steps: int, seed: int = 0, size: int = 10_000):
+    """`cls(config)` trained for `steps` updates on a toy bandit's dataset (benchmarks/tasks/toy.py,
+    data seed 0), minibatches from the core replay with the given seed; one intra-op thread."""
+    from algorithms.base import EnvSpec
+    from benchmarks.data.dataset import DataConfig, Normalizer
+    from benchmarks.data.replay import DeviceReplay
+    from benchmarks.tasks import toy
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small nets: one thread is fastest, and steady on a busy machine
+    try:
+        torch.manual_seed(seed)
+        data = toy.generate(task, size, 0)
+        replay = DeviceReplay(data, DataConfig(), Normalizer.fit(data.observations), torch.device("cpu"), seed)
+        algo = cls(config, EnvSpec(data.obs_dim, data.act_dim, horizon=1, total_steps=steps))
+        for step in range(steps):
+            algo.update(replay.sample(config.batch_size), step)
+        return algo
+    finally:
+        torch.set_num_threads(threads)
+
+
+def bandit_actions(algo, knobs=None, n: int = 2000, seed: int = 0) -> torch.Tensor:
+    """n actions of `algo` at the bandit's single (all-zero) state, seeded."""
+    torch.manual_seed(seed)
+    return algo.act(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long), knobs).actions
+
+
+def bandit_return(env_class, actions: torch.Tensor) -> float:
+    """Mean reward of `actions` on a toy bandit (benchmarks/tasks/toy.py)."""
+    env = env_class()
+    return float(sum(env.reward(None, a) for a in actions.numpy()) / len(actions))
+
+
+def fraction_in_disc(actions: torch.Tensor, center, radius: float | None = None) -> float:
+    """Fraction of actions [n, 2] within `radius` (default: the toy bandits' MODE_RADIUS) of `center`."""
+    from benchmarks.tasks.toy import MODE_RADIUS
+
+    radius = MODE_RADIUS if radius is None else radius
+    return float(((actions - torch.as_tensor(center, dtype=actions.dtype)).norm(dim=-1) < radius).float().mean())

@@ -176,6 +176,10 @@ def test_gaussian_policy_log_prob_matches_torch_normal():
         policy.log_std.copy_(torch.tensor([-0.5, 0.3]))
     obs, act = torch.randn(5, 3), torch.rand(5, 2) * 2 - 1
     assert torch.allclose(policy.log_prob(obs, act), policy(obs).log_prob(act).sum(-1), atol=1e-6)
+    with torch.no_grad():  # outside [log_std_min, log_std_max] = [-20, 2]: both clamp to the same std
+        policy.log_std.copy_(torch.tensor([-30.0, 5.0]))
+    clamped = torch.distributions.Normal(policy.mean(obs), torch.tensor([-20.0, 2.0]).exp())
+    torch.testing.assert_close(policy.log_prob(obs, act), clamped.log_prob(act).sum(-1))
 
 
 def test_expectile_critic_returned_advantage_equals_a_fresh_one():

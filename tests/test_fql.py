@@ -120,6 +120,41 @@ def test_actor_loss_is_flow_plus_alpha_distill_minus_q(normalize):
     assert float(metrics["training/distill_loss"]) == pytest.approx(float(distill.detach()), rel=1e-6)
 
 
+def test_q_term_reads_the_online_critic_at_the_clipped_one_step_action():
+    """The one-step policy's raw output leaves the box here: the distillation sees it raw, the Q
+    term (ensemble mean of the online critic, target made different) sees it clipped."""
+    algo = make(act_dim=2, alpha=2.0)
+    helpers.perturb_target(algo.critic)
+    with torch.no_grad():
+        algo.onestep[-1].weight.mul_(30.0)
+    batch = random_batch(32, 3, 2)
+    g = torch.Generator().manual_seed(2)
+    x0, t, z = torch.randn(32, 2, generator=g), torch.rand(32, 1, generator=g), torch.randn(32, 2, generator=g)
+    _, metrics = algo.actor_loss(batch.observations, batch.actions, x0, t, z)
+    with torch.no_grad():
+        raw = algo.onestep(torch.cat([batch.observations, z], -1))
+        q = algo.critic.q(batch.observations, raw.clamp(-1, 1)).mean(0)
+        unclipped = algo.critic.q(batch.observations, raw).mean(0)
+    assert raw.abs().max() > 1.5, "the clip must matter"
+    helpers.online_and_target_q(algo.critic, batch.observations, raw.clamp(-1, 1))
+    assert float(metrics["training/q_pi"]) == pytest.approx(float(q.mean()), rel=1e-5)
+    assert float(metrics["training/actor_q_loss"]) == pytest.approx(float(-q.mean()), rel=1e-5)
+    assert float(unclipped.mean()) != pytest.approx(float(q.mean()), rel=1e-3)
+
+
+def test_act_is_the_clipped_one_step_policy_at_one_noise():
+    algo = make(act_dim=2)
+    with torch.no_grad():
+        algo.onestep[-1].weight.mul_(30.0)
+    obs = torch.randn(16, 3)
+    torch.manual_seed(6)
+    z = torch.randn(16, 2)
+    raw = algo.onestep(torch.cat([obs, z], -1)).detach()
+    assert raw.abs().max() > 1.5
+    torch.manual_seed(6)
+    torch.testing.assert_close(algo.act(obs, None, None).actions, raw.clamp(-1, 1))
+
+
 def test_q_term_moves_the_action_not_the_critic():
     algo = make(act_dim=2)
     obs = torch.randn(8, 3)
@@ -135,6 +170,7 @@ def test_q_term_moves_the_action_not_the_critic():
 
 def test_critic_targets_use_the_one_step_policy():
     algo = make(act_dim=2, q_agg="min")
+    helpers.perturb_target(algo.critic)
     batch = random_batch(16, 3, 2)
     torch.manual_seed(5)
     torch.randn(16, 2), torch.rand(16, 1), torch.randn(16, 2)  # the actor loss's draws (x0, t, z)

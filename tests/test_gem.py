@@ -5,6 +5,7 @@ Equation numbers are those of seeds/GEM-guided-em-candidate-selection.txt.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from functools import partial
@@ -31,9 +32,10 @@ from algorithms.selection import (
 TINY = dict(hidden_dims=(32, 32), num_q=3, num_components=3, behavior_components=2)
 
 
-def make_gem(seed: int = 0, obs_dim: int = 3, act_dim: int = 2, horizon: int = 100, **overrides) -> GEM:
+def make_gem(seed: int = 0, obs_dim: int = 3, act_dim: int = 2, horizon: int = 100, total_steps: int = 1_000_000,
+             **overrides) -> GEM:
     torch.manual_seed(seed)
-    return GEM(GEMConfig(**{**TINY, **overrides}), EnvSpec(obs_dim, act_dim, horizon=horizon))
+    return GEM(GEMConfig(**{**TINY, **overrides}), EnvSpec(obs_dim, act_dim, horizon=horizon, total_steps=total_steps))
 
 
 random_batch = partial(helpers.random_batch, done_rate=None)
@@ -228,6 +230,133 @@ def test_selection_runs_on_another_methods_proposals():
     torch.testing.assert_close(sel.actions, cands[torch.arange(4), expected.argmax(-1)])
 
 
+# ---------------------------------------------------------------- GEM.act end to end, rule written out by hand
+
+
+def cosine_w_p(t: torch.Tensor, horizon: int, w_end: float) -> torch.Tensor:
+    """Sec. 4.2 written out: w_end + 0.5 (1 - w_end)(1 + cos(pi min(t, T) / T))."""
+    frac = t.clamp(max=horizon).double() / horizon
+    return (w_end + 0.5 * (1.0 - w_end) * (1.0 + torch.cos(math.pi * frac))).float()
+
+
+def act_by_hand(gem: GEM, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs, seed: int) -> torch.Tensor:
+    """Algorithm 1 from the networks' raw outputs: the anchor from the actor's mixture, N draws
+    of the chosen source (the same draws `act` makes after the same seed), clip, LCB on the
+    trained (online) ensemble, z-scored support under the behaviour GMM, w_p on the TASK's
+    horizon, mean of the top k_smooth."""
+    with torch.no_grad():
+        actor, behavior = gem.actor(obs), gem.behavior(obs)
+        parts = []
+        if knobs.anchor == "mode":
+            k_star = actor.weights.argmax(-1)
+            parts.append(actor.means[torch.arange(len(obs)), k_star].unsqueeze(1))
+        elif knobs.anchor == "bary":
+            parts.append((actor.weights.unsqueeze(-1) * actor.means).sum(1, keepdim=True))
+        if knobs.N:
+            torch.manual_seed(seed)
+            parts.append((actor if knobs.candidate_source == "actor" else behavior).sample(knobs.N))
+        cands = torch.cat(parts, 1).clamp(-1.0, 1.0)
+        c = cands.shape[1]
+        q = gem.critic.q(obs.unsqueeze(1).expand(-1, c, -1), cands)  # [M, B, C]
+        score = q.mean(0) - knobs.lcb_lambda * q.std(0, correction=0)
+        if knobs.use_pw:
+            ll = behavior.expand_samples(c).log_prob(cands)
+            z = (ll - ll.mean(-1, keepdim=True)) / ll.std(-1, correction=0, keepdim=True)
+            score = score + cosine_w_p(t, gem.spec.horizon, knobs.w_end)[:, None] * z
+        top = score.topk(min(knobs.k_smooth, c), -1).indices
+        return cands[torch.arange(len(obs))[:, None], top].mean(1)
+
+
+def gem_for_act(horizon: int = 50) -> GEM:
+    """A GEM whose critic values vary on the scale of the z-scored support (so w_p decides many
+    argmaxes), and whose target critic differs from the online one."""
+    gem = make_gem(seed=4, horizon=horizon, total_steps=10_000)
+    with torch.no_grad():
+        gem.critic.q.net.layers[-1].weight.mul_(15.0)
+    helpers.perturb_target(gem.critic)
+    return gem
+
+
+def run_act(gem: GEM, obs, t, knobs: GEMKnobs, seed: int = 7) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return gem.act(obs, t, knobs).actions
+
+
+@pytest.mark.parametrize("k_smooth", [1, 3])
+@pytest.mark.parametrize("use_pw", [True, False])
+def test_act_is_algorithm_1_by_hand_with_the_schedule_on_the_task_horizon(k_smooth, use_pw):
+    horizon = 50
+    gem = gem_for_act(horizon)
+    obs = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    t = torch.arange(64) * 2  # 0 .. 126: before, at and past the horizon
+    knobs = GEMKnobs(N=16, k_smooth=k_smooth, use_pw=use_pw, w_end=0.0)
+    expected = act_by_hand(gem, obs, t, knobs, seed=7)
+    torch.testing.assert_close(run_act(gem, obs, t, knobs), expected)
+    # The comparison can tell the rule's pieces apart: w_p = 1 throughout, a schedule over the run
+    # length instead of the episode, and top-1 instead of top-k all give other actions.
+    if use_pw:
+        flat = act_by_hand(gem, obs, torch.zeros_like(t), knobs, seed=7)
+        assert (flat - expected).abs().sum(-1).gt(1e-4).sum() >= 5
+    if k_smooth > 1:
+        top1 = act_by_hand(gem, obs, t, dataclasses.replace(knobs, k_smooth=1), seed=7)
+        assert (top1 - expected).abs().sum(-1).gt(1e-4).all()
+
+
+def test_act_scores_with_the_trained_critic_not_the_target():
+    gem = gem_for_act()
+    obs, t = torch.randn(64, 3), torch.zeros(64, dtype=torch.long)
+    knobs = GEMKnobs(N=16, use_pw=False)
+    expected = act_by_hand(gem, obs, t, knobs, seed=3)
+    torch.testing.assert_close(run_act(gem, obs, t, knobs, seed=3), expected)
+    gem.critic.q, gem.critic.q_target = gem.critic.q_target, gem.critic.q
+    assert (act_by_hand(gem, obs, t, knobs, seed=3) - expected).abs().sum(-1).gt(1e-4).sum() >= 5
+
+
+@pytest.mark.parametrize("anchor", ["mode", "off", "bary"])
+@pytest.mark.parametrize("source", ["actor", "behavior"])
+def test_act_with_k_smooth_over_the_whole_set_is_the_mean_of_the_clipped_candidates(anchor, source):
+    """k_smooth >= |C| makes the executed action the mean of the candidate set, whatever the
+    scores: act's output then shows the anchor (none, the argmax component's mean, or the
+    barycentre), the source of a_1..a_N and the clip to the box."""
+    gem = make_gem(seed=1, num_components=2, behavior_components=2)
+    set_gmm_head(gem.actor, [2.0, 0.0], [[0.6, 0.6], [-0.2, 0.4]], 1.0)  # std e: many samples leave the box
+    set_gmm_head(gem.behavior, [0.0, 0.0], [[-0.6, -0.6], [0.5, -0.5]], 1.0)
+    obs, t = torch.randn(5, 3), torch.zeros(5, dtype=torch.long)
+    knobs = GEMKnobs(N=6, k_smooth=64, anchor=anchor, candidate_source=source)
+    got = run_act(gem, obs, t, knobs, seed=11)
+    torch.testing.assert_close(got, act_by_hand(gem, obs, t, knobs, seed=11))
+    with torch.no_grad():
+        torch.manual_seed(11)
+        samples = (gem.actor if source == "actor" else gem.behavior)(obs).sample(6)
+    assert (samples.abs() > 1).any(), "the clip must matter"
+    w = torch.softmax(torch.tensor([2.0, 0.0]), 0)
+    anchors = {"mode": [torch.tensor([0.6, 0.6])], "bary": [w[0] * torch.tensor([0.6, 0.6]) + w[1] * torch.tensor([-0.2, 0.4])],
+               "off": []}[anchor]
+    cands = torch.cat([a.expand(5, 1, 2) for a in anchors] + [samples.clamp(-1, 1)], 1)
+    torch.testing.assert_close(got, cands.mean(1))
+
+
+def test_value_target_and_actor_weight_read_the_target_critic():
+    """L_V regresses V to min_j Qtgt_j(s, a), and the actor's omega uses Qtgt_min(s, a) - V(s),
+    both from the TARGET ensemble (made different from the online one here)."""
+    gem = make_gem(beta=2.0, omega_max=50.0)
+    helpers.perturb_target(gem.critic)
+    batch = random_batch(64)
+    online, target = helpers.online_and_target_q(gem.critic, batch.observations, batch.actions)
+    with torch.no_grad():
+        v = gem.critic.value(batch.observations)
+        u = target.min(0).values - v
+        value_loss = (torch.where(u < 0, 0.3, 0.7) * u**2).mean()
+        omega = torch.exp(2.0 * u).clamp(max=50.0)
+        omega_online = torch.exp(2.0 * (online.min(0).values - v)).clamp(max=50.0)
+    assert not torch.allclose(omega.mean(), omega_online.mean(), rtol=1e-2)
+    _, metrics = gem.losses(batch, 0)
+    assert float(metrics["training/value_loss"]) == pytest.approx(float(value_loss), rel=1e-5)
+    assert float(metrics["training/omega_mean"]) == pytest.approx(float(omega.mean()), rel=1e-5)
+    _, alone = gem.actor_loss(batch)  # the advantage recomputed outside the critic's pass: same target
+    assert float(alone["training/omega_mean"]) == pytest.approx(float(omega.mean()), rel=1e-5)
+
+
 # ---------------------------------------------------------------- Phase I (Algorithm 2)
 
 
@@ -308,6 +437,15 @@ def test_behavior_trains_during_pretraining_then_freezes():
     assert all(torch.equal(a, b) for a, b in zip(frozen, gem.behavior.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(actor_before, gem.actor.parameters()))
     assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
+
+
+def test_target_critic_follows_the_online_one_by_polyak_after_each_update():
+    gem = make_gem(target_tau=0.25)
+    helpers.perturb_target(gem.critic)
+    before = [p.detach().clone() for p in gem.critic.q_target.parameters()]
+    gem.update(random_batch(), 0)
+    for old, tgt, online in zip(before, gem.critic.q_target.parameters(), gem.critic.q.parameters()):
+        torch.testing.assert_close(tgt, 0.75 * old + 0.25 * online)
 
 
 def test_training_is_deterministic_given_the_seed():
@@ -435,6 +573,28 @@ def test_suite_defaults_file_is_valid():
     assert (data["maze2d"]["knobs"]["lcb_lambda"], data["maze2d"]["knobs"]["w_end"]) == (1.0, 0.4)
     assert (data["antmaze"]["knobs"]["lcb_lambda"], data["antmaze"]["knobs"]["w_end"]) == (3.5, 0.2)
     assert all(data[s]["knobs"]["N"] == 1024 for s in ("locomotion", "maze2d", "antmaze"))
+
+
+# ---------------------------------------------------------------- mechanism tier (CI): the cheapest run of the same claim
+
+MECHANISM_TIER_STEPS = 600
+
+
+@pytest.mark.mechanism
+def test_mechanism_tier_gem_selects_the_best_four_goal_mode_where_bc_averages():
+    """Sec. 4 on the toy four-goal bandit (goals at (+-1, +-1), (1, 1) pays most), small nets,
+    fixed seed: GEM's selected actions land in the best goal's disc, BC's mean does not."""
+    from algorithms.bc import BC, BCConfig
+    from benchmarks.tasks.toy import FourGoalBandit
+
+    gem = helpers.train_on_toy(GEM, GEMConfig(hidden_dims=(64, 64)), "four-goal", MECHANISM_TIER_STEPS)
+    bc = helpers.train_on_toy(BC, BCConfig(hidden_dims=(64, 64)), "four-goal", MECHANISM_TIER_STEPS)
+    best = FourGoalBandit.GOALS[0]
+    gem_rate = helpers.fraction_in_disc(helpers.bandit_actions(gem, GEMKnobs(N=64), n=500), best)
+    bc_rate = helpers.fraction_in_disc(helpers.bandit_actions(bc, n=500), best)
+    print(f"four-goal, {MECHANISM_TIER_STEPS} updates: in the best disc GEM {gem_rate:.2f}, BC {bc_rate:.2f}")
+    assert gem_rate >= 0.9
+    assert bc_rate < 0.9
 
 
 # ---------------------------------------------------------------- mechanism on the toy four-goal bandit (slow)
