@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.render import Cell, Table, mean_std, num
-from benchmarks.store import iter_records
+from benchmarks.store import iter_stored, run_config
 
 BUDGETS = (0, 10, 50, 200, 1000)  # evaluation episodes spent on tuning (0: the default, no tuning)
 EOP_K = (1, 2, 4, 8)  # configurations drawn for Expected Online Performance
@@ -138,11 +138,13 @@ def _label(d: dict[str, Any], names: Sequence[str]) -> str:
     return ", ".join(f"{n}={d.get(n)}" for n in names)
 
 
-def config_sets(records: Iterable[dict[str, Any]]) -> list[ConfigSet]:
+def config_sets(records: Iterable[dict[str, Any]], run_knobs: dict[str, dict[str, Any]] | None = None) -> list[ConfigSet]:
     """Knob grids (per run), training grids (per seed) and seed sets (per config) in the records.
 
     Only each run's final evaluations count, composed ('select') records never (they are the
-    cross-selection study); a configuration needs stored episodes."""
+    cross-selection study); a configuration needs stored episodes. `run_knobs`: each run's own
+    knobs (its config.json); else those of its train record, else of its first record."""
+    run_knobs = run_knobs or {}
     final: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("source") == SELECT_SOURCE or not r.get("episodes"):
@@ -154,7 +156,7 @@ def config_sets(records: Iterable[dict[str, Any]]) -> list[ConfigSet]:
         step = max(r["step"] for r in rs)
         rs = [r for r in rs if r["step"] == step]
         train = [r for r in rs if r.get("source") == "train"]
-        own_knobs = (train[0] if train else rs[0]).get("knobs") or {}
+        own_knobs = run_knobs.get(run_id, (train[0] if train else rs[0]).get("knobs") or {})
         by_knobs: dict[str, dict[str, Any]] = {}
         for r in sorted(rs, key=lambda r: (r.get("source") != "train", r.get("timestamp", 0))):
             by_knobs.setdefault(_key(r.get("knobs") or {}), r)  # one record per setting (train first)
@@ -484,12 +486,25 @@ def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
 # ----------------------------------------------------------------------------- entry points (tables.py / plots.py call these)
 
 
-def write_tables(root: str | Path, out: str | Path, *, seed: int = 0, reps: int = BANDIT_REPS,
+def _records(root: str | Path, protocol: str | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The evaluation records of `protocol` under `root` and each run's own knobs (its config.json)."""
+    records, run_knobs = [], {}
+    for path, record in iter_stored(root):
+        if protocol is None or record.get("protocol") == protocol:
+            records.append(record)
+            if record["run_id"] not in run_knobs:
+                config = run_config(path)
+                if config is not None and "knobs" in config:
+                    run_knobs[record["run_id"]] = config["knobs"]
+    return records, run_knobs
+
+
+def write_tables(root: str | Path, out: str | Path, *, protocol: str | None = None, seed: int = 0, reps: int = BANDIT_REPS,
                  log: Callable[[str], None] = print) -> list[Path]:
-    """The cross-selection and online-budget tables from the records under `root`."""
-    records = list(iter_records(root))
+    """The cross-selection and online-budget tables from the records under `root` (of one protocol)."""
+    records, run_knobs = _records(root, protocol)
     tables = cross_selection_tables(cross_selection_frame(records))
-    tables += budget_tables(budget_frame(config_sets(records), reps=reps, seed=seed), reps=reps, seed=seed)
+    tables += budget_tables(budget_frame(config_sets(records, run_knobs), reps=reps, seed=seed), reps=reps, seed=seed)
     written = [p for table in tables for p in table.write(out)]
     if not tables:
         log("tables: cross_selection / online_budget skipped: no 'select' records (`modebench cross-select`) and no "
@@ -497,15 +512,15 @@ def write_tables(root: str | Path, out: str | Path, *, seed: int = 0, reps: int 
     return written
 
 
-def write_plots(root: str | Path, out: str | Path, formats: Sequence[str] = ("png",), *, seed: int = 0,
-                reps: int = BANDIT_REPS, log: Callable[[str], None] = print) -> list[Path]:
-    """The cross-selection and online-budget figures from the records under `root`."""
-    records = list(iter_records(root))
+def write_plots(root: str | Path, out: str | Path, formats: Sequence[str] = ("png",), *, protocol: str | None = None,
+                seed: int = 0, reps: int = BANDIT_REPS, log: Callable[[str], None] = print) -> list[Path]:
+    """The cross-selection and online-budget figures from the records under `root` (of one protocol)."""
+    records, run_knobs = _records(root, protocol)
     written: list[Path] = []
     cross = cross_selection_frame(records)
     if not cross.empty:
         written += plot_cross_selection(cross, Path(out), formats)
-    budget = budget_frame(config_sets(records), reps=reps, seed=seed)
+    budget = budget_frame(config_sets(records, run_knobs), reps=reps, seed=seed)
     if not budget.empty:
         written += plot_budget(budget, Path(out), formats)
     if not written:

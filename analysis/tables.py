@@ -763,6 +763,9 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
         tables = protocol_tables(frame[frame["protocol"] == protocol], rule=rule, methods=methods, reps=reps, seed=seed, log=log)
         for table in tables:
             written += table.write(out / protocol)
+        from analysis import budget  # issue 18: the cross-selection and online-budget tables
+
+        written += budget.write_tables(root, out / protocol, protocol=protocol, seed=seed, log=log)
         log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out / protocol}/ (.md, .tex, .csv)")
     if profiles.empty:
         log(f"tables: latency skipped: no profile records under {root}/ (run `make profile`)")

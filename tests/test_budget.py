@@ -79,6 +79,9 @@ def test_config_sets_find_knob_grids_training_grids_and_seeds():
     seeds = sets[("drol", "seeds", "all seeds")]
     assert seeds.default is None and seeds.labels == ["seed 0", "seed 1"]
     assert ("gem", "seeds", "all seeds") not in sets  # one seed: nothing to choose
+    # the run's own knobs from its config.json win over a record's source (an eval record may replace the train one)
+    (relabelled,) = [s for s in config_sets(fixture_records(), {"gem-0": {"N": 256}}) if s.unit == "gem-0"]
+    assert relabelled.default_score == 80.0
 
 
 def test_budget_frame_default_oracle_eop_and_determinism():
