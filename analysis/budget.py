@@ -267,14 +267,14 @@ def budget_tables(frame: pd.DataFrame, reps: int = BANDIT_REPS, seed: int = 0) -
                     out.append(f"{num(r.score, 1)} [{num(r.low, 1)}, {num(r.high, 1)}]")
             table.add(*out)
         table.notes = [
-            "A configuration set is what one would tune online on one task: the knob settings one checkpoint was evaluated at "
+            ("A configuration set is what one would tune online on one task: the knob settings one checkpoint was evaluated at "
             "(per run), the training configs of one seed, or the seeds of one config. Scores are normalised, averaged over the "
-            "family's tasks x units (tasks x units column).",
-            "B = 0: the default (the run's own knobs; the suite's default config; for seeds a seed at random). "
+            "family's tasks x units (tasks x units column)."),
+            ("B = 0: the default (the run's own knobs; the suite's default config; for seeds a seed at random). "
             f"B = 10..1000: the true score of the configuration UCB1 deploys after B evaluation episodes (Unifloral), "
             f"each episode drawn from the arm's stored episodes; mean and 95% percentile interval over {reps} replicates, "
             f"random state {seed}. Oracle: the best configuration. EOP k: expected best of k configurations drawn at random "
-            "(Kurenkov & Kolesnikov 2021, closed form).",
+            "(Kurenkov & Kolesnikov 2021, closed form)."),
             "True scores are the means of the same stored episodes the bandit draws from (no held-out evaluation).",
         ]
         table.data = part.reset_index(drop=True)
@@ -363,10 +363,10 @@ def cross_selection_tables(frame: pd.DataFrame) -> list[Table]:
                     data.append({"suite": suite, "scope": scope, "method": method, "N": n, "score": cells[n][0],
                                  "score_std": cells[n][1], "n_seeds": cells[n][2], "alone": alone[0], "alone_std": alone[1]})
         table.notes = [
-            "alone: the proposer's own evaluation (its run's knobs, final step). N: the same checkpoint's own action plus N "
+            ("alone: the proposer's own evaluation (its run's knobs, final step). N: the same checkpoint's own action plus N "
             "proposals, scored by the GEM run on the same task, data and seed (LCB over its critic ensemble, z-scored support "
             "under its behaviour density with the w_p schedule, top-k; `modebench cross-select`). N=0 is the proposer's own "
-            "action (equal to alone for every proposer but GEM, whose N=0 is its anchor mu_k*).",
+            "action (equal to alone for every proposer but GEM, whose N=0 is its anchor mu_k*)."),
             f"Other selection knobs: {_pretty(frame.attrs.get('other_knobs', ''))}. Bold: the row's best.",
         ] + ([f"{frame.attrs['left_out']} record(s) with other selection knobs left out."] if frame.attrs.get("left_out") else [])
         table.data = pd.DataFrame(data)

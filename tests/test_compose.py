@@ -14,7 +14,12 @@ from algorithms.base import EnvSpec
 from algorithms.config import ConfigError
 from algorithms.gem import GEM, GEMConfig, GEMKnobs
 from algorithms.registry import get_method
-from benchmarks.run.compose import SelectedProposals, cross_pairs, evaluate_selection, stored_runs
+from benchmarks.run.compose import (
+    SelectedProposals,
+    cross_pairs,
+    evaluate_selection,
+    stored_runs,
+)
 
 SPEC = EnvSpec(obs_dim=3, act_dim=2, horizon=40)
 
