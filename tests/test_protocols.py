@@ -227,7 +227,8 @@ def test_config_command_json(capsys):
     assert out["protocol"] == "published"
     assert out["config"]["alpha"] == {"value": 10000.0, "source": out["config"]["alpha"]["source"]}
     assert out["config"]["alpha"]["source"].startswith("code:seohongpark/fql:README.md")
-    assert set(out) >= {"config", "knobs", "data", "run", "protocol"}
+    assert set(out) == {"config", "knobs", "data", "run", "protocol"}
+    assert all(set(entry) == {"value", "source"} for part in ("config", "knobs", "data", "run") for entry in out[part].values())
     assert main(["config", "--algo", "fql", "--task", "toy/four-goal", "--protocol", "bogus"]) == 2
     assert "unknown protocol 'bogus'" in capsys.readouterr().err
 

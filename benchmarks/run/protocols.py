@@ -117,12 +117,10 @@ class Resolved:
         return {k: s.value for k, s in getattr(self, part).items()}
 
     def as_json(self) -> dict[str, Any]:
-        out = {part: {k: s.as_json() for k, s in getattr(self, part).items()}
-               for part in ("config", "knobs", "data", "run")}
+        """`{"config": {key: {"value", "source"}}, "knobs": .., "data": .., "run": .., "protocol": P}`."""
+        out: dict[str, Any] = {part: {k: s.as_json() for k, s in getattr(self, part).items()}
+                               for part in ("config", "knobs", "data", "run")}
         out["protocol"] = self.protocol
-        out["method"] = self.method
-        out["task"] = self.task_id
-        out["not_applied"] = [{"key": k, "value": v, "reason": r} for k, v, r in self.not_applied]
         return out
 
 
