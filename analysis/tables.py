@@ -660,7 +660,13 @@ def load_profiles(root: str | Path) -> pd.DataFrame:
     rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in iter_records(root, "profile")]
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).sort_values(["device", "batch", "method", "setting"], kind="stable").reset_index(drop=True)
+    frame = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(facts.methods())}
+    sweep = frame["setting"].str.extract(r"^([A-Za-z]*)(\d*)")  # "N64" -> ("N", 64): N1, N64, N1024 in numeric order
+    frame = frame.assign(_m=frame["method"].map(order).fillna(len(order)), _k=sweep[0],
+                         _v=pd.to_numeric(sweep[1], errors="coerce"))
+    return (frame.sort_values(["device", "batch", "_m", "method", "_k", "_v", "setting"], kind="stable")
+            .drop(columns=["_m", "_k", "_v"]).reset_index(drop=True))
 
 
 def _published_profile_note() -> str:

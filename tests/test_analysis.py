@@ -400,7 +400,7 @@ def _profile(method: str, setting: str, median: float, device: str = "cpu", batc
 def test_profile_tables_render_the_stored_profile_records(tmp_path):
     from analysis.tables import build_tables
 
-    for n, median in ((1, 1.25), (64, 2.5)):
+    for n, median in ((1024, 4.0), (1, 1.25), (64, 2.5)):
         write_profile(tmp_path, _profile("gem", f"N{n}", median))
     write_profile(tmp_path, _profile("bc", "default", 0.125))
     write_profile(tmp_path, _profile("bc", "default", 0.5, device="cuda"))
@@ -410,6 +410,8 @@ def test_profile_tables_render_the_stored_profile_records(tmp_path):
     assert "| GEM | N64 | 1 | 2.500 [2.400, 2.600] | 2.500 ± 0.200 | 3.50 |  | 0.250 |" in md
     assert "| BC | default | 1 | 0.125 [0.025, 0.225] |" in md and "0.500" not in md  # the cuda record is in its own table
     assert "Published GEM Table 3" in md and "1.25-1.33 ms" in md  # read from gem_table3_profile.csv
+    rows = [line.split(" | ")[:2] for line in md.splitlines() if line.startswith("| BC") or line.startswith("| GEM")]
+    assert rows == [["| BC", "default"], ["| GEM", "N1"], ["| GEM", "N64"], ["| GEM", "N1024"]]  # facts order, numeric N
 
 
 # ---------------------------------------------------------------------------- CLI end to end
