@@ -435,7 +435,8 @@ def build_plots(root: str | Path | None = None, out: str | Path | None = None, *
         figures = sorted({p.stem for p in drawn if p.suffix == ".png"})
         log(f"plots: {len(figures)} figures ({', '.join(figures)}) -> {out / protocol}/ ({', '.join(formats)}, data as .csv)")
         written += drawn
-        from analysis import budget  # issue 18: the cross-selection and online-budget figures
+        # issue 18: the cross-selection and online-budget figures
+        from analysis import budget
 
         written += budget.write_plots(root, out / protocol, formats, protocol=protocol, seed=seed, log=log)
     return written

@@ -769,7 +769,8 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
         tables = protocol_tables(frame[frame["protocol"] == protocol], rule=rule, methods=methods, reps=reps, seed=seed, log=log)
         for table in tables:
             written += table.write(out / protocol)
-        from analysis import budget  # issue 18: the cross-selection and online-budget tables
+        # issue 18: the cross-selection and online-budget tables
+        from analysis import budget
 
         written += budget.write_tables(root, out / protocol, protocol=protocol, seed=seed, log=log)
         log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out / protocol}/ (.md, .tex, .csv)")
