@@ -134,6 +134,9 @@ def test_eval_select_with_writes_records_naming_both_checkpoints(runs, capsys):
         assert sel["selector_run_id"] == gem.run_dir.name == rec["knobs"]["selection"]["selector"]
         assert sel["knobs"]["lcb_lambda"] == 0.5 and sel["knobs"]["w_end"] == 0.2 and sel["knobs"]["k_smooth"] == 2
         assert rec["method"] == "drol" and len(rec["episodes"]) == TINY["eval_episodes"]
+    # a resumed run leaves stored settings alone
+    assert evaluate_selection(drol.checkpoint, gem.checkpoint, {"N": ["0", "4"], "lambda": ["0.5"], "w_end": ["0.2"], "k_smooth": ["2"]},
+                              episodes=6, device="cpu", skip_stored=True) == []
     # N = 0 is DROL alone: the same episodes as its own evaluation at the end of training
     own = next(x for x in _records(out, drol.run_dir.name) if x["source"] == "train")
     assert episodes(records[0]) == episodes(own)

@@ -187,9 +187,11 @@ def evaluate_selection(
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = False,
+    skip_stored: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluate the proposer's candidates under the selector's rule at every setting of the
-    grid (no retraining); one record each in the proposer's run folder."""
+    grid (no retraining); one record each in the proposer's run folder. `skip_stored`: leave out
+    settings already recorded (a resumed cross-select)."""
     proposer = load_run(proposer_checkpoint, device)
     selector = load_run(selector_checkpoint, device)
     check_compatible(proposer, selector)
@@ -203,6 +205,8 @@ def evaluate_selection(
         "selector_run_id": selector.run_id, "selector_checkpoint": str(selector.path), "selector_method": selector.run["method"],
         "selector_step": selector.step,
     }
+    if skip_stored:
+        settings = [k for k in settings if not store.has_record(proposer.step, selection_record_knobs(proposer, selector, k))]
     records = []
     for knobs in tqdm(settings, desc="selection grid", disable=not progress or len(settings) == 1):
         result = evaluate(policy, proposer.task, knobs, episodes or proposer.task.eval_episodes, eval_seed,
@@ -290,8 +294,9 @@ def cmd_cross_select(args: argparse.Namespace) -> int:
                           f"train both first (e.g. `modebench bench --suite toy --methods gem,{proposers[0]}`)")
     start = time.perf_counter()
     for proposer, selector in tqdm(pairs, desc="cross-select"):
-        for record in evaluate_selection(proposer.checkpoint, selector.checkpoint, grid, args.episodes, out=root, device=args.device):
+        for record in evaluate_selection(proposer.checkpoint, selector.checkpoint, grid, args.episodes, out=root, device=args.device,
+                                         skip_stored=True):
             n = record["selection"]["knobs"]["N"]
             print(f"{record['method']} {record['task']} seed {record['seed']} N={n} normalized_score {record['normalized_score']:.4f}")
-    print(f"cross-select: {len(pairs)} proposer runs x {len(expand_grid(grid))} settings in {time.perf_counter() - start:.0f} s -> {root}/")
+    print(f"cross-select: {len(pairs)} proposer runs x {len(expand_grid(grid))} settings (stored ones kept) in {time.perf_counter() - start:.0f} s -> {root}/")
     return 0
