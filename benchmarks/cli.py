@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--env", help="gymnasium id to evaluate in (required for .npz/.hdf5 files)")
     p.add_argument("--ref-min", type=float, help="random-policy return for the normalised score")
     p.add_argument("--ref-max", type=float, help="expert return for the normalised score")
-    p.add_argument("--steps", type=int, default=10_000, help="gradient updates (default 10000)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="gradient updates (default: the protocol's, `modebench config` shows it; 10000 for --dataset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="results root (default: results/ or $MODEBENCH_RESULTS)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config override (repeatable)")

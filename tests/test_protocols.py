@@ -213,6 +213,18 @@ def test_errors_are_one_line_and_name_the_fix():
         resolve("fql", adhoc, "published")
 
 
+def test_run_length_defaults_to_the_protocols():
+    from benchmarks.run.spec import resolve_run
+
+    assert resolve_run("iql", "toy/four-goal").steps == 2000  # the toy suite's controlled steps
+    published = resolve_run("fql", "antmaze/umaze", protocol="published")
+    assert (published.steps, published.eval_episodes, published.eval_every) == (500_000, 50, 100_000)
+    assert resolve_run("fql", "antmaze/umaze", protocol="published", steps=30).steps == 30
+    adhoc = Task(suite="adhoc", name="data", dataset={}, env={}, horizon=10, score={})
+    steps = resolve("bc", adhoc).run["steps"]
+    assert steps.value == 10_000 and steps.source.startswith("ours:")
+
+
 def test_presets_inherit_the_base_protocol_and_keep_their_own_values():
     r = resolve("gem-no-lcb", "locomotion/hopper-medium", "published")
     assert r.knobs["lcb_lambda"].value == 0.0 and r.knobs["lcb_lambda"].source.startswith("preset:gem-no-lcb")

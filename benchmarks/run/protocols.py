@@ -357,6 +357,7 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
     else:
         for key, value in task_obj.data.items():
             parts["data"][key] = Setting(value, f"ad-hoc dataset {task_obj.id}")
+        run["steps"] = Setting(10_000, "ours: a quick run on an ad-hoc dataset, which has no suite protocol; --steps sets it")
         run["eval_episodes"] = Setting(task_obj.eval_episodes, f"ad-hoc dataset {task_obj.id}")
         run["eval_every"] = Setting(None, "ours: evaluate once, at the end (scores are the final policy's)")
     if protocol == "published":
@@ -403,9 +404,6 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
             raise ConfigError(f"unknown run setting {key!r}; valid: {', '.join(RUN_KEYS)}")
         if value is not None:
             run[key] = Setting(value, f"user:--{key.replace('_', '-')}")
-    if "steps" not in run:
-        raise ConfigError(f"{task_obj.id}: no training length; pass --steps")
-
     return Resolved(
         method=method, task_id=task_obj.id, protocol=protocol,
         config=_typed(parts["config"], cls.config_class, f"{method} config"),
