@@ -539,6 +539,21 @@ def test_toy_only_tables_carry_no_empty_published_columns(scores):
     assert "paper / Δ: no published number for these tasks" in " ".join(gem_layout(toy).notes)
 
 
+def test_toy_only_nll_gap_and_ablation_tables_carry_no_empty_paper_columns(frame):
+    from analysis.tables import nll_gap_frame, nll_gap_table
+
+    every = select_scores(frame, knobs="all")
+    toy_all = every[every["suite"] == "toy"]
+    _, t6 = ablation_layouts(toy_all, "gem")
+    assert not [h for h in t6.header if "paper" in h] and t6.data["paper_delta"].isna().all()
+    _, t6_d4rl = ablation_layouts(every, "gem")  # with a GEM Table 6 task in the set the columns come back
+    assert "no pw paper Δ" in t6_d4rl.header
+    gaps = nll_gap_frame(select_scores(frame))
+    toy_gap = nll_gap_table(gaps[gaps["task"].str.startswith("toy/")])
+    assert toy_gap.header[-1] == "seeds" and "no published gap" in toy_gap.notes[-1]
+    assert nll_gap_table(gaps).header[-2:] == ["paper gap", "Δ"]
+
+
 # ---------------------------------------------------------------------------- the facts file
 
 
