@@ -68,7 +68,8 @@ def make_minari_dataset(dataset_id: str) -> Path:
                                      rewards=rewards, terminations=[False] * 20, truncations=[False] * 19 + [True],
                                      infos={}))
     dataset = minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers, env="Pendulum-v1",
-                                                 algorithm_name="uniform random", description="test data")
+                                                 algorithm_name="uniform random", description="test data",
+                                                 ref_min_score=-1500.0, ref_max_score=0.0)
     return Path(dataset.storage.data_path).parent
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from algorithms.base import Algorithm
+from algorithms.base import Algorithm, check_phases
 from algorithms.config import ConfigError, config_hash, from_dict, to_dict
 from algorithms.registry import base_method, get_method
 from benchmarks.data.dataset import DataConfig
@@ -205,16 +205,18 @@ def resolve_run(
         if value is not None:
             _positive(name, value)
     task_obj = get_task(task) if isinstance(task, str) else task
+    run = {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes}
     settings = protocols.resolve(method, task_obj, protocol, {
-        "config": config or {}, "knobs": knobs or {}, "data": data or {},
-        "run": {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes},
+        "config": config or {}, "knobs": knobs or {}, "data": data or {}, "run": run,
     })
     resolved = _built(method, settings)
-    default_settings = protocols.resolve(method, task_obj, protocol) if (config or knobs or data) else settings
+    # the defaults keep the run settings: a dataset outside the suites has no length of its own
+    default_settings = protocols.resolve(method, task_obj, protocol, {"run": run}) if (config or knobs or data) else settings
     default = _built(method, default_settings)
     data_cfg = from_dict(DataConfig, settings.values("data"), what="data")
     default_data = from_dict(DataConfig, default_settings.values("data"), what="data")
     steps = settings.run["steps"].value
+    check_phases(resolved.cls, resolved.config, steps, method)  # a run that cannot cover a phase is refused here
     run_id, digest = _identity(method, task_obj, protocol, seed, steps, resolved.config, data_cfg, compile)
     every = settings.run["eval_every"].value or steps
     return RunSpec(
