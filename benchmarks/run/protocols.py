@@ -64,6 +64,7 @@ TABLE_HEADER = ["method", "scope", "key", "value", "source"]
 # at the end), and how many seeds a table averages.
 RUN_KEYS = ("steps", "eval_episodes", "eval_every", "seeds")
 CONTROLLED_KEYS = {"steps", "seeds", "eval_every", "note"}
+AT_THE_END = "ours: evaluate once, at the end (scores are the final policy's)"
 
 # Published rows ModeBench cannot apply, each with its reason. Keyed by (method, key); a row
 # matching an entry is kept in the table (the fact stays recorded) but applies nothing. The
@@ -351,18 +352,18 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
         note = f" ({block['note']})" if block.get("note") else ""
         run["steps"] = Setting(int(block["steps"]), f"{where} steps{note}")
         run["eval_episodes"] = Setting(task_obj.eval_episodes, _task_episodes_source(task_obj))
-        run["eval_every"] = Setting(block.get("eval_every"), f"{where} eval_every" if "eval_every" in block
-                                    else "ours: evaluate once, at the end (scores are the final policy's)")
+        run["eval_every"] = Setting(block.get("eval_every"), f"{where} eval_every" if "eval_every" in block else AT_THE_END)
         run["seeds"] = Setting(int(block["seeds"]), f"{where} seeds")
     else:
         for key, value in task_obj.data.items():
             parts["data"][key] = Setting(value, f"ad-hoc dataset {task_obj.id}")
         run["steps"] = Setting(10_000, "ours: a quick run on an ad-hoc dataset, which has no suite protocol; --steps sets it")
         run["eval_episodes"] = Setting(task_obj.eval_episodes, f"ad-hoc dataset {task_obj.id}")
-        run["eval_every"] = Setting(None, "ours: evaluate once, at the end (scores are the final policy's)")
+        run["eval_every"] = Setting(None, AT_THE_END)
+        run["seeds"] = Setting(1, "ours: one run per command on an ad-hoc dataset")
     if protocol == "published":
         # where a run setting or a data setting has no published row, it is the suite's: say so
-        for key, setting in {**run}.items():
+        for key, setting in list(run.items()):
             run[key] = Setting(setting.value, f"{setting.source}; no published value")
         for key, setting in parts["data"].items():
             parts["data"][key] = Setting(setting.value, f"{setting.source}; no published value")
