@@ -192,13 +192,13 @@ def test_kitchen_env_builds():
 
 
 def test_offline_bench_fails_fast_and_clearly(no_data, capsys, monkeypatch):
-    import benchmarks.cli
+    import benchmarks.run.workers
     from modebench.cli import main
 
     def no_pool(*args, **kwargs):
         raise AssertionError("bench spawned workers although the suite's data is missing")
 
-    monkeypatch.setattr(benchmarks.cli, "ProcessPoolExecutor", no_pool)  # the check runs before any worker
+    monkeypatch.setattr(benchmarks.run.workers, "worker_pool", no_pool)  # the check runs before any worker
     assert main(["bench", "--suite", "antmaze", "--methods", "bc"]) == 2
     err = capsys.readouterr().err
     assert "modebench datasets download --suite antmaze" in err and "--suite maze2d-local" in err
@@ -347,3 +347,21 @@ def test_suites_and_grids_load_through_the_same_strict_loader(tmp_path, monkeypa
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level, got list"):
         load_grid(tmp_path / "list.yaml")
+
+
+def test_a_method_override_block_takes_only_config_and_knobs(tmp_path, monkeypatch):
+    from algorithms.config import ConfigError
+    from benchmarks.tasks import suites
+
+    (tmp_path / "bad.yaml").write_text(
+        "name: bad\nmethods: {gem: {confg: {beta: 1.0}}}\n"
+        "tasks: {t: {dataset: {source: toy, task: branch}, env: {source: gym, id: x}, horizon: 1, score: {kind: success}}}\n")
+    monkeypatch.setattr(suites, "SUITES_DIR", tmp_path)
+    suites._read_suite.cache_clear()
+    suites.override_tables.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"^suite bad, task t: method 'gem' overrides: unknown key\(s\) \['confg'\]; valid keys: \['config', 'knobs'\]$"):
+            load_suite("bad")
+    finally:
+        suites._read_suite.cache_clear()
+        suites.override_tables.cache_clear()

@@ -73,16 +73,13 @@ class Task:
         return sources.score(self.score).normalize(self.id, self.score, returns, successes,
                                                    lambda: dataset if dataset is not None else self.load_dataset())
 
-    def method_overrides(self, method: str) -> dict[str, dict[str, Any]]:
-        entry = self.methods.get(method, {})
-        check_keys(entry, ("config", "knobs"), where=f"{self.id}: method {method!r} overrides")
-        return {"config": dict(entry.get("config", {})), "knobs": dict(entry.get("knobs", {}))}
 
-
-def _merge_methods(*blocks: dict) -> dict:
+def _merge_methods(*blocks: dict, where: str = "suite") -> dict:
+    """{method: {config, knobs}} merged in order (later blocks win per key)."""
     out: dict[str, dict[str, dict]] = {}
     for block in blocks:
         for method, entry in (block or {}).items():
+            check_keys(entry or {}, ("config", "knobs"), where=f"{where}: method {method!r} overrides")
             slot = out.setdefault(method, {})
             for part, values in (entry or {}).items():
                 slot.setdefault(part, {}).update(values or {})
@@ -128,6 +125,7 @@ def load_suite(name: str) -> dict[str, Task]:
             *(table.get(name, {}) for table in overrides.values()),
             *(table.get(f"{name}/{task_name}", {}) for table in overrides.values()),
             spec.get("methods", {}),
+            where=f"suite {name}, task {task_name}",
         )
         missing = {"dataset", "env", "horizon", "score"} - set(merged)
         if missing:
