@@ -219,6 +219,9 @@ def test_run_length_defaults_to_the_protocols():
     assert resolve_run("iql", "toy/four-goal").steps == 2000  # the toy suite's controlled steps
     published = resolve_run("fql", "antmaze/umaze", protocol="published")
     assert (published.steps, published.eval_episodes, published.eval_every) == (500_000, 50, 100_000)
+    # the run trains on the method's own preprocessing (FQL: raw observations, actions clipped to 1 - 1e-5)
+    assert (published.data.normalize_obs, published.data.clip_actions) == (False, 0.99999)
+    assert resolve_run("fql", "antmaze/umaze").data.normalize_obs is True  # controlled: the suite's, for every method
     assert resolve_run("fql", "antmaze/umaze", protocol="published", steps=30).steps == 30
     adhoc = Task(suite="adhoc", name="data", dataset={}, env={}, horizon=10, score={})
     steps = resolve("bc", adhoc).run["steps"]
