@@ -368,7 +368,7 @@ def test_every_plot_builds_from_the_fixture_and_plots_the_right_numbers(store, t
     frontier = pd.read_csv(out / "gem_wp_frontier.csv")
     toy = frontier[frontier["suite"] == "toy"]
     assert sorted(toy["knob/w_end"].dropna()) == [0.2, 0.4, 1.0]
-    off = toy[toy["w_p_off"].fillna(False).astype(bool)].iloc[0]  # the no-pw records: the w_p = 0 point
+    off = toy[toy["w_p_off"].eq(True)].iloc[0]  # the no-pw records: the w_p = 0 point
     assert off["score_mean"] == pytest.approx(66.0 - 10.0) and off["audit/violation_mean"] == pytest.approx(0.2)
 
 
