@@ -103,6 +103,8 @@ def test_distillation_loss_by_hand():
     assert torch.allclose(actions, b.expand(2, -1))
     loss.backward()
     assert all(p.grad is None for p in algo.flow.parameters())  # the teacher's endpoint is a fixed target
+    # ... and the one-step policy is pulled toward it: d L / d b_j = 2 / (B d) sum_rows (b_j - target_j)
+    torch.testing.assert_close(algo.onestep[-1].bias.grad, torch.tensor([(0.1 - 0.5 + 0.1 - 1.0) / 2, (0.2 + 0.25 + 0.2 + 1.0) / 2]))
 
 
 @pytest.mark.parametrize("normalize", [False, True])

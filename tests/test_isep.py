@@ -284,8 +284,10 @@ def test_flow_loss_by_hand_and_the_two_token_mask(scheme):
     torch.manual_seed(0)
     algo = ISEPFM(ISEPFMConfig(lam=0.0, p_uncond=0.5, token_scheme=scheme, **SMALL_FM), EnvSpec(3, 2))
     obs, x1 = torch.randn(256, 3), torch.rand(256, 2) * 2 - 1
-    algo.config.adv_threshold = float(algo.critic.advantage(obs, x1).median())  # half the samples positive
+    adv = algo.critic.advantage(obs, x1)
+    algo.config.adv_threshold = float(adv.median())  # half the samples positive; the median itself is not (gt)
     token, positive = algo.optimality_tokens(obs, x1)
+    assert torch.equal(positive, adv > adv.median())
     torch.manual_seed(5)
     dropped = torch.rand(256) < 0.5
     x0, t = torch.randn(256, 2), torch.rand(256, 1)

@@ -326,8 +326,9 @@ def test_advantage_is_against_the_mode_mean():
 
 
 def test_hyper_q_target_and_advantage_read_the_online_q_and_the_sarsa_bootstrap_reads_the_target():
-    """Eq. 17's target and Eq. 18's advantage use the trained Q_psi; only Eq. 16's bootstrap uses
-    the slow copy psi-. Modes sit well inside the box with sigma 0.05, so no clip is involved."""
+    """Eq. 17's target and Eq. 18's advantage (and so the weighted imitation loss) use the trained
+    Q_psi; only Eq. 16's bootstrap uses the slow copy psi-. Modes sit well inside the box with
+    sigma 0.05, so no clip is involved."""
     algo = make({"num_modes": 3, "hyper_q_samples": 5, "mdn_steps": 0, "num_q": 2, "q_target_agg": "min"})
     set_modes(algo, torch.tensor([[0.5, 0.5], [-0.5, 0.2], [0.1, -0.6]]), log_std=math.log(0.05))
     perturb_target(algo.critic)
@@ -347,7 +348,9 @@ def test_hyper_q_target_and_advantage_read_the_online_q_and_the_sarsa_bootstrap_
             mu, std = gmm.means[rows, u], gmm.log_stds[rows, u].exp()
             a_hat = mu + std * torch.randn_like(mu)
             advantage = net(obs, a_hat).mean(0) - net(obs, mu).mean(0)
-        return float((hq - target).pow(2).mean()), float(advantage.mean())
+            weight = torch.exp(advantage / algo.config.beta).clamp(max=algo.config.max_weight)  # Eq. 18
+            actor_loss = -(weight * algo.actor(obs).log_prob(a_hat).sum(-1)).mean()
+        return float((hq - target).pow(2).mean()), float(advantage.mean()), float(actor_loss)
 
     def sarsa_loss(net):
         with torch.no_grad():
@@ -355,13 +358,14 @@ def test_hyper_q_target_and_advantage_read_the_online_q_and_the_sarsa_bootstrap_
             return float((algo.critic.q(obs, batch.actions) - y).pow(2).mean(1).sum())
 
     online_and_target_q(algo.critic, obs, batch.actions)
-    hyper_loss, advantage = by_hand(algo.critic.q)
+    hyper_loss, advantage, actor_loss = by_hand(algo.critic.q)
     torch.manual_seed(3)
     _, metrics = algo.losses(batch, 0)
     assert float(metrics["training/hyper_q_loss"]) == pytest.approx(hyper_loss, rel=1e-5)
     assert float(metrics["training/advantage_mean"]) == pytest.approx(advantage, rel=1e-4, abs=1e-6)
+    assert float(metrics["training/actor_loss"]) == pytest.approx(actor_loss, rel=1e-5)
     assert float(metrics["training/q_loss"]) == pytest.approx(sarsa_loss(algo.critic.q_target), rel=1e-5)
-    wrong_hyper, wrong_advantage = by_hand(algo.critic.q_target)  # what a swap would give: other numbers
+    wrong_hyper, wrong_advantage, _ = by_hand(algo.critic.q_target)  # what a swap would give: other numbers
     assert wrong_hyper != pytest.approx(hyper_loss, rel=1e-2) and wrong_advantage != pytest.approx(advantage, rel=1e-2)
     assert sarsa_loss(algo.critic.q) != pytest.approx(sarsa_loss(algo.critic.q_target), rel=1e-2)
 
