@@ -72,8 +72,8 @@ AT_THE_END = "ours: evaluate once, at the end (scores are the final policy's)"
 # the row then applies and is checked like any other.
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
     **{(m, "data.dataset_version"): (
-        "the dataset ids the authors trained on; the suite's dataset is the one ModeBench can load "
-        "(Minari re-releases / D4RL HDF5), named in the suite file; scores match only approximately")
+        "informational: the dataset ids the authors trained on; each task's `dataset` says what ModeBench "
+        "loads, and where the two differ (Minari re-releases, D4RL -v2 for -v0) scores compare only approximately")
        for m in ("drol", "fql", "gem", "iql", "isep", "isep-fm")},
     ("lom-code", "hyper_q_batch_size"): "LOM's losses share one batch here; the code draws 1024 for the hyper-Q",
     ("lom-code", "mdn_batch_size"): "LOM's losses share one batch here; the code draws 512 for the MDN",
