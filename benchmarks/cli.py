@@ -7,7 +7,7 @@ import math
 import os
 import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Any
 
 from algorithms.config import ConfigError, parse_assignments
@@ -96,10 +96,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from benchmarks.data.dataset import DatasetError
     from benchmarks.data.loaders import MissingDatasetError
     from benchmarks.run.checkpoints import CheckpointError
+    from benchmarks.store import RunBusyError
     from benchmarks.tasks.suites import UnknownNameError
 
     return (ConfigError, UnknownMethodError, UnknownNameError, DatasetError, MissingDatasetError, CheckpointError,
-            FileNotFoundError)
+            RunBusyError, FileNotFoundError)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -160,14 +161,15 @@ def bench_methods(spec: str | None) -> list[str]:
     return names
 
 
-def _bench_job(spec, out: str | None, threads: int) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(threads)
+def _bench_job(spec, out: str | None) -> dict[str, Any]:
     from benchmarks.run.train import train
+    from benchmarks.store import RunBusyError
 
     start = time.perf_counter()
-    result = train(spec, out=out)
+    try:
+        result = train(spec, out=out)
+    except RunBusyError as err:  # another process writes this run: skip it, the others go on
+        return {"busy": str(err)}
     return {"method": spec.method, "task": spec.task.id, "seed": spec.seed, "score": result.score,
             "updates_per_second": result.updates_per_second, "seconds": time.perf_counter() - start}
 
@@ -177,11 +179,10 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import multiprocessing
-
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from benchmarks.run.workers import stop_workers, worker_pool
     from benchmarks.tasks.suites import load_suite
 
     tasks = load_suite(args.suite)
@@ -215,24 +216,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"bench {args.suite} ({args.protocol} protocol): {len(methods)} methods x {len(selected)} tasks x {seeds_text} seeds, "
           f"{steps} updates each, {args.jobs} in parallel")
-    rows = []
+    rows, busy = [], []
     start = time.perf_counter()
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx)
+    pool = worker_pool(args.jobs, threads)  # workers die with this process, SIGKILL included
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        futures = [pool.submit(_bench_job, run, args.out, threads) for run in runs]
+        futures = [pool.submit(_bench_job, run, args.out) for run in runs]
         for future in tqdm(as_completed(futures), total=len(futures), desc="bench runs"):
-            rows.append(future.result())
+            row = future.result()
+            if "busy" in row:
+                busy.append(row["busy"])
+                tqdm.write(f"skipped: {row['busy']}")
+            else:
+                rows.append(row)
     except BaseException:
-        # finished runs are stored; stop the workers so none outlives the command
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop_workers(pool)  # finished runs are stored; none of the workers outlives the command
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     pool.shutdown()
+    if busy:
+        print(f"{len(busy)} of {len(runs)} runs skipped: another process is writing them; "
+              "run the same command again once it has ended")
+    if not rows:
+        return 1
     frame = pd.DataFrame(rows)
     table = frame.groupby(["task", "method"])["score"].agg(["mean", "std", "count"]).reset_index()
     table["cell"] = [f"{m:6.1f} +- {0.0 if math.isnan(s) else s:5.1f}" for m, s in zip(table["mean"], table["std"])]
@@ -240,7 +247,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nnormalized score, {args.protocol} protocol, mean +- std over {seeds_text} seeds ({steps} updates; "
           f"wall {time.perf_counter() - start:.0f} s)")
     print(pivot.to_string())
-    return 0
+    return 1 if busy else 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Layout under a results root (default `results/`, or $MODEBENCH_RESULTS):
     runs/<run_id>/checkpoint.pt         latest checkpoint (written by benchmarks/run/checkpoints.py)
     runs/<run_id>/metrics.jsonl         training metrics, one line per logging interval
     runs/<run_id>/records/<key>.json    one evaluation record (training step x knob setting)
+    runs/<run_id>/writer.lock           held (flock) by the one process writing the run (RunStore.writing)
     profiles/<key>.json                 one profile record (method x setting x device x batch)
 
 Sweeps write the same layout under their own root; readers glob `**/records/*.json` and
@@ -35,9 +36,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,8 @@ SCHEMA_VERSION = 2
 DEFAULT_ROOT = Path(os.environ.get("MODEBENCH_RESULTS", "results"))
 PROTOCOLS = ("published", "controlled")
 KINDS = {"evaluation": "records", "profile": "profiles"}  # record kind -> the folder its files live in
+_HELD: dict[str, list] = {}  # writer locks this process holds: resolved lock path -> [open file, depth]
+_HELD_GUARD = threading.Lock()
 
 EVALUATION_FIELDS: dict[str, str] = {
     # identity
@@ -141,6 +148,10 @@ class StoreError(ValueError):
     """A record that cannot be written or read as the schema says (one line: what and the fix)."""
 
 
+class RunBusyError(StoreError):
+    """The run folder is being written by another process (RunStore.writing)."""
+
+
 # ---------------------------------------------------------------------- writing
 
 
@@ -225,6 +236,66 @@ class RunStore:
     @property
     def records_dir(self) -> Path:
         return self.path / KINDS["evaluation"]
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "writer.lock"
+
+    @contextmanager
+    def writing(self, wait: float = 0.0) -> Iterator[RunStore]:
+        """Hold the run folder's writer lock: every process that writes a run (training, a
+        checkpoint's evaluation, a sweep trial) does it inside this block, so two processes never
+        write one run folder, even when two drivers (or two hosts on a shared file system) start
+        the same run. Another process holding it: RunBusyError after `wait` seconds of retrying.
+
+        An exclusive flock on `writer.lock`: the kernel drops it when its holder exits in any way
+        (SIGKILL included), so a dead writer never leaves a stale lock, and the file is never
+        deleted (deleting a lock file lets two processes lock two different files). Re-entrant
+        within a process (a sweep trial holds it around train(), which takes it again). On NFS
+        (v4, or v3 with lockd) Linux maps flock to a byte-range lock the server arbitrates."""
+        key = str(self.lock_path.resolve())
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None:
+                held[1] += 1
+        if held is None:
+            handle = self._lock(wait)
+            with _HELD_GUARD:
+                held = _HELD[key] = [handle, 1]
+        try:
+            yield self
+        finally:
+            with _HELD_GUARD:
+                held[1] -= 1
+                last = held[1] == 0
+                if last:
+                    del _HELD[key]
+            if last:
+                held[0].close()  # closing the descriptor releases the flock
+
+    def _lock(self, wait: float):
+        import fcntl  # POSIX; imported here so that readers of the store import nothing they do not use
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_path, "a+")  # noqa: SIM115 -- held open for the lock's lifetime, closed by writing()
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    handle.close()
+                    raise RunBusyError(f"run {self.run_id} is being written by {holder}; not writing it twice "
+                                       "(wait for that process to end, or stop it)") from None
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.flush()
+        return handle
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.path / "config.json", config)

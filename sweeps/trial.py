@@ -194,17 +194,31 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+TRIAL_LOCK_WAIT_S = 60.0  # how long a trial waits for its run folder's writer lock
+
+
 def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = None,
             cpus: float = 1.0, gpus: float = 0.0) -> dict[str, Any]:
     """Run one trial to completion (or divergence); returns the final status line."""
     import torch
 
-    from benchmarks.run.train import train
+    from benchmarks.store import RunStore
 
     torch.set_num_threads(max(1, int(cpus)))
     spec = TrialSpec.from_dict(spec_dict)
     spec.device = _device(spec, gpus)
     trial = plan(spec)
+    # The whole trial (checkpoint restore, training, knob evaluations) under the run folder's
+    # writer lock. A restarted trial may find its previous attempt still ending (a lost node's
+    # worker, a shared file system's lock lease): it waits for it, then fails for Tune to retry.
+    with RunStore(trial.root, trial.run_id).writing(wait=TRIAL_LOCK_WAIT_S):
+        return _execute(trial, report, tune_checkpoint)
+
+
+def _execute(trial: PlannedTrial, report: ReportFn, tune_checkpoint: Any) -> dict[str, Any]:
+    from benchmarks.run.train import train
+
+    spec = trial.spec
     device = spec.device
     status = trial.status()
     if status != "todo":

@@ -82,3 +82,20 @@ def fraction_in_disc(actions: torch.Tensor, center, radius: float | None = None)
 
     radius = MODE_RADIUS if radius is None else radius
     return float(((actions - torch.as_tensor(center, dtype=actions.dtype)).norm(dim=-1) < radius).float().mean())
+
+
+def wait_for(condition, timeout: float, what: str, proc=None):
+    """Poll `condition()` until it returns something truthy (returned) or `timeout` seconds pass
+    (AssertionError naming `what`); fails at once with `proc`'s output when that subprocess ends first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            command = " ".join(str(a) for a in proc.args[2:5])
+            raise AssertionError(f"{command} ended (status {proc.returncode}) before {what}:\n{proc.stdout.read()}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

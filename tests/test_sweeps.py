@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from algorithms.config import ConfigError
 from algorithms.registry import METHODS, base_method
@@ -332,8 +333,8 @@ def test_watchdog_stops_the_killed_drivers_descendants_that_lost_the_token(tmp_p
         time.sleep(1.5)  # a few of the watchdog's polls of the process tree
         driver.kill()
         driver.wait()
-        _wait(lambda: not reaper.alive(child), 20, "the watchdog to stop the driver's unmarked child")
-        assert f"stopped [{child}]" in _wait(lambda: _read(tmp_path / "reaper.log") if (tmp_path / "reaper.log").exists() else None,
+        wait_for(lambda: not reaper.alive(child), 20, "the watchdog to stop the driver's unmarked child")
+        assert f"stopped [{child}]" in wait_for(lambda: _read(tmp_path / "reaper.log") if (tmp_path / "reaper.log").exists() else None,
                                              10, "the watchdog's log")
         assert bystander.poll() is None
     finally:
@@ -368,18 +369,6 @@ def _describe(pids: list[int]) -> list[str]:
     return out
 
 
-def _wait(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sweep ended (status {proc.returncode}) before {what}:\n{proc.stdout.read()}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_ci_grid_under_ray_survives_a_dead_trial_and_a_killed_driver(tmp_path):
     """The CI grid (2 methods x 2 seeds x toy/four-goal, 300 updates, guidance w in {1, 3}) under
     Ray Tune: one trial's worker is SIGKILLed mid-training (FailureConfig restarts it from its
@@ -402,14 +391,14 @@ def test_ci_grid_under_ray_survives_a_dead_trial_and_a_killed_driver(tmp_path):
                     return run_id, events[-1]["pid"]
             return None
 
-        victim, pid = _wait(training_with_checkpoint, 240, "a trial with a checkpoint", driver)
+        victim, pid = wait_for(training_with_checkpoint, 240, "a trial with a checkpoint", driver)
         os.kill(pid, signal.SIGKILL)
         # 2. the driver dies once some trial has finished and some has not
         def some_finished():
             done = [r for r, t in final.items() if t.status() == "finished"]
             return done if 0 < len(done) < len(final) else None
 
-        finished_before = _wait(some_finished, 240, "a finished trial", driver)
+        finished_before = wait_for(some_finished, 240, "a finished trial", driver)
         snapshot = {p: (p.stat().st_mtime_ns, p.read_bytes()) for r in finished_before for p in (root / "runs" / r).glob("records/*.json")}
         driver.kill()
         driver.wait()
@@ -417,7 +406,7 @@ def test_ci_grid_under_ray_survives_a_dead_trial_and_a_killed_driver(tmp_path):
         t_kill = time.monotonic()
         # the watchdog removes the dead driver's Ray node (Ray leaves agents orphaned otherwise)
         try:
-            _wait(lambda: not reaper.processes_with(tag), 60, "the killed driver's Ray processes to end")
+            wait_for(lambda: not reaper.processes_with(tag), 60, "the killed driver's Ray processes to end")
         except AssertionError:
             raise AssertionError(f"left after the driver's SIGKILL: {_describe(reaper.processes_with(tag))}; "
                                  f"reaper log: {_read(root / 'sweeps/ci_toy/reaper.log')}") from None

@@ -14,7 +14,6 @@ skips them by run id); measurements are always taken again.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +22,7 @@ from typing import Any
 
 from benchmarks.claims.catalog import claim_names, select_claims
 from benchmarks.claims.spec import FULL, QUICK, Claim, Scale, Trial, resolve_spec
+from benchmarks.run.workers import stop_workers, worker_pool
 from benchmarks.store import SCHEMA_VERSION, atomic_write_json, git_revision
 
 CLAIMS_DIR = "claims"
@@ -83,12 +83,6 @@ def _measure_by_id(claim_id: str, *args) -> dict[str, Any]:
     return _measure(claim, *args)
 
 
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def _map(fn: Callable, calls: Iterable[tuple], jobs: int, pool: ProcessPoolExecutor | None, label: Callable[[Any], str]) -> list:
     """fn(*call) for every call, in the pool when there is one; results in completion order."""
     results = []
@@ -127,7 +121,7 @@ def run_claims(
     order = sorted(specs.values(), key=lambda s: -s.steps)  # long runs first: the workers finish together
     pool = None
     if jobs > 1:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
+        pool = worker_pool(jobs, threads=1)  # workers die with this process, SIGKILL included
     try:
         print(f"claims: {len(claims)} claims x {seeds} seeds ({scale.name}): {len(order)} training runs, {jobs} worker(s)", flush=True)
         trained = _map(_train, [(spec, claims_store(root)) for spec in order], jobs, pool,
@@ -140,9 +134,7 @@ def run_claims(
         records = _map(measure, calls, jobs, pool, lambda r: f"measured {r['claim']} seed {r['seed']}: {r['value']:.4g}")
     except BaseException:
         if pool is not None:  # stored runs and records stay; stop the workers so none outlives the command
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop_workers(pool)
         raise
     if pool is not None:
         pool.shutdown()

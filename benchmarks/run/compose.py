@@ -208,13 +208,15 @@ def evaluate_selection(
     if skip_stored:
         settings = [k for k in settings if not store.has_record(proposer.step, selection_record_knobs(proposer, selector, k))]
     records = []
-    for knobs in tqdm(settings, desc="selection grid", disable=not progress or len(settings) == 1):
-        result = evaluate(policy, proposer.task, knobs, episodes or proposer.task.eval_episodes, eval_seed,
-                          proposer.normalizer, proposer.action_low, proposer.action_high)
-        record = {**record_fields(proposer.run, proposer.step, selection_record_knobs(proposer, selector, knobs)),
-                  "source": SOURCE, "eval_seed": eval_seed, "selection": {**names, "knobs": to_dict(knobs)}, **result.summary()}
-        store.write_record(record)
-        records.append(record)
+    with store.writing():
+        for knobs in tqdm(settings, desc="selection grid", disable=not progress or len(settings) == 1):
+            result = evaluate(policy, proposer.task, knobs, episodes or proposer.task.eval_episodes, eval_seed,
+                              proposer.normalizer, proposer.action_low, proposer.action_high)
+            record = {**record_fields(proposer.run, proposer.step, selection_record_knobs(proposer, selector, knobs)),
+                      "source": SOURCE, "eval_seed": eval_seed, "selection": {**names, "knobs": to_dict(knobs)},
+                      **result.summary()}
+            store.write_record(record)
+            records.append(record)
     return records
 
 

@@ -93,12 +93,16 @@ class TrainingRun:
             callback.on_record(self, record)
 
 
-def prepare(spec: RunSpec, out: str | Path | None = None, resume: bool = True,
-            callbacks: list[Callback] | None = None) -> TrainingRun:
-    """Data, replay, the method (restored from the run's checkpoint when resuming) and the store."""
+def load_checked_data(spec: RunSpec) -> TransitionDataset:
     dataset = spec.task.load_dataset()
     check_task_data(spec.task, dataset)  # env spaces and reference returns, before the run folder exists
-    store = RunStore(out or DEFAULT_ROOT, spec.run_id)
+    return dataset
+
+
+def prepare(spec: RunSpec, store: RunStore, dataset: TransitionDataset, resume: bool = True,
+            callbacks: list[Callback] | None = None) -> TrainingRun:
+    """Replay, the method (restored from the run's checkpoint when resuming) and the run's config,
+    for a caller that holds the store's writer lock (`store.writing()`)."""
     info = spec.info(dataset.name, dataset.obs_dim, dataset.act_dim)
     store.write_config(info)
     seed_everything(spec.seed)
@@ -146,7 +150,15 @@ def train(
         spec = resolve_run(spec, task, **settings)
     elif task is not None or settings:
         raise TypeError("train(spec) takes a resolved RunSpec alone; resolve settings with resolve_run")
-    run = prepare(spec, out, resume, default_callbacks(progress, log, on_evaluation))
+    dataset = load_checked_data(spec)
+    # the run's lifetime under its folder's writer lock: a second process (another driver, an
+    # orphaned worker) refuses with a RunBusyError line instead of writing the same files
+    with RunStore(out or DEFAULT_ROOT, spec.run_id).writing() as store:
+        return _train(prepare(spec, store, dataset, resume, default_callbacks(progress, log, on_evaluation)))
+
+
+def _train(run: TrainingRun) -> RunResult:
+    spec = run.spec
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     updates = timed_updates = 0
@@ -230,13 +242,14 @@ def evaluate_checkpoint(
     store = RunStore(Path(out) if out else Path(checkpoint).resolve().parents[2], run_id_of(checkpoint))
     settings = [from_dict(knobs_cls, {**base_knobs, **combo}, what=f"{run['method']} knob") for combo in expand_grid(grid)]
     records = []
-    for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
-        result = evaluate(algorithm, task, knobs, episodes or task.eval_episodes, run["seed"] if seed is None else seed,
-                          normalizer, action_low, action_high)
-        record = {**record_fields(run, int(payload["step"]), to_dict(knobs)), "source": "eval",
-                  "eval_seed": run["seed"] if seed is None else seed, **result.summary()}
-        store.write_record(record)
-        records.append(record)
+    with store.writing():
+        for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
+            result = evaluate(algorithm, task, knobs, episodes or task.eval_episodes, run["seed"] if seed is None else seed,
+                              normalizer, action_low, action_high)
+            record = {**record_fields(run, int(payload["step"]), to_dict(knobs)), "source": "eval",
+                      "eval_seed": run["seed"] if seed is None else seed, **result.summary()}
+            store.write_record(record)
+            records.append(record)
     return records
 
 

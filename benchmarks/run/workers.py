@@ -1,0 +1,72 @@
+"""Worker process pools that never outlive the command that started them (`modebench bench`,
+`modebench claims`).
+
+A driver killed with SIGKILL runs no cleanup code, so each worker watches its parent itself:
+
+- On Linux the worker asks the kernel to SIGKILL it when its parent dies (prctl
+  PR_SET_PDEATHSIG). The kernel delivers it at once, whatever the worker is doing (a long
+  torch op that holds the GIL, a blocking read), with nothing to poll.
+- Everywhere, a daemon thread also checks once a second that the parent is still the driver:
+  the fallback where prctl does not exist, and the guard for the case PDEATHSIG is tied to
+  (it fires when the *thread* that spawned the worker ends; `ProcessPoolExecutor` spawns from
+  the thread that calls `submit`, here the driver's main thread, which ends with the process).
+- Before either, the worker checks that its parent is still the driver: it may have died
+  between the spawn and the prctl call.
+
+SIGKILL rather than SIGTERM, which a library may catch or ignore: every write to the results
+store is atomic (temporary file + rename) and a run resumes from its last checkpoint, so a
+worker killed at any instant loses at most the updates since that checkpoint; and the run
+folder's writer lock (benchmarks/store.py, RunStore.writing) is released by the kernel when
+the worker dies, so a rerun can take the run over within the same second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 1.0
+
+
+def worker_pool(jobs: int, threads: int) -> ProcessPoolExecutor:
+    """`jobs` spawned worker processes of `threads` torch threads each, that die with this process."""
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(os.getpid(), threads))
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers now (an interrupted driver): stored results stay, runs resume."""
+    for process in list((pool._processes or {}).values()):  # the executor has no public way to stop busy workers
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_worker(driver: int, threads: int) -> None:
+    die_with_parent(driver)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def die_with_parent(driver: int) -> None:
+    """Make this process end (SIGKILL) when `driver`, its parent, ends."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != driver:  # the driver died before the prctl call took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(driver,), name="watch-driver", daemon=True).start()
+
+
+def _watch_parent(driver: int) -> None:
+    while os.getppid() == driver:  # an orphan is re-parented to init or a subreaper
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGKILL)
