@@ -202,6 +202,14 @@ def test_cross_pairs_match_task_data_seed_and_steps(runs, tmp_path):
     assert all(s.config["method"] == "gem" and p.pairing == s.pairing for p, s in pairs)
     assert not any(s.run_id in (r["gem-sparse"].run_dir.name, r["gem-raw-obs"].run_dir.name) and p.run_id == r["drol"].run_dir.name
                    for p, s in pairs)
+    # a training-grid variant beside the default-config run of its method is not a proposer
+    from benchmarks.run.compose import StoredRun
+
+    base = next(p for p, _ in pairs if p.run_id == r["drol"].run_dir.name)
+    default = StoredRun("drol-default", base.checkpoint, {**base.config, "suite_default": True})
+    variant = StoredRun("drol-k1", base.checkpoint, {**base.config, "suite_default": False})
+    gem_run = next(s for p, s in pairs if p.run_id == base.run_id)
+    assert [p.run_id for p, _ in cross_pairs([default, variant, gem_run], ["drol"])] == ["drol-default"]
     # two GEM runs that could both select for DROL: refused, not picked silently
     copy = tmp_path / "runs" / (r["gem"].run_dir.name + "-copy")
     shutil.copytree(r["gem"].run_dir, copy)

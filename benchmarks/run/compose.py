@@ -250,16 +250,20 @@ def stored_runs(root: str | Path) -> list[StoredRun]:
 def cross_pairs(runs: list[StoredRun], proposers: list[str], selector: str = "gem",
                 suite: str | None = None) -> list[tuple[StoredRun, StoredRun]]:
     """(proposer run, selector run) pairs: every run of a proposer method with the selector-method
-    run on the same task, dataset, data settings, seed and number of updates."""
+    run on the same task, dataset, data settings, protocol, seed and number of updates; where a
+    method has a run at the suite's default config there, its other configs are left out."""
     chosen = [r for r in runs if suite is None or r.config["task"].get("suite") == suite]
     selectors: dict[str, list[StoredRun]] = {}
     for r in chosen:
         if r.config["method"] == selector:
             selectors.setdefault(r.pairing, []).append(r)
+    defaults = {(r.config["method"], r.pairing) for r in chosen if r.config.get("suite_default")}
     pairs = []
     for r in chosen:
         if r.config["method"] not in proposers:
             continue
+        if (r.config["method"], r.pairing) in defaults and not r.config.get("suite_default"):
+            continue  # a training-grid variant beside the method's default-config run
         matches = selectors.get(r.pairing, [])
         if len(matches) > 1:
             raise ConfigError(f"{r.run_id}: {len(matches)} {selector} runs share its task, data, seed and steps "
