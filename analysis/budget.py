@@ -385,10 +385,19 @@ def _pretty(key: str) -> str:
 
 
 def _palette(methods: Sequence[str]) -> dict[str, Any]:
-    import seaborn as sns
+    """Distinct hues (tab10, then tab20's light ones) in method-name order."""
+    import matplotlib
 
-    colors = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
+    colors = list(matplotlib.colormaps["tab10"].colors) + list(matplotlib.colormaps["tab20"].colors[1::2])
     return {m: colors[i % len(colors)] for i, m in enumerate(sorted(methods))}
+
+
+def _categorical_x(ax, values: Sequence[Any]) -> dict[Any, int]:
+    """Equally spaced positions for budgets / N (a log axis cannot show 0 beside 1000)."""
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels([str(v) for v in values])
+    ax.set_xlim(-0.3, len(values) - 0.7)
+    return {v: i for i, v in enumerate(values)}
 
 
 def plot_budget(frame: pd.DataFrame, out: Path, formats: Sequence[str]) -> list[Path]:
@@ -401,22 +410,20 @@ def plot_budget(frame: pd.DataFrame, out: Path, formats: Sequence[str]) -> list[
     written = []
     for suite, part in frame.groupby("suite", sort=True):
         families = list(dict.fromkeys(part["family"].map(_family_kind)))
-        fig, axes = plt.subplots(1, len(families), figsize=(5.0 * len(families), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(families), figsize=(6.4 * len(families), 3.8), squeeze=False)
         colors = _palette(part["method"].unique())
         for ax, kind in zip(axes[0], families):
             sub = part[part["family"].map(_family_kind) == kind]
+            position = _categorical_x(ax, [b for b in BUDGETS])
             for (method, family), rows in sub.groupby(["method", "family"], sort=True):
                 curve = rows[rows["budget"].str.isdigit()].sort_values("episodes")
-                x = curve["episodes"].to_numpy(float)
-                label = f"{method} ({family.split(': ', 1)[-1]})"
+                x = [position[int(b)] for b in curve["episodes"]]
+                label = method if kind == "seeds" else f"{method} ({family.split(': ', 1)[-1]})"
                 ax.plot(x, curve["score"], marker="o", color=colors[method], label=label)
                 ax.fill_between(x, curve["low"], curve["high"], color=colors[method], alpha=0.15, linewidth=0)
                 oracle = rows[rows["budget"] == "oracle"]["score"]
                 if len(oracle):
                     ax.axhline(float(oracle.iloc[0]), color=colors[method], linestyle="--", linewidth=1)
-            ax.set_xscale("symlog", linthresh=10)
-            ax.set_xticks([b for b in BUDGETS])
-            ax.set_xticklabels([str(b) for b in BUDGETS])
             ax.set_xlabel("online evaluation episodes B (0 = default)")
             ax.set_ylabel("normalised score of the deployed config")
             ax.set_title(f"{suite}: tuned over {kind}", fontsize=11)
@@ -449,16 +456,15 @@ def plot_cross_selection(frame: pd.DataFrame, out: Path, formats: Sequence[str])
         colors = _palette(part["method"].unique())
         ns = sorted(part["N"].unique())
         for ax, (title, rows) in zip(axes.flat, scopes):
+            position = _categorical_x(ax, ns)
             for method, m in rows.groupby("method", sort=True):
                 per_seed = m.groupby(["seed", "N"])[["score", "alone"]].mean().reset_index()
                 curve = per_seed.groupby("N")["score"].agg(["mean", "std"]).reindex(ns)
-                ax.plot(curve.index, curve["mean"], marker="o", color=colors[method], label=method)
-                ax.fill_between(curve.index, curve["mean"] - curve["std"].fillna(0), curve["mean"] + curve["std"].fillna(0),
+                x = [position[n] for n in curve.index]
+                ax.plot(x, curve["mean"], marker="o", color=colors[method], label=method)
+                ax.fill_between(x, curve["mean"] - curve["std"].fillna(0), curve["mean"] + curve["std"].fillna(0),
                                 color=colors[method], alpha=0.12, linewidth=0)
                 ax.axhline(float(per_seed.groupby("seed")["alone"].first().mean()), color=colors[method], linestyle="--", linewidth=1)
-            ax.set_xscale("symlog", base=2, linthresh=1)
-            ax.set_xticks(ns)
-            ax.set_xticklabels([str(n) for n in ns])
             ax.set_title(title, fontsize=11)
             ax.set_xlabel("N proposals scored by GEM")
             ax.set_ylabel("normalised score")
