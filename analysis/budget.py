@@ -130,8 +130,10 @@ def _episode_scores(record: dict[str, Any]) -> np.ndarray:
 
 
 def _varying(dicts: Sequence[dict[str, Any]]) -> list[str]:
-    names = sorted({k for d in dicts for k in d})
-    return [n for n in names if len({_key(d.get(n)) for d in dicts}) > 1]
+    """Fields every dict has whose values differ (a field only some have is a code-version
+    difference, not a setting that was varied)."""
+    names = sorted(set.intersection(*(set(d) for d in dicts))) if dicts else []
+    return [n for n in names if len({_key(d[n]) for d in dicts}) > 1]
 
 
 def _label(d: dict[str, Any], names: Sequence[str]) -> str:
@@ -173,7 +175,7 @@ def config_sets(records: Iterable[dict[str, Any]], run_knobs: dict[str, dict[str
                                   keys.index(_key(own_knobs)) if _key(own_knobs) in keys else None))
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in own:  # runs of another protocol or dataset are not configurations of the same tuning problem
-        groups.setdefault((r["suite"], r["task"], r["method"], _key([r.get("protocol"), r.get("dataset"), r.get("data")])), []).append(r)
+        groups.setdefault((r["suite"], r["task"], r["method"], _key([r.get("protocol"), r.get("dataset")])), []).append(r)
     for (suite, task, method, _), rs in sorted(groups.items()):
         configs = [r.get("config") or {} for r in rs]
         names = _varying(configs)
@@ -185,10 +187,13 @@ def config_sets(records: Iterable[dict[str, Any]], run_knobs: dict[str, dict[str
                 if len(srs) < 2:
                     continue
                 srs = sorted(srs, key=lambda r: _key(r.get("config")))
+                # the default: the run marked suite_default, else the one run not marked otherwise (records
+                # written before the field existed carry None), else none (B = 0 draws a config at random)
                 marked = [i for i, r in enumerate(srs) if r.get("suite_default")]
+                unmarked = [i for i, r in enumerate(srs) if r.get("suite_default") is not False]
+                default = marked[0] if len(marked) == 1 else unmarked[0] if len(unmarked) == 1 else None
                 sets.append(ConfigSet(suite, task, method, "config: " + ", ".join(names), f"seed {seed}",
-                                      [_label(r.get("config") or {}, names) for r in srs], [_episode_scores(r) for r in srs],
-                                      marked[0] if len(marked) == 1 else None))
+                                      [_label(r.get("config") or {}, names) for r in srs], [_episode_scores(r) for r in srs], default))
         by_config: dict[str, list[dict[str, Any]]] = {}
         for r in rs:
             by_config.setdefault(_key(r.get("config")), []).append(r)

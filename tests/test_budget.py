@@ -76,6 +76,13 @@ def test_config_sets_find_knob_grids_training_grids_and_seeds():
     assert knob.default_score == 50.0 and sorted(knob.true) == [20.0, 50.0, 80.0]
     grid = sets[("drol", "config: K", "seed 1")]
     assert dict(zip(grid.labels, grid.true.tolist())) == {"K=1": 20.5, "K=16": 70.5} and grid.labels[grid.default] == "K=16"
+    # without a suite_default mark, the one config not marked non-default is the default
+    unmarked = [{**r, "suite_default": None if r["config"] == {"K": 16} else False} for r in fixture_records()]
+    (grid_old,) = [s for s in config_sets(unmarked) if s.family == "config: K" and s.unit == "seed 0"]
+    assert grid_old.labels[grid_old.default] == "K=16"
+    # a config field only some runs have (another code version) is not a varied setting
+    newer = [{**r, "config": {**r["config"], "new_field": 1}} if r["run_id"] == "drol-k1-0" else r for r in fixture_records()]
+    assert {s.family for s in config_sets(newer) if s.method == "drol"} == {"config: K", "seeds"}
     seeds = sets[("drol", "seeds", "all seeds")]
     assert seeds.default is None and seeds.labels == ["seed 0", "seed 1"]
     assert ("gem", "seeds", "all seeds") not in sets  # one seed: nothing to choose
