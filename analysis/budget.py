@@ -415,9 +415,13 @@ def plot_budget(frame: pd.DataFrame, out: Path, formats: Sequence[str]) -> list[
     written = []
     for suite, part in frame.groupby("suite", sort=True):
         families = list(dict.fromkeys(part["family"].map(_family_kind)))
-        fig, axes = plt.subplots(1, len(families), figsize=(6.4 * len(families), 3.8), squeeze=False)
+        ncols = min(2, len(families))
+        nrows = math.ceil(len(families) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(7.2 * ncols, 3.9 * nrows), squeeze=False)
+        for ax in list(axes.flat)[len(families):]:
+            ax.set_visible(False)
         colors = _palette(part["method"].unique())
-        for ax, kind in zip(axes[0], families):
+        for ax, kind in zip(axes.flat, families):
             sub = part[part["family"].map(_family_kind) == kind]
             position = _categorical_x(ax, [b for b in BUDGETS])
             for (method, family), rows in sub.groupby(["method", "family"], sort=True):
