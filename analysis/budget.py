@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import facts
 from analysis.render import Cell, Table, mean_std, num
 from benchmarks.store import iter_stored, run_config
 
@@ -390,11 +391,8 @@ def _pretty(key: str) -> str:
 
 
 def _palette(methods: Sequence[str]) -> dict[str, Any]:
-    """Distinct hues (tab10, then tab20's light ones) in method-name order."""
-    import matplotlib
-
-    colors = list(matplotlib.colormaps["tab10"].colors) + list(matplotlib.colormaps["tab20"].colors[1::2])
-    return {m: colors[i % len(colors)] for i, m in enumerate(sorted(methods))}
+    """Each method's colour from the facts file (results/reference/methods.yaml), as every plot."""
+    return {m: facts.color(m) for m in methods}
 
 
 def _categorical_x(ax, values: Sequence[Any]) -> dict[Any, int]:
