@@ -25,7 +25,9 @@ Everything here is decided from the records (and their run's config.json), never
 code or suite files, so the same records give the same tables at any code revision. Fields an
 older record lacks (the store marks them, see benchmarks/store.py) are handled so:
 - suite_default missing: `main_runs` keeps, per (method, task), the training config with the
-  most runs (ties: the first config in canonical-JSON order) and says so in a note;
+  most runs (ties: the first config in canonical-JSON order) and says so in a note (when several
+  configs are marked suite_default, because code changed the default between runs, the one
+  written last is kept, also with a note);
 - task_default missing: the run's config.json `task.default`, else False;
 - task_order missing: tasks of that suite sort by name after the ordered ones.
 """
@@ -245,7 +247,7 @@ def select_scores(
         return data.assign(score=pd.Series(dtype=float), n_evals=pd.Series(dtype=int), complete=pd.Series(dtype=bool))
     values = value_columns(data)
     keys = ["run_id", "knob_key"]
-    keep = [c for c in data if c not in values and c not in ("timestamp", "path", "source", "eval_wall_time", "eval_seed")]
+    keep = [c for c in data if c not in values and c not in ("path", "source", "eval_wall_time", "eval_seed")]
     data = data.sort_values(keys + ["step"], kind="stable")
     if rule.how == "best":
         chosen = data.loc[data.groupby(keys, sort=False)[metric].idxmax()]
@@ -294,25 +296,29 @@ def warn_incomplete(scores: pd.DataFrame) -> list[str]:
 
 def main_runs(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """One training config per (protocol, method, task) for the main tables: the runs whose
-    records say `suite_default`; for records that do not know (written before schema v2), the
-    config with the most runs. Other configs (training sweeps such as DROL's K) belong to the
+    records say `suite_default` (when code changed a suite's default between runs, several configs
+    say so: the one written last wins); for records that do not know (written before schema v2),
+    the config with the most runs. Other configs (training sweeps such as DROL's K) belong to the
     sweep plots; a note says how many runs were set aside and why."""
     if scores.empty:
         return scores, []
     keep, notes = [], []
     for (protocol, method, task), group in scores.groupby(["protocol", "method", "task"], sort=True):
-        configs = group["config_key"].value_counts(sort=False)
-        if len(configs) == 1:
+        if group["config_key"].nunique() == 1:
             keep.append(group)
             continue
-        flags = group["suite_default"]
-        if flags.eq(True).any():
-            chosen, why = group[flags.eq(True)], "the runs at the suite's default config"
+        flags = group["suite_default"].eq(True)
+        pool = group[flags] if flags.any() else group
+        stats = pool.groupby("config_key").agg(written=("timestamp", "max"), runs=("run_id", "nunique"))
+        if flags.any():  # the newest suite-default config, then the most runs, then canonical order
+            ranked = sorted(stats.itertuples(), key=lambda r: (-np.nan_to_num(r.written, nan=-np.inf), -r.runs, r.Index))
+            why = ("the runs at the suite's default config" if len(stats) == 1 else
+                   f"the newest of {len(stats)} configs their records call the suite's default: the default changed between runs")
         else:
-            counts = sorted(configs.items(), key=lambda item: (-int(item[1]), item[0]))
-            chosen = group[group["config_key"] == counts[0][0]]
-            why = ("the config with the most runs: no run at the suite's default" if flags.notna().all() else
+            ranked = sorted(stats.itertuples(), key=lambda r: (-r.runs, r.Index))
+            why = ("the config with the most runs: no run at the suite's default" if group["suite_default"].notna().all() else
                    "the config with the most runs: these records predate the suite_default field")
+        chosen = pool[pool["config_key"] == ranked[0].Index]
         keep.append(chosen)
         notes.append(f"{method} on {task} ({protocol}): {len(group) - len(chosen)} run(s) with other training configs "
                      f"left out of the main tables (kept {why}; see the sweep plots)")

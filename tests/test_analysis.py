@@ -178,6 +178,15 @@ def test_main_runs_follow_the_suite_default_field_not_the_run_count(frame):
     main, notes = main_runs(legacy)
     assert sorted(main.loc[main["method"] == "drol", "score"]) == [50.0, 52.0, 54.0]
     assert any("predate the suite_default field" in n for n in notes)
+    # code changed the suite's default between runs: both configs say suite_default; the newer one is kept
+    changed = scores.copy()
+    drol = changed["method"] == "drol"
+    changed.loc[drol, "suite_default"] = True
+    changed.loc[drol, "timestamp"] = np.where(changed.loc[drol, "config/num_candidates"] == 4, 200.0, 100.0)
+    main, notes = main_runs(changed)
+    assert sorted(main.loc[main["method"] == "drol", "score"]) == [30.0, 34.0] and main["method"].eq("gem").sum() == 9
+    assert any("drol on toy/four-goal (controlled): 3 run(s)" in n and "the default changed between runs" in n for n in notes)
+    assert not any(n.startswith("gem ") for n in notes)  # one config: nothing set aside, nothing said
 
 
 # ---------------------------------------------------------------------------- tables
