@@ -58,7 +58,7 @@ GRIDS_DIR = Path(__file__).parent / "grids"
 GRID_KEYS = {
     "name", "description", "study", "reference", "tasks", "seeds", "steps", "eval", "checkpoint_every",
     "resources", "max_failures", "max_concurrent", "device", "data", "config", "train", "knobs",
-    "inference", "methods", "protocol",
+    "inference", "methods", "protocol", "select_with",
 }
 METHOD_KEYS = {"config", "train", "knobs", "inference", "data"}
 EVAL_KEYS = {"every", "episodes", "knobs_at"}
@@ -156,6 +156,7 @@ class Grid:
     device: str | None = None
     description: str = ""
     protocol: str = "controlled"
+    select_with: dict[str, list[Any]] = field(default_factory=dict)  # GEM's selection over the proposers' checkpoints
 
     def expand_tasks(self) -> list[str]:
         """Task ids with `SUITE/*` wildcards replaced by the suite's tasks (reads suite files)."""
@@ -385,7 +386,17 @@ def load_grid(name_or_path: str | Path) -> Grid:
         checkpoint_every=raw.get("checkpoint_every"), resources=resources, max_failures=max_failures,
         max_concurrent=raw.get("max_concurrent"), device=raw.get("device"), description=str(raw.get("description", "")),
         protocol=_protocol(where, raw.get("protocol", "controlled")),
+        select_with=_select_with(where, raw.get("select_with"), [m.name for m in methods]),
     )
+
+
+def _select_with(where: str, raw: Any, methods: list[str]) -> dict[str, list[Any]]:
+    """`select_with: {N: [0, 16], lambda: [1]}`: after the trials, every method's checkpoint has its
+    proposals scored by the grid's GEM run of the same task and seed (benchmarks/run/compose.py)."""
+    space = _space(f"{where}: select_with", raw)
+    if space and "gem" not in methods:
+        raise ConfigError(f"{where}: select_with needs gem among the methods (its runs select for the others)")
+    return space
 
 
 def _protocol(where: str, value: Any) -> str:

@@ -175,6 +175,11 @@ def run_sweep(
     if todo:
         summary.restored = _run_todo(grid, planned, todo, state, storage, address, resume, num_cpus,
                                      max_concurrent or grid.max_concurrent, verbose, summary, log)
+    if grid.select_with:  # the selection axis: GEM's rule over every trial's proposals (benchmarks/run/compose.py)
+        from benchmarks.run.compose import select_stored
+
+        select_stored(root, [m.name for m in grid.methods], grid.select_with, run_ids={t.run_id for t in planned},
+                      episodes=grid.eval_episodes, device=grid.device or "auto", log=log)
     after = {t.run_id: t.status() for t in planned}
     summary.statuses = Counter(after.values())
     for t in planned:

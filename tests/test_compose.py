@@ -217,3 +217,26 @@ def test_cross_pairs_match_task_data_seed_and_steps(runs, tmp_path):
     shutil.copytree(r["gem"].run_dir, tmp_path / "runs" / r["gem"].run_dir.name)
     with pytest.raises(ConfigError, match="2 gem runs share"):
         cross_pairs(stored_runs(tmp_path), ["drol"])
+
+
+def test_select_stored_and_the_grid_axis(runs):
+    """`modebench cross-select` and a grid's select_with run the same pass over a store."""
+    from benchmarks.run.compose import select_stored
+    from sweeps.grid import load_grid
+
+    out, r = runs
+    lines = []
+    assert select_stored(out, ["drol"], {"N": ["2"]}, run_ids={r["drol"].run_dir.name}, episodes=3, device="cpu", log=lines.append) == 1
+    assert any("drol toy/four-goal seed 0 N=2 normalized_score" in x for x in lines)
+    with pytest.raises(ConfigError, match="no proposer run"):
+        select_stored(out, ["fql"], {"N": ["2"]}, device="cpu", log=lines.append)
+    assert load_grid("cross_selection").select_with == {"N": [0, 1, 16, 64, 256]}
+
+
+def test_a_grid_selects_only_with_gem_among_its_methods(tmp_path):
+    from sweeps.grid import load_grid
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ntasks: [toy/four-goal]\nsteps: 10\nmethods: [lom, drol]\nselect_with: {N: [0, 4]}\n")
+    with pytest.raises(ConfigError, match="select_with needs gem among the methods"):
+        load_grid(grid)

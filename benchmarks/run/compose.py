@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,24 +286,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_cross_select)
 
 
-def cmd_cross_select(args: argparse.Namespace) -> int:
+def select_stored(root: str | Path, proposers: list[str], grid: dict[str, list[Any]], *, suite: str | None = None,
+                  run_ids: set[str] | None = None, episodes: int | None = None, device: str = "auto",
+                  log: Callable[[str], None] = print) -> int:
+    """Every stored proposer run under `root` (of `suite`, among `run_ids` when given) with GEM's
+    selection at each setting of `grid`; settings already recorded are kept. Returns the pairs."""
     import time
 
-    from benchmarks.cli import parse_knob_grid
-    from benchmarks.store import DEFAULT_ROOT
-
-    root = Path(args.root) if args.root else DEFAULT_ROOT
-    proposers = [m.strip() for m in args.proposers.split(",") if m.strip()]
-    grid = parse_knob_grid(args.knob) if args.knob else {"N": [str(n) for n in CROSS_N]}
-    pairs = cross_pairs(stored_runs(root), proposers, suite=args.suite)
+    pairs = [(p, s) for p, s in cross_pairs(stored_runs(root), proposers, suite=suite) if run_ids is None or p.run_id in run_ids]
     if not pairs:
         raise ConfigError(f"no proposer run under {root}/ has a gem run with the same task, data, seed and steps; "
                           f"train both first (e.g. `modebench bench --suite toy --methods gem,{proposers[0]}`)")
     start = time.perf_counter()
     for proposer, selector in tqdm(pairs, desc="cross-select"):
-        for record in evaluate_selection(proposer.checkpoint, selector.checkpoint, grid, args.episodes, out=root, device=args.device,
+        for record in evaluate_selection(proposer.checkpoint, selector.checkpoint, grid, episodes, out=root, device=device,
                                          skip_stored=True):
             n = record["selection"]["knobs"]["N"]
-            print(f"{record['method']} {record['task']} seed {record['seed']} N={n} normalized_score {record['normalized_score']:.4f}")
-    print(f"cross-select: {len(pairs)} proposer runs x {len(expand_grid(grid))} settings (stored ones kept) in {time.perf_counter() - start:.0f} s -> {root}/")
+            log(f"{record['method']} {record['task']} seed {record['seed']} N={n} normalized_score {record['normalized_score']:.4f}")
+    log(f"cross-select: {len(pairs)} proposer runs x {len(expand_grid(grid))} settings (stored ones kept) in "
+        f"{time.perf_counter() - start:.0f} s -> {root}/")
+    return len(pairs)
+
+
+def cmd_cross_select(args: argparse.Namespace) -> int:
+    from benchmarks.cli import parse_knob_grid
+    from benchmarks.store import DEFAULT_ROOT
+
+    proposers = [m.strip() for m in args.proposers.split(",") if m.strip()]
+    grid = parse_knob_grid(args.knob) if args.knob else {"N": [str(n) for n in CROSS_N]}
+    select_stored(Path(args.root) if args.root else DEFAULT_ROOT, proposers, grid, suite=args.suite, episodes=args.episodes,
+                  device=args.device)
     return 0
