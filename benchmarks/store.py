@@ -67,7 +67,8 @@ EVALUATION_FIELDS: dict[str, str] = {
     "seed": "int: the training seed",
     "step": "int: the training step the evaluated weights are from",
     "total_steps": "int: the run's planned training steps (step < total_steps: an interrupted run)",
-    "source": '"train" (evaluated during training) | "eval" (a checkpoint re-evaluated, e.g. a knob grid)',
+    "source": ('"train" (evaluated during training) | "eval" (a checkpoint re-evaluated, e.g. a knob grid) | '
+               '"select" (a proposer\'s candidates selected by a GEM checkpoint)'),
     "knobs": "dict: every inference knob of the evaluated policy",
     "config": "dict: the full resolved training config",
     "config_hash": "str: the run identity's hash (the suffix of run_id)",
@@ -94,6 +95,8 @@ EVALUATION_FIELDS: dict[str, str] = {
     "eval_wall_time": "float: seconds the evaluation took",
     "eval_env_steps_per_second": "float: environment steps per second during the evaluation",
     "eval_seed": "int: evaluation seed when it differs from the training seed (source 'eval' only)",
+    "selection": ("dict: a composed evaluation (source 'select'): the proposer's and the GEM selector's run ids "
+                  "and the selection knobs (benchmarks/run/compose.py)"),
     # training
     "updates_per_second": "float: training updates per second up to this step (source 'train' only)",
     "train_wall_time": "float: seconds spent in training updates up to this step (source 'train' only)",
@@ -107,6 +110,8 @@ EVALUATION_FIELDS: dict[str, str] = {
 }
 REQUIRED_EVALUATION = ("method", "base_method", "suite", "task", "dataset", "seed", "step", "total_steps", "source",
                        "knobs", "config", "normalized_score")
+# What only the training run measures: a later evaluation at the same key keeps it (RunStore.write_record).
+TRAINING_ONLY_FIELDS = ("updates_per_second", "train_wall_time", "training_metrics")
 UPGRADE_MARKED = ("suite_default", "task_order")  # fields a reader marks missing (None) rather than guesses
 # Runs stored before protocols existed keep their run ids as runs of the default protocol
 # (benchmarks/run/spec.py leaves "controlled" out of the identity hash), so a resumed old run
@@ -305,6 +310,12 @@ class RunStore:
         record = {**record, "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run_id": self.run_id}
         _check(record, REQUIRED_EVALUATION, f"evaluation record of {self.run_id}")
         path = self.records_dir / f"{record_key(self.run_id, record['step'], record.get('knobs', {}))}.json"
+        if path.exists() and record.get("source") != "train":
+            # Re-evaluating a checkpoint at the run's own knobs lands on its training record's key:
+            # keep what only training could measure (updates/s, training metrics, diagnostics).
+            trained = read_record(path)
+            record = {**{k: v for k, v in trained.items() if k in TRAINING_ONLY_FIELDS or k.startswith("diagnostics/")},
+                      **record}
         atomic_write_json(path, record)
         return path
 
@@ -366,9 +377,15 @@ def iter_stored(root: Path | str = DEFAULT_ROOT, kind: str = "evaluation") -> It
     root = Path(root)
     if not root.exists():
         return
+    seen: set[str] = set()
     for path in sorted(root.glob(f"**/{KINDS[kind]}/*.json")):
+        # A key names one evaluation (run id, step, knobs): the same run stored under two roots
+        # nested in this one (a bench run that the claims harness also holds) is counted once.
+        if path.name in seen:
+            continue
         record = read_record(path)
         if record["kind"] == kind:
+            seen.add(path.name)
             yield path, record
 
 

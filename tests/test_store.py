@@ -62,6 +62,28 @@ def test_write_record_stamps_the_schema_and_checks_the_fields(tmp_path):
     assert not list(run.records_dir.glob(".*.tmp"))
 
 
+def test_re_evaluating_at_the_runs_own_knobs_keeps_what_only_training_measured(tmp_path):
+    run = RunStore(tmp_path, "gem__run")
+    trained = _evaluation(updates_per_second=150.0, training_metrics={"training/loss": 0.5},
+                          **{"diagnostics/behavior_gap": 11.6})
+    run.write_record(trained)
+    path = run.write_record(_evaluation(source="eval", normalized_score=40.0, eval_seed=7))
+    stored = json.loads(path.read_text())
+    assert (stored["source"], stored["normalized_score"], stored["eval_seed"]) == ("eval", 40.0, 7)
+    assert stored["updates_per_second"] == 150.0 and stored["training_metrics"] == {"training/loss": 0.5}
+    assert stored["diagnostics/behavior_gap"] == 11.6
+    # a training record written later (a resumed run) replaces the evaluation whole
+    stored = json.loads(run.write_record(_evaluation()).read_text())
+    assert "eval_seed" not in stored and "updates_per_second" not in stored
+
+
+def test_a_run_held_under_two_nested_roots_is_read_once(tmp_path):
+    for root in (tmp_path, tmp_path / "claims"):
+        RunStore(root, "gem__run").write_record(_evaluation())
+    RunStore(tmp_path, "gem__other").write_record(_evaluation())
+    assert sorted(r["run_id"] for r in iter_records(tmp_path)) == ["gem__other", "gem__run"]
+
+
 def test_v1_records_are_read_with_what_their_identity_implies_and_the_rest_marked_missing(tmp_path):
     v1 = {k: v for k, v in _evaluation().items()} | {"schema_version": 1, "run_id": "old"}
     path = tmp_path / "runs" / "old" / "records" / "step000000100-x.json"
