@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the grid's updates per trial (smoke runs)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray node (default: all cores)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
+    p.add_argument("--protocol", default=None, choices=("published", "controlled"),
+                   help="run the grid under this protocol instead of its file's `protocol:` (default controlled)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and their status; start nothing")
     p.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
     p.set_defaults(handler=cmd_sweep)
@@ -66,7 +68,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary = run_sweep(
         args.grid, out=args.out, address=args.address, seeds=parse_seeds(args.seeds), resume=args.resume,
         storage=args.storage, steps=args.steps, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent,
-        dry_run=args.dry_run, verbose=0 if args.quiet else 1,
+        dry_run=args.dry_run, verbose=0 if args.quiet else 1, protocol=args.protocol,
     )
     if args.dry_run:
         return 0

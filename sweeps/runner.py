@@ -20,6 +20,7 @@ under Ray Tune, and clean up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -54,7 +55,8 @@ class SweepSummary:
 
 
 def sweep_dir(root: Path, grid: Grid) -> Path:
-    return root / "sweeps" / grid.name
+    """Tune's state of a grid; a published-protocol sweep of the same grid keeps its own."""
+    return root / "sweeps" / (grid.name if grid.protocol == "controlled" else f"{grid.name}-{grid.protocol}")
 
 
 def plan_grid(grid: Grid, root: Path, seeds: list[int] | None = None, steps: int | None = None) -> list[PlannedTrial]:
@@ -150,11 +152,16 @@ def run_sweep(
     dry_run: bool = False,
     verbose: int = 1,
     log=print,
+    protocol: str | None = None,
 ) -> SweepSummary:
+    """`protocol` overrides the grid file's `protocol:` (published | controlled)."""
+    from benchmarks.run.spec import check_protocol
     from benchmarks.store import DEFAULT_ROOT, atomic_write_json
 
     start = time.time()
     grid = load_grid(grid_ref)
+    if protocol is not None:
+        grid = dataclasses.replace(grid, protocol=check_protocol(protocol))
     grid.validate(check_tasks=True)
     root = Path(out or DEFAULT_ROOT).expanduser().resolve()
     state = sweep_dir(root, grid)

@@ -3,6 +3,7 @@ cleanup, and the CI grid under Ray Tune with a trial killed, the driver SIGKILLe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -187,6 +188,21 @@ def test_cli_errors_are_one_line_and_status_2(capsys):
     assert main(["sweep", "no-such-grid"]) == 2
     err = capsys.readouterr().err
     assert "no grid file 'no-such-grid'" in err and "ci_toy" in err and "Traceback" not in err
+
+
+def test_sweep_protocol_flag_overrides_the_grid_and_keeps_its_own_state(tmp_path, capsys):
+    from modebench.cli import main
+    from sweeps.runner import run_sweep, sweep_dir
+
+    assert main(["sweep", "ci_toy", "--protocol", "published", "--dry-run", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no published protocol on toy/four-goal" in err and "--protocol controlled" in err
+    lines: list[str] = []
+    run_sweep("ci_toy", out=tmp_path, dry_run=True, protocol="controlled", log=lines.append)
+    assert "4 trials" in lines[0]
+    grid = load_grid("ci_toy")
+    published = dataclasses.replace(grid, protocol="published")
+    assert sweep_dir(tmp_path, grid) != sweep_dir(tmp_path, published)
 
 
 # ------------------------------------------------------------------ trials without Ray
