@@ -40,6 +40,18 @@ Diagnostic: NLL gap = NLL_top1 - NLL_gmm on dataset actions (Eq. 72-75), `nll_ga
 Values the paper does not give (our documented choices, all config fields): ensemble size M,
 K, beta, omega_max, alpha_H, log-std range and initial value, pretrain length. They follow the IQL backbone the
 paper builds on (CORL: 2 x 256, twin Q, expectile 0.7, beta 3, exp-advantage clip 100).
+
+The ensemble size M (`num_q`, default 2). The paper writes the critics only as {Q_i}_{i=1}^M
+(Sec. 3, App. B.2, E.2) and never gives M; there is no public code. M = 2 is IQL's twin Q, the
+smallest ensemble with a spread. Its consequence for the LCB: with M = 2 the population std is
+|Q1 - Q2| / 2, so LCB_lambda = mean - lambda std = min(Q1, Q2) - (lambda - 1) |Q1 - Q2| / 2, and at
+lambda = 1 (the Locomotion / Maze2D knob) the "conservative ensemble LCB" is EXACTLY the min
+reducer training already uses (tests/test_method_options.py); only lambda != 1 (antmaze 3.5:
+min - 1.25 |Q1 - Q2|) makes it something else. M > 2 makes the LCB differ from the min at any
+lambda. Evidence for keeping 2 (perf/gem_ensemble_size.py; README "GEM's critic ensemble size M"):
+M in {2, 5, 10} on the toy suite (4 tasks x 3 seeds, 2000 updates: mean 86.0 for each M) and
+maze2d-local/umaze (2 seeds, 3000 updates: 3.1 / 2.2 / 4.1) score within seed noise of one
+another, while M = 10 costs 1.6x the update time (toy) and 2.3x the evaluation time (N = 1024).
 """
 
 from __future__ import annotations
