@@ -263,3 +263,12 @@ def test_docs_page_is_current():
     page = protocols.DOCS_PAGE
     assert page.exists() and page.read_text() == protocols.render_docs(), (
         f"{page.name} is stale; run `{protocols.DOCS_COMMAND}` (or `make docs`) and commit it")
+
+
+def test_a_controlled_block_must_name_steps_and_seeds_and_only_known_keys(monkeypatch):
+    blocks = {"typo": {"steps": 10, "seeds": 3, "stpes": 5}, "partial": {"steps": 10}}
+    monkeypatch.setattr(protocols, "_read_suite", lambda suite: {"controlled": blocks[suite]})
+    with pytest.raises(ConfigError, match=r"suites/typo.yaml: unknown controlled: key\(s\) \['stpes'\]; valid keys"):
+        protocols.controlled_block("typo")
+    with pytest.raises(ConfigError, match=r"controlled: missing \['seeds'\]"):
+        protocols.controlled_block("partial")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from algorithms.config import require
+from algorithms.config import Checked, field
 from benchmarks.data.validate import (
     EPISODE_FIELDS,
     FLAT_FIELDS,
@@ -48,7 +48,7 @@ class TransitionDataset:
     name: str = "unnamed"
     action_low: np.ndarray | None = None  # original action box (None: already [-1, 1])
     action_high: np.ndarray | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.observations.shape[0])
@@ -231,19 +231,16 @@ class TransitionDataset:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     """Data preprocessing, recorded in every run's config."""
 
-    normalize_obs: bool = True  # standardise observations with the dataset's mean/std
-    reward_transform: Literal["none", "locomotion", "antmaze", "affine"] = "none"
-    # locomotion: r * 1000 / (max_return - min_return) (IQL/CORL); antmaze: r - 1 (IQL);
-    # affine: r * reward_scale + reward_shift
-    reward_scale: float = 1.0
-    reward_shift: float = 0.0
-    clip_actions: float = 1.0  # clip dataset actions to +-clip (FQL uses 1 - 1e-5)
-
-    def __post_init__(self) -> None:
-        require(0.0 < self.clip_actions <= 1.0, f"clip_actions must be in (0, 1], got {self.clip_actions}")
+    normalize_obs: bool = field(True, help="standardise observations with the dataset's mean/std")
+    reward_transform: Literal["none", "locomotion", "antmaze", "affine"] = field(
+        "none", help="locomotion: r * 1000 / (max_return - min_return) (IQL); antmaze: r - 1 (IQL); "
+                     "affine: r * reward_scale + reward_shift")
+    reward_scale: float = field(1.0, help="the affine transform's factor")
+    reward_shift: float = field(0.0, help="the affine transform's offset")
+    clip_actions: float = field(1.0, gt=0.0, le=1.0, help="clip dataset actions to +-clip (FQL, DROL: 1 - 1e-5)")
 
 
 @dataclass

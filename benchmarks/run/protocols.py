@@ -42,7 +42,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from algorithms.config import ConfigError, from_dict, to_dict
+from algorithms.config import ConfigError, check_keys, from_dict, to_dict
 from algorithms.registry import METHODS, base_method, get_method
 from benchmarks.data.dataset import DataConfig
 from benchmarks.tasks.suites import (
@@ -256,9 +256,7 @@ def controlled_block(suite: str) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise ConfigError(f"suites/{suite}.yaml has no controlled: block; add one with steps and seeds "
                           "(see docs/run-settings.md)")
-    unknown = set(block) - CONTROLLED_KEYS
-    if unknown:
-        raise ConfigError(f"suites/{suite}.yaml controlled: unknown key(s) {sorted(unknown)}; valid: {sorted(CONTROLLED_KEYS)}")
+    check_keys(block, CONTROLLED_KEYS, "controlled:", f"suites/{suite}.yaml")
     missing = {"steps", "seeds"} - set(block)
     if missing:
         raise ConfigError(f"suites/{suite}.yaml controlled: missing {sorted(missing)}")
