@@ -20,12 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     datasets_cli.register(subparsers)
     protocols.register_config(subparsers)  # `modebench config`: every setting of a run with its source
-    from benchmarks.run import compose
-
-    compose.register(subparsers)  # `modebench cross-select`: stored proposers x GEM's selection
     from benchmarks.run.profile import register_profile
 
     register_profile(subparsers)  # `modebench profile`: timing act is a run; it writes profile records
+    from benchmarks.run import compose
+
+    compose.register(subparsers)  # `modebench cross-select`: stored proposers x GEM's selection
     p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
     p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
     src = p.add_mutually_exclusive_group(required=True)
