@@ -7,10 +7,9 @@ with one CheckpointError line; nothing in it is unpickled beyond tensors and pla
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from algorithms.base import Algorithm
 from benchmarks.data.dataset import Normalizer, TransitionDataset
 from benchmarks.data.replay import DeviceReplay
 from benchmarks.data.validate import one_line
+from benchmarks.store import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 PAYLOAD_KEYS = ("format", "run", "step", "model", "optim", "normalizer", "action_low", "action_high", "rng")
@@ -37,18 +37,10 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save through the store's atomic writer (a crash never leaves half a checkpoint)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _optimizer_like(algorithm: Algorithm) -> dict[str, Any]:
