@@ -38,6 +38,7 @@ EXPECTED_TRIALS = {
     "isep_fm_guidance": 14 * 5,  # inference only: w is a knob
     "drol_k_sweep": 7 * 14 * 4,  # K x 14 tasks x 4 seeds
     "cross_selection": 6 * 4 * 2,  # proposers x toy tasks x 2 seeds (selection is `modebench cross-select`)
+    "cross_selection_local": 6 * 6 * 2,  # proposers x maze2d-local and ogbench-local tasks x 2 seeds
 }
 AXES = {  # the swept values each study is defined by
     "gem_budget": ("gem", "inference", {"N": [0, 1, 64, 1024, 2048]}),
