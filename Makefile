@@ -36,7 +36,7 @@ claims: setup  ## each paper's mechanism claims measured on the toy suite -> res
 	$(VENV)/bin/modebench claims --seeds $(SEEDS) --jobs $(JOBS)
 
 lint: setup
-	$(PY) -m ruff check algorithms benchmarks sweeps analysis modebench perf tests
+	$(PY) -m ruff check algorithms benchmarks sweeps analysis modebench perf tools tests
 
 d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins gymnasium 1.0.0)
 .venv-d3rlpy/bin/python:
