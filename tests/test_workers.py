@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,18 @@ def test_a_run_folder_has_one_writer_and_a_killed_writer_frees_it(tmp_path):
     # the record key is (run, step, knobs): the seed-5 evaluation replaced the final record, the
     # refused seed-6 one wrote nothing
     assert [json.loads(p.read_text())["eval_seed"] for p in run_dir.glob("records/*.json")] == [5]
+    # a harness that evaluates one checkpoint from several workers (claims) waits for the lock
+    holder = _hold_lock(tmp_path, spec.run_id)
+    release = threading.Timer(1.0, holder.kill)
+    release.start()
+    try:
+        started = time.monotonic()
+        (record,) = evaluate_checkpoint(result.checkpoint, None, episodes=1, seed=7, lock_wait=60)
+        assert record["eval_seed"] == 7 and time.monotonic() - started >= 1.0
+    finally:
+        release.cancel()
+        holder.kill()
+        holder.wait()
 
 
 def test_bench_skips_a_run_another_process_writes(tmp_path, capsys):

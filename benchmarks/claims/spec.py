@@ -22,6 +22,7 @@ from typing import Any
 from algorithms.config import ConfigError, to_dict
 
 RELATIONS = (">", ">=", "<", "<=", "between")
+CHECKPOINT_LOCK_WAIT_S = 600.0  # the longest a measurement waits for another worker's evaluation of the same run
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,9 @@ class Trial:
             from benchmarks.run.train import evaluate_checkpoint
 
             grid = {k: [v] for k, v in knobs.items()}
+            # Workers measure several claims of one run at once: an evaluation takes seconds, so wait.
             (record,) = evaluate_checkpoint(self.result(name).checkpoint, grid, episodes=self.episodes(name),
-                                            out=self.root, device=self.device)
+                                            out=self.root, device=self.device, lock_wait=CHECKPOINT_LOCK_WAIT_S)
             self._evaluations[key] = record
         return self._evaluations[key]
 

@@ -224,8 +224,12 @@ def evaluate_checkpoint(
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = False,
+    lock_wait: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Evaluate a checkpoint at every knob setting of the grid (no retraining); one record each."""
+    """Evaluate a checkpoint at every knob setting of the grid (no retraining); one record each.
+
+    `lock_wait`: seconds to wait for the run's writer lock when another process holds it (a
+    harness that evaluates one checkpoint from several workers); 0 refuses at once."""
     payload = load_checkpoint(checkpoint)
     run = payload["run"]
     algorithm, task, normalizer, method = rebuild(payload, device)
@@ -242,7 +246,7 @@ def evaluate_checkpoint(
     store = RunStore(Path(out) if out else Path(checkpoint).resolve().parents[2], run_id_of(checkpoint))
     settings = [from_dict(knobs_cls, {**base_knobs, **combo}, what=f"{run['method']} knob") for combo in expand_grid(grid)]
     records = []
-    with store.writing():
+    with store.writing(wait=lock_wait):
         for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
             result = evaluate(algorithm, task, knobs, episodes or task.eval_episodes, run["seed"] if seed is None else seed,
                               normalizer, action_low, action_high)
