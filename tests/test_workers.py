@@ -77,6 +77,17 @@ def test_a_run_folder_has_one_writer_and_a_killed_writer_frees_it(tmp_path):
         release.cancel()
         holder.kill()
         holder.wait()
+    holder = _hold_lock(tmp_path, spec.run_id)
+    release = threading.Timer(1.0, holder.kill)
+    release.start()
+    try:
+        started = time.monotonic()
+        again = train(spec, out=tmp_path, lock_wait=60)  # a finished run: read back, not retrained
+        assert again.records[-1]["step"] == 40 and time.monotonic() - started >= 1.0
+    finally:
+        release.cancel()
+        holder.kill()
+        holder.wait()
 
 
 def test_bench_skips_a_run_another_process_writes(tmp_path, capsys):

@@ -22,7 +22,7 @@ from typing import Any
 from algorithms.config import ConfigError, to_dict
 
 RELATIONS = (">", ">=", "<", "<=", "between")
-CHECKPOINT_LOCK_WAIT_S = 600.0  # the longest a measurement waits for another worker's evaluation of the same run
+CHECKPOINT_LOCK_WAIT_S = 600.0  # the longest a measurement waits for another worker reading or evaluating the same run
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ class Trial:
             spec = self.spec(name)
             if spec.run_id in self.diverged:
                 raise FloatingPointError(self.diverged[spec.run_id])
-            self._results[name] = train(spec, out=self.root)
+            # another worker may be reading the same finished run for another claim: wait for it
+            self._results[name] = train(spec, out=self.root, lock_wait=CHECKPOINT_LOCK_WAIT_S)
         return self._results[name]
 
     def record(self, name: str) -> dict[str, Any]:

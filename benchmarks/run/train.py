@@ -138,12 +138,15 @@ def train(
     resume: bool = True,
     log: tuple[str, ...] = (),
     on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+    lock_wait: float = 0.0,
     **settings: Any,
 ) -> RunResult:
     """Train a resolved run, evaluating every `spec.eval_every` updates and at the end.
     `train(METHOD, TASK, steps=..., seed=..., ...)` is shorthand for
     `train(resolve_run(METHOD, TASK, steps=..., seed=..., ...))`.
-    `log`: extra metric sinks ("tensorboard", "wandb"); metrics.jsonl is always written."""
+    `log`: extra metric sinks ("tensorboard", "wandb"); metrics.jsonl is always written.
+    `lock_wait`: seconds to wait for the run folder's writer lock held by another process (a
+    harness whose workers read one finished run at once); 0 refuses at once."""
     if isinstance(spec, str):
         if task is None:
             raise ConfigError("give a task (SUITE/TASK) or a dataset")
@@ -153,7 +156,7 @@ def train(
     dataset = load_checked_data(spec)
     # the run's lifetime under its folder's writer lock: a second process (another driver, an
     # orphaned worker) refuses with a RunBusyError line instead of writing the same files
-    with RunStore(out or DEFAULT_ROOT, spec.run_id).writing() as store:
+    with RunStore(out or DEFAULT_ROOT, spec.run_id).writing(wait=lock_wait) as store:
         return _train(prepare(spec, store, dataset, resume, default_callbacks(progress, log, on_evaluation)))
 
 
