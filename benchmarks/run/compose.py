@@ -38,46 +38,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from algorithms.base import ActOutput, Algorithm
-from algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
+from algorithms.config import ConfigError, to_dict
 from algorithms.gem import GEM, GEMKnobs
-from benchmarks.data.dataset import Normalizer
-from benchmarks.run.checkpoints import load_checkpoint
 from benchmarks.run.evaluation import evaluate
 from benchmarks.run.spec import record_fields
-from benchmarks.run.train import expand_grid, rebuild, run_id_of
+from benchmarks.run.train import LoadedRun, expand_grid, knob_settings, load_run
 from benchmarks.store import RunStore
-from benchmarks.tasks.suites import Task
 
 SOURCE = "select"  # the `source` of a composed evaluation's record
 PROPOSERS = ("gem", "lom", "drol", "isep", "isep-fm", "fql")  # cross-select's default proposers
 CROSS_N = (0, 1, 16, 64, 256)  # cross-select's default candidate budgets (0: the proposer alone)
-
-
-@dataclass
-class LoadedRun:
-    """A checkpoint rebuilt for evaluation, with what the compatibility check compares."""
-
-    path: Path
-    run: dict[str, Any]
-    step: int
-    algorithm: Algorithm
-    task: Task
-    normalizer: Normalizer
-    knobs: Any  # the run's own knobs
-    action_low: np.ndarray | None
-    action_high: np.ndarray | None
-
-    @property
-    def run_id(self) -> str:
-        return run_id_of(self.path)
-
-
-def load_run(checkpoint: str | Path, device: str = "auto") -> LoadedRun:
-    payload = load_checkpoint(checkpoint)
-    algorithm, task, normalizer, method = rebuild(payload, device)
-    bound = {k: None if payload[k] is None else payload[k].numpy() for k in ("action_low", "action_high")}
-    return LoadedRun(Path(checkpoint), payload["run"], int(payload["step"]), algorithm, task, normalizer, method.knobs,
-                     bound["action_low"], bound["action_high"])
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -164,11 +134,10 @@ class SelectedProposals(nn.Module):
 def selection_settings(selector: LoadedRun, knob_grid: dict[str, list[Any]] | None) -> list[GEMKnobs]:
     """The selector run's own knobs, varied over the grid (`--knob N=1,16 --knob lambda=0,1`)."""
     base = to_dict(selector.knobs)
-    grid = resolve_aliases(GEMKnobs, knob_grid or {})
-    unknown = sorted(set(grid) - set(base))
-    if unknown:
-        raise ConfigError(f"unknown selection knob(s) {unknown}; with --select-with the knobs are GEM's: {sorted(base)} (lambda = lcb_lambda)")
-    settings = [from_dict(GEMKnobs, {**base, **combo}, what="selection knob") for combo in expand_grid(grid)]
+    settings = knob_settings(
+        GEMKnobs, base, knob_grid, "selection knob",
+        lambda unknown: f"unknown selection knob(s) {unknown}; with --select-with the knobs are GEM's: {sorted(base)} "
+                        "(lambda = lcb_lambda)")
     for knobs in settings:
         check_selection_knobs(knobs)
     return settings

@@ -219,6 +219,44 @@ def rebuild(payload: dict[str, Any], device: str = "auto") -> tuple[Algorithm, T
     return algorithm, task, normalizer, method
 
 
+@dataclass
+class LoadedRun:
+    """A checkpoint rebuilt for evaluation, with what the compatibility check compares."""
+
+    path: Path
+    run: dict[str, Any]
+    step: int
+    algorithm: Algorithm
+    task: Task
+    normalizer: Normalizer
+    knobs: Any  # the run's own knobs
+    action_low: np.ndarray | None
+    action_high: np.ndarray | None
+
+    @property
+    def run_id(self) -> str:
+        return run_id_of(self.path)
+
+
+def load_run(checkpoint: str | Path, device: str = "auto") -> LoadedRun:
+    payload = load_checkpoint(checkpoint)
+    algorithm, task, normalizer, method = rebuild(payload, device)
+    bound = {k: None if payload[k] is None else payload[k].numpy() for k in ("action_low", "action_high")}
+    return LoadedRun(Path(checkpoint), payload["run"], int(payload["step"]), algorithm, task, normalizer, method.knobs,
+                     bound["action_low"], bound["action_high"])
+
+
+def knob_settings(knobs_cls: type, base: dict[str, Any], knob_grid: dict[str, list[Any]] | None, what: str,
+                  unknown_message: Callable[[list[str]], str]) -> list[Any]:
+    """Every knob setting of a grid (`--knob N=1,64 --knob lambda=0,1`, aliases resolved) over the
+    run's own knobs, typed and checked; a knob the class lacks is one ConfigError line."""
+    grid = resolve_aliases(knobs_cls, knob_grid or {})
+    unknown = sorted(set(grid) - set(base))
+    if unknown:
+        raise ConfigError(unknown_message(unknown))
+    return [from_dict(knobs_cls, {**base, **combo}, what=what) for combo in expand_grid(grid)]
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     knob_grid: dict[str, list[Any]] | None = None,
@@ -233,27 +271,19 @@ def evaluate_checkpoint(
 
     `lock_wait`: seconds to wait for the run's writer lock when another process holds it (a
     harness that evaluates one checkpoint from several workers); 0 refuses at once."""
-    payload = load_checkpoint(checkpoint)
-    run = payload["run"]
-    algorithm, task, normalizer, method = rebuild(payload, device)
-    knobs_cls = method.cls.knobs_class
-    base_knobs = to_dict(method.knobs)
-    grid = resolve_aliases(knobs_cls, knob_grid or {})
-    unknown = sorted(set(grid) - set(base_knobs))
-    if unknown:
-        raise ConfigError(
-            f"unknown knob(s) {unknown} for {run['method']}; inference-only knobs: {sorted(base_knobs) or 'none'}"
-        )
-    action_low = None if payload["action_low"] is None else payload["action_low"].numpy()
-    action_high = None if payload["action_high"] is None else payload["action_high"].numpy()
-    store = RunStore(Path(out) if out else Path(checkpoint).resolve().parents[2], run_id_of(checkpoint))
-    settings = [from_dict(knobs_cls, {**base_knobs, **combo}, what=f"{run['method']} knob") for combo in expand_grid(grid)]
+    loaded = load_run(checkpoint, device)
+    run = loaded.run
+    base_knobs = to_dict(loaded.knobs)
+    settings = knob_settings(
+        type(loaded.algorithm).knobs_class, base_knobs, knob_grid, f"{run['method']} knob",
+        lambda unknown: f"unknown knob(s) {unknown} for {run['method']}; inference-only knobs: {sorted(base_knobs) or 'none'}")
+    store = RunStore(Path(out) if out else loaded.path.resolve().parents[2], loaded.run_id)
     records = []
     with store.writing(wait=lock_wait):
         for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
-            result = evaluate(algorithm, task, knobs, episodes or task.eval_episodes, run["seed"] if seed is None else seed,
-                              normalizer, action_low, action_high)
-            record = {**record_fields(run, int(payload["step"]), to_dict(knobs)), "source": "eval",
+            result = evaluate(loaded.algorithm, loaded.task, knobs, episodes or loaded.task.eval_episodes,
+                              run["seed"] if seed is None else seed, loaded.normalizer, loaded.action_low, loaded.action_high)
+            record = {**record_fields(run, loaded.step, to_dict(knobs)), "source": "eval",
                       "eval_seed": run["seed"] if seed is None else seed, **result.summary()}
             store.write_record(record)
             records.append(record)
