@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from algorithms.config import Checked, ConfigError, field
+from algorithms.seeds import SeedRandom
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ class Algorithm(nn.Module, abc.ABC):
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     _compiled_losses: Any = None  # set by compile_losses()
+    # None for one seed; S for S seeds trained as one model (algorithms/seeds.py: stack_algorithms)
+    seeds: int | None = None
+    _rng: SeedRandom | None = None
 
     def __init__(self, config: AlgoConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         super().__init__()
@@ -131,9 +135,25 @@ class Algorithm(nn.Module, abc.ABC):
         self.spec = spec
         self.device = torch.device(device)
 
+    @property
+    def rng(self) -> SeedRandom:
+        """Where every random draw of `losses` comes from: one generator per seed. Created on first
+        use from torch's global stream (as seeded and then advanced by the networks' initialisation),
+        so a single-seed run draws what it would from the global generator; seed stacking gives
+        each seed its own."""
+        if self._rng is None:
+            self._rng = SeedRandom.from_global(self.device)
+        return self._rng
+
+    @rng.setter
+    def rng(self, value: SeedRandom) -> None:
+        self._rng = value
+
     @abc.abstractmethod
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(summed loss, metrics) for one batch; metrics are detached scalars named `training/...`."""
+        """(summed loss, metrics) for one batch; metrics are detached scalars named `training/...`.
+        Seed-batched (`self.seeds` = S, tensors [S, ...]): the loss and every metric are [S], one
+        per seed (algorithms/seeds.py: `seed_mean`)."""
 
     def after_step(self, step: int) -> None:
         """Work after the optimizer step (Polyak targets); nothing by default."""
@@ -151,7 +171,8 @@ class Algorithm(nn.Module, abc.ABC):
         """One training step on one batch; returns the metrics of `losses`."""
         loss, metrics = (self._compiled_losses or self.losses)(batch, step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # S seeds: the sum of their losses, whose gradient for each seed's parameters is that seed's own
+        (loss.sum() if loss.dim() else loss).backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

@@ -14,6 +14,7 @@ from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from algorithms.config import field
 from algorithms.nets import GaussianPolicy
 from algorithms.optim import make_adam
+from algorithms.seeds import seed_mean
 
 
 @dataclass
@@ -34,7 +35,7 @@ class BC(Algorithm):
         self.optimizer = make_adam(self.actor.parameters(), config.lr, self.device)
 
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = -self.actor.log_prob(batch.observations, batch.actions).mean()
+        loss = -seed_mean(self.actor.log_prob(batch.observations, batch.actions), self.seeds)
         return loss, {"training/actor_loss": loss.detach()}
 
     @torch.no_grad()

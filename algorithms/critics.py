@@ -22,6 +22,7 @@ from torch import nn
 
 from algorithms.base import Batch
 from algorithms.nets import MLP, EnsembleCritic, LayerNormPlacement
+from algorithms.seeds import seed_mean
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -59,7 +60,10 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 class TargetedQEnsemble(nn.Module):
-    """A Q-ensemble `q` and its frozen Polyak copy `q_target`: what both critics share."""
+    """A Q-ensemble `q` and its frozen Polyak copy `q_target`: what both critics share.
+    Losses are per seed when seed-batched (algorithms/seeds.py): [S] instead of a scalar."""
+
+    seeds: int | None = None
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dims: Sequence[int], num_q: int, target_tau: float,
                  act: str, layer_norm: bool, layer_norm_placement: LayerNormPlacement = "pre_act"):
@@ -67,8 +71,12 @@ class TargetedQEnsemble(nn.Module):
         self.q = EnsembleCritic(obs_dim, act_dim, hidden_dims, num_q, act, layer_norm, layer_norm_placement)
         self.q_target = frozen_copy(self.q)
         self.target_tau = target_tau
+        self.reset_caches()
+
+    def reset_caches(self) -> None:
         # Built once: walking the modules every update costs more than the fused lerp itself on
-        # small nets. `.to()` and load_state_dict update parameters in place, so they stay valid.
+        # small nets. `.to()` and load_state_dict update parameters in place, so they stay valid;
+        # seed stacking builds new parameters and calls this again.
         self._polyak_lists = (list(self.q_target.parameters()), list(self.q.parameters()))
 
     def update_target(self) -> None:
@@ -111,17 +119,17 @@ class ExpectileCritic(TargetedQEnsemble):
         actions_for_v = batch.actions if value_actions is None else value_actions
         q_tgt = self.target_q(batch.observations, actions_for_v)
         v = self.value(batch.observations)
-        value_loss = expectile_loss(q_tgt - v, self.expectile).mean()
+        value_loss = seed_mean(expectile_loss(q_tgt - v, self.expectile), self.seeds)
         with torch.no_grad():
             next_v = self.value(batch.next_observations)
             td_target = batch.rewards + discount * (1.0 - batch.dones) * next_v
         q = self.q(batch.observations, batch.actions)
-        q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(1).sum()
+        q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(-1).sum(0)
         metrics = {
             "training/value_loss": value_loss.detach(),
             "training/q_loss": q_loss.detach(),
-            "training/q_mean": q.detach().mean(),
-            "training/v_mean": v.detach().mean(),
+            "training/q_mean": seed_mean(q.detach().mean(0), self.seeds),
+            "training/v_mean": seed_mean(v.detach(), self.seeds),
         }
         if return_advantage:
             return value_loss + q_loss, metrics, (q_tgt - v).detach()
@@ -158,14 +166,15 @@ class TDCritic(TargetedQEnsemble):
             next_q = aggregate(self.q_target(batch.next_observations, next_actions), self.q_agg)
             td_target = batch.rewards + discount * (1.0 - batch.dones) * next_q
         q = self.q(batch.observations, batch.actions)
-        q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(1).sum()
-        return q_loss, {"training/q_loss": q_loss.detach(), "training/q_mean": q.detach().mean()}
+        q_loss = (q - td_target.unsqueeze(0)).pow(2).mean(-1).sum(0)
+        return q_loss, {"training/q_loss": q_loss.detach(), "training/q_mean": seed_mean(q.detach().mean(0), self.seeds)}
 
 
 def policy_q_loss(
     critic: TDCritic, obs: torch.Tensor, actions: torch.Tensor, agg: str, normalize: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(-E[Q_agg(s, a)] [/ sg(E|Q_agg|)], Q_agg [B]) with the critic's parameters held fixed.
+    """(-E[Q_agg(s, a)] [/ sg(E|Q_agg|)], Q_agg [*lead, B]) with the critic's parameters held fixed
+    (the expectations per seed when seed-batched).
 
     The gradient reaches `actions` (hence the actor) but never the critic's weights: they are
     passed detached through torch.func.functional_call, so one combined backward per update
@@ -173,7 +182,7 @@ def policy_q_loss(
     """
     frozen = {name: p.detach() for name, p in critic.q.named_parameters()}
     q = aggregate(torch.func.functional_call(critic.q, frozen, (obs, actions)), agg)
-    loss = -q.mean()
+    loss = -seed_mean(q, critic.seeds)
     if normalize:
-        loss = loss / q.detach().abs().mean().clamp_min(1e-6)
+        loss = loss / seed_mean(q.detach().abs(), critic.seeds).clamp_min(1e-6)
     return loss, q

@@ -32,6 +32,7 @@ from algorithms.config import field
 from algorithms.critics import ExpectileCritic, awr_weight
 from algorithms.nets import GaussianPolicy, LayerNormPlacement
 from algorithms.optim import make_adam
+from algorithms.seeds import seed_mean
 
 
 @dataclass
@@ -78,9 +79,9 @@ class IQL(Algorithm):
         cfg = self.config
         critic_loss, metrics, advantage = self.critic.losses(batch, cfg.discount, return_advantage=True)
         weight = awr_weight(advantage, cfg.beta, cfg.max_weight)
-        actor_loss = -(weight * self.actor.log_prob(batch.observations, batch.actions)).mean()
+        actor_loss = -seed_mean(weight * self.actor.log_prob(batch.observations, batch.actions), self.seeds)
         metrics["training/actor_loss"] = actor_loss.detach()
-        metrics["training/adv_weight_mean"] = weight.mean()
+        metrics["training/adv_weight_mean"] = seed_mean(weight, self.seeds)
         return critic_loss + actor_loss, metrics
 
     def after_step(self, step: int) -> None:

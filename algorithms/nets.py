@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.seeds import seed_view
+
 
 class Mish(nn.Mish):
     """x tanh(softplus(x)). ATen's CPU mish and mish_backward are scalar loops, so on CPU it is
@@ -126,6 +128,8 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dim() == 4:  # seed-batched ([S, M, in, out]): the S x M members as one batch
+            return torch.baddbmm(self.bias.flatten(0, 1), x, self.weight.flatten(0, 1))
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -140,11 +144,17 @@ class EnsembleLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_members, 1, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias, F.layer_norm(x, (self.width,), eps=self.eps), self.weight)
+        weight, bias = self.weight, self.bias
+        if weight.dim() == 4:  # seed-batched: [S, M, 1, width] over the S x M members of x
+            weight, bias = weight.flatten(0, 1), bias.flatten(0, 1)
+        return torch.addcmul(bias, F.layer_norm(x, (self.width,), eps=self.eps), weight)
 
 
 class EnsembleMLP(nn.Module):
-    """An ensemble of MLPs with stacked weights. Input [B, in] (shared) or [M, B, in]."""
+    """An ensemble of MLPs with stacked weights. Input [B, in] (shared) or [M, B, in]; seed-batched
+    (algorithms/seeds.py): [S, B, in] or [S, M, B, in] -> [S, M, B, out]."""
+
+    seeds: int | None = None
 
     def __init__(
         self,
@@ -169,13 +179,22 @@ class EnsembleMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.num_members, -1, -1)
-        return self.layers(x)
+        m = self.num_members
+        if self.seeds is None:
+            if x.dim() == 2:
+                x = x.unsqueeze(0).expand(m, -1, -1)
+            return self.layers(x)
+        if x.dim() == 3:
+            x = x.unsqueeze(1).expand(-1, m, -1, -1)
+        out = self.layers(x.reshape(self.seeds * m, *x.shape[2:]))
+        return out.reshape(self.seeds, m, *out.shape[1:])
 
 
 class EnsembleCritic(nn.Module):
-    """Q_1..Q_M(s, a) as one network: forward returns [M, B] (leading batch dims flattened)."""
+    """Q_1..Q_M(s, a) as one network: forward returns [M, *lead] for inputs [*lead, d]. Seed-batched
+    (inputs [S, ..., d]) it is still [M, S, ...]: the member axis stays first."""
+
+    seeds: int | None = None
 
     def __init__(
         self,
@@ -193,8 +212,12 @@ class EnsembleCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[:-1]
-        x = torch.cat([obs, actions], dim=-1).reshape(-1, obs.shape[-1] + actions.shape[-1])
-        return self.net(x).squeeze(-1).reshape(self.num_members, *lead)
+        width = obs.shape[-1] + actions.shape[-1]
+        x = torch.cat([obs, actions], dim=-1)
+        if self.seeds is None:
+            return self.net(x.reshape(-1, width)).squeeze(-1).reshape(self.num_members, *lead)
+        q = self.net(x.reshape(self.seeds, -1, width)).squeeze(-1)  # [S, M, N]
+        return q.transpose(0, 1).reshape(self.num_members, *lead)
 
 
 class DiagonalGMM:
@@ -253,6 +276,8 @@ class DiagonalGMM:
 class GMMPolicy(nn.Module):
     """s -> DiagonalGMM with K components. Log-stds are state-independent parameters by default."""
 
+    seeds: int | None = None
+
     def __init__(
         self,
         obs_dim: int,
@@ -286,13 +311,15 @@ class GMMPolicy(nn.Module):
         if self.state_dependent_std:
             log_std = out[..., k + k * d :].unflatten(-1, (k, d))
         else:
-            log_std = self.log_std.expand(*obs.shape[:-1], k, d)
+            log_std = seed_view(self.log_std, means, self.seeds, param_dims=2).expand(*obs.shape[:-1], k, d)
         log_std = log_std.clamp(self.log_std_min, self.log_std_max)
         return DiagonalGMM(F.log_softmax(logits, dim=-1), means, log_std)
 
 
 class GaussianPolicy(nn.Module):
     """Diagonal Gaussian with tanh mean and state-independent log-std (CORL's IQL actor)."""
+
+    seeds: int | None = None
 
     def __init__(
         self,
@@ -317,12 +344,12 @@ class GaussianPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean = self.mean(obs)
-        std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp().expand_as(mean)
+        std = seed_view(self.log_std.clamp(self.log_std_min, self.log_std_max).exp(), mean, self.seeds).expand_as(mean)
         return torch.distributions.Normal(mean, std, validate_args=False)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """sum_i log N(a_i; mu_i(s), sigma_i), written out (no distribution object in the hot loop)."""
-        log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
+        log_std = seed_view(self.log_std.clamp(self.log_std_min, self.log_std_max), actions, self.seeds)
         z = (actions - self.mean(obs)) * torch.exp(-log_std)
         return (-0.5 * z * z - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * actions.shape[-1]
 

@@ -42,10 +42,10 @@ class DeviceReplay:
         self.generator.manual_seed(seed)
 
     def _split(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The fields of table rows as column views; rewards and dones as [B]."""
-        parts = dict(zip(self.FIELDS, torch.split(rows, self._widths, dim=1)))
+        """The fields of table rows [..., W] as column views; rewards and dones as [...]."""
+        parts = dict(zip(self.FIELDS, torch.split(rows, self._widths, dim=-1)))
         for name in self.SCALAR_FIELDS:
-            parts[name] = parts[name].squeeze(1)
+            parts[name] = parts[name].squeeze(-1)
         return parts
 
     def sample(self, batch_size: int) -> Batch:
@@ -54,3 +54,20 @@ class DeviceReplay:
 
     def batch(self, idx: torch.Tensor) -> Batch:
         return Batch(**self._split(self.table.index_select(0, idx)))
+
+
+class SeedReplays:
+    """The minibatches of S seeds trained as one model (algorithms/seeds.py): one table, each
+    seed's indices from its own generator (the one `DeviceReplay(..., seed)` has alone), one
+    gather for all; fields [S, B, ...]."""
+
+    def __init__(self, replays: list[DeviceReplay]):
+        self.replays = replays
+        self.first = replays[0]
+
+    def sample(self, batch_size: int) -> Batch:
+        first = self.first
+        idx = torch.stack([torch.randint(0, first.size, (batch_size,), generator=r.generator, device=first.device)
+                           for r in self.replays])
+        rows = first.table.index_select(0, idx.reshape(-1)).reshape(len(self.replays), batch_size, -1)
+        return Batch(**first._split(rows))

@@ -1,0 +1,308 @@
+"""Seed-batched training: the S seeds of one run as one model with a leading seed axis.
+
+Adam is elementwise, so S copies of a method whose parameters are stacked along a new first
+axis, trained on the sum of their S losses, are exactly S independent trainings, while one
+forward and one backward per update serve all of them (one batched matmul per layer instead of
+S small ones: on small networks the per-operator overhead, not the arithmetic, sets the speed).
+
+How a method takes part (one code path for one seed and for S):
+- its networks are built as usual for one seed; `stack_algorithms([algo_s ...])` turns S
+  single-seed copies (each built under its own seed, so each keeps its own initialisation) into
+  one model whose every parameter, buffer, target network and optimizer state is the stack of
+  theirs. Leaf layers become their seed-batched forms (`SeedLinear`, `SeedLayerNorm`,
+  `SeedEmbedding`); a module with its own forward logic over parameters provides
+  `stack_from(modules)` (the ensemble critic, for instance);
+- its losses are written over tensors whose leading axes are `lead` = () for one seed and (S,)
+  for S seeds: the minibatch is [*lead, B, ...], reductions are per seed (`seed_mean`), and the
+  loss it returns is one value per seed ([S], summed by the base class before the backward);
+- every random draw of its losses goes through `self.rng` (`SeedRandom`): one generator per
+  seed, so seed s draws exactly the numbers it draws when trained alone;
+- a free parameter read in the losses is broadcast with `seed_view(p, like)`.
+`unstack_into(batched, s, single)` copies seed s back into a single-seed model (its optimizer,
+scheduler and random state included) for evaluation and per-seed checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SeedRandom:
+    """The random draws of a method's updates: one generator per seed (one, without a seed axis,
+    when training a single seed). Host draws (a gate decided on the CPU) and device draws keep
+    the separate streams torch's global generators give them."""
+
+    def __init__(self, host: Sequence[torch.Generator], device: Sequence[torch.Generator] | None = None, stacked: bool = False):
+        self.host = list(host)
+        self.device = list(device) if device is not None else self.host
+        self.stacked = stacked
+        if not stacked and len(self.host) != 1:
+            raise ValueError("an unstacked SeedRandom has exactly one generator")
+
+    @classmethod
+    def from_global(cls, device: torch.device | str) -> SeedRandom:
+        """A generator continuing torch's global stream (as after `torch.manual_seed(seed)` and the
+        networks' initialisation): the same draws an unmodified single-seed run takes."""
+        device = torch.device(device)
+        host = torch.Generator()
+        host.set_state(torch.get_rng_state())
+        if device.type == "cpu":
+            return cls([host])
+        on_device = torch.Generator(device=device)
+        if device.type == "cuda":
+            on_device.set_state(torch.cuda.get_rng_state(device))
+        else:
+            on_device.manual_seed(torch.initial_seed())
+        return cls([host], [on_device])
+
+    @classmethod
+    def stack(cls, randoms: Sequence[SeedRandom]) -> SeedRandom:
+        return cls([r.host[0] for r in randoms], [r.device[0] for r in randoms], stacked=True)
+
+    @property
+    def seeds(self) -> int:
+        return len(self.host)
+
+    def __getitem__(self, s: int) -> SeedRandom:
+        return SeedRandom([self.host[s]], [self.device[s]])
+
+    def _gens(self, device: torch.device | str | None) -> list[torch.Generator]:
+        return self.host if device is None or torch.device(device).type == "cpu" else self.device
+
+    def _draw(self, device, fn: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+        gens = self._gens(device)
+        if not self.stacked:
+            return fn(gens[0])
+        return torch.stack([fn(g) for g in gens])
+
+    def randn(self, *shape: int, device=None, dtype=None) -> torch.Tensor:
+        """N(0, 1) draws of `shape` per seed: [*lead, *shape]."""
+        return self._draw(device, lambda g: torch.randn(*shape, generator=g, device=device, dtype=dtype))
+
+    def rand(self, *shape: int, device=None, dtype=None) -> torch.Tensor:
+        return self._draw(device, lambda g: torch.rand(*shape, generator=g, device=device, dtype=dtype))
+
+    def randint(self, low: int, high: int, shape: Sequence[int], device=None) -> torch.Tensor:
+        return self._draw(device, lambda g: torch.randint(low, high, tuple(shape), generator=g, device=device))
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        """N(0, 1) of x's shape, x being [*lead, ...]."""
+        return self.randn(*(x.shape[1:] if self.stacked else x.shape), device=x.device, dtype=x.dtype)
+
+    def rand_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rand(*(x.shape[1:] if self.stacked else x.shape), device=x.device, dtype=x.dtype)
+
+    def multinomial(self, probs: torch.Tensor, n: int, replacement: bool = True) -> torch.Tensor:
+        """`torch.multinomial` per seed on probs [*lead, R, K] -> [*lead, R, n]."""
+        gens = self._gens(probs.device)
+        if not self.stacked:
+            return torch.multinomial(probs, n, replacement, generator=gens[0])
+        return torch.stack([torch.multinomial(p, n, replacement, generator=g) for p, g in zip(probs, gens)])
+
+    def get_state(self) -> dict[str, list[torch.Tensor]]:
+        return {"host": [g.get_state() for g in self.host],
+                "device": [] if self.device is self.host else [g.get_state() for g in self.device]}
+
+    def set_state(self, state: dict[str, list[torch.Tensor]]) -> None:
+        for g, s in zip(self.host, state["host"]):
+            g.set_state(s)
+        if self.device is not self.host:
+            for g, s in zip(self.device, state["device"]):
+                g.set_state(s)
+
+
+def seed_mean(x: torch.Tensor, seeds: int | None) -> torch.Tensor:
+    """The mean over everything but the seed axis: a scalar for one seed, [S] for S."""
+    return x.mean() if seeds is None else x.reshape(seeds, -1).mean(1)
+
+
+def seed_view(p: torch.Tensor, like: torch.Tensor, seeds: int | None, param_dims: int | None = None) -> torch.Tensor:
+    """A free parameter (single-seed shape P, stacked [S, *P]) viewed to broadcast against
+    `like` ([S, ..., *P] when stacked): the seed axis first, ones between. `param_dims`: how many
+    trailing dims are the parameter's own (default: all of a single seed's)."""
+    if seeds is None:
+        return p
+    own = p.dim() - 1 if param_dims is None else param_dims
+    return p.reshape(seeds, *([1] * (like.dim() - 1 - own)), *p.shape[1:])
+
+
+class SeedLinear(nn.Module):
+    """S independent nn.Linear layers as one batched matmul: [S, ..., in] -> [S, ..., out].
+    Weights keep nn.Linear's layout per seed ([S, out, in], [S, out])."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.shape[0]
+        flat = x.reshape(s, -1, x.shape[-1])
+        w = self.weight.transpose(1, 2)
+        out = torch.bmm(flat, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), flat, w)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class SeedLayerNorm(nn.Module):
+    """S LayerNorms with their own scale and bias ([S, width] each) over [S, ..., width]."""
+
+    def __init__(self, width: int, eps: float, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.width, self.eps = width, eps
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.shape[0]
+        y = F.layer_norm(x, (self.width,), eps=self.eps)
+        mid = [1] * (x.dim() - 2)
+        w = self.weight.reshape(s, *mid, self.width)
+        return y * w if self.bias is None else torch.addcmul(self.bias.reshape(s, *mid, self.width), y, w)
+
+
+class SeedEmbedding(nn.Module):
+    """S embedding tables [S, N, d]; indices [S, ...] -> [S, ..., d]."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        s = idx.shape[0]
+        offsets = (torch.arange(s, device=idx.device) * self.weight.shape[1]).reshape(s, *([1] * (idx.dim() - 1)))
+        return F.embedding(idx + offsets, self.weight.reshape(-1, self.weight.shape[-1]))
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.detach() for t in tensors])
+
+
+def _stack_linear(modules: Sequence[nn.Linear]) -> SeedLinear:
+    first = modules[0]
+    layer = SeedLinear(_stack([m.weight for m in modules]), None if first.bias is None else _stack([m.bias for m in modules]))
+    layer.requires_grad_(first.weight.requires_grad)
+    return layer
+
+
+def _stack_layer_norm(modules: Sequence[nn.LayerNorm]) -> nn.Module:
+    first = modules[0]
+    if not first.elementwise_affine:
+        return copy.copy(first)  # nothing per seed
+    if len(first.normalized_shape) != 1:
+        raise ValueError("seed batching supports LayerNorm over the last dimension only")
+    norm = SeedLayerNorm(first.normalized_shape[0], first.eps, _stack([m.weight for m in modules]),
+                         None if first.bias is None else _stack([m.bias for m in modules]))
+    norm.requires_grad_(first.weight.requires_grad)
+    return norm
+
+
+def _stack_embedding(modules: Sequence[nn.Embedding]) -> SeedEmbedding:
+    table = SeedEmbedding(_stack([m.weight for m in modules]))
+    table.requires_grad_(modules[0].weight.requires_grad)
+    return table
+
+
+LEAVES: dict[type, Callable[[Sequence[Any]], nn.Module]] = {
+    nn.Linear: _stack_linear,
+    nn.LayerNorm: _stack_layer_norm,
+    nn.Embedding: _stack_embedding,
+}
+
+
+def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
+    """One module holding S single-seed modules of the same structure (parameters and buffers
+    stacked along a new first axis). The result is marked with `seeds = S`."""
+    first = modules[0]
+    if any(type(m) is not type(first) for m in modules):
+        raise TypeError("seed batching stacks modules of one type")
+    cls = type(first)
+    if cls in LEAVES:
+        return LEAVES[cls](modules)
+    if hasattr(first, "stack_from"):
+        stacked = first.stack_from(modules)
+    else:
+        if isinstance(first, nn.Dropout) and first.p > 0:
+            raise ValueError("dropout inside a seed-batched network needs per-seed masks: draw them through the method's rng")
+        stacked = copy.copy(first)
+        stacked.__dict__ = dict(first.__dict__)
+        stacked._parameters = {}
+        for name, p in first._parameters.items():
+            stacked._parameters[name] = None if p is None else nn.Parameter(_stack([m._parameters[name] for m in modules]),
+                                                                            requires_grad=p.requires_grad)
+        stacked._buffers = {name: None if b is None else _stack([m._buffers[name] for m in modules])
+                            for name, b in first._buffers.items()}
+        stacked._modules = {name: None if sub is None else stack_modules([m._modules[name] for m in modules])
+                            for name, sub in first._modules.items()}
+    stacked.seeds = len(modules)
+    if hasattr(stacked, "reset_caches"):
+        stacked.reset_caches()
+    return stacked
+
+
+def unstack_state(state: dict[str, torch.Tensor], s: int) -> dict[str, torch.Tensor]:
+    """Seed s's entries of a stacked state dict."""
+    return {key: value[s] for key, value in state.items()}
+
+
+def _single_optimizer(algorithm: nn.Module) -> None:
+    extra = [name for name, value in vars(algorithm).items()
+             if isinstance(value, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
+             and name not in ("optimizer", "scheduler")]
+    if extra:
+        raise ValueError(f"seed batching rebuilds `optimizer` and `scheduler` only; {type(algorithm).__name__} also holds {extra}")
+    if algorithm.scheduler is not None and not isinstance(algorithm.scheduler, torch.optim.lr_scheduler.LambdaLR):
+        raise ValueError(f"seed batching rebuilds LambdaLR schedulers only, not {type(algorithm.scheduler).__name__}")
+
+
+def stack_algorithms(algorithms: Sequence[Any]) -> Any:
+    """One Algorithm training the S given single-seed copies at once (built with one config, each
+    under its own seed, possibly restored from its own checkpoint): stacked parameters, buffers,
+    optimizer state and random generators; `seeds` = S."""
+    from algorithms.optim import make_adam
+
+    first = algorithms[0]
+    _single_optimizer(first)
+    batched = stack_modules(algorithms)
+    batched._compiled_losses = None
+    batched.rng = SeedRandom.stack([a.rng for a in algorithms])
+    names = {id(p): name for name, p in first.named_parameters()}
+    params = dict(batched.named_parameters())
+    groups = []
+    for group in first.optimizer.param_groups:
+        entry = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+        entry["lr"] = group.get("initial_lr", group["lr"])
+        entry["params"] = [params[names[id(p)]] for p in group["params"]]
+        groups.append(entry)
+    batched.optimizer = make_adam(groups, first.optimizer.defaults["lr"], batched.device)
+    if first.scheduler is not None:
+        batched.scheduler = torch.optim.lr_scheduler.LambdaLR(batched.optimizer, first.scheduler.lr_lambdas)
+        batched.scheduler.load_state_dict(first.scheduler.state_dict())
+    states = [a.optimizer.state_dict() for a in algorithms]
+    stacked_state = {
+        index: {key: value if key == "step" else _stack([s["state"][index][key] for s in states])
+                for key, value in entry.items()}
+        for index, entry in states[0]["state"].items()
+    }
+    batched.optimizer.load_state_dict({"state": stacked_state, "param_groups": states[0]["param_groups"]})
+    return batched
+
+
+def unstack_into(batched: Any, s: int, single: Any) -> None:
+    """Seed s of a seed-batched Algorithm into a single-seed one of the same method and config:
+    weights, buffers, optimizer and scheduler state, random generators."""
+    single.load_state_dict(unstack_state(batched.state_dict(), s))
+    state = batched.optimizer.state_dict()
+    single.optimizer.load_state_dict({
+        "state": {index: {key: value if key == "step" else value[s].clone() for key, value in entry.items()}
+                  for index, entry in state["state"].items()},
+        "param_groups": state["param_groups"],
+    })
+    if batched.scheduler is not None:
+        single.scheduler.load_state_dict(batched.scheduler.state_dict())
+    single.rng.set_state(batched.rng[s].get_state())
