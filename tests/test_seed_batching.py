@@ -17,10 +17,12 @@ from benchmarks.tasks.suites import get_task
 
 STEPS = 200
 SEEDS = (0, 1, 2)
-# small networks and batches keep 200 updates x 4 trainings per method quick; every config that
-# has these fields takes them
+# Small networks and batches keep 200 updates x 4 trainings per method quick; every config that
+# has these fields takes them. The phases end inside the 200 updates, so both sides of LOM's MDN
+# phase and GEM's behaviour-GMM freeze are compared.
 SMALL = {"hidden_dims": (32, 32), "critic_hidden_dims": (32, 32), "actor_hidden_dims": (32, 32),
-         "flow_hidden_dims": (32, 32), "batch_size": 32}
+         "flow_hidden_dims": (32, 32), "mdn_hidden_dims": (32, 32), "batch_size": 32,
+         "mdn_steps": 100, "gmm_pretrain_steps": 100}
 
 
 def _setup(name: str):
