@@ -39,6 +39,9 @@ def _build(method, dataset, normalizer, seed: int):
     seed_everything(seed)
     replay = DeviceReplay(dataset, DataConfig(), normalizer, torch.device("cpu"), seed)
     algorithm = method.cls(method.config, EnvSpec(dataset.obs_dim, dataset.act_dim, 50, STEPS), "cpu")
+    # its generator, taken now from the stream this seed left (as train.py's prepare does): taken
+    # lazily at stacking time, every seed would copy the last-built seed's global stream
+    algorithm.rng  # noqa: B018
     return algorithm, replay
 
 
