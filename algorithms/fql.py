@@ -44,6 +44,7 @@ from algorithms.nets import (
     euler_integrate,
 )
 from algorithms.optim import make_adam
+from algorithms.seeds import seed_mean
 
 
 @dataclass
@@ -85,8 +86,13 @@ class FQL(Algorithm):
     # ------------------------------------------------------------------ policies
 
     def noise(self, shape: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
-        """z ~ N(0, I) in R^{d_a}: the one-step policy's and the flow's source noise."""
+        """z ~ N(0, I) in R^{d_a} from torch's global generator: the acting noise (`act`, `propose`)."""
         return torch.randn(*shape, self.spec.act_dim, device=device or self.device)
+
+    def loss_noise(self, b: int, device: torch.device) -> torch.Tensor:
+        """z ~ N(0, I) in R^{d_a} for each of b rows, [*lead, b, d_a]: the training draws (flow
+        source x0, one-step latents), from each seed's own generator (`self.rng`)."""
+        return self.rng.randn(b, self.spec.act_dim, device=device)
 
     def onestep_actions(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """mu_theta(s, z), unclipped (the distillation loss sees the raw output, as in the code)."""
@@ -100,16 +106,16 @@ class FQL(Algorithm):
     # ------------------------------------------------------------------ losses
 
     def flow_bc_loss(self, obs: torch.Tensor, actions: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """L_flow = mean || v_psi(x_t, t, s) - (a - x0) ||^2 / d_a, x_t = (1 - t) x0 + t a; t is [B, 1]."""
+        """L_flow = mean || v_psi(x_t, t, s) - (a - x0) ||^2 / d_a, x_t = (1 - t) x0 + t a; t is [*lead, B, 1]."""
         x_t = (1.0 - t) * x0 + t * actions
-        return (self.flow(x_t, t, obs) - (actions - x0)).pow(2).mean()
+        return seed_mean((self.flow(x_t, t, obs) - (actions - x0)).pow(2), self.seeds)
 
     def distill_loss(self, obs: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_distill, mu_theta(s, z)): the one-step output regressed on the frozen teacher's endpoint."""
         with torch.no_grad():
             target = self.flow_actions(obs, z)
         actions = self.onestep_actions(obs, z)
-        return (actions - target).pow(2).mean(), actions
+        return seed_mean((actions - target).pow(2), self.seeds), actions
 
     def actor_loss(
         self, obs: torch.Tensor, actions: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor
@@ -125,19 +131,21 @@ class FQL(Algorithm):
             "training/flow_bc_loss": flow_loss.detach(),
             "training/distill_loss": distill.detach(),
             "training/actor_q_loss": q_loss.detach(),
-            "training/q_pi": q.detach().mean(),
+            "training/q_pi": seed_mean(q.detach(), self.seeds),
         }
         return loss, metrics
 
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs, actions = batch.observations, batch.actions
-        b = obs.shape[0]
-        x0 = self.noise((b,), obs.device)
-        t = torch.rand(b, 1, device=obs.device)
-        actor_loss, metrics = self.actor_loss(obs, actions, x0, t, self.noise((b,), obs.device))
+        b, device = obs.shape[-2], obs.device
+        # Drawn in this order (x0, t, z, z') from each seed's generator: a seed in a batch takes
+        # exactly the draws it takes alone.
+        x0 = self.loss_noise(b, device)
+        t = self.rng.rand(b, 1, device=device)
+        actor_loss, metrics = self.actor_loss(obs, actions, x0, t, self.loss_noise(b, device))
         with torch.no_grad():  # the TD target's next action is the one-step policy's own
-            next_actions = self.onestep_actions(batch.next_observations, self.noise((b,), obs.device)).clamp(-1.0, 1.0)
+            next_actions = self.onestep_actions(batch.next_observations, self.loss_noise(b, device)).clamp(-1.0, 1.0)
         critic_loss, critic_metrics = self.critic.losses(batch, cfg.discount, next_actions)
         metrics.update(critic_metrics)
         return critic_loss + actor_loss, metrics
