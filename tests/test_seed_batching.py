@@ -71,3 +71,84 @@ def test_seed_in_a_batch_matches_the_seed_alone(name):
     # the seeds really differ (each has its own initialisation and draws)
     first = next(k for k, v in alone[0].items() if v.is_floating_point())
     assert not torch.allclose(alone[0][first], alone[1][first])
+
+
+def _specs(method: str, seeds, steps: int = 300):
+    from benchmarks.run.spec import resolve_run  # noqa: PLC0415
+
+    return [resolve_run(method, "toy/four-goal", seed=s, steps=steps, eval_every=150, eval_episodes=20) for s in seeds]
+
+
+def _weights(checkpoint) -> dict[str, torch.Tensor]:
+    from benchmarks.run.checkpoints import load_checkpoint  # noqa: PLC0415
+
+    return load_checkpoint(checkpoint)["model"]
+
+
+def _assert_same_weights(ours, theirs, what: str) -> None:
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=lambda m, k=key: f"{what} {k}: {m}")
+
+
+def test_train_seeds_gives_each_seed_its_own_run_as_if_trained_alone(tmp_path):
+    from benchmarks.run.train import train, train_seeds  # noqa: PLC0415
+
+    specs = _specs("iql", (0, 1, 2))
+    batched = train_seeds(specs, out=tmp_path / "batched")
+    alone = [train(spec, out=tmp_path / "alone") for spec in specs]
+    for spec, ours, theirs in zip(specs, batched, alone):
+        assert ours.run_dir.name == theirs.run_dir.name == spec.run_id
+        assert [r["step"] for r in ours.records] == [r["step"] for r in theirs.records] == [150, 300]
+        for mine, other in zip(ours.records, theirs.records):
+            assert mine["seed"] == spec.seed
+            assert mine["return_mean"] == pytest.approx(other["return_mean"], rel=1e-4, abs=1e-4)
+            assert mine["training_metrics"]["training/q_loss"] == pytest.approx(other["training_metrics"]["training/q_loss"], rel=1e-3)
+        _assert_same_weights(_weights(ours.checkpoint), _weights(theirs.checkpoint), f"seed {spec.seed}")
+        assert (ours.run_dir / "metrics.jsonl").exists()
+    # the three seeds are different runs
+    assert not torch.equal(_weights(batched[0].checkpoint)["actor.log_std"], _weights(batched[1].checkpoint)["actor.log_std"])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_batch_resumes_each_seed_from_its_own_checkpoint(tmp_path):
+    """Interrupted after seeds 0 and 1 stored their step-150 record (and checkpoint) but before
+    seed 2 did: the rerun trains seed 2 from 0 and seeds 0-1 from 150, and every seed ends with
+    the weights and records of an uninterrupted batch (resume is exact: optimizer, scheduler,
+    minibatch and update generators per seed)."""
+    from benchmarks.run.train import train_seeds  # noqa: PLC0415
+
+    specs = _specs("iql", (0, 1, 2))
+    reference = train_seeds(specs, out=tmp_path / "reference")
+
+    def interrupt(record):
+        if record["seed"] == 1 and record["step"] == 150:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_seeds(specs, out=tmp_path / "resumed", on_evaluation=interrupt)
+    stored = {spec.seed: (tmp_path / "resumed" / "runs" / spec.run_id / "checkpoint.pt").exists() for spec in specs}
+    assert stored == {0: True, 1: True, 2: False}
+    resumed = train_seeds(specs, out=tmp_path / "resumed")
+    for spec, ours, theirs in zip(specs, resumed, reference):
+        assert [r["step"] for r in ours.records] == ([150, 300] if spec.seed == 2 else [300])
+        assert ours.records[-1]["return_mean"] == pytest.approx(theirs.records[-1]["return_mean"], rel=1e-4, abs=1e-4)
+        _assert_same_weights(_weights(ours.checkpoint), _weights(theirs.checkpoint), f"seed {spec.seed}")
+    # a finished batch is read back, not trained again
+    again = train_seeds(specs, out=tmp_path / "resumed")
+    assert [r.records[-1]["step"] for r in again] == [300, 300, 300]
+
+
+def test_train_seeds_refuses_specs_of_different_runs():
+    from algorithms.config import ConfigError  # noqa: PLC0415
+    from benchmarks.run.spec import resolve_run  # noqa: PLC0415
+    from benchmarks.run.train import train_seeds  # noqa: PLC0415
+
+    specs = [resolve_run("bc", "toy/four-goal", seed=0, steps=300), resolve_run("bc", "toy/four-goal", seed=1, steps=400)]
+    with pytest.raises(ConfigError, match="differ in more than their seed"):
+        train_seeds(specs)
+    with pytest.raises(ConfigError, match="given twice"):
+        train_seeds([specs[0], specs[0]])

@@ -65,6 +65,8 @@ def save_checkpoint(path: Path, algorithm: Algorithm, run: dict[str, Any], step:
         "action_high": None if dataset.action_high is None else torch.as_tensor(dataset.action_high),
         "rng": {
             "torch": torch.get_rng_state(),
+            # the method's own draws in its updates (one generator per seed: algorithms/seeds.py)
+            "losses": algorithm.rng.get_state(),
             "replay": replay.generator.get_state() if replay is not None else None,
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
@@ -159,6 +161,10 @@ def restore(algorithm: Algorithm, payload: dict[str, Any], replay: DeviceReplay 
             if key in payload["optim"]:
                 opt.load_state_dict(payload["optim"][key])
         torch.set_rng_state(payload["rng"]["torch"])
+        if "losses" in payload["rng"]:
+            algorithm.rng.set_state(payload["rng"]["losses"])
+        # else a checkpoint written before the updates had their own generator: they continue
+        # the global stream just restored, as they did then
         if replay is not None and payload["rng"]["replay"] is not None:
             replay.generator.set_state(payload["rng"]["replay"])
     except (RuntimeError, KeyError, TypeError, ValueError) as err:

@@ -10,6 +10,8 @@ of inference-only knobs.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import math
 import random
@@ -25,8 +27,9 @@ from tqdm.auto import tqdm
 
 from algorithms.base import Algorithm, EnvSpec
 from algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
+from algorithms.seeds import stack_algorithms, unstack_into
 from benchmarks.data.dataset import Normalizer, TransitionDataset
-from benchmarks.data.replay import DeviceReplay
+from benchmarks.data.replay import DeviceReplay, SeedReplays
 from benchmarks.data.validate import check_task_data
 from benchmarks.run.callbacks import (
     Callback,
@@ -161,30 +164,62 @@ def train(
 
 
 def _train(run: TrainingRun) -> RunResult:
-    spec = run.spec
+    return _train_together([run])[0]
+
+
+def _train_together(runs: list[TrainingRun]) -> list[RunResult]:
+    """The update loop for one run, or for the seeds of one run as one seed-batched model
+    (algorithms/seeds.py) when several runs at the same step are given: each update serves all
+    of them; before any callback reads a run's model (logging, evaluation, checkpoint) its seed
+    is copied back into that run's own single-seed algorithm, so records, checkpoints and resumes
+    stay per seed, exactly as for a run trained alone."""
+    spec, first = runs[0].spec, runs[0]
+    if len(runs) == 1:
+        model, replay = first.algorithm, first.replay
+    else:
+        model = stack_algorithms([run.algorithm for run in runs])
+        replay = SeedReplays([run.replay for run in runs])
+        if spec.compiled:
+            model.compile_losses()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     updates = timed_updates = 0
-    run.algorithm.train()
+    train_time = 0.0
+    model.train()
     tick = time.perf_counter()
-    for step in range(run.start_step, spec.steps):
-        metrics = run.algorithm.update(run.replay.sample(spec.config.batch_size), step)
+    for step in range(first.start_step, spec.steps):
+        metrics = model.update(replay.sample(spec.config.batch_size), step)
         for key, value in metrics.items():  # per-key counts: phase-specific metrics are not diluted
             sums[key] = sums[key] + value if key in sums else value
             counts[key] = counts.get(key, 0) + 1
         updates += 1
-        run.step = done = step + 1
-        if done % spec.log_every == 0 or done == spec.steps or done % spec.eval_every == 0:
-            run.metrics = {k: float(v) / counts[k] for k, v in sums.items()}  # the one host sync per interval
-            run.train_time += time.perf_counter() - tick
+        done = step + 1
+        logging = done % spec.log_every == 0 or done == spec.steps or done % spec.eval_every == 0
+        if logging:
+            train_time += time.perf_counter() - tick
             timed_updates += updates
-            run.metrics["time/updates_per_second"] = timed_updates / max(run.train_time, 1e-9)
+            rate = timed_updates / max(train_time, 1e-9)
+            per_run = {k: v.tolist() if v.dim() else [float(v)] for k, v in sums.items()}  # one host sync per interval
+        if model is not first.algorithm and (logging or done % spec.checkpoint_every == 0):
+            for index, run in enumerate(runs):
+                unstack_into(model, index, run.algorithm)
+        for index, run in enumerate(runs):
+            run.step = done
+            if logging:
+                run.metrics = {k: v[index] / counts[k] for k, v in per_run.items()}
+                run.metrics["time/updates_per_second"] = rate
+                run.train_time = train_time
+                for callback in run.callbacks:
+                    callback.on_log(run, done, run.metrics)
             for callback in run.callbacks:
-                callback.on_log(run, done, run.metrics)
+                callback.on_step(run, done)
+        if logging:
             sums, counts, updates = {}, {}, 0
             tick = time.perf_counter()
-        for callback in run.callbacks:
-            callback.on_step(run, done)
+    return [_finish(run) for run in runs]
+
+
+def _finish(run: TrainingRun) -> RunResult:
     for callback in run.callbacks:
         callback.on_end(run)
     return RunResult(
@@ -196,6 +231,50 @@ def _train(run: TrainingRun) -> RunResult:
         updates_per_second=run.metrics.get("time/updates_per_second", math.nan),
         metrics=run.metrics,
     )
+
+
+def seed_batch_key(spec: RunSpec) -> tuple:
+    """What the seeds trained as one model share: everything of a run but its seed."""
+    return tuple((f.name, repr(getattr(spec, f.name))) for f in dataclasses.fields(spec)
+                 if f.name not in ("seed", "run_id", "config_hash"))  # the hash covers the seed
+
+
+def train_seeds(
+    specs: list[RunSpec],
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+    resume: bool = True,
+    log: tuple[str, ...] = (),
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+    lock_wait: float = 0.0,
+) -> list[RunResult]:
+    """Train the seeds of one run (specs that differ in their seed alone) as one seed-batched
+    model: one forward and one backward per update for all of them, each seed with its own
+    initialisation, minibatches and random draws (seed s gives the numbers `train` gives it
+    alone, up to float rounding). Each seed keeps its own run folder, records and checkpoint,
+    under its own writer lock; a seed resumes from its own checkpoint, seeds at the same step
+    train together (normally all: they checkpoint together), finished seeds are read back."""
+    if not specs:
+        return []
+    if len({seed_batch_key(spec) for spec in specs}) != 1:
+        raise ConfigError("train_seeds trains the seeds of ONE run: the specs differ in more than their seed")
+    if len({spec.seed for spec in specs}) != len(specs):
+        raise ConfigError(f"a seed is given twice: {[spec.seed for spec in specs]}")
+    dataset = load_checked_data(specs[0])
+    with contextlib.ExitStack() as held:
+        runs = []
+        for index, spec in enumerate(specs):
+            store = held.enter_context(RunStore(out or DEFAULT_ROOT, spec.run_id).writing(wait=lock_wait))
+            run = prepare(spec, store, dataset, resume, default_callbacks(progress and index == 0, log, on_evaluation))
+            run.algorithm.rng  # noqa: B018 (its generator, taken now from the stream this seed's prepare left)
+            runs.append(run)
+        results: dict[int, RunResult] = {}
+        for start in sorted({run.start_step for run in runs}):
+            group = [i for i, run in enumerate(runs) if run.start_step == start]
+            done = _train_together([runs[i] for i in group]) if start < specs[0].steps else [_finish(runs[i]) for i in group]
+            results.update(zip(group, done))
+        return [results[i] for i in range(len(runs))]
 
 
 def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
