@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.optim import make_adam
+
 
 class SeedRandom:
     """The random draws of a method's updates: one generator per seed (one, without a seed axis,
@@ -264,8 +266,6 @@ def stack_algorithms(algorithms: Sequence[Any]) -> Any:
     """One Algorithm training the S given single-seed copies at once (built with one config, each
     under its own seed, possibly restored from its own checkpoint): stacked parameters, buffers,
     optimizer state and random generators; `seeds` = S."""
-    from algorithms.optim import make_adam
-
     first = algorithms[0]
     _single_optimizer(first)
     batched = stack_modules(algorithms)

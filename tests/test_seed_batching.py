@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from algorithms.base import EnvSpec
+from algorithms.config import ConfigError
 from algorithms.registry import METHODS
 from algorithms.seeds import stack_algorithms, unstack_state
 from benchmarks.data.dataset import DataConfig, Normalizer
 from benchmarks.data.replay import DeviceReplay, SeedReplays
-from benchmarks.run.spec import resolve_method
-from benchmarks.run.train import seed_everything
+from benchmarks.run.checkpoints import load_checkpoint
+from benchmarks.run.spec import resolve_method, resolve_run
+from benchmarks.run.train import seed_everything, train, train_seeds
 from benchmarks.tasks.suites import get_task
 
 STEPS = 200
@@ -74,14 +76,10 @@ def test_seed_in_a_batch_matches_the_seed_alone(name):
 
 
 def _specs(method: str, seeds, steps: int = 300):
-    from benchmarks.run.spec import resolve_run  # noqa: PLC0415
-
     return [resolve_run(method, "toy/four-goal", seed=s, steps=steps, eval_every=150, eval_episodes=20) for s in seeds]
 
 
 def _weights(checkpoint) -> dict[str, torch.Tensor]:
-    from benchmarks.run.checkpoints import load_checkpoint  # noqa: PLC0415
-
     return load_checkpoint(checkpoint)["model"]
 
 
@@ -92,8 +90,6 @@ def _assert_same_weights(ours, theirs, what: str) -> None:
 
 
 def test_train_seeds_gives_each_seed_its_own_run_as_if_trained_alone(tmp_path):
-    from benchmarks.run.train import train, train_seeds  # noqa: PLC0415
-
     specs = _specs("iql", (0, 1, 2))
     batched = train_seeds(specs, out=tmp_path / "batched")
     alone = [train(spec, out=tmp_path / "alone") for spec in specs]
@@ -119,8 +115,6 @@ def test_an_interrupted_batch_resumes_each_seed_from_its_own_checkpoint(tmp_path
     seed 2 did: the rerun trains seed 2 from 0 and seeds 0-1 from 150, and every seed ends with
     the weights and records of an uninterrupted batch (resume is exact: optimizer, scheduler,
     minibatch and update generators per seed)."""
-    from benchmarks.run.train import train_seeds  # noqa: PLC0415
-
     specs = _specs("iql", (0, 1, 2))
     reference = train_seeds(specs, out=tmp_path / "reference")
 
@@ -143,10 +137,6 @@ def test_an_interrupted_batch_resumes_each_seed_from_its_own_checkpoint(tmp_path
 
 
 def test_train_seeds_refuses_specs_of_different_runs():
-    from algorithms.config import ConfigError  # noqa: PLC0415
-    from benchmarks.run.spec import resolve_run  # noqa: PLC0415
-    from benchmarks.run.train import train_seeds  # noqa: PLC0415
-
     specs = [resolve_run("bc", "toy/four-goal", seed=0, steps=300), resolve_run("bc", "toy/four-goal", seed=1, steps=400)]
     with pytest.raises(ConfigError, match="differ in more than their seed"):
         train_seeds(specs)
