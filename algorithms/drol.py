@@ -53,12 +53,14 @@ from algorithms.nets import (
     sample_ball,
 )
 from algorithms.optim import make_adam
+from algorithms.seeds import SeedRandom, seed_mean
 
 K_SWEEP = (1, 2, 4, 8, 16, 32, 64)  # the routing budgets of the paper's K sweeps (Fig. 3-4)
 
 
 def route(candidates: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 7: (k* [B], squared distances [B, K]) for candidates [B, K, d] and data actions [B, d].
+    """Eq. 7: (k* [*lead, B], squared distances [*lead, B, K]) for candidates [*lead, B, K, d] and
+    data actions [*lead, B, d] (lead = (S,) when seed-batched).
 
     The distances keep their graph; the argmin is taken on detached values (no gradient
     through the discrete choice).
@@ -68,21 +70,23 @@ def route(candidates: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor
 
 
 def gather_winner(values: torch.Tensor, k_star: torch.Tensor) -> torch.Tensor:
-    """values[b, k*_b]: [B, K, ...] -> [B, ...]."""
-    index = k_star.view(-1, 1, *([1] * (values.dim() - 2))).expand(-1, 1, *values.shape[2:])
-    return values.gather(1, index).squeeze(1)
+    """values[..., b, k*_b]: [*lead, B, K, ...] -> [*lead, B, ...] for k* [*lead, B]."""
+    dim = k_star.dim()  # the candidate axis follows k*'s own axes
+    index = k_star.reshape(*k_star.shape, 1, *([1] * (values.dim() - dim - 1))).expand(*k_star.shape, 1, *values.shape[dim + 1:])
+    return values.gather(dim, index).squeeze(dim)
 
 
 @torch.no_grad()
-def candidate_geometry(candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sec. 5.3: (mean off-diagonal pairwise |a_i - a_j|^2 / d_a, centroid divergence), scalars.
+def candidate_geometry(candidates: torch.Tensor, seeds: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sec. 5.3: (mean off-diagonal pairwise |a_i - a_j|^2 / d_a, centroid divergence) of
+    candidates [*lead, B, K, d]: scalars, or [S] each for S seeds.
 
     Uses sum_{i != j} |a_i - a_j|^2 = 2K sum_k |a_k - a_bar|^2, so no [B, K, K] tensor is built.
     K = 1 gives 0 for both.
     """
     k, d = candidates.shape[-2], candidates.shape[-1]
-    spread = (candidates - candidates.mean(-2, keepdim=True)).pow(2).sum(-1)  # [B, K]
-    divergence = spread.mean() / d
+    spread = (candidates - candidates.mean(-2, keepdim=True)).pow(2).sum(-1)  # [*lead, B, K]
+    divergence = seed_mean(spread, seeds) / d
     pairwise = divergence * (2.0 * k / (k - 1)) if k > 1 else torch.zeros_like(divergence)
     return pairwise, divergence
 
@@ -131,25 +135,38 @@ class DROL(Algorithm):
 
     # ------------------------------------------------------------------ the actor
 
-    def sample_latents(self, shape: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
-        """z ~ Unif(B_R^{d_z}), exact (core sample_ball); used by training, the TD target and inference."""
-        return sample_ball(shape, self.latent_dim, self.latent_radius, device=device or self.device)
+    def sample_latents(
+        self, shape: tuple[int, ...], device: torch.device | None = None, rng: SeedRandom | None = None
+    ) -> torch.Tensor:
+        """z ~ Unif(B_R^{d_z}), exact; used by training, the TD target and inference.
+
+        Without `rng` (inference, analysis): core sample_ball on torch's global generator, [*shape, d_z].
+        With `rng` (the updates: `self.rng`): the same draws (N(0, I) direction, then U(0, 1)
+        radius) from each seed's own generator, [*lead, *shape, d_z]."""
+        device = device or self.device
+        if rng is None:
+            return sample_ball(shape, self.latent_dim, self.latent_radius, device=device)
+        g = rng.randn(*shape, self.latent_dim, device=device)
+        u = rng.rand(*shape, 1, device=device)
+        return self.latent_radius * u.pow(1.0 / self.latent_dim) * g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def policy(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """a_hat = clip(f_theta(s, z)) for any leading dims (Eq. 4 / Eq. 6)."""
         return self.actor(torch.cat([obs, z], dim=-1)).clamp(-1.0, 1.0)
 
     def candidates(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The candidate set A_theta(s) (Eq. 5): obs [B, o], z [B, K, d_z] -> [B, K, d_a], one forward."""
-        return self.policy(obs.unsqueeze(1).expand(-1, z.shape[1], -1), z)
+        """The candidate set A_theta(s) (Eq. 5): obs [*lead, B, o], z [*lead, B, K, d_z] ->
+        [*lead, B, K, d_a], one forward."""
+        return self.policy(obs.unsqueeze(-2).expand(*z.shape[:-1], obs.shape[-1]), z)
 
     # ------------------------------------------------------------------ losses
 
     def actor_loss(
         self, obs: torch.Tensor, actions: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """(loss, metrics, k* [B]): the routed actor loss for given latents z [B, K, d_z] (Alg. 1 l. 3-5)."""
-        cfg = self.config
+        """(loss, metrics, k* [*lead, B]): the routed actor loss for given latents z [*lead, B, K, d_z]
+        (Alg. 1 l. 3-5); loss and metrics are [S] when seed-batched."""
+        cfg, seeds = self.config, self.seeds
         d_a = actions.shape[-1]
         with torch.no_grad():
             cands = self.candidates(obs, z)  # Eq. 4-5
@@ -158,39 +175,40 @@ class DROL(Algorithm):
         # gradient (Prop. 4.2), so the K-candidate pass runs without a graph and only the winner's
         # forward is recomputed with one: the same gradient for 1/K of the backward.
         winner = self.policy(obs, gather_winner(z, k_star))
-        bc = (winner - actions).pow(2).sum(-1)  # |a_hat^{k*} - a|^2, [B]
+        bc = (winner - actions).pow(2).sum(-1)  # |a_hat^{k*} - a|^2, [*lead, B]
         q_loss, q = policy_q_loss(self.critic, obs, winner, cfg.actor_q_agg, cfg.normalize_q_loss)
         if cfg.loss_form == "code":
-            loss = cfg.alpha * (bc / d_a).mean() + cfg.q_coef * q_loss
+            loss = cfg.alpha * seed_mean(bc / d_a, seeds) + cfg.q_coef * q_loss
         else:  # Eq. 8
-            loss = bc.mean() + cfg.alpha * cfg.q_coef * q_loss
+            loss = seed_mean(bc, seeds) + cfg.alpha * cfg.q_coef * q_loss
 
         with torch.no_grad():
-            k = cands.shape[1]
-            usage = torch.zeros(k, device=cands.device).index_add_(0, k_star, torch.ones_like(k_star, dtype=torch.float32))
-            share = usage / k_star.numel()
-            pairwise, divergence = candidate_geometry(cands)
+            usage = torch.zeros(*k_star.shape[:-1], cands.shape[-2], device=cands.device).scatter_add_(
+                -1, k_star, torch.ones_like(k_star, dtype=torch.float32))  # [*lead, K]
+            share = usage / k_star.shape[-1]
+            pairwise, divergence = candidate_geometry(cands, seeds)
             metrics = {
                 "training/actor_loss": loss.detach(),
-                "training/bc_loss": (bc.detach() / d_a).mean(),  # routed BC, per action dimension
+                "training/bc_loss": seed_mean(bc.detach() / d_a, seeds),  # routed BC, per action dimension
                 "training/actor_q_loss": q_loss.detach(),
-                "training/q_pi": q.detach().mean(),
+                "training/q_pi": seed_mean(q.detach(), seeds),
                 "training/candidate_pairwise_dist": pairwise,
                 "training/candidate_divergence": divergence,
-                "training/winner_usage_entropy": -(share * share.clamp_min(1e-12).log()).sum(),
-                "training/winner_usage_max": share.max(),
+                "training/winner_usage_entropy": -(share * share.clamp_min(1e-12).log()).sum(-1),
+                "training/winner_usage_max": share.amax(-1),
             }
         return loss, metrics, k_star
 
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs = batch.observations
-        b = obs.shape[0]
-        z = self.sample_latents((b, cfg.num_candidates), obs.device)  # Algorithm 1 line 3
+        b = obs.shape[-2]  # [*lead, B, o]
+        # Every draw from self.rng: one stream per seed when seed-batched (algorithms/seeds.py).
+        z = self.sample_latents((b, cfg.num_candidates), obs.device, self.rng)  # Algorithm 1 line 3
         actor_loss, metrics, k_star = self.actor_loss(obs, batch.actions, z)
-        self.winner_counts.index_add_(0, k_star, torch.ones_like(k_star))
+        self.winner_counts.scatter_add_(-1, k_star, torch.ones_like(k_star))  # [*lead, K]: per seed
         with torch.no_grad():  # line 6: the TD target uses the actor's own single-sample action
-            next_actions = self.policy(batch.next_observations, self.sample_latents((b,), obs.device))
+            next_actions = self.policy(batch.next_observations, self.sample_latents((b,), obs.device, self.rng))
         critic_loss, critic_metrics = self.critic.losses(batch, cfg.discount, next_actions)  # line 7, Eq. 9
         metrics.update(critic_metrics)
         return critic_loss + actor_loss, metrics

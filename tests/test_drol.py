@@ -66,7 +66,7 @@ def test_training_target_and_inference_share_the_prior_and_inference_is_one_forw
     algo = make(act_dim=2, num_candidates=8)
     shapes, forwards = [], []
     original = algo.sample_latents
-    algo.sample_latents = lambda shape, device=None: (shapes.append(tuple(shape)), original(shape, device))[1]
+    algo.sample_latents = lambda shape, device=None, rng=None: (shapes.append(tuple(shape)), original(shape, device, rng))[1]
     algo.actor.register_forward_hook(lambda m, inp, out: forwards.append(tuple(inp[0].shape)))
     batch = random_batch(16, 3, 2)
     algo.update(batch, 0)
