@@ -142,3 +142,23 @@ def test_train_seeds_refuses_specs_of_different_runs():
         train_seeds(specs)
     with pytest.raises(ConfigError, match="given twice"):
         train_seeds([specs[0], specs[0]])
+
+
+def test_a_diverged_seed_leaves_the_batch_and_the_others_train_on(tmp_path):
+    """The divergence guard's FloatingPointError for seed 1 at step 150 (raised here from the
+    record hook, which runs inside the same logging step) takes seed 1 out; seeds 0 and 2 are
+    restacked and end exactly as in a batch where nothing diverged."""
+    specs = _specs("iql", (0, 1, 2))
+    reference = train_seeds(specs, out=tmp_path / "reference")
+
+    def diverge(record):
+        if record["seed"] == 1 and record["step"] == 150:
+            raise FloatingPointError("seed 1: non-finite training metric (simulated)")
+
+    results = train_seeds(specs, out=tmp_path / "diverged", on_evaluation=diverge)
+    assert isinstance(results[1], FloatingPointError)
+    for index in (0, 2):
+        assert [r["step"] for r in results[index].records] == [150, 300]
+        _assert_same_weights(_weights(results[index].checkpoint), _weights(reference[index].checkpoint), f"seed {index}")
+    with pytest.raises(FloatingPointError):  # one run alone still raises
+        train(specs[1], out=tmp_path / "alone", on_evaluation=diverge)

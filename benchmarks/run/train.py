@@ -164,30 +164,42 @@ def train(
 
 
 def _train(run: TrainingRun) -> RunResult:
-    return _train_together([run])[0]
+    result = _train_together([run])[0]
+    if isinstance(result, FloatingPointError):
+        raise result
+    return result
 
 
-def _train_together(runs: list[TrainingRun]) -> list[RunResult]:
+def _seed_batch(runs: list[TrainingRun]) -> tuple[Algorithm, DeviceReplay | SeedReplays]:
+    """The model and minibatch source that train `runs` together: a run's own for one run, else
+    one seed-batched model (algorithms/seeds.py) stacked from the runs' current algorithms."""
+    if len(runs) == 1:
+        return runs[0].algorithm, runs[0].replay
+    model = stack_algorithms([run.algorithm for run in runs])
+    if runs[0].spec.compiled:
+        model.compile_losses()
+    return model, SeedReplays([run.replay for run in runs])
+
+
+def _train_together(runs: list[TrainingRun]) -> list[RunResult | FloatingPointError]:
     """The update loop for one run, or for the seeds of one run as one seed-batched model
     (algorithms/seeds.py) when several runs at the same step are given: each update serves all
     of them; before any callback reads a run's model (logging, evaluation, checkpoint) its seed
     is copied back into that run's own single-seed algorithm, so records, checkpoints and resumes
-    stay per seed, exactly as for a run trained alone."""
-    spec, first = runs[0].spec, runs[0]
-    if len(runs) == 1:
-        model, replay = first.algorithm, first.replay
-    else:
-        model = stack_algorithms([run.algorithm for run in runs])
-        replay = SeedReplays([run.replay for run in runs])
-        if spec.compiled:
-            model.compile_losses()
+    stay per seed, exactly as for a run trained alone. A seed whose metrics stop being finite
+    (the divergence guard's FloatingPointError) leaves the batch and the others train on; its
+    error takes its place in the results."""
+    spec = runs[0].spec
+    active = list(runs)
+    diverged: dict[int, FloatingPointError] = {}
+    model, replay = _seed_batch(active)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     updates = timed_updates = 0
     train_time = 0.0
     model.train()
     tick = time.perf_counter()
-    for step in range(first.start_step, spec.steps):
+    for step in range(runs[0].start_step, spec.steps):
         metrics = model.update(replay.sample(spec.config.batch_size), step)
         for key, value in metrics.items():  # per-key counts: phase-specific metrics are not diluted
             sums[key] = sums[key] + value if key in sums else value
@@ -200,23 +212,32 @@ def _train_together(runs: list[TrainingRun]) -> list[RunResult]:
             timed_updates += updates
             rate = timed_updates / max(train_time, 1e-9)
             per_run = {k: v.tolist() if v.dim() else [float(v)] for k, v in sums.items()}  # one host sync per interval
-        if model is not first.algorithm and (logging or done % spec.checkpoint_every == 0):
-            for index, run in enumerate(runs):
+        if len(active) > 1 and (logging or done % spec.checkpoint_every == 0):
+            for index, run in enumerate(active):
                 unstack_into(model, index, run.algorithm)
-        for index, run in enumerate(runs):
+        for index, run in enumerate(active):
             run.step = done
-            if logging:
-                run.metrics = {k: v[index] / counts[k] for k, v in per_run.items()}
-                run.metrics["time/updates_per_second"] = rate
-                run.train_time = train_time
+            try:
+                if logging:
+                    run.metrics = {k: v[index] / counts[k] for k, v in per_run.items()}
+                    run.metrics["time/updates_per_second"] = rate
+                    run.train_time = train_time
+                    for callback in run.callbacks:
+                        callback.on_log(run, done, run.metrics)
                 for callback in run.callbacks:
-                    callback.on_log(run, done, run.metrics)
-            for callback in run.callbacks:
-                callback.on_step(run, done)
+                    callback.on_step(run, done)
+            except FloatingPointError as err:
+                diverged[id(run)] = err
+        if diverged and any(id(run) in diverged for run in active):
+            active = [run for run in active if id(run) not in diverged]
+            if not active:
+                break
+            model, replay = _seed_batch(active)  # the survivors were just copied back: restack them
+            model.train()
         if logging:
             sums, counts, updates = {}, {}, 0
             tick = time.perf_counter()
-    return [_finish(run) for run in runs]
+    return [diverged[id(run)] if id(run) in diverged else _finish(run) for run in runs]
 
 
 def _finish(run: TrainingRun) -> RunResult:
@@ -248,13 +269,14 @@ def train_seeds(
     log: tuple[str, ...] = (),
     on_evaluation: Callable[[dict[str, Any]], None] | None = None,
     lock_wait: float = 0.0,
-) -> list[RunResult]:
+) -> list[RunResult | FloatingPointError]:
     """Train the seeds of one run (specs that differ in their seed alone) as one seed-batched
     model: one forward and one backward per update for all of them, each seed with its own
     initialisation, minibatches and random draws (seed s gives the numbers `train` gives it
     alone, up to float rounding). Each seed keeps its own run folder, records and checkpoint,
     under its own writer lock; a seed resumes from its own checkpoint, seeds at the same step
-    train together (normally all: they checkpoint together), finished seeds are read back."""
+    train together (normally all: they checkpoint together), finished seeds are read back. A seed
+    that diverges is its FloatingPointError in the returned list; the other seeds train on."""
     if not specs:
         return []
     if len({seed_batch_key(spec) for spec in specs}) != 1:
@@ -269,7 +291,7 @@ def train_seeds(
             run = prepare(spec, store, dataset, resume, default_callbacks(progress and index == 0, log, on_evaluation))
             run.algorithm.rng  # noqa: B018 (its generator, taken now from the stream this seed's prepare left)
             runs.append(run)
-        results: dict[int, RunResult] = {}
+        results: dict[int, RunResult | FloatingPointError] = {}
         for start in sorted({run.start_step for run in runs}):
             group = [i for i, run in enumerate(runs) if run.start_step == start]
             done = _train_together([runs[i] for i in group]) if start < specs[0].steps else [_finish(runs[i]) for i in group]
