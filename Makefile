@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRID ?= ci_toy
 ADDRESS ?=
 
-.PHONY: docs datasets generate setup test test-slow mutants bench claims lint speed d3rlpy-venv tables plots profile report sweep clean
+.PHONY: docs datasets generate setup test test-slow mutants bench claims lint speed perf-seeds d3rlpy-venv tables plots profile report sweep clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins g
 
 speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL, same data, same run
 	$(PY) -m perf.speed --d3rlpy-python .venv-d3rlpy/bin/python --compile
+
+perf-seeds: setup  ## single-seed updates/s vs S seeds trained as one model (S = 1, 3, 8; 32 on CUDA), toy and paper sizes, one thread -> results/perf/seeds.{csv,json}
+	$(PY) -m perf.seeds --out results/perf
 
 datasets: setup  ## download a suite's datasets (needs network)
 	$(VENV)/bin/modebench datasets download --suite $(SUITE)
