@@ -36,7 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ref-max", type=float, help="expert return for the normalised score")
     p.add_argument("--steps", type=int, default=None,
                    help="gradient updates (default: the protocol's, `modebench config` shows it; 10000 for --dataset)")
-    p.add_argument("--seed", type=int, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                       help="train these seeds as one seed-batched model (one run folder each, the numbers of each seed alone)")
     p.add_argument("--out", default=None, help="results root (default: results/ or $MODEBENCH_RESULTS)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config override (repeatable)")
     p.add_argument("--knob", action="append", metavar="KEY=VALUE", help="inference knob for the run's evaluations")
@@ -108,28 +111,46 @@ def _check_positive(name: str, value: int | None) -> None:
         raise ConfigError(f"{name} must be >= 1, got {value}")
 
 
+def parse_seed_list(text: str) -> list[int]:
+    """`0,1,2` -> [0, 1, 2]: distinct seeds >= 0, or one ConfigError line."""
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: give comma-separated integer seeds, e.g. --seeds 0,1,2") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: give distinct seeds >= 0, e.g. --seeds 0,1,2")
+    return seeds
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from benchmarks.run.spec import resolve_run
-    from benchmarks.run.train import train
+    from benchmarks.run.train import train_seeds
     from benchmarks.tasks.adhoc import task_from_dataset
 
     for name in ("steps", "eval_every", "eval_episodes"):
         _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    seeds = parse_seed_list(args.seeds) if args.seeds is not None else [args.seed]
     task = args.task or task_from_dataset(args.dataset, args.env, args.ref_min, args.ref_max)
-    spec = resolve_run(
+    specs = [resolve_run(
         args.algo, task, protocol=args.protocol, config=parse_assignments(args.set),
-        knobs=parse_assignments(args.knob, "--knob"), data=parse_assignments(args.data, "--data"), seed=args.seed,
+        knobs=parse_assignments(args.knob, "--knob"), data=parse_assignments(args.data, "--data"), seed=seed,
         steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device,
         compile=args.compile,
-    )
-    result = train(spec, out=args.out, progress=not args.no_progress, log=tuple(args.log))
-    last = result.records[-1]
-    print(f"run {result.run_dir}")
-    print(f"checkpoint {result.checkpoint}")
-    print(f"return {last['return_mean']:.4f} +- {last['return_std']:.4f}, success {last['success_rate']:.3f}, "
-          f"updates/s {result.updates_per_second:.1f}")
-    print(f"normalized_score {result.score:.4f}")
-    return 0
+    ) for seed in seeds]
+    results = train_seeds(specs, out=args.out, progress=not args.no_progress, log=tuple(args.log))
+    for spec, result in zip(specs, results):
+        if len(specs) > 1:
+            print(f"seed {spec.seed}:")
+        if isinstance(result, FloatingPointError):
+            print(f"diverged: {result}")
+            continue
+        last = result.records[-1]
+        print(f"run {result.run_dir}")
+        print(f"checkpoint {result.checkpoint}")
+        print(f"return {last['return_mean']:.4f} +- {last['return_std']:.4f}, success {last['success_rate']:.3f}, "
+              f"updates/s {result.updates_per_second:.1f}")
+        print(f"normalized_score {result.score:.4f}")
+    return 1 if any(isinstance(r, FloatingPointError) for r in results) else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -161,17 +182,26 @@ def bench_methods(spec: str | None) -> list[str]:
     return names
 
 
-def _bench_job(spec, out: str | None) -> dict[str, Any]:
-    from benchmarks.run.train import train
+def _bench_job(specs: list, out: str | None) -> list[dict[str, Any]]:
+    """One worker's job: every seed of one (method, task, config), trained as one seed-batched model."""
+    from benchmarks.run.train import train_seeds
     from benchmarks.store import RunBusyError
 
     start = time.perf_counter()
-    try:
-        result = train(spec, out=out)
-    except RunBusyError as err:  # another process writes this run: skip it, the others go on
-        return {"busy": str(err)}
-    return {"method": spec.method, "task": spec.task.id, "seed": spec.seed, "score": result.score,
-            "updates_per_second": result.updates_per_second, "seconds": time.perf_counter() - start}
+    # a run another process writes is skipped, the job's other seeds go on
+    results = train_seeds(specs, out=out, skip_busy=True)
+    seconds = time.perf_counter() - start
+    rows = []
+    for spec, result in zip(specs, results):
+        row = {"method": spec.method, "task": spec.task.id, "seed": spec.seed}
+        if isinstance(result, RunBusyError):
+            row["busy"] = str(result)
+        elif isinstance(result, FloatingPointError):
+            row["diverged"] = str(result)
+        else:
+            row.update(score=result.score, updates_per_second=result.updates_per_second, seconds=seconds)
+        rows.append(row)
+    return rows
 
 
 def _raise_interrupt(signum, frame):
@@ -207,28 +237,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not pairs:
             raise ConfigError(f"no method has a published protocol on {args.suite}; use --protocol controlled")
     seeds = {(m, t): args.seeds or resolve(m, tasks[t], args.protocol).run["seeds"].value for m, t in pairs}
-    runs = [
-        resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=args.steps, device=args.device)
-        for m, t in pairs for s in range(seeds[m, t])
+    # one job per (method, task): its seeds train as one seed-batched model in one worker
+    jobs = [
+        [resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=args.steps, device=args.device)
+         for s in range(seeds[m, t])]
+        for m, t in pairs
     ]
+    runs = [run for job in jobs for run in job]
     steps = "/".join(str(n) for n in sorted({run.steps for run in runs}))
     seeds_text = "/".join(str(n) for n in sorted(set(seeds.values())))
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"bench {args.suite} ({args.protocol} protocol): {len(methods)} methods x {len(selected)} tasks x {seeds_text} seeds, "
-          f"{steps} updates each, {args.jobs} in parallel")
-    rows, busy = [], []
+          f"{steps} updates each; each method x task's seeds as one seed-batched model, {args.jobs} in parallel")
+    rows, busy, diverged = [], [], []
     start = time.perf_counter()
     pool = worker_pool(args.jobs, threads)  # workers die with this process, SIGKILL included
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        futures = [pool.submit(_bench_job, run, args.out) for run in runs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="bench runs"):
-            row = future.result()
-            if "busy" in row:
-                busy.append(row["busy"])
-                tqdm.write(f"skipped: {row['busy']}")
-            else:
-                rows.append(row)
+        futures = [pool.submit(_bench_job, job, args.out) for job in jobs]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="bench jobs (method x task, all seeds)"):
+            for row in future.result():
+                if "busy" in row:
+                    busy.append(row["busy"])
+                    tqdm.write(f"skipped: {row['busy']}")
+                elif "diverged" in row:
+                    diverged.append(row)
+                    tqdm.write(f"diverged: {row['diverged']}")
+                else:
+                    rows.append(row)
     except BaseException:
         stop_workers(pool)  # finished runs are stored; none of the workers outlives the command
         raise
@@ -238,6 +274,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if busy:
         print(f"{len(busy)} of {len(runs)} runs skipped: another process is writing them; "
               "run the same command again once it has ended")
+    if diverged:
+        print(f"{len(diverged)} of {len(runs)} runs diverged (left out of the table): "
+              + ", ".join(f"{r['method']} {r['task']} seed {r['seed']}" for r in diverged))
     if not rows:
         return 1
     frame = pd.DataFrame(rows)
@@ -247,7 +286,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nnormalized score, {args.protocol} protocol, mean +- std over {seeds_text} seeds ({steps} updates; "
           f"wall {time.perf_counter() - start:.0f} s)")
     print(pivot.to_string())
-    return 1 if busy else 0
+    return 1 if busy or diverged else 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

@@ -162,3 +162,20 @@ def test_a_diverged_seed_leaves_the_batch_and_the_others_train_on(tmp_path):
         _assert_same_weights(_weights(results[index].checkpoint), _weights(reference[index].checkpoint), f"seed {index}")
     with pytest.raises(FloatingPointError):  # one run alone still raises
         train(specs[1], out=tmp_path / "alone", on_evaluation=diverge)
+
+
+def test_modebench_train_seeds_trains_one_run_folder_per_seed(tmp_path, capsys):
+    from modebench.cli import main  # noqa: PLC0415 (the root command line imports every part)
+
+    status = main(["train", "--algo", "bc", "--task", "toy/four-goal", "--seeds", "3,5", "--steps", "40",
+                   "--eval-episodes", "5", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "seed 3:" in out and "seed 5:" in out
+    for seed in (3, 5):
+        run_id = resolve_run("bc", "toy/four-goal", seed=seed, steps=40).run_id
+        (record,) = [p for p in (tmp_path / "runs" / run_id / "records").glob("*.json")]
+        assert f'"seed": {seed}' in record.read_text()
+    for bad, why in (("0,0", "distinct"), ("0,x", "integer")):
+        assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--seeds", bad, "--out", str(tmp_path)]) == 2
+        assert why in capsys.readouterr().err

@@ -49,7 +49,7 @@ from benchmarks.run.spec import (
     resolve_method,
     resolve_run,
 )
-from benchmarks.store import DEFAULT_ROOT, RunStore
+from benchmarks.store import DEFAULT_ROOT, RunBusyError, RunStore
 from benchmarks.tasks.suites import Task
 
 
@@ -269,14 +269,17 @@ def train_seeds(
     log: tuple[str, ...] = (),
     on_evaluation: Callable[[dict[str, Any]], None] | None = None,
     lock_wait: float = 0.0,
-) -> list[RunResult | FloatingPointError]:
+    skip_busy: bool = False,
+) -> list[RunResult | FloatingPointError | RunBusyError]:
     """Train the seeds of one run (specs that differ in their seed alone) as one seed-batched
     model: one forward and one backward per update for all of them, each seed with its own
     initialisation, minibatches and random draws (seed s gives the numbers `train` gives it
     alone, up to float rounding). Each seed keeps its own run folder, records and checkpoint,
     under its own writer lock; a seed resumes from its own checkpoint, seeds at the same step
     train together (normally all: they checkpoint together), finished seeds are read back. A seed
-    that diverges is its FloatingPointError in the returned list; the other seeds train on."""
+    that diverges is its FloatingPointError in the returned list; the other seeds train on.
+    `skip_busy`: a seed whose run folder another process holds is its RunBusyError in the list
+    and the others train (else that error ends the call)."""
     if not specs:
         return []
     if len({seed_batch_key(spec) for spec in specs}) != 1:
@@ -284,19 +287,25 @@ def train_seeds(
     if len({spec.seed for spec in specs}) != len(specs):
         raise ConfigError(f"a seed is given twice: {[spec.seed for spec in specs]}")
     dataset = load_checked_data(specs[0])
+    results: dict[int, RunResult | FloatingPointError | RunBusyError] = {}
     with contextlib.ExitStack() as held:
-        runs = []
+        runs: dict[int, TrainingRun] = {}
         for index, spec in enumerate(specs):
-            store = held.enter_context(RunStore(out or DEFAULT_ROOT, spec.run_id).writing(wait=lock_wait))
-            run = prepare(spec, store, dataset, resume, default_callbacks(progress and index == 0, log, on_evaluation))
+            try:
+                store = held.enter_context(RunStore(out or DEFAULT_ROOT, spec.run_id).writing(wait=lock_wait))
+            except RunBusyError as err:
+                if not skip_busy:
+                    raise
+                results[index] = err
+                continue
+            run = prepare(spec, store, dataset, resume, default_callbacks(progress and not runs, log, on_evaluation))
             run.algorithm.rng  # noqa: B018 (its generator, taken now from the stream this seed's prepare left)
-            runs.append(run)
-        results: dict[int, RunResult | FloatingPointError] = {}
-        for start in sorted({run.start_step for run in runs}):
-            group = [i for i, run in enumerate(runs) if run.start_step == start]
+            runs[index] = run
+        for start in sorted({run.start_step for run in runs.values()}):
+            group = [i for i, run in runs.items() if run.start_step == start]
             done = _train_together([runs[i] for i in group]) if start < specs[0].steps else [_finish(runs[i]) for i in group]
             results.update(zip(group, done))
-        return [results[i] for i in range(len(runs))]
+    return [results[i] for i in range(len(specs))]
 
 
 def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
