@@ -165,7 +165,7 @@ def test_a_diverged_seed_leaves_the_batch_and_the_others_train_on(tmp_path):
 
 
 def test_modebench_train_seeds_trains_one_run_folder_per_seed(tmp_path, capsys):
-    from modebench.cli import main  # noqa: PLC0415 (the root command line imports every part)
+    from modebench.cli import main
 
     status = main(["train", "--algo", "bc", "--task", "toy/four-goal", "--seeds", "3,5", "--steps", "40",
                    "--eval-episodes", "5", "--no-progress", "--out", str(tmp_path)])
