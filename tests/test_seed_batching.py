@@ -114,8 +114,8 @@ def test_an_interrupted_batch_resumes_each_seed_from_its_own_checkpoint(tmp_path
     """Interrupted after seeds 0 and 1 stored their step-150 record (and checkpoint) but before
     seed 2 did: the rerun trains seed 2 from 0 and seeds 0-1 from 150, and every seed ends with
     the weights and records of an uninterrupted batch (resume is exact: optimizer, scheduler,
-    minibatch and update generators per seed)."""
-    specs = _specs("iql", (0, 1, 2))
+    minibatch and update generators per seed: FQL draws noise in every update)."""
+    specs = _specs("fql", (0, 1, 2))
     reference = train_seeds(specs, out=tmp_path / "reference")
 
     def interrupt(record):
