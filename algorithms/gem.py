@@ -66,6 +66,7 @@ from algorithms.config import Checked, field, require
 from algorithms.critics import ExpectileCritic, awr_weight
 from algorithms.nets import DiagonalGMM, GMMPolicy
 from algorithms.optim import make_adam
+from algorithms.seeds import seed_mean
 from algorithms.selection import rerank, support_weight
 
 
@@ -168,12 +169,14 @@ class GEM(Algorithm):
     # ------------------------------------------------------------------ Phase I (Algorithm 2)
 
     def behavior_loss(self, batch: Batch) -> torch.Tensor:
-        """L_mu = E[-log mu_phi(a|s)] (Eq. 54), log mu_phi by log-sum-exp (Eq. 52-53)."""
-        return -self.behavior(batch.observations).log_prob(batch.actions).mean()
+        """L_mu = E[-log mu_phi(a|s)] (Eq. 54), log mu_phi by log-sum-exp (Eq. 52-53); per seed."""
+        return -seed_mean(self.behavior(batch.observations).log_prob(batch.actions), self.seeds)
 
     def actor_loss(self, batch: Batch, advantage: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L_pi = E[omega (-ELBO_loose)] - alpha_H E[H(w(s))] (Eq. 26-28, 36, 69-71).
+        """L_pi = E[omega (-ELBO_loose)] - alpha_H E[H(w(s))] (Eq. 26-28, 36, 69-71), one value per
+        seed (expectations over each seed's own minibatch [*lead, B]).
         `advantage`: Qtgt_min(s, a) - V(s) when the critic's loss pass already computed it."""
+        seeds = self.seeds
         cfg = self.config
         gmm = self.actor(batch.observations)
         u = gmm.joint_log_probs(batch.actions)  # u_k = log w_k + log N_k        (Eq. 26)
@@ -185,12 +188,13 @@ class GEM(Algorithm):
             advantage = self.critic.advantage(batch.observations, batch.actions)  # Qtgt_min - V (Eq. 68)
         omega = awr_weight(advantage, cfg.beta, cfg.omega_max)  #                  (Eq. 69)
         gate_entropy = gmm.gating_entropy()  # -sum_k w_k log(w_k + 1e-6)          (Eq. 43)
-        loss = (omega * -elbo_loose).mean() - cfg.gate_entropy_coef * gate_entropy.mean()  # (Eq. 71)
+        gate_entropy_mean = seed_mean(gate_entropy, seeds)
+        loss = seed_mean(omega * -elbo_loose, seeds) - cfg.gate_entropy_coef * gate_entropy_mean  # (Eq. 71)
         return loss, {
             "training/actor_loss": loss.detach(),
-            "training/elbo_loose": elbo_loose.detach().mean(),
-            "training/omega_mean": omega.mean(),
-            "training/gating_entropy": gate_entropy.detach().mean(),
+            "training/elbo_loose": seed_mean(elbo_loose.detach(), seeds),
+            "training/omega_mean": seed_mean(omega, seeds),
+            "training/gating_entropy": gate_entropy_mean.detach(),
         }
 
     @classmethod
