@@ -240,7 +240,7 @@ def measure(case: Case, seeds: list[int], repeats: int, updates: int, warmup: in
     adjacent = [math.sqrt(a * b) for a, b in itertools.pairwise(singles)]
     ratios = {s: [rate / ref for rate, ref in zip(rates[s], adjacent)] for s in seeds}
     gpu = None
-    if GPU_SEEDS in seeds and 1 in seeds:
+    if gpu_checked(seeds):
         # time per update of the S=32 model over that of the S=1 model, blocks of the same repeat
         gpu = statistics.median(GPU_SEEDS * r1 / r32 for r1, r32 in zip(rates[1], rates[GPU_SEEDS]))
     return Row(
@@ -270,11 +270,16 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def gpu_checked(seeds: list[int]) -> bool:
+    """Whether the rows carry the GPU check (S = 32 and S = 1 both timed)."""
+    return GPU_SEEDS in seeds and 1 in seeds
+
+
 def format_table(rows: list[Row], seeds: list[int]) -> str:
     """One line per method x size: single-seed updates/s, then per S seed-updates/s and the ratio."""
     head = f"{'method':9s} {'size':6s} {'single u/s':>10s}" + "".join(f" {f'S={s} seed-u/s (ratio)':>24s}" for s in seeds)
     head += f"  {'target (S=3)':>14s}"
-    if GPU_SEEDS in seeds:
+    if gpu_checked(seeds):
         head += f"  {'t(S=32)/t(S=1)':>15s}"
     lines = [head]
     for row in rows:
@@ -287,7 +292,7 @@ def format_table(rows: list[Row], seeds: list[int]) -> str:
             line += f" {f'{row.seed_rates[s]:.1f} ({row.ratios[s]:.2f}x)':>24s}"
         target = "-" if row.target is None else f">= {row.target:.1f}x {'met' if row.meets else 'NOT met'}"
         line += f"  {target:>14s}"
-        if GPU_SEEDS in seeds:
+        if gpu_checked(seeds):
             line += f"  {row.gpu_time_ratio:>8.2f}x {'met' if row.gpu_meets else 'NOT met'}"
         lines.append(line)
     return "\n".join(lines)
@@ -310,7 +315,7 @@ def verdicts(rows: list[Row], seeds: list[int]) -> list[str]:
         if unknown:
             line += f"; not measured or failed: {', '.join(unknown)}"
         out.append(line)
-    if GPU_SEEDS in seeds:
+    if gpu_checked(seeds):
         missed = [f"{r.method} {r.size} {r.gpu_time_ratio:.2f}x" for r in rows if r.gpu_meets is False]
         failed = [f"{r.method} {r.size}" for r in rows if r.gpu_meets is None]
         verdict = "holds" if not missed and not failed else "does NOT hold" if missed else "not decided"
