@@ -19,6 +19,9 @@ averages; the critic and actor share no parameters and Adam is invariant to a pe
 loss scale (up to eps), so the trajectories agree.
 
 Inference: ONE Gaussian noise, one forward of mu_theta, clipped to the box (no flow steps).
+Seed-batched training (algorithms/seeds.py): the losses' draws (x0, t, z, z') come from
+`self.rng`, one generator per seed, and every loss and metric is one value per seed; a single
+seed draws exactly what it drew from torch's global generator before. Acting keeps the global one.
 Data: the authors clip dataset actions to +-(1 - 1e-5) (DataConfig.clip_actions = 1 - 1e-5,
 set in the suite's `data:` block, not here). Defaults: 4 x 512 GELU MLPs, actor without and
 critic with LayerNorm, Adam 3e-4, batch 256, alpha 10, 10 Euler steps, q_agg mean.
