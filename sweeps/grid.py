@@ -5,17 +5,17 @@ A grid file (sweeps/grids/<name>.yaml, or any path) looks like
     name: lom-m-sweep                     # the sweep's name (its folder under <out>/sweeps/)
     description: LOM Figure 3, score vs the number of MDN modes M
     tasks: [locomotion/hopper-medium-replay-v2, ...]   # SUITE/TASK ids; SUITE/* = every task
-    seeds: 3                              # a count (0..n-1) or a list of seeds
-    steps: 1000000                        # updates per trial, or per suite: {locomotion: 2000000, default: 1000000}
+    seeds: 3                              # a count (0..n-1) or a list of seeds: all of them in every trial
+    steps: 1000000                        # updates per run, or per suite: {locomotion: 2000000, default: 1000000}
     eval: {every: 100000, episodes: 10, knobs_at: final}
     checkpoint_every: 50000               # periodic checkpoints (resume point of a dead trial)
-    resources: {cpu: 1, gpu: 0.25}        # per trial; fractional GPUs share a device
+    resources: {cpu: 1, gpu: 0.25}        # per trial (all its seeds); fractional GPUs share a device
     max_failures: 2                       # restarts of a trial whose process died
     protocol: controlled                  # controlled (default) | published: part of every trial's run id
     methods:
       lom:
         config: {beta: 5.0}               # fixed training config (the method's config dataclass)
-        train: {num_modes: [2, 5, 10, 15, 20]}     # training grid: ONE TRIAL per combination
+        train: {num_modes: [2, 5, 10, 15, 20]}     # training grid: ONE TRIAL per combination (and task)
         knobs: {}                         # fixed inference knobs
         inference: {actor: [policy, greedy_mode]}  # inference-only grid: ONE RECORD per setting,
                                           # evaluated from the trial's checkpoint, no retraining
@@ -25,13 +25,16 @@ apply to every method (a method's own entry wins). `methods` may be a plain list
 `inference` is a mapping (the Cartesian product of its lists) or a list of such mappings
 (their union, for settings that are not a product, e.g. one ablation at a time).
 
-Trials = sum over methods of |train combinations| x |tasks| x |seeds|. A trial's in-training
-evaluations use the method's configured knobs (paper defaults < suite overrides < preset < the
-grid's `knobs`); after training it evaluates every inference setting from its final checkpoint
-(`knobs_at: all`: from the checkpoint of every evaluation step), so a trial ends with one record
-per distinct setting in {configured knobs} + inference settings at its final step.
+Trials = sum over methods of |train combinations| x |tasks|; runs = trials x |seeds|. A trial
+holds every seed of the grid: its runs (one per seed) are trained together as one seed-batched
+model (benchmarks.run.train.train_seeds: one update loop for all seeds, each seed with the
+numbers it gets trained alone). A run's in-training evaluations use the method's configured
+knobs (paper defaults < suite overrides < preset < the grid's `knobs`); after training each run
+evaluates every inference setting from its final checkpoint (`knobs_at: all`: from the
+checkpoint of every evaluation step), so a run ends with one record per distinct setting in
+{configured knobs} + inference settings at its final step.
 
-The run of a trial is the same run `modebench train` would make with the same method, task,
+Each run of a trial is the same run `modebench train` would make with the same method, task,
 seed, steps and config (the run id does not depend on knobs), so an inference-only grid over a
 method that another grid (or a single run) already trained evaluates its checkpoints without
 retraining: e.g. gem_budget.yaml after gem_table1.yaml.
@@ -182,27 +185,33 @@ class Grid:
         raise ConfigError(f"grid {self.name}: steps gives no value for suite {suite!r} (and no 'default')")
 
     def trials(self, seeds: list[int] | None = None, steps: int | None = None) -> list[TrialSpec]:
-        """Every trial: method x training combination x task x seed (in that nesting order)."""
+        """Every trial: method x training combination x task (in that nesting order), each with
+        all the seeds (the grid's, or `seeds`)."""
+        seeds = [int(s) for s in (seeds if seeds is not None else self.seeds)]
         out = []
         for m in self.methods:
             for combo in m.train_combinations():
                 for task in self.expand_tasks():
-                    for seed in seeds if seeds is not None else self.seeds:
-                        out.append(TrialSpec(
-                            method=m.name, task=task, seed=int(seed), steps=int(steps or self.steps_for(task)),
-                            config={**m.config, **combo}, knobs=dict(m.knobs), inference=[dict(s) for s in m.inference],
-                            data=dict(m.data), eval_every=self.eval_every, eval_episodes=self.eval_episodes,
-                            knobs_at=self.knobs_at, checkpoint_every=self.checkpoint_every, device=self.device,
-                            train_combo=combo, protocol=self.protocol,
-                        ))
+                    out.append(TrialSpec(
+                        method=m.name, task=task, seeds=list(seeds), steps=int(steps or self.steps_for(task)),
+                        config={**m.config, **combo}, knobs=dict(m.knobs), inference=[dict(s) for s in m.inference],
+                        data=dict(m.data), eval_every=self.eval_every, eval_episodes=self.eval_episodes,
+                        knobs_at=self.knobs_at, checkpoint_every=self.checkpoint_every, device=self.device,
+                        train_combo=combo, protocol=self.protocol,
+                    ))
         return out
 
     def count_trials(self) -> int:
-        return sum(len(m.train_combinations()) for m in self.methods) * len(self.expand_tasks()) * len(self.seeds)
+        """Trials: methods x training combinations x tasks (each holds every seed)."""
+        return sum(len(m.train_combinations()) for m in self.methods) * len(self.expand_tasks())
+
+    def count_runs(self) -> int:
+        """Runs (run folders): trials x seeds."""
+        return self.count_trials() * len(self.seeds)
 
     def count_records(self) -> int:
-        """Records at the final step of all trials: per trial, the distinct settings among the
-        configured knobs and the inference settings (resolves methods and suite overrides)."""
+        """Records at the final step of all runs: per run (trial x seed), the distinct settings
+        among the configured knobs and the inference settings (resolves methods and suite overrides)."""
         from benchmarks.run.spec import resolve_method
         from benchmarks.tasks.suites import get_task
 
@@ -247,11 +256,12 @@ class Grid:
 
 @dataclass
 class TrialSpec:
-    """Everything one trial needs (plain data: it travels to a Ray worker as the trial config)."""
+    """Everything one trial needs (plain data: it travels to a Ray worker as the trial config):
+    one method, training combination and task, with all its seeds (one run each)."""
 
     method: str
     task: str
-    seed: int
+    seeds: list[int]
     steps: int
     config: dict[str, Any]
     knobs: dict[str, Any]
@@ -271,7 +281,7 @@ class TrialSpec:
     def label(self) -> str:
         """A short, file-name-safe trial name for Tune's tables and folders."""
         combo = ",".join(f"{k}={v}" for k, v in self.train_combo.items())
-        text = f"{self.method}_{self.task.replace('/', '-')}_s{self.seed}" + (f"_{combo}" if combo else "")
+        text = f"{self.method}_{self.task.replace('/', '-')}" + (f"_{combo}" if combo else "")  # seeds: all in it
         safe = "".join(c if c.isalnum() or c in "-_.=," else "-" for c in text)
         return safe if len(safe) <= 80 else f"{safe[:67]}_{config_hash({'t': text})}"
 

@@ -3,8 +3,10 @@ under Ray Tune, and clean up.
 
     run_sweep("gem-table1", out="/shared/results", address="auto", resume=True)
 
-- Planning reads the results store: finished (every final-step record present) and diverged
-  trials are not submitted again; the plan is written to <out>/sweeps/<name>/plan.json.
+- A trial is one method x training combination x task with all the grid's seeds (one run per
+  seed, trained together: sweeps.trial). Planning reads the results store per run: a trial whose
+  runs are all finished (every final-step record present) or diverged is not submitted again;
+  the plan, one row per run, is written to <out>/sweeps/<name>/plan.json.
 - Trials run through `ray.tune.Tuner` with per-trial resources from the grid
   (`tune.with_resources`), `FailureConfig(max_failures)` (a trial whose process dies restarts
   from its last checkpoint) and `CheckpointConfig(num_to_keep=1)`; Tune's own state and
@@ -34,7 +36,7 @@ from typing import Any
 from algorithms.config import ConfigError
 from sweeps import reaper
 from sweeps.grid import Grid, load_grid
-from sweeps.trial import PlannedTrial, plan, resolve_task_fields, run_trial
+from sweeps.trial import PlannedRun, PlannedTrial, plan, resolve_task_fields, run_trial
 
 
 @dataclass
@@ -42,9 +44,10 @@ class SweepSummary:
     name: str
     root: Path
     trials: int
-    statuses: Counter = field(default_factory=Counter)  # finished / diverged / todo (after the run)
-    skipped: int = 0  # finished or diverged before this run started
-    errors: dict[str, str] = field(default_factory=dict)  # run_id -> Tune's error for trials that failed
+    runs: int = 0  # trials x seeds
+    statuses: Counter = field(default_factory=Counter)  # per run: finished / diverged / todo (after the run)
+    skipped: int = 0  # runs finished or diverged before this run started
+    errors: dict[str, str] = field(default_factory=dict)  # run_id -> Tune's error for the runs of trials that failed
     diverged: dict[str, str] = field(default_factory=dict)  # run_id -> reason
     wall_time: float = 0.0
     restored: bool = False
@@ -71,24 +74,36 @@ def plan_grid(grid: Grid, root: Path, seeds: list[int] | None = None, steps: int
         raise ConfigError(f"grid {grid.name}: trial names repeat: {sorted({x for x in labels if labels.count(x) > 1})}")
     seen: dict[str, str] = {}
     for trial in planned:
-        if trial.run_id in seen:
-            raise ConfigError(
-                f"grid {grid.name}: trials {seen[trial.run_id]} and {trial.spec.label} resolve to the same run "
-                f"({trial.run_id}); a training axis has no effect or repeats a value"
-            )
-        seen[trial.run_id] = trial.spec.label
+        for run in trial.runs:
+            if run.run_id in seen:
+                raise ConfigError(
+                    f"grid {grid.name}: trials {seen[run.run_id]} and {trial.spec.label} resolve to the same run "
+                    f"({run.run_id}); a training axis has no effect or repeats a value"
+                )
+            seen[run.run_id] = trial.spec.label
     return planned
 
 
+def planned_runs(planned: list[PlannedTrial]) -> list[PlannedRun]:
+    return [run for trial in planned for run in trial.runs]
+
+
 def write_plan(path: Path, grid: Grid, planned: list[PlannedTrial]) -> None:
+    """plan.json: `runs`, one row per run (seed) with its trial's label; `trials`, one row per
+    trial with its seeds and run ids."""
     from benchmarks.store import atomic_write_json
 
     atomic_write_json(path, {
         "grid": grid.name, "grid_file": str(grid.path), "created": time.time(),
+        "runs": [
+            {"label": t.spec.label, "run_id": r.run_id, "method": t.spec.method, "task": t.spec.task,
+             "seed": r.seed, "steps": t.spec.steps, "train": t.spec.train_combo, "settings": t.settings,
+             "record_keys": r.final_keys()}
+            for t in planned for r in t.runs
+        ],
         "trials": [
-            {"label": t.spec.label, "run_id": t.run_id, "method": t.spec.method, "task": t.spec.task,
-             "seed": t.spec.seed, "steps": t.spec.steps, "train": t.spec.train_combo, "settings": t.settings,
-             "record_keys": t.final_keys()}
+            {"label": t.spec.label, "method": t.spec.method, "task": t.spec.task, "train": t.spec.train_combo,
+             "seeds": [r.seed for r in t.runs], "run_ids": t.run_ids}
             for t in planned
         ],
     })
@@ -166,15 +181,19 @@ def run_sweep(
     root = Path(out or DEFAULT_ROOT).expanduser().resolve()
     state = sweep_dir(root, grid)
     planned = plan_grid(grid, root, seeds, steps)
-    before = {t.run_id: t.status() for t in planned}
-    todo = [t for t in planned if before[t.run_id] == "todo"]
-    summary = SweepSummary(name=grid.name, root=root, trials=len(planned), skipped=len(planned) - len(todo))
-    n_records = sum(len(t.settings) for t in planned)
-    log(f"sweep {grid.name}: {len(planned)} trials ({n_records} final records) -> {root}; "
-        f"{summary.skipped} already finished or diverged, {len(todo)} to run")
+    runs = planned_runs(planned)
+    before = {r.run_id: r.status() for r in runs}
+    todo = [t for t in planned if any(before[r] == "todo" for r in t.run_ids)]
+    summary = SweepSummary(name=grid.name, root=root, trials=len(planned), runs=len(runs),
+                           skipped=sum(s != "todo" for s in before.values()))
+    n_records = sum(len(t.settings) * len(t.runs) for t in planned)
+    log(f"sweep {grid.name}: {len(planned)} trials, {len(runs)} runs ({n_records} final records) -> {root}; "
+        f"{summary.skipped} runs already finished or diverged, {len(todo)} trials to run")
     if dry_run:
         for t in planned:
-            log(f"  [{before[t.run_id]:8s}] {t.spec.label}  {len(t.settings)} settings  {t.run_id}")
+            log(f"  [{t.status():8s}] {t.spec.label}  {len(t.settings)} settings")
+            for r in t.runs:
+                log(f"      [{before[r.run_id]:8s}] seed {r.seed}  {r.run_id}")
         summary.statuses = Counter(before.values())
         return summary
     state.mkdir(parents=True, exist_ok=True)
@@ -185,16 +204,18 @@ def run_sweep(
     if grid.select_with:  # the selection axis: GEM's rule over every trial's proposals (benchmarks/run/compose.py)
         from benchmarks.run.compose import select_stored
 
-        select_stored(root, [m.name for m in grid.methods], grid.select_with, run_ids={t.run_id for t in planned},
+        select_stored(root, [m.name for m in grid.methods], grid.select_with, run_ids={r.run_id for r in runs},
                       episodes=grid.eval_episodes, device=grid.device or "auto", log=log)
-    after = {t.run_id: t.status() for t in planned}
+    after = {r.run_id: r.status() for r in runs}
     summary.statuses = Counter(after.values())
-    for t in planned:
-        if after[t.run_id] == "diverged":
-            summary.diverged[t.run_id] = json.loads(t.diverged_path.read_text()).get("reason", "")
+    for r in runs:
+        if after[r.run_id] == "diverged":
+            summary.diverged[r.run_id] = json.loads(r.diverged_path.read_text()).get("reason", "")
     summary.wall_time = time.time() - start
     atomic_write_json(state / "summary.json", {
-        "grid": grid.name, "trials": summary.trials, "statuses": dict(summary.statuses), "skipped": summary.skipped,
+        "grid": grid.name, "trials": summary.trials, "runs": summary.runs,
+        "run_status": after,  # one row per run (seed)
+        "statuses": dict(summary.statuses), "skipped": summary.skipped,
         "errors": summary.errors, "diverged": summary.diverged, "wall_time": summary.wall_time,
         "finished_at": time.time(), "restored_tune_state": summary.restored,
     })
@@ -266,7 +287,7 @@ def _run_todo(grid: Grid, all_planned: list[PlannedTrial], todo: list[PlannedTri
             "pid": os.getpid(), "pid_start": reaper.start_time(os.getpid()), "host": os.uname().nodename,
             "token": token, "address": address, "started": time.time(),
         })
-        by_run = {t.run_id: t for t in all_planned}
+        by_label = {t.spec.label: t for t in all_planned}
         # every planned trial's job, so a restored experiment finds its trials' specs too
         trainable = _trainable(_jobs(all_planned, grid), grid)
         storage_path = storage or str(state / "ray")
@@ -275,15 +296,15 @@ def _run_todo(grid: Grid, all_planned: list[PlannedTrial], todo: list[PlannedTri
             log(f"resuming Tune experiment {experiment}")
             results = _tune_run(trainable, todo, grid, grid.name, storage_path, verbose, max_concurrent, experiment)
             restored = True
-            _collect_errors(results, summary, by_run)
-            todo = [t for t in todo if t.status() == "todo" and t.run_id not in summary.errors]
+            _collect_errors(results, summary, by_label)
+            todo = [t for t in todo if t.status() == "todo" and not any(r in summary.errors for r in t.run_ids)]
             if todo:
                 log(f"{len(todo)} trials are still unfinished in the results store; running them")
         elif resume:
             log(f"no restorable Tune state at {experiment}; running the {len(todo)} unfinished trials afresh")
         if todo:
             results = _tune_run(trainable, todo, grid, grid.name, storage_path, verbose, max_concurrent)
-            _collect_errors(results, summary, by_run)
+            _collect_errors(results, summary, by_label)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -313,19 +334,27 @@ def _data_env() -> dict[str, str]:
 
 
 def _collect_errors(results, summary: SweepSummary, planned: dict[str, PlannedTrial]) -> None:
+    """Errors per run id: a trial's error (or failure) is every one of its runs the store still
+    lacks; a trial the plan does not know is named by its Tune label."""
     for result in results:
         metrics = result.metrics or {}
-        key = metrics.get("run_id") or (result.config or {}).get("job", "?")
+        label = (result.config or {}).get("job", "?")
+        trial = planned.get(label)
+        todo = [r.run_id for r in trial.runs if r.status() == "todo"] if trial else [label]
         if result.error is not None:
             lines = str(result.error).strip().splitlines() or [""]
-            summary.errors[key] = f"{type(result.error).__name__}: {lines[-1][:300]}"
+            message = f"{type(result.error).__name__}: {lines[-1][:300]}"
         elif metrics.get("status") == "failed":
-            summary.errors[key] = metrics.get("reason", "failed")
-        elif metrics.get("status") == "finished" and key in planned and planned[key].status() != "finished":
-            summary.errors[key] = (
+            message = metrics.get("reason", "failed")
+        elif metrics.get("status") in ("finished", "diverged") and trial is not None and todo:
+            message = (
                 f"the trial finished on {metrics.get('hostname', 'a worker')} but its records are not under "
-                f"{planned[key].root}: on a cluster --out must be a file system every node and the driver mount"
+                f"{trial.root}: on a cluster --out must be a file system every node and the driver mount"
             )
+        else:
+            continue
+        for run_id in todo or (trial.run_ids if trial else [label]):
+            summary.errors[run_id] = message
 
 
 def _main_thread() -> bool:
@@ -336,12 +365,13 @@ def _main_thread() -> bool:
 
 def print_summary(summary: SweepSummary, log=print) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items()))
-    log(f"sweep {summary.name}: {summary.trials} trials: {counts} ({summary.skipped} were done before this run); "
+    log(f"sweep {summary.name}: {summary.trials} trials, {summary.runs} runs: {counts} "
+        f"({summary.skipped} runs were done before this run); "
         f"{summary.wall_time:.0f} s; records under {summary.root / 'runs'}")
     for run_id, reason in summary.diverged.items():
         log(f"  diverged  {run_id}: {reason}")
     for run_id, error in summary.errors.items():
         log(f"  FAILED    {run_id}: {error}")
     if summary.statuses.get("todo"):
-        log("  unfinished trials remain: run the same command with --resume")
+        log("  unfinished runs remain: run the same command with --resume")
 
