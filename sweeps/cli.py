@@ -8,18 +8,20 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sweep",
-        help="run a grid (seeds x tasks x training values, inference-only knob settings) under Ray Tune",
+        help="run a grid (tasks x training values, all seeds per trial; inference-only knob settings) under Ray Tune",
         description=(
             "Run every trial of GRID (a file, or a name in sweeps/grids/) under Ray Tune and write one record per "
-            "evaluation to the results store. Finished trials (all their records stored) are skipped, so running "
-            "the same command again only does what is missing."
+            "evaluation to the results store. A trial is one method, training value and task with all the seeds, "
+            "trained as one seed-batched model (one run folder per seed). Finished runs (all their records stored) "
+            "are skipped, so running the same command again only does what is missing."
         ),
     )
     p.add_argument("grid", help="grid file or name (`modebench sweep --list` shows the built-in grids)", nargs="?")
-    p.add_argument("--list", action="store_true", help="list the built-in grids with their trial counts")
+    p.add_argument("--list", action="store_true", help="list the built-in grids with their trial, run and record counts")
     p.add_argument("--address", default=None,
                    help="join a running Ray cluster (auto on a cluster node, or HOST:PORT); default: a local node with all cores")
-    p.add_argument("--seeds", default=None, help="override the grid's seeds: a count (3 = 0,1,2) or a list (0,4,7)")
+    p.add_argument("--seeds", default=None,
+                   help="override the grid's seeds (every trial holds them): a count (3 = 0,1,2) or a list (0,4,7)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep: restore Ray Tune's state, then run what the store lacks")
     p.add_argument("--out", default=None,
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None,
                    help="Ray Tune storage for its experiment state and checkpoints (path or URI such as s3://bucket/dir; "
                         "default OUT/sweeps/GRID/ray)")
-    p.add_argument("--steps", type=int, default=None, help="override the grid's updates per trial (smoke runs)")
+    p.add_argument("--steps", type=int, default=None, help="override the grid's updates per run (smoke runs)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray node (default: all cores)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
     p.add_argument("--protocol", default=None, choices=("published", "controlled"),
@@ -55,7 +57,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 records = f"{grid.count_records():6d}"
             except (ConfigError, KeyError, ImportError, OSError):  # a method or suite the grid names is not here
                 records = "     ?"
-            print(f"{name:18s} {grid.count_trials():5d} trials {records} records  {grid.description}")
+            print(f"{name:18s} {grid.count_trials():5d} trials {grid.count_runs():5d} runs {records} records  {grid.description}")
         return 0
     if not args.grid:
         raise ConfigError("give a GRID (file or name; `modebench sweep --list` shows the built-in grids)")
