@@ -1,7 +1,7 @@
 """Seed-batched training throughput: single-seed updates/s against S seeds trained as one model.
 
     python -m perf.seeds [--methods bc,iql,...] [--sizes toy,paper] [--seeds 1,3,8]
-                         [--repeats 5] [--updates 200] [--device auto] [--threads 1] [--out results/perf]
+                         [--repeats 5] [--updates N] [--device auto] [--threads 1] [--out results/perf]
 
 For every base method, at two sizes:
 - toy: the toy suite's resolved run (`resolve_run(method, "toy/four-goal")`: its config, data
@@ -22,7 +22,9 @@ after 100k updates; on the toy suite GEM fits its GMM in every update), with the
 crossing the switch (half of it in the phase, half after), so every timed block is past it.
 
 Blocks alternate in one run: single, S=1, S=3, S=8, single, S=1, ..., a closing single block;
-each block is `--updates` updates after a warm-up of every model. Each figure is the median over
+each block is `--updates` updates (default 200 at toy sizes, 40 at paper sizes, where one S=8
+update of drol, fql or lom takes seconds on one thread) after a warm-up of every model
+(max(20, updates / 10) updates). Each figure is the median over
 the `--repeats` blocks (the single-seed rate over its repeats + 1 blocks). The ratio of S in
 one repeat is S's seed-updates/s over the geometric mean of the single-seed blocks right before
 and right after that repeat's batched blocks, so a slow spell of a shared machine moves both
@@ -63,6 +65,7 @@ ARITHMETIC_BOUND = ("drol", "fql", "isep-fm")
 TOY_TARGET = 2.0
 PAPER_TARGETS = {**{m: 1.3 for m in OVERHEAD_BOUND}, **{m: 1.0 for m in ARITHMETIC_BOUND}}
 GPU_SEEDS, GPU_TIME_TARGET = 32, 3.0
+UPDATES = {"toy": 200, "paper": 40}  # default updates per timed block
 
 
 def target_for(method: str, size: str) -> float | None:
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(SIZES), help="toy, paper or both (comma-separated)")
     parser.add_argument("--seeds", default="1,3,8", help=f"the S to time (comma-separated); on CUDA {GPU_SEEDS} is added")
     parser.add_argument("--repeats", type=int, default=5, help="blocks per model (medians over them)")
-    parser.add_argument("--updates", type=int, default=200, help="updates per timed block")
+    parser.add_argument("--updates", type=int, default=None,
+                        help=f"updates per timed block (default {UPDATES['toy']} at toy sizes, {UPDATES['paper']} at paper sizes)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed updates per model first (default max(20, updates/10))")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the targets are for 2 workers on 2 cores)")
@@ -387,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown size(s) {unknown}; choose from {', '.join(SIZES)}")
     seeds = sorted({int(s) for s in args.seeds.split(",") if s} | ({1, GPU_SEEDS} if device.type == "cuda" else set()))
     info = machine(device)
-    print(f"seed-batched training: median of {args.repeats} alternating blocks x {args.updates} updates per model; "
+    blocks = args.updates or " / ".join(f"{UPDATES[size]} ({size})" for size in sizes)
+    print(f"seed-batched training: median of {args.repeats} alternating blocks x {blocks} updates per model; "
           f"{info['cpus_usable']} of {info['cpu_cores']} cores, {info['torch_threads']} torch thread(s), "
           f"{info.get('gpu', device)}, torch {info['torch']}, load average {info['load_average']}", flush=True)
     rows: list[Row] = []
@@ -405,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
 
                         datasets["paper"] = synthetic_dataset()
                     case = paper_case(method, device, datasets["paper"])
-                row = measure(case, seeds, args.repeats, args.updates, args.warmup)
+                row = measure(case, seeds, args.repeats, args.updates or UPDATES[size], args.warmup)
             except Exception as error:  # noqa: BLE001 (a method that cannot be stacked yet: its row says why)
                 row = failed_row(method, size, error)
             rows.append(row)
