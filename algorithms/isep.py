@@ -19,6 +19,15 @@ Shared by both variants (Sec. 4.1):
   the gates picked (a fraction 1 - (1 - lam)^2 of the batch): the other rows never read it, and
   its T-step sampler is most of an update's arithmetic.
 
+Seed batching (algorithms/seeds.py): every tensor of the losses is [*lead, B, ...] with lead =
+() for one seed and (S,) for S seeds trained as one model. Each seed draws its gates, policy
+samples and flow noise from its own generator (`self.rng`), in the order and the shapes it
+draws them alone, so seed s of a batch is seed s trained alone. ISEP-FM's gated rows cannot be
+ragged across seeds: each seed's picked rows come first (in row order), padded with its
+unpicked rows to the largest count of the batch, K = max_s |rows_s|; the sampler runs on
+[*lead, K] rows (for one seed K is its own count, so one seed costs what it did before); a
+padded row gets a sample no gate reads.
+
 ISEP (Gaussian actor, Sec. 4.2), `selection`:
   "stochastic" (the method, Eq. 5 / Eq. 30): per sample, b ~ Bernoulli(lam);
       target = a~ (detached policy sample) if b else a (dataset action);
@@ -90,16 +99,22 @@ from algorithms.nets import (
     euler_integrate,
 )
 from algorithms.optim import make_adam
+from algorithms.seeds import SeedRandom, seed_mean
 
 # --------------------------------------------------------------------------- shared pieces
 
 
-def bernoulli_gate(n: int, lam: float, device: torch.device | None = None, per_sample: bool = True) -> torch.Tensor:
-    """b ~ Bernoulli(lam), [n] bools: per minibatch element, or one draw shared by the batch.
-    lam = 0 gives all False and lam = 1 all True exactly (rand is in [0, 1)). Drawn by the host's
-    generator and then moved to `device` (kept on the host if None), so a caller can read which
+def bernoulli_gate(
+    n: int, lam: float, device: torch.device | None = None, per_sample: bool = True, rng: SeedRandom | None = None
+) -> torch.Tensor:
+    """b ~ Bernoulli(lam), [*lead, n] bools: per minibatch element, or one draw shared by the
+    batch. lam = 0 gives all False and lam = 1 all True exactly (rand is in [0, 1)). Drawn on the
+    host, from `rng`'s host generators (one per seed: [S, n] for a seed-batched rng) or torch's
+    global one, then moved to `device` (kept on the host if None), so a caller can read which
     rows are gated without waiting for an accelerator."""
-    gate = (torch.rand(n if per_sample else 1) < lam).expand(n)
+    shape = n if per_sample else 1
+    draw = torch.rand(shape) if rng is None else rng.rand(shape)
+    gate = (draw < lam).expand(*draw.shape[:-1], n)
     return gate if device is None else gate.to(device, non_blocking=True)
 
 
@@ -110,7 +125,7 @@ def interpolated_value_loss(
     action elsewhere; the Q regression (Eq. 3) always uses dataset transitions."""
     value_actions = torch.where(gate.unsqueeze(-1), policy_actions.detach(), batch.actions)
     loss, metrics = critic.losses(batch, discount, value_actions=value_actions)
-    metrics["training/value_gate_rate"] = gate.float().mean()
+    metrics["training/value_gate_rate"] = seed_mean(gate.float(), critic.seeds)
     return loss, metrics
 
 
@@ -138,7 +153,7 @@ class ISEP(IQL):
     can_propose = True
 
     def gate(self, n: int) -> torch.Tensor:
-        return bernoulli_gate(n, self.config.lam, self.device, self.config.gate == "sample")
+        return bernoulli_gate(n, self.config.lam, self.device, self.config.gate == "sample", self.rng)
 
     def weight(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """w(s, a) = min(exp(beta (Qtgt_min(s, a) - V(s))), w_max), detached."""
@@ -151,29 +166,31 @@ class ISEP(IQL):
         if cfg.selection == "stochastic":  # Eq. 5 / Eq. 30: pick one target per sample
             target = torch.where(gate.unsqueeze(-1), policy_actions, actions)
             weight = self.weight(obs, target)
-            return (weight * -self.actor.log_prob(obs, target)).mean(), weight.mean()
+            return seed_mean(weight * -self.actor.log_prob(obs, target), self.seeds), seed_mean(weight, self.seeds)
         c_data = (1.0 - cfg.lam) * self.weight(obs, actions)
         c_pi = cfg.lam * self.weight(obs, policy_actions)
         if cfg.selection == "deterministic":  # Eq. 29: the weighted mean of the two targets
             total = (c_data + c_pi).clamp_min(1e-12)
             target = (c_data.unsqueeze(-1) * actions + c_pi.unsqueeze(-1) * policy_actions) / total.unsqueeze(-1)
-            return ((c_data + c_pi) * -self.actor.log_prob(obs, target)).mean(), (c_data + c_pi).mean()
+            return seed_mean((c_data + c_pi) * -self.actor.log_prob(obs, target), self.seeds), seed_mean(c_data + c_pi, self.seeds)
         # weighted-sum, Eq. 26
         loss = c_data * -self.actor.log_prob(obs, actions) + c_pi * -self.actor.log_prob(obs, policy_actions)
-        return loss.mean(), (c_data + c_pi).mean()
+        return seed_mean(loss, self.seeds), seed_mean(c_data + c_pi, self.seeds)
 
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         obs = batch.observations
-        with torch.no_grad():  # a~ ~ pi(.|s), detached, in the action box
-            policy_actions = self.actor(obs).sample().clamp(-1.0, 1.0)
-        critic_loss, metrics = interpolated_value_loss(self.critic, batch, cfg.discount, policy_actions, self.gate(len(batch)))  # Eq. 2-3
-        actor_gate = self.gate(len(batch))
+        n = obs.shape[-2]
+        with torch.no_grad():  # a~ ~ pi(.|s), detached, in the action box (what Normal.sample() draws, from self.rng)
+            pi = self.actor(obs)
+            policy_actions = (pi.loc + pi.scale * self.rng.randn_like(pi.loc)).clamp(-1.0, 1.0)
+        critic_loss, metrics = interpolated_value_loss(self.critic, batch, cfg.discount, policy_actions, self.gate(n))  # Eq. 2-3
+        actor_gate = self.gate(n)
         actor_loss, weight_mean = self.actor_loss(obs, batch.actions, policy_actions, actor_gate)  # Eq. 5
         metrics["training/actor_loss"] = actor_loss.detach()
         metrics["training/adv_weight_mean"] = weight_mean
-        metrics["training/actor_gate_rate"] = actor_gate.float().mean()
-        metrics["training/policy_q_mean"] = self.critic.target_q(obs, policy_actions).mean()
+        metrics["training/actor_gate_rate"] = seed_mean(actor_gate.float(), self.seeds)
+        metrics["training/policy_q_mean"] = seed_mean(self.critic.target_q(obs, policy_actions), self.seeds)
         return critic_loss + actor_loss, metrics
 
     @torch.no_grad()
@@ -245,22 +262,23 @@ class ISEPFM(Algorithm):
     def sample(self, obs: torch.Tensor, w: float, steps: int, x0: torch.Tensor | None = None) -> torch.Tensor:
         """Integrate v = v(null) + w (v(pos) - v(null)) from x_0 ~ N(0, I) over `steps` Euler
         steps and clip to [-1, 1]. One forward per step: both branches batched, or the single
-        branch w = 0 (null) / w = 1 (pos) needs."""
-        b = obs.shape[0]
+        branch w = 0 (null) / w = 1 (pos) needs. obs: [*lead, B, obs_dim]; without `x0` (act,
+        propose: one seed) x_0 comes from torch's global generator."""
+        lead = obs.shape[:-1]
         if x0 is None:
-            x0 = torch.randn(b, self.spec.act_dim, device=obs.device, dtype=obs.dtype)
+            x0 = torch.randn(*lead, self.spec.act_dim, device=obs.device, dtype=obs.dtype)
         if w == 0.0 or w == 1.0:
-            token = torch.full((b,), self.NULL if w == 0.0 else self.POS, device=obs.device, dtype=torch.long)
+            token = torch.full(lead, self.NULL if w == 0.0 else self.POS, device=obs.device, dtype=torch.long)
             x1 = euler_integrate(lambda x, t: self.flow(x, t, obs, token), x0, steps)
         else:
-            obs2 = torch.cat([obs, obs], 0)
+            obs2 = torch.cat([obs, obs], -2)
             tokens = torch.cat([
-                torch.full((b,), self.NULL, device=obs.device, dtype=torch.long),
-                torch.full((b,), self.POS, device=obs.device, dtype=torch.long),
-            ])
+                torch.full(lead, self.NULL, device=obs.device, dtype=torch.long),
+                torch.full(lead, self.POS, device=obs.device, dtype=torch.long),
+            ], -1)
 
             def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                v_null, v_pos = self.flow(x.repeat(2, 1), t.repeat(2), obs2, tokens).chunk(2)
+                v_null, v_pos = self.flow(torch.cat([x, x], -2), torch.cat([t, t], -1), obs2, tokens).chunk(2, -2)
                 return v_null + w * (v_pos - v_null)
 
             x1 = euler_integrate(guided, x0, steps)
@@ -283,40 +301,69 @@ class ISEPFM(Algorithm):
         self, obs: torch.Tensor, actions: torch.Tensor, policy_actions: torch.Tensor, gate: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
-        b, d = actions.shape
+        b, d = actions.shape[-2:]
         x1 = torch.where(gate.unsqueeze(-1), policy_actions, actions)  # Eq. 6: Bernoulli-gated target
         token, positive = self.optimality_tokens(obs, x1)
-        dropped = torch.rand(b, device=obs.device) < cfg.p_uncond
+        dropped = self.rng.rand(b, device=obs.device) < cfg.p_uncond
         token = torch.where(dropped, self.NULL, token)
-        x0 = torch.randn(b, d, device=obs.device, dtype=actions.dtype)
-        t = torch.rand(b, 1, device=obs.device, dtype=actions.dtype)
+        x0 = self.rng.randn(b, d, device=obs.device, dtype=actions.dtype)
+        t = self.rng.rand(b, 1, device=obs.device, dtype=actions.dtype)
         x_t = (1.0 - t) * x0 + t * x1
         err = (self.flow(x_t, t, obs, token) - (x1 - x0)).pow(2).mean(-1)
         if cfg.token_scheme == "three":
-            loss = err.mean()
+            loss = seed_mean(err, self.seeds)
         else:  # "two": a non-positive, non-dropped sample has no token to train
             keep = (dropped | positive).to(err.dtype)
-            loss = (err * keep).sum() / keep.sum().clamp_min(1.0)
-        return loss, {"training/positive_token_rate": positive.float().mean(), "training/actor_gate_rate": gate.float().mean()}
+            loss = (err * keep).sum(-1) / keep.sum(-1).clamp_min(1.0)
+        return loss, {"training/positive_token_rate": seed_mean(positive.float(), self.seeds),
+                      "training/actor_gate_rate": seed_mean(gate.float(), self.seeds)}
+
+    def row_noise(self, counts: list[int], k: int, like: torch.Tensor) -> torch.Tensor:
+        """x_0 ~ N(0, I) of the sampler on the picked rows, [*lead, k, act_dim]: seed s draws its own
+        counts[s] rows from its own generator (what it draws alone, where k = counts[0]); zero
+        rows pad the others to k (their samples are never read)."""
+        d = self.spec.act_dim
+        draws = []
+        for s, c in enumerate(counts):  # ragged per seed: SeedRandom's draws share one shape
+            x = self.rng[s].randn(c, d, device=like.device, dtype=like.dtype) if c else like.new_zeros(0, d)
+            draws.append(x if c == k else torch.cat([x, x.new_zeros(k - c, d)]))
+        return draws[0] if self.seeds is None else torch.stack(draws)
 
     @torch.no_grad()
-    def self_samples(self, obs: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """a~ from the current guided policy, detached, on `rows`; the other rows keep the dataset
-        action, which no gate reads."""
-        if rows.numel() == 0:
-            return actions
+    def self_samples(
+        self, obs: torch.Tensor, actions: torch.Tensor, picked: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """a~ from the current guided policy, detached, on the `picked` rows (a host bool mask
+        [*lead, B]); the rows no gate picked keep the dataset action or a padding sample, and no
+        gate reads them. Also returns Qtgt_min of the samples averaged over each seed's picked
+        rows (None unless every seed picked a row: a seed alone logs it only then)."""
+        counts = picked.sum(-1)
+        count_list = counts.reshape(-1).tolist()
+        k = max(count_list)
+        if k == 0:
+            return actions, None
         cfg = self.config
-        samples = self.sample(obs.index_select(0, rows), cfg.sample_guidance, cfg.sample_steps)
-        return actions.index_copy(0, rows, samples)
+        # each seed's picked rows first, in row order, then its unpicked rows as padding up to k
+        rows = torch.argsort(~picked, dim=-1, stable=True)[..., :k].unsqueeze(-1).to(obs.device, non_blocking=True)
+        obs_rows = torch.take_along_dim(obs, rows, dim=-2)
+        samples = self.sample(obs_rows, cfg.sample_guidance, cfg.sample_steps, self.row_noise(count_list, k, actions))
+        policy_actions = actions.scatter(-2, rows.expand(*rows.shape[:-1], actions.shape[-1]), samples)
+        if min(count_list) == 0:
+            return policy_actions, None
+        q = self.critic.target_q(obs_rows, samples)
+        if min(count_list) < k:  # padded rows count for nothing
+            valid = torch.arange(k, device=q.device) < counts.to(q.device, non_blocking=True).unsqueeze(-1)
+            return policy_actions, (q * valid).sum(-1) / counts.to(q.device, q.dtype, non_blocking=True)
+        return policy_actions, q.mean(-1)
 
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
-        obs, n = batch.observations, len(batch)
+        obs = batch.observations
+        n = obs.shape[-2]
         per_sample = cfg.gate == "sample"
-        value_gate = bernoulli_gate(n, cfg.lam, per_sample=per_sample)  # Eq. 2
-        target_gate = bernoulli_gate(n, cfg.lam, per_sample=per_sample)  # Eq. 6
-        rows = (value_gate | target_gate).nonzero().squeeze(-1).to(obs.device, non_blocking=True)
-        policy_actions = self.self_samples(obs, batch.actions, rows)
+        value_gate = bernoulli_gate(n, cfg.lam, per_sample=per_sample, rng=self.rng)  # Eq. 2
+        target_gate = bernoulli_gate(n, cfg.lam, per_sample=per_sample, rng=self.rng)  # Eq. 6
+        policy_actions, policy_q = self.self_samples(obs, batch.actions, value_gate | target_gate)
         critic_loss, metrics = interpolated_value_loss(
             self.critic, batch, cfg.discount, policy_actions, value_gate.to(obs.device, non_blocking=True)
         )  # Eq. 2-3
@@ -325,8 +372,8 @@ class ISEPFM(Algorithm):
         )  # Eq. 6
         metrics.update(flow_metrics)
         metrics["training/flow_loss"] = flow_loss.detach()
-        if rows.numel():
-            metrics["training/policy_q_mean"] = self.critic.target_q(obs[rows], policy_actions[rows]).mean()
+        if policy_q is not None:
+            metrics["training/policy_q_mean"] = policy_q
         return critic_loss + flow_loss, metrics
 
     def after_step(self, step: int) -> None:

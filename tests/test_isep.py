@@ -6,6 +6,7 @@ Reconstructed equations: SPEC.md, ISEP section (the paper's formulas were lost i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from helpers import online_and_target_q, perturb_target, random_batch, train_on_toy
 from torch import nn
 
-from algorithms.base import EnvSpec
+from algorithms.base import Batch, EnvSpec
 from algorithms.config import ConfigError, from_dict
 from algorithms.iql import IQL, IQLConfig
 from algorithms.isep import (
@@ -27,6 +28,7 @@ from algorithms.isep import (
     interpolated_value_loss,
 )
 from algorithms.registry import get_method
+from algorithms.seeds import SeedRandom, stack_algorithms
 from benchmarks.data.dataset import DataConfig, Normalizer, TransitionDataset
 from benchmarks.data.replay import DeviceReplay
 from benchmarks.tasks import toy
@@ -112,6 +114,20 @@ def test_gate_rate_is_lam_within_a_binomial_bound():
     assert all(draws)
 
 
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_gate_is_drawn_per_seed_from_each_seeds_own_generator(per_sample):
+    """Seed-batched: [S, n] gates, seed s's row being exactly the gate seed s draws alone."""
+    alone = [SeedRandom([torch.Generator().manual_seed(s)]) for s in range(3)]
+    batched = SeedRandom.stack([SeedRandom([torch.Generator().manual_seed(s)]) for s in range(3)])
+    for _ in range(3):
+        gates = bernoulli_gate(64, 0.5, per_sample=per_sample, rng=batched)
+        assert gates.shape == (3, 64)
+        for s, rng in enumerate(alone):
+            assert torch.equal(gates[s], bernoulli_gate(64, 0.5, per_sample=per_sample, rng=rng))
+        if not per_sample:
+            assert all(g.unique().numel() == 1 for g in gates)
+
+
 class _Recorder:
     """Wraps a callable and records the action tensor it was given."""
 
@@ -173,7 +189,7 @@ def test_isep_fm_draws_self_samples_only_where_a_gate_reads_them(monkeypatch):
     gates = iter([torch.tensor([1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], dtype=torch.bool),  # value gate
                   torch.tensor([0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0], dtype=torch.bool),  # target gate
                   torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])  # next update: none
-    monkeypatch.setattr(isep, "bernoulli_gate", lambda n, lam, device=None, per_sample=True: next(gates))
+    monkeypatch.setattr(isep, "bernoulli_gate", lambda n, lam, device=None, per_sample=True, rng=None: next(gates))
     algo = ISEPFM(ISEPFMConfig(lam=0.3, lr=1e-12, sample_guidance=2.5, sample_steps=3, **SMALL_FM), EnvSpec(3, 2))
     sampled_rows, sampler_knobs = [], []
 
@@ -202,6 +218,62 @@ def test_isep_fm_draws_self_samples_only_where_a_gate_reads_them(monkeypatch):
             assert seen[row].tolist() == pytest.approx([expected, expected]), (row, seen[row])
     metrics = algo.update(batch, 1)  # no row gated: the sampler is not called at all
     assert len(sampled_rows) == 1 and "training/policy_q_mean" not in metrics
+
+
+def test_isep_fm_seed_batched_self_samples_pad_each_seeds_rows(monkeypatch):
+    """Seed-batched, the gated rows are not ragged: each seed's picked rows come first (in row
+    order), padded with its unpicked rows up to the largest count; every term still sees a~ on
+    its own seed's gate rows only, and policy_q_mean is per seed (logged only when every seed
+    sampled, as each seed alone logs it only when it sampled)."""
+    from algorithms import isep
+
+    n = 8
+
+    def t(*rows):  # [2, n] gate: one list of picked rows per seed
+        return torch.tensor([[i in r for i in range(n)] for r in rows])
+
+    gates = iter([t([0, 3], [5]), t([3], [1, 6, 7]),  # seed 0 picks {0, 3}, seed 1 {1, 5, 6, 7}
+                  t([], [2]), t([], []),  # next update: seed 0 picks nothing
+                  t([], []), t([], [])])  # then nobody
+    monkeypatch.setattr(isep, "bernoulli_gate", lambda n, lam, device=None, per_sample=True, rng=None: next(gates))
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(ISEPFM(ISEPFMConfig(lam=0.3, lr=1e-12, sample_steps=2, **SMALL_FM), EnvSpec(3, 2)))
+    algo = stack_algorithms(models)
+    sampled = []
+
+    def marked_samples(obs, w, steps, x0=None):  # a~ = -(row index) / 100 - seed, read back from obs
+        sampled.append((obs[..., 0].round().long().tolist(), x0.clone()))
+        return -obs[..., :2] / 100.0 - obs[..., 2:3].round()
+
+    algo.sample = marked_samples
+    value_rec = _Recorder(algo.critic.losses, "value_actions")
+    algo.critic.losses = value_rec
+    target_rec = _Recorder(algo.optimality_tokens, "actions")
+    algo.optimality_tokens = target_rec
+    batches = [random_batch(n, seed=s) for s in (0, 1)]
+    batch = Batch(*(torch.stack([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(Batch)))  # [2, n, ...]
+    batch.observations[..., 0] = torch.arange(n, dtype=torch.float32)
+    batch.observations[..., 1] = torch.arange(n, dtype=torch.float32)
+    batch.observations[..., 2] = torch.tensor([0.0, 1.0]).unsqueeze(-1)
+    batch.actions = torch.full_like(batch.actions, 0.95)
+    metrics = algo.update(batch, 0)
+    rows, x0 = sampled[0]
+    assert rows == [[0, 3, 1, 2], [1, 5, 6, 7]]  # seed 0: its two rows, then two unpicked ones as padding
+    assert x0.shape == (2, 4, 2) and torch.equal(x0[0, 2:], torch.zeros(2, 2)) and bool((x0[1] != 0).all())
+    assert metrics["training/policy_q_mean"].shape == (2,)
+    assert all(v.shape == (2,) for v in metrics.values())
+    for rec, picked in ((value_rec, ([0, 3], [5])), (target_rec, ([3], [1, 6, 7]))):
+        seen = rec.seen[-1]
+        for s in (0, 1):
+            for row in range(n):
+                expected = -row / 100.0 - s if row in picked[s] else 0.95
+                assert seen[s, row].tolist() == pytest.approx([expected, expected]), (s, row, seen[s, row])
+    metrics = algo.update(batch, 1)  # seed 0 sampled nothing: no seed logs policy_q_mean
+    assert sampled[1][0] == [[0], [2]] and "training/policy_q_mean" not in metrics
+    algo.update(batch, 2)  # nobody sampled: the sampler is not called
+    assert len(sampled) == 2
 
 
 # ----------------------------------------------------------------------------- Eq. 5 / 29 / 26
@@ -295,6 +367,7 @@ def test_flow_loss_by_hand_and_the_two_token_mask(scheme):
         err = (algo.flow((1 - t) * x0 + t * x1, t, obs, torch.where(dropped, 0, token)) - (x1 - x0)).pow(2).mean(-1)
     keep = torch.ones(256) if scheme == "three" else (dropped | positive).float()
     torch.manual_seed(5)
+    algo.rng = SeedRandom.from_global("cpu")  # the flow loss draws dropout, x_0 and t from the method's rng
     loss, _ = algo.flow_loss(obs, x1, x1, torch.zeros(256, dtype=torch.bool))
     assert float(loss.detach()) == pytest.approx(float((err * keep).sum() / keep.sum()), rel=1e-5)
     if scheme == "two":
