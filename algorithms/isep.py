@@ -26,7 +26,10 @@ draws them alone, so seed s of a batch is seed s trained alone. ISEP-FM's gated 
 ragged across seeds: each seed's picked rows come first (in row order), padded with its
 unpicked rows to the largest count of the batch, K = max_s |rows_s|; the sampler runs on
 [*lead, K] rows (for one seed K is its own count, so one seed costs what it did before); a
-padded row gets a sample no gate reads.
+padded row gets a sample no gate reads. `training/policy_q_mean` (ISEP-FM) is logged on the
+updates where every seed of the batch sampled a row: a seed alone logs it when it sampled, and
+the trainer averages each metric over the updates that report it, so a batched seed's figure
+is its own mean over a subset of its updates, never a zero or NaN stand-in.
 
 ISEP (Gaussian actor, Sec. 4.2), `selection`:
   "stochastic" (the method, Eq. 5 / Eq. 30): per sample, b ~ Bernoulli(lam);
