@@ -348,6 +348,31 @@ def test_tune_checkpoint_is_copied_into_the_store_per_seed_only_when_newer(tmp_p
     assert restore_from_tune(trial, tune_dir) == {first.run_id: 20}
 
 
+def test_the_reported_tune_checkpoint_restores_every_seed(tmp_path, monkeypatch):
+    """What the trainable hands Tune (sweeps.trial._tune_report) is what a restarted trial
+    restores from: one checkpoint folder with each seed's checkpoint.pt under its run id."""
+    import ray.tune
+
+    from benchmarks.run.checkpoints import load_checkpoint
+    from sweeps.trial import _tune_report
+
+    kept = tmp_path / "kept"
+
+    def report(metrics, checkpoint=None):
+        if checkpoint is not None:  # Tune persists it to its storage; keep the latest
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(checkpoint.path, kept)
+
+    monkeypatch.setattr(ray.tune, "report", report)
+    trial = _toy_trials(tmp_path / "results")[0]
+    execute(trial.spec.to_dict(), _tune_report)
+    assert sorted(p.name for p in kept.iterdir()) == sorted([*trial.run_ids, "meta.json"])
+    for run in trial.runs:  # a store without the checkpoints (lost, or older): Tune's copies come back
+        run.checkpoint_path.unlink()
+    assert restore_from_tune(trial, kept) == dict.fromkeys(trial.run_ids, 30)
+    assert all(int(load_checkpoint(run.checkpoint_path)["step"]) == 30 for run in trial.runs)
+
+
 # ------------------------------------------------------------------ seed-batched trials against single runs
 BC3 = """name: bc3
 tasks: [toy/four-goal]
