@@ -526,6 +526,33 @@ def test_a_seed_that_diverges_is_marked_and_the_other_seeds_finish(tmp_path, bc_
     assert _events(one) == ["start", "diverged", "skip"]
 
 
+def test_a_divergence_raised_out_of_train_seeds_marks_the_named_seed_and_retrains_the_others(tmp_path, bc_alone, monkeypatch):
+    """train_seeds returns a diverged seed's error in its place; should one be raised instead
+    (SIMULATED here: the first call raises the guard's message for seed 1 before training), the
+    named seed is marked and the others are trained by a second call, ending as trained alone."""
+    import benchmarks.run.train
+
+    calls = []
+    train_seeds = benchmarks.run.train.train_seeds
+    _, alone = bc_alone
+    trial = _bc3(tmp_path, tmp_path / "results")
+    zero, one, two = trial.runs
+
+    def raising(specs, **kwargs):
+        calls.append([spec.seed for spec in specs])
+        if len(calls) == 1:
+            raise FloatingPointError(f"{one.run_id}: non-finite training metric(s) ['training/actor_loss'] at step 100 (simulated)")
+        return train_seeds(specs, **kwargs)
+
+    monkeypatch.setattr(benchmarks.run.train, "train_seeds", raising)
+    out = execute(trial.spec.to_dict(), lambda m, c: None)
+    assert calls == [[0, 1, 2], [0, 2]]
+    assert out["statuses"] == {zero.run_id: "finished", one.run_id: "diverged", two.run_id: "finished"}
+    assert "(simulated)" in json.loads(one.diverged_path.read_text())["reason"]
+    for run in (zero, two):
+        _assert_same_records(_records(run), alone[run.run_id], f"seed {run.seed}")
+
+
 def test_a_sweep_of_stored_runs_writes_one_plan_and_summary_row_per_run(tmp_path, bc_alone):
     """No trial to run (every run stored): no Ray. plan.json and summary.json list each seed's
     run; `seeds` (the CLI's --seeds) narrows every trial to those seeds."""
