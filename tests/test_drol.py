@@ -266,6 +266,26 @@ def test_candidate_metrics_match_their_definitions():
     assert float(divergence) == pytest.approx(float(((cands - centroid) ** 2).sum(-1).mean() / 3), rel=1e-5)
 
 
+def test_routing_helpers_take_a_leading_seed_axis():
+    """Seed-batched training (lead = (S,)): route, gather_winner and candidate_geometry on
+    [S, B, K, d] give, seed by seed, what they give on that seed's [B, K, d] alone."""
+    g = torch.Generator().manual_seed(1)
+    cands = torch.rand(3, 5, 6, 2, generator=g) * 2 - 1
+    actions = torch.rand(3, 5, 2, generator=g) * 2 - 1
+    k_star, d2 = route(cands, actions)
+    assert k_star.shape == (3, 5) and d2.shape == (3, 5, 6)
+    pairwise, divergence = candidate_geometry(cands, seeds=3)
+    assert pairwise.shape == divergence.shape == (3,)
+    for s in range(3):
+        k_one, d2_one = route(cands[s], actions[s])
+        assert torch.equal(k_star[s], k_one)
+        assert torch.equal(gather_winner(cands, k_star)[s], gather_winner(cands[s], k_one))
+        assert torch.equal(gather_winner(d2, k_star)[s], gather_winner(d2_one, k_one))
+        p_one, d_one = candidate_geometry(cands[s])
+        torch.testing.assert_close(pairwise[s], p_one)
+        torch.testing.assert_close(divergence[s], d_one)
+
+
 def test_winner_usage_histogram_and_metrics():
     algo = make(act_dim=2, num_candidates=4)
     batch = random_batch(64, 3, 2)
