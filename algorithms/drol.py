@@ -29,6 +29,10 @@ pairwise = 2K/(K-1) * divergence), routed BC loss E|a_hat^{k*} - a|^2 / d_a, and
 per candidate index: its entropy and max share per step, the [K] histogram accumulated over
 training in the `winner_counts` buffer (`winner_usage()`), or on a given batch
 (`winner_usage(batch)`, `diagnostics(batch)`).
+Seed-batched training (algorithms/seeds.py): the latents of the updates (the K routed ones and
+the TD target's) come from each seed's own generator (`self.rng`), in the order a single seed
+draws them from torch's global stream; routing, losses and metrics are per seed, and
+`winner_counts` is [S, K]. act / propose / diagnostics draw from the global generator.
 Defaults (Tables 2-3): 4 x 512 GELU MLPs (critic with LayerNorm), Adam 3e-4, batch 256,
 tau 0.005, gamma 0.99, K = 16, alpha 1 (code default; per family 0.03-10 in
 benchmarks/tasks/suites/drol_overrides.yaml). The authors also clip dataset actions to
