@@ -369,6 +369,7 @@ def failed_row(case_method: str, size: str, error: BaseException) -> Row:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from algorithms.config import ConfigError
     from benchmarks.run.spec import resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -384,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="a folder for seeds.csv and seeds.json (e.g. results/perf)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as error:
+        parser.error(str(error))
     methods = [m for m in args.methods.split(",") if m]
     sizes = [s for s in args.sizes.split(",") if s]
     if unknown := [s for s in sizes if s not in SIZES]:
