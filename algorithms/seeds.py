@@ -121,7 +121,7 @@ class SeedRandom:
 
 def seed_mean(x: torch.Tensor, seeds: int | None) -> torch.Tensor:
     """The mean over everything but the seed axis: a scalar for one seed, [S] for S."""
-    return x.mean() if seeds is None else x.reshape(seeds, -1).mean(1)
+    return x.mean() if seeds is None else x.mean(dim=tuple(range(1, x.dim())))
 
 
 def seed_view(p: torch.Tensor, like: torch.Tensor, seeds: int | None, param_dims: int | None = None) -> torch.Tensor:
@@ -136,19 +136,41 @@ def seed_view(p: torch.Tensor, like: torch.Tensor, seeds: int | None, param_dims
 
 class SeedLinear(nn.Module):
     """S independent nn.Linear layers as one batched matmul: [S, ..., in] -> [S, ..., out].
-    Weights keep nn.Linear's layout per seed ([S, out, in], [S, out])."""
+
+    The weight is held as [S, in, out] and the bias as [S, 1, out], the layouts `baddbmm` takes
+    as they are: no transpose or unsqueeze per call, and gradients arrive in the parameters' own
+    layout (a transposed view would cost a copy per update). Its state dict shows nn.Linear's
+    layout stacked ([S, out, in], [S, out]), so seed s of it is an nn.Linear's state dict; the
+    optimizer-state conversion is `seed_layout` on each parameter."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias) if bias is not None else None
+        self.weight = nn.Parameter(weight.transpose(1, 2).contiguous())
+        self.weight.seed_layout = (lambda t: t.transpose(1, 2).contiguous(), lambda t: t.transpose(1, 2))
+        self.bias = None
+        if bias is not None:
+            self.bias = nn.Parameter(bias.unsqueeze(1).contiguous())
+            self.bias.seed_layout = (lambda t: t.unsqueeze(1).contiguous(), lambda t: t.squeeze(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.shape[0]
-        flat = x.reshape(s, -1, x.shape[-1])
-        w = self.weight.transpose(1, 2)
-        out = torch.bmm(flat, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), flat, w)
+        if x.dim() == 3:
+            return torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias, x, self.weight)
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        out = torch.bmm(flat, self.weight) if self.bias is None else torch.baddbmm(self.bias, flat, self.weight)
         return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        for name, param in self._parameters.items():
+            if param is not None:
+                value = param if keep_vars else param.detach()
+                destination[prefix + name] = param.seed_layout[1](value)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        converted = {key: value for key, value in state_dict.items()}
+        for name, param in self._parameters.items():
+            if param is not None and prefix + name in converted:
+                converted[prefix + name] = param.seed_layout[0](converted[prefix + name])
+        super()._load_from_state_dict(converted, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 
 class SeedLayerNorm(nn.Module):
@@ -252,6 +274,16 @@ def unstack_state(state: dict[str, torch.Tensor], s: int) -> dict[str, torch.Ten
     return {key: value[s] for key, value in state.items()}
 
 
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _layout(param: torch.Tensor):
+    """(stacked single-seed layout -> the parameter's, and back): identity unless the seed-batched
+    layer keeps its own (SeedLinear)."""
+    return getattr(param, "seed_layout", (_same, _same))
+
+
 def _single_optimizer(algorithm: nn.Module) -> None:
     extra = [name for name, value in vars(algorithm).items()
              if isinstance(value, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
@@ -284,8 +316,9 @@ def stack_algorithms(algorithms: Sequence[Any]) -> Any:
         batched.scheduler = torch.optim.lr_scheduler.LambdaLR(batched.optimizer, first.scheduler.lr_lambdas)
         batched.scheduler.load_state_dict(first.scheduler.state_dict())
     states = [a.optimizer.state_dict() for a in algorithms]
+    layouts = [_layout(p)[0] for group in batched.optimizer.param_groups for p in group["params"]]
     stacked_state = {
-        index: {key: value if key == "step" else _stack([s["state"][index][key] for s in states])
+        index: {key: value if key == "step" else layouts[index](_stack([s["state"][index][key] for s in states]))
                 for key, value in entry.items()}
         for index, entry in states[0]["state"].items()
     }
@@ -298,8 +331,9 @@ def unstack_into(batched: Any, s: int, single: Any) -> None:
     weights, buffers, optimizer and scheduler state, random generators."""
     single.load_state_dict(unstack_state(batched.state_dict(), s))
     state = batched.optimizer.state_dict()
+    layouts = [_layout(p)[1] for group in batched.optimizer.param_groups for p in group["params"]]
     single.optimizer.load_state_dict({
-        "state": {index: {key: value if key == "step" else value[s].clone() for key, value in entry.items()}
+        "state": {index: {key: value if key == "step" else layouts[index](value)[s].clone() for key, value in entry.items()}
                   for index, entry in state["state"].items()},
         "param_groups": state["param_groups"],
     })
