@@ -221,11 +221,17 @@ class EnsembleCritic(nn.Module):
 
 
 class DiagonalGMM:
-    """A batch of diagonal Gaussian mixtures: log-weights [..., K], means and log-stds [..., K, d]."""
+    """A batch of diagonal Gaussian mixtures: log-weights [..., K], means and log-stds [..., K, d].
+
+    `log_stds` may be given in any shape that broadcasts against the means (a state-independent
+    [K, d], or [S, 1, K, d] for S stacked seeds): `self.log_stds` is its expanded view, and the
+    densities do their per-component work (exp, sum over d) on the compact tensor, once per
+    distinct value instead of once per state; the values are the same either way."""
 
     def __init__(self, log_weights: torch.Tensor, means: torch.Tensor, log_stds: torch.Tensor):
         self.log_weights = log_weights
         self.means = means
+        self.compact_log_stds = log_stds
         self.log_stds = log_stds.expand_as(means)
 
     @property
@@ -234,9 +240,10 @@ class DiagonalGMM:
 
     def component_log_probs(self, actions: torch.Tensor) -> torch.Tensor:
         """log N(a; mu_k, Sigma_k) for every component: actions [..., d] -> [..., K]."""
-        z = (actions.unsqueeze(-2) - self.means) * torch.exp(-self.log_stds)
+        log_stds = self.compact_log_stds
+        z = (actions.unsqueeze(-2) - self.means) * torch.exp(-log_stds)
         d = self.means.shape[-1]
-        return -0.5 * (z * z).sum(-1) - self.log_stds.sum(-1) - 0.5 * d * math.log(2 * math.pi)
+        return -0.5 * (z * z).sum(-1) - log_stds.sum(-1) - 0.5 * d * math.log(2 * math.pi)
 
     def joint_log_probs(self, actions: torch.Tensor) -> torch.Tensor:
         """u_k = log w_k + log N(a; mu_k, Sigma_k), [..., K]."""
@@ -311,7 +318,9 @@ class GMMPolicy(nn.Module):
         if self.state_dependent_std:
             log_std = out[..., k + k * d :].unflatten(-1, (k, d))
         else:
-            log_std = seed_view(self.log_std, means, self.seeds, param_dims=2).expand(*obs.shape[:-1], k, d)
+            # clamped before it is broadcast over the states (DiagonalGMM keeps the compact [K, d],
+            # or [S, 1, K, d] stacked): the same values for a fraction of the work
+            log_std = seed_view(self.log_std, means, self.seeds, param_dims=2)
         log_std = log_std.clamp(self.log_std_min, self.log_std_max)
         return DiagonalGMM(F.log_softmax(logits, dim=-1), means, log_std)
 
