@@ -16,11 +16,12 @@ import pytest
 import torch
 import yaml
 
-from algorithms.base import EnvSpec
+from algorithms.base import Batch, EnvSpec
 from algorithms.config import ConfigError, from_dict
 from algorithms.gem import GEM, GEMConfig, GEMKnobs, nll_gap
 from algorithms.nets import DiagonalGMM
 from algorithms.registry import METHODS
+from algorithms.seeds import stack_algorithms
 from algorithms.selection import (
     lcb,
     score_and_select,
@@ -437,6 +438,30 @@ def test_behavior_trains_during_pretraining_then_freezes():
     assert all(torch.equal(a, b) for a, b in zip(frozen, gem.behavior.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(actor_before, gem.actor.parameters()))
     assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
+
+
+def test_seed_batched_losses_are_each_seeds_own():
+    """S stacked seeds (algorithms/seeds.py): the actor and behaviour losses and every metric are
+    [S], seed s's equal to the seed alone on its own minibatch, and so are its log-std gradients
+    (the state-independent log-std stays compact, [S, 1, K, d], in the stacked mixture)."""
+    singles = [make_gem(seed=s) for s in range(3)]
+    batches = [random_batch(seed=10 + s) for s in range(3)]
+    alone = [(g.actor_loss(b), g.behavior_loss(b)) for g, b in zip(singles, batches)]
+    grads = [torch.autograd.grad(a[0] + bl, (g.actor.log_std, g.behavior.log_std)) for g, (a, bl) in zip(singles, alone)]
+    stacked = stack_algorithms([make_gem(seed=s) for s in range(3)])
+    batch = Batch(*(torch.stack([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(Batch)))
+    gmm = stacked.actor(batch.observations)
+    assert gmm.compact_log_stds.shape == (3, 1, 3, 2) and gmm.log_stds.shape == (3, 16, 3, 2)
+    (loss, metrics), behavior_loss = stacked.actor_loss(batch), stacked.behavior_loss(batch)
+    assert loss.shape == behavior_loss.shape == (3,) and all(v.shape == (3,) for v in metrics.values())
+    stacked_grads = torch.autograd.grad((loss + behavior_loss).sum(), (stacked.actor.log_std, stacked.behavior.log_std))
+    for s, ((single_loss, single_metrics), single_behavior) in enumerate(alone):
+        torch.testing.assert_close(loss[s], single_loss)
+        torch.testing.assert_close(behavior_loss[s], single_behavior)
+        for key, value in single_metrics.items():
+            torch.testing.assert_close(metrics[key][s], value)
+        for got, want in zip(stacked_grads, grads[s]):
+            torch.testing.assert_close(got[s], want)
 
 
 def test_target_critic_follows_the_online_one_by_polyak_after_each_update():
