@@ -106,6 +106,7 @@ from algorithms.config import Checked, field, require
 from algorithms.critics import TDCritic, aggregate
 from algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
 from algorithms.optim import make_adam
+from algorithms.seeds import SeedRandom, seed_mean
 
 M_SWEEP = (2, 5, 10, 15, 20)  # the paper's sweep of the number of modes M (Table 3, Fig. 3)
 
@@ -239,31 +240,37 @@ class MDN(nn.Module):
         return DiagonalGMM(log_alpha, means, log_std)
 
 
-def sample_each_mode(gmm: DiagonalGMM, n: int, clip: bool = True) -> torch.Tensor:
-    """n samples of EVERY mode: a ~ phi^u(.|s) for all u, [B, M, n, d]; clipped to the action box
-    when `clip`."""
+def sample_each_mode(gmm: DiagonalGMM, n: int, clip: bool = True, rng: SeedRandom | None = None) -> torch.Tensor:
+    """n samples of EVERY mode: a ~ phi^u(.|s) for all u, [*lead, B, M, n, d]; clipped to the action
+    box when `clip`. The noise comes from `rng` (a method's per-seed generators; the mixture then
+    carries its seed axis when `rng` is stacked) or, without one, torch's global generator."""
     mu = gmm.means.unsqueeze(-2)
     std = gmm.log_stds.exp().unsqueeze(-2)
-    noise = torch.randn(*mu.shape[:-2], n, mu.shape[-1], device=mu.device, dtype=mu.dtype)
+    shape = (*mu.shape[:-2], n, mu.shape[-1])
+    if rng is None:
+        noise = torch.randn(shape, device=mu.device, dtype=mu.dtype)
+    else:
+        noise = rng.randn(*shape[int(rng.stacked):], device=mu.device, dtype=mu.dtype)
     samples = mu + std * noise
     return samples.clamp(-1.0, 1.0) if clip else samples
 
 
 def greedy_modes(hyper_q: torch.Tensor, gmm: DiagonalGMM, min_weight: float = 0.0) -> torch.Tensor:
-    """u*(s) = argmax_u Q_phi(s, u) (Eq. 7) over the modes with alpha_u(s) >= min_weight, [B]."""
+    """u*(s) = argmax_u Q_phi(s, u) (Eq. 7) over the modes with alpha_u(s) >= min_weight, [*lead, B]."""
     if min_weight > 0:
         hyper_q = hyper_q.masked_fill(gmm.weights < min_weight, float("-inf"))
     return hyper_q.argmax(-1)
 
 
 def select_mode(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """x[b, u[b]] for x [B, M, ...] and mode indices u [B]."""
-    idx = u.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:])
-    return x.gather(1, idx).squeeze(1)
+    """x[..., b, u[..., b], ...] for x [*lead, B, M, ...] and mode indices u [*lead, B]: [*lead, B, ...]."""
+    k = u.dim()  # the mode axis of x
+    idx = u.reshape(*u.shape, 1, *([1] * (x.dim() - k - 1))).expand(*u.shape, 1, *x.shape[k + 1 :])
+    return x.gather(k, idx).squeeze(k)
 
 
 class HyperQ(nn.Module):
-    """Q_phi(s, u) for all M modes at once, [B, M]: a state net with M outputs, or a net over (s, onehot(u))."""
+    """Q_phi(s, u) for all M modes at once, [*lead, B, M]: a state net with M outputs, or a net over (s, onehot(u))."""
 
     def __init__(self, obs_dim: int, num_modes: int, hidden_dims: tuple[int, ...], mode_input: str = "state"):
         super().__init__()
@@ -277,9 +284,9 @@ class HyperQ(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.onehot:
             return self.net(obs)
-        b, m = obs.shape[0], self.m
-        eye = torch.eye(m, device=obs.device, dtype=obs.dtype).expand(b, m, m)
-        x = torch.cat([obs.unsqueeze(1).expand(b, m, obs.shape[-1]), eye], dim=-1)
+        lead, m = obs.shape[:-1], self.m
+        eye = torch.eye(m, device=obs.device, dtype=obs.dtype).expand(*lead, m, m)
+        x = torch.cat([obs.unsqueeze(-2).expand(*lead, m, obs.shape[-1]), eye], dim=-1)
         return self.net(x).squeeze(-1)
 
 
@@ -330,16 +337,17 @@ class LOM(Algorithm):
 
     @torch.no_grad()
     def hyper_q_targets(self, obs: torch.Tensor, gmm: DiagonalGMM | None = None) -> torch.Tensor:
-        """Eq. 17 target for every mode: (1/n) sum_j Q_psi(s, a_j^u), a_j^u ~ phi^u(.|s); [B, M]."""
+        """Eq. 17 target for every mode: (1/n) sum_j Q_psi(s, a_j^u), a_j^u ~ phi^u(.|s); [*lead, B, M]."""
         gmm = self.mdn(obs) if gmm is None else gmm
-        samples = sample_each_mode(gmm, self.config.hyper_q_samples, self.config.clip_hyper_q_samples)  # [B, M, n, d]
-        return self.q_value(obs[:, None, None, :], samples).mean(-1)
+        cfg = self.config
+        samples = sample_each_mode(gmm, cfg.hyper_q_samples, cfg.clip_hyper_q_samples, self.rng)  # [*lead, B, M, n, d]
+        return self.q_value(obs[..., None, None, :], samples).mean(-1)
 
     def sarsa_next_actions(self, batch: Batch) -> torch.Tensor:
         """a' of Eq. 16: the next DATASET action (+ TD3-style smoothing noise when sarsa_noise > 0)."""
         a_next = batch.next_actions
         if self.config.sarsa_noise > 0:
-            noise = (torch.randn_like(a_next) * self.config.sarsa_noise).clamp(
+            noise = (self.rng.randn_like(a_next) * self.config.sarsa_noise).clamp(
                 -self.config.sarsa_noise_clip, self.config.sarsa_noise_clip
             )
             a_next = (a_next + noise).clamp(-1.0, 1.0)
@@ -371,10 +379,10 @@ class LOM(Algorithm):
         if mdn_phase:
             # Eq. 15: MDN negative log-likelihood (Algorithm 1 lines 1-4).
             gmm = self.mdn(obs)
-            mdn_loss = -gmm.log_prob(batch.actions).mean()
+            mdn_loss = -seed_mean(gmm.log_prob(batch.actions), self.seeds)
             losses.append(mdn_loss)
             metrics["training/mdn_nll"] = mdn_loss.detach()
-            metrics["training/mdn_log_std_mean"] = gmm.log_stds.detach().mean()
+            metrics["training/mdn_log_std_mean"] = seed_mean(gmm.log_stds.detach(), self.seeds)
 
         if not mdn_phase or cfg.q_during_mdn:
             # Eq. 16: SARSA TD on (s, a, r, s', a') with the next dataset action, slow target psi-.
@@ -394,36 +402,37 @@ class LOM(Algorithm):
             self.critic.update_target()  # psi- <- rho psi- + (1 - rho) psi
 
     def _mode_losses(self, batch: Batch, metrics: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Eq. 17 (hyper Q) and Eq. 18 (weighted imitation on the greedy mode); the MDN is frozen."""
+        """Eq. 17 (hyper Q) and Eq. 18 (weighted imitation on the greedy mode); the MDN is frozen.
+        Tensors are [*lead, B, ...] (lead = (S,) when seed-batched); expectations are per seed."""
         cfg = self.config
         obs = batch.observations
-        b, m = obs.shape[0], cfg.num_modes
-        rows = torch.arange(b, device=obs.device)
+        b, m, seeds = obs.shape[-2], cfg.num_modes, self.seeds
         with torch.no_grad():
             gmm = self.mdn(obs)  # frozen behaviour modes
 
         # Eq. 17: regress Q_phi(s, u) to the Monte-Carlo mean of Q_psi over samples of mode u.
-        hq = self.hyper_q(obs)  # [B, M]
+        hq = self.hyper_q(obs)  # [*lead, B, M]
         if cfg.hyper_q_modes == "all":
             target = self.hyper_q_targets(obs, gmm)
-            hyper_loss = (hq - target).pow(2).mean()
+            hyper_loss = seed_mean((hq - target).pow(2), seeds)
         else:
-            u = torch.randint(0, m, (b,), device=obs.device)
+            u = self.rng.randint(0, m, (b,), device=obs.device)  # [*lead, B]
             with torch.no_grad():
-                mode_gmm = DiagonalGMM(gmm.log_weights[rows, u, None], gmm.means[rows, u, None], gmm.log_stds[rows, u, None])
-                target = self.hyper_q_targets(obs, mode_gmm).squeeze(-1)  # [B]
-            hyper_loss = (hq[rows, u] - target).pow(2).mean()
+                mode_gmm = DiagonalGMM(select_mode(gmm.log_weights, u).unsqueeze(-1), select_mode(gmm.means, u).unsqueeze(-2),
+                                       select_mode(gmm.log_stds, u).unsqueeze(-2))
+                target = self.hyper_q_targets(obs, mode_gmm).squeeze(-1)  # [*lead, B]
+            hyper_loss = seed_mean((select_mode(hq, u) - target).pow(2), seeds)
 
         with torch.no_grad():
             # Eq. 7 / Algorithm 1 line 12: greedy mode u* = argmax_u Q_phi(s, u).
             u_star = greedy_modes(hq.detach(), gmm, cfg.min_mode_weight)
             mu = select_mode(gmm.means, u_star)  # a_bar = mu_{u*}(s)
             std = select_mode(gmm.log_stds, u_star).exp()
-            a_hat = mu + std * torch.randn_like(mu)  # a_hat ~ phi^{u*}(.|s)
+            a_hat = mu + std * self.rng.randn_like(mu)  # a_hat ~ phi^{u*}(.|s)
             if cfg.imitation_target_clip == "before_noise":  # the code: clip the mode's sample, then add noise
                 a_hat = a_hat.clamp(-1.0, 1.0)
             if cfg.imitation_noise > 0:
-                a_hat = a_hat + cfg.imitation_noise * torch.randn_like(a_hat)
+                a_hat = a_hat + cfg.imitation_noise * self.rng.randn_like(a_hat)
             if cfg.imitation_target_clip == "after_noise":
                 a_hat = a_hat.clamp(-1.0, 1.0)
             # A = Q_psi(s, a_hat) - Q_psi(s, a_bar)  (code: - Q_psi(s, pi_theta(s)))
@@ -436,22 +445,22 @@ class LOM(Algorithm):
 
         # Eq. 18: weighted imitation of the greedy mode's samples only.
         if cfg.policy_loss == "nll":
-            actor_loss = -(weight * self.actor.log_prob(obs, a_hat)).mean()
+            actor_loss = -seed_mean(weight * self.actor.log_prob(obs, a_hat), seeds)
         else:
-            actor_loss = (weight * (self.actor(obs).mean - a_hat).pow(2).mean(-1)).mean()
+            actor_loss = seed_mean(weight * (self.actor(obs).mean - a_hat).pow(2).mean(-1), seeds)
 
         metrics["training/hyper_q_loss"] = hyper_loss.detach()
         metrics["training/actor_loss"] = actor_loss.detach()
-        metrics["training/advantage_mean"] = advantage.mean()
-        metrics["training/adv_weight_mean"] = weight.mean()
-        metrics["training/adv_weight_clip_frac"] = (weight >= cfg.max_weight).float().mean()
-        metrics["training/greedy_mode_alpha"] = select_mode(gmm.weights, u_star).mean()  # behaviour weight of u*
-        metrics["training/greedy_mode_std"] = std.mean()
-        selected = F.one_hot(u_star, m).float().mean(0)  # which modes the batch's states choose
-        per_mode_q = hq.detach().mean(0)
+        metrics["training/advantage_mean"] = seed_mean(advantage, seeds)
+        metrics["training/adv_weight_mean"] = seed_mean(weight, seeds)
+        metrics["training/adv_weight_clip_frac"] = seed_mean((weight >= cfg.max_weight).float(), seeds)
+        metrics["training/greedy_mode_alpha"] = seed_mean(select_mode(gmm.weights, u_star), seeds)  # behaviour weight of u*
+        metrics["training/greedy_mode_std"] = seed_mean(std, seeds)
+        selected = F.one_hot(u_star, m).float().mean(-2)  # which modes the batch's states choose, [*lead, M]
+        per_mode_q = hq.detach().mean(-2)
         for i in range(m):
-            metrics[f"training/selected_mode_frac/{i}"] = selected[i]
-            metrics[f"training/hyper_q/{i}"] = per_mode_q[i]
+            metrics[f"training/selected_mode_frac/{i}"] = selected[..., i]
+            metrics[f"training/hyper_q/{i}"] = per_mode_q[..., i]
         return [hyper_loss, actor_loss]
 
     # ----- inference -----

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -27,6 +28,7 @@ from algorithms.lom import (
     sample_each_mode,
 )
 from algorithms.registry import get_method
+from algorithms.seeds import stack_algorithms, unstack_state
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -474,6 +476,52 @@ def test_state_dict_round_trip_weights_only_and_determinism():
     diag = algo.diagnostics(batch)
     assert sum(diag[f"diagnostics/selected_mode_frac/{u}"] for u in range(5)) == pytest.approx(1.0)
     assert math.isfinite(diag["diagnostics/mdn_nll"])
+
+
+# ---------------------------------------------------------------- seed-batched training (algorithms/seeds.py)
+
+# Branches the registry presets do not take (tests/test_seed_batching.py trains lom and lom-code):
+# one drawn mode per state, the alpha threshold on u*, Q_psi from step 0, the other clips,
+# baselines, weight forms and ensemble reads.
+SEED_BATCH_OPTIONS = {
+    "uniform-modes": {"hyper_q_modes": "uniform", "min_mode_weight": 0.1, "q_during_mdn": True,
+                      "imitation_target_clip": "none", "clip_hyper_q_samples": False, "num_q": 2, "q_eval": "min"},
+    "code-variants": {**CODE_PRESET, "hidden_dims": (32, 32), "imitation_target_clip": "before_noise",
+                      "weight_form": "algorithm1", "q_eval": "mean", "num_q": 3},
+}
+
+
+@pytest.mark.parametrize("options", SEED_BATCH_OPTIONS.values(), ids=SEED_BATCH_OPTIONS.keys())
+def test_seed_batched_options_match_each_seed_alone(options):
+    """Seed s trained in a batch of 3 seeds ends with the weights it has trained alone, through
+    both phases: every draw (SARSA and imitation noise, the drawn modes, the hyper-Q samples)
+    comes from its own stream and every expectation is its own."""
+    seeds, steps, b = (0, 1, 2), 30, 32
+    cfg = {"mdn_steps": 12, **options}
+    batches = [[random_batch(b, seed=100 * s + t, done_rate=0.3) for t in range(steps)] for s in seeds]
+
+    def built(seed: int) -> LOM:
+        algo = make(cfg, seed=seed)
+        algo.rng  # noqa: B018 -- its stream, taken right after it is built (as train.py does)
+        return algo
+
+    alone = []
+    for s in seeds:
+        algo = built(s)
+        for t in range(steps):
+            algo.update(batches[s][t], t)
+        alone.append(algo.state_dict())
+    batched = stack_algorithms([built(s) for s in seeds])
+    for t in range(steps):
+        batch = Batch(*(torch.stack([getattr(batches[s][t], f.name) for s in seeds]) for f in dataclasses.fields(Batch)))
+        metrics = batched.update(batch, t)
+    assert all(v.shape == (len(seeds),) for v in metrics.values()), {k: v.shape for k, v in metrics.items()}
+    state = batched.state_dict()
+    for i, s in enumerate(seeds):
+        ours = unstack_state(state, i)
+        for key, value in alone[s].items():
+            torch.testing.assert_close(ours[key], value, rtol=1e-4, atol=1e-5, msg=lambda m, k=key, s=s: f"seed {s} {k}: {m}")
+    assert not torch.allclose(alone[0]["hyper_q.net.0.weight"], alone[1]["hyper_q.net.0.weight"])
 
 
 # ---------------------------------------------------------------- mechanism tier (CI): the cheapest run of the same claim
