@@ -28,7 +28,7 @@ from algorithms.lom import (
     sample_each_mode,
 )
 from algorithms.registry import get_method
-from algorithms.seeds import stack_algorithms, unstack_state
+from algorithms.seeds import SeedRandom, stack_algorithms, unstack_state
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -181,6 +181,7 @@ def test_hyper_q_target_is_the_monte_carlo_mean_of_q_over_each_modes_samples():
     algo.q_value = fixed_q
     obs = torch.randn(4, 3)
     torch.manual_seed(123)
+    algo.rng = SeedRandom.from_global(algo.device)  # the losses draw from algo.rng: start it on this stream
     target = algo.hyper_q_targets(obs)
     torch.manual_seed(123)
     with torch.no_grad():
@@ -362,6 +363,7 @@ def test_hyper_q_target_and_advantage_read_the_online_q_and_the_sarsa_bootstrap_
     online_and_target_q(algo.critic, obs, batch.actions)
     hyper_loss, advantage, actor_loss = by_hand(algo.critic.q)
     torch.manual_seed(3)
+    algo.rng = SeedRandom.from_global(algo.device)  # by_hand's draws, in the same order
     _, metrics = algo.losses(batch, 0)
     assert float(metrics["training/hyper_q_loss"]) == pytest.approx(hyper_loss, rel=1e-5)
     assert float(metrics["training/advantage_mean"]) == pytest.approx(advantage, rel=1e-4, abs=1e-6)
