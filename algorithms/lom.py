@@ -85,6 +85,13 @@ rule scores 0 -- at states on the left path it picks modes with alpha ~ 0 whose 
 the data, where the SARSA Q_psi extrapolates upward, and the policy steers into the
 obstacle -- while thresholds 0.05 / 0.1 score 76 / 90 (BC: 88).
 
+Seed-batched training (algorithms/seeds.py): the losses run on [*lead, B, ...] tensors (lead = (S,)
+for S seeds trained as one model), every expectation and metric is per seed, and every draw (the
+hyper-Q samples a_j^u, a_hat, the SARSA and imitation noise, the uniform mode u) comes from
+`self.rng`, so seed s in a batch draws what it draws alone. Most of a phase-2 update is the
+critic over the B x M x n Monte-Carlo samples of Eq. 17, work that grows with S, so batching
+saves less there than in the MDN phase.
+
 Not in the paper, in both presets: the MDN's mean-head biases start spread uniformly over
 the action box (`mdn_init_mean_spread`). With every mode starting near the data mean, NLL
 training sits for thousands of steps at the symmetric saddle where all modes equal the
