@@ -21,6 +21,7 @@ import sys
 import analysis.cli
 import benchmarks.cli
 import sweeps.cli
+from benchmarks.run.workers import keep_freed_memory
 
 PARTS = (benchmarks.cli, sweeps.cli, analysis.cli)
 
@@ -61,6 +62,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # allocator settings for the whole process (benchmarks/run/workers.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -56,6 +56,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.run.workers import keep_freed_memory
+
 TOY_TASK = "toy/four-goal"
 BASE_METHODS = ("bc", "iql", "gem", "isep", "isep-fm", "lom", "drol", "fql")
 SIZES = ("toy", "paper")
@@ -369,6 +371,7 @@ def failed_row(case_method: str, size: str, error: BaseException) -> Row:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # as every modebench command and worker runs (benchmarks/run/workers.py)
     from algorithms.config import ConfigError
     from benchmarks.run.spec import resolve_device
 

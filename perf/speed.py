@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.run.workers import keep_freed_memory
+
 OBS_DIM, ACT_DIM, SIZE = 17, 6, 100_000
 
 D3RLPY_SCRIPT = r"""
@@ -219,6 +221,7 @@ class D3rlpyIQL:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # as every modebench command and worker runs (benchmarks/run/workers.py)
     from algorithms.registry import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -272,9 +272,11 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
     """Run one trial (all its seeds) to completion or divergence; returns the final status line."""
     import torch
 
+    from benchmarks.run.workers import keep_freed_memory
     from benchmarks.store import RunStore
 
     torch.set_num_threads(max(1, int(cpus)))
+    keep_freed_memory()  # a Ray worker is its own process: the allocator settings of every command
     spec = TrialSpec.from_dict(spec_dict)
     spec.device = _device(spec, gpus)
     trial = plan(spec)

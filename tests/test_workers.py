@@ -167,3 +167,12 @@ def test_killed_bench_leaves_no_worker_and_a_rerun_completes_only_what_is_missin
     for run_id in runs - finished:  # the unfinished ones trained to the end once more, from the start
         lines = [json.loads(x) for x in (tmp_path / "runs" / run_id / "metrics.jsonl").read_text().splitlines()]
         assert lines[-1]["step"] == steps
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only (elsewhere it is a no-op returning False)")
+def test_allocator_settings_apply_in_a_fresh_process():
+    """keep_freed_memory's two mallopt calls are accepted by this libc (a wrong parameter number
+    or value makes mallopt return 0, and the function False)."""
+    out = subprocess.run([sys.executable, "-c", "from benchmarks.run.workers import keep_freed_memory as k; print(k())"],
+                         capture_output=True, text=True, check=True, env=ONE_THREAD)
+    assert out.stdout.strip() == "True", out
