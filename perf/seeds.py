@@ -303,33 +303,30 @@ def format_table(rows: list[Row], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def verdict_line(target: str, missed: list[str], missed_as: str, unknown: list[str], unknown_as: str) -> str:
+    """`<target>: holds | does NOT hold | not decided`, then what missed it and what was not measured."""
+    verdict = "holds" if not missed and not unknown else "does NOT hold" if missed else "not decided"
+    line = f"{target}: {verdict}"
+    if missed:
+        line += f"; {missed_as}: {', '.join(missed)}"
+    if unknown:
+        line += f"; {unknown_as}: {', '.join(unknown)}"
+    return line
+
+
 def verdicts(rows: list[Row], seeds: list[int]) -> list[str]:
     """Whether each of the issue's targets holds on the rows measured."""
     out = []
     for size, what in (("toy", f"S=3 >= {TOY_TARGET:.1f}x for every method"),
                        ("paper", "S=3 >= 1.3x for " + "/".join(OVERHEAD_BOUND) + ", >= 1.0x for " + "/".join(ARITHMETIC_BOUND))):
         measured = [r for r in rows if r.size == size]
-        if not measured:
-            continue
-        missed = [f"{r.method} {r.ratios[3]:.2f}x" for r in measured if r.meets is False]
-        unknown = [r.method for r in measured if r.meets is None]
-        verdict = "holds" if not missed and not unknown else "does NOT hold" if missed else "not decided"
-        line = f"{size} target ({what}): {verdict}"
-        if missed:
-            line += f"; short: {', '.join(missed)}"
-        if unknown:
-            line += f"; not measured or failed: {', '.join(unknown)}"
-        out.append(line)
+        if measured:
+            out.append(verdict_line(f"{size} target ({what})", [f"{r.method} {r.ratios[3]:.2f}x" for r in measured if r.meets is False],
+                                    "short", [r.method for r in measured if r.meets is None], "not measured or failed"))
     if gpu_checked(seeds):
-        missed = [f"{r.method} {r.size} {r.gpu_time_ratio:.2f}x" for r in rows if r.gpu_meets is False]
-        failed = [f"{r.method} {r.size}" for r in rows if r.gpu_meets is None]
-        verdict = "holds" if not missed and not failed else "does NOT hold" if missed else "not decided"
-        line = f"GPU target (one S=32 update within {GPU_TIME_TARGET:.0f}x the time of one S=1 update): {verdict}"
-        if missed:
-            line += f"; over: {', '.join(missed)}"
-        if failed:
-            line += f"; failed: {', '.join(failed)}"
-        out.append(line)
+        out.append(verdict_line(f"GPU target (one S=32 update within {GPU_TIME_TARGET:.0f}x the time of one S=1 update)",
+                                [f"{r.method} {r.size} {r.gpu_time_ratio:.2f}x" for r in rows if r.gpu_meets is False], "over",
+                                [f"{r.method} {r.size}" for r in rows if r.gpu_meets is None], "failed"))
     return out
 
 

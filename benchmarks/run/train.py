@@ -156,16 +156,9 @@ def train(
         spec = resolve_run(spec, task, **settings)
     elif task is not None or settings:
         raise TypeError("train(spec) takes a resolved RunSpec alone; resolve settings with resolve_run")
-    dataset = load_checked_data(spec)
-    # the run's lifetime under its folder's writer lock: a second process (another driver, an
-    # orphaned worker) refuses with a RunBusyError line instead of writing the same files
-    with RunStore(out or DEFAULT_ROOT, spec.run_id).writing(wait=lock_wait) as store:
-        return _train(prepare(spec, store, dataset, resume, default_callbacks(progress, log, on_evaluation)))
-
-
-def _train(run: TrainingRun) -> RunResult:
-    result = _train_together([run])[0]
-    if isinstance(result, FloatingPointError):
+    (result,) = train_seeds([spec], out=out, progress=progress, resume=resume, log=log,
+                            on_evaluation=on_evaluation, lock_wait=lock_wait)
+    if isinstance(result, FloatingPointError):  # alone, a diverged run is an error
         raise result
     return result
 
@@ -288,6 +281,8 @@ def train_seeds(
         raise ConfigError(f"a seed is given twice: {[spec.seed for spec in specs]}")
     dataset = load_checked_data(specs[0])
     results: dict[int, RunResult | FloatingPointError | RunBusyError] = {}
+    # each run's lifetime under its folder's writer lock: a second process (another driver, an
+    # orphaned worker) refuses with a RunBusyError line instead of writing the same files
     with contextlib.ExitStack() as held:
         runs: dict[int, TrainingRun] = {}
         for index, spec in enumerate(specs):
