@@ -35,6 +35,10 @@ from torch import nn
 from algorithms.optim import make_adam
 
 
+class SeedBatchingError(ValueError):
+    """A model that cannot be stacked over seeds (the caller trains its seeds one after another)."""
+
+
 class SeedRandom:
     """The random draws of a method's updates: one generator per seed (one, without a seed axis,
     when training a single seed). Host draws (a gate decided on the CPU) and device draws keep
@@ -219,7 +223,7 @@ def _stack_layer_norm(modules: Sequence[nn.LayerNorm]) -> nn.Module:
     if not first.elementwise_affine:
         return copy.copy(first)  # nothing per seed
     if len(first.normalized_shape) != 1:
-        raise ValueError("seed batching supports LayerNorm over the last dimension only")
+        raise SeedBatchingError("seed batching supports LayerNorm over the last dimension only")
     norm = SeedLayerNorm(first.normalized_shape[0], first.eps, _stack([m.weight for m in modules]),
                          None if first.bias is None else _stack([m.bias for m in modules]))
     norm.requires_grad_(first.weight.requires_grad)
@@ -252,7 +256,7 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
         stacked = first.stack_from(modules)
     else:
         if isinstance(first, nn.Dropout) and first.p > 0:
-            raise ValueError("dropout inside a seed-batched network needs per-seed masks: draw them through the method's rng")
+            raise SeedBatchingError("dropout inside a network (its masks come from torch's global generator, not one per seed)")
         stacked = copy.copy(first)
         stacked.__dict__ = dict(first.__dict__)
         stacked._parameters = {}
@@ -289,9 +293,9 @@ def _single_optimizer(algorithm: nn.Module) -> None:
              if isinstance(value, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
              and name not in ("optimizer", "scheduler")]
     if extra:
-        raise ValueError(f"seed batching rebuilds `optimizer` and `scheduler` only; {type(algorithm).__name__} also holds {extra}")
+        raise SeedBatchingError(f"seed batching rebuilds `optimizer` and `scheduler` only; {type(algorithm).__name__} also holds {extra}")
     if algorithm.scheduler is not None and not isinstance(algorithm.scheduler, torch.optim.lr_scheduler.LambdaLR):
-        raise ValueError(f"seed batching rebuilds LambdaLR schedulers only, not {type(algorithm.scheduler).__name__}")
+        raise SeedBatchingError(f"seed batching rebuilds LambdaLR schedulers only, not {type(algorithm.scheduler).__name__}")
 
 
 def stack_algorithms(algorithms: Sequence[Any]) -> Any:

@@ -179,3 +179,16 @@ def test_modebench_train_seeds_trains_one_run_folder_per_seed(tmp_path, capsys):
     for bad, why in (("0,0", "distinct"), ("0,x", "integer")):
         assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--seeds", bad, "--out", str(tmp_path)]) == 2
         assert why in capsys.readouterr().err
+
+
+def test_seeds_that_cannot_be_stacked_train_one_after_another(tmp_path, capsys):
+    """IQL's actor dropout (published Adroit/Kitchen settings) draws its masks from torch's global
+    generator, which has no per-seed stream: train_seeds says so in one line and trains each seed
+    alone, with the numbers `train` gives it."""
+    specs = [resolve_run("iql", "toy/four-goal", seed=s, steps=60, eval_every=60, eval_episodes=5,
+                         config={"actor_dropout": 0.1}) for s in (0, 1)]
+    together = train_seeds(specs, out=tmp_path / "together")
+    assert "seeds trained one after another" in capsys.readouterr().out + capsys.readouterr().err
+    for spec, result in zip(specs, together):
+        alone = train(spec, out=tmp_path / "alone")
+        _assert_same_weights(_weights(result.checkpoint), _weights(alone.checkpoint), f"seed {spec.seed}")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from algorithms.base import Algorithm, EnvSpec
 from algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
-from algorithms.seeds import stack_algorithms, unstack_into
+from algorithms.seeds import SeedBatchingError, stack_algorithms, unstack_into
 from benchmarks.data.dataset import Normalizer, TransitionDataset
 from benchmarks.data.replay import DeviceReplay, SeedReplays
 from benchmarks.data.validate import check_task_data
@@ -87,6 +87,8 @@ class TrainingRun:
     train_time: float = 0.0  # seconds spent in updates (evaluations excluded)
     metrics: dict[str, float] = field(default_factory=dict)  # the last interval's mean metrics
     records: list[dict[str, Any]] = field(default_factory=list)
+    # torch's global generator states just after prepare: what a run trained alone continues from
+    global_rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
     def emit(self, record: dict[str, Any]) -> None:
         """Store a new record, then hand it to every callback."""
@@ -185,7 +187,18 @@ def _train_together(runs: list[TrainingRun]) -> list[RunResult | FloatingPointEr
     spec = runs[0].spec
     active = list(runs)
     diverged: dict[int, FloatingPointError] = {}
-    model, replay = _seed_batch(active)
+    try:
+        model, replay = _seed_batch(active)
+    except SeedBatchingError as err:  # e.g. dropout's global-generator masks: each seed alone, same numbers
+        tqdm.write(f"{spec.method}: seeds trained one after another, not as one model ({err})")
+        results = []
+        for run in runs:
+            if run.global_rng is not None:  # the global stream this seed's own prepare left
+                torch.set_rng_state(run.global_rng[0])
+                if run.global_rng[1]:
+                    torch.cuda.set_rng_state_all(run.global_rng[1])
+            results += _train_together([run])
+        return results
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     updates = timed_updates = 0
@@ -295,6 +308,7 @@ def train_seeds(
                 continue
             run = prepare(spec, store, dataset, resume, default_callbacks(progress and not runs, log, on_evaluation))
             run.algorithm.rng  # noqa: B018 (its generator, taken now from the stream this seed's prepare left)
+            run.global_rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
             runs[index] = run
         for start in sorted({run.start_step for run in runs.values()}):
             group = [i for i, run in runs.items() if run.start_step == start]
