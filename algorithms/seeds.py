@@ -10,8 +10,9 @@ How a method takes part (one code path for one seed and for S):
   single-seed copies (each built under its own seed, so each keeps its own initialisation) into
   one model whose every parameter, buffer, target network and optimizer state is the stack of
   theirs. Leaf layers become their seed-batched forms (`SeedLinear`, `SeedLayerNorm`,
-  `SeedEmbedding`); a module with its own forward logic over parameters provides
-  `stack_from(modules)` (the ensemble critic, for instance);
+  `SeedEmbedding`); every other module is copied with its parameters and buffers stacked and
+  `seeds` = S set, which a module whose forward reads its parameters directly checks (the
+  ensemble layers fold the seed axis into the member axis);
 - its losses are written over tensors whose leading axes are `lead` = () for one seed and (S,)
   for S seeds: the minibatch is [*lead, B, ...], reductions are per seed (`seed_mean`), and the
   loss it returns is one value per seed ([S], summed by the base class before the backward);
@@ -70,10 +71,6 @@ class SeedRandom:
     @classmethod
     def stack(cls, randoms: Sequence[SeedRandom]) -> SeedRandom:
         return cls([r.host[0] for r in randoms], [r.device[0] for r in randoms], stacked=True)
-
-    @property
-    def seeds(self) -> int:
-        return len(self.host)
 
     def __getitem__(self, s: int) -> SeedRandom:
         return SeedRandom([self.host[s]], [self.device[s]])
@@ -144,8 +141,9 @@ class SeedLinear(nn.Module):
     The weight is held as [S, in, out] and the bias as [S, 1, out], the layouts `baddbmm` takes
     as they are: no transpose or unsqueeze per call, and gradients arrive in the parameters' own
     layout (a transposed view would cost a copy per update). Its state dict shows nn.Linear's
-    layout stacked ([S, out, in], [S, out]), so seed s of it is an nn.Linear's state dict; the
-    optimizer-state conversion is `seed_layout` on each parameter."""
+    layout stacked ([S, out, in], [S, out]), so seed s of it is an nn.Linear's state dict
+    (`unstack_into`); the optimizer-state conversion is `seed_layout` on each parameter. A stacked
+    model is only ever built from single-seed ones, never loaded from a state dict."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -157,24 +155,15 @@ class SeedLinear(nn.Module):
             self.bias.seed_layout = (lambda t: t.unsqueeze(1).contiguous(), lambda t: t.squeeze(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            return torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias, x, self.weight)
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
         out = torch.bmm(flat, self.weight) if self.bias is None else torch.baddbmm(self.bias, flat, self.weight)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+        return out if x.dim() == 3 else out.reshape(*x.shape[:-1], out.shape[-1])
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         for name, param in self._parameters.items():
             if param is not None:
                 value = param if keep_vars else param.detach()
                 destination[prefix + name] = param.seed_layout[1](value)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        converted = {key: value for key, value in state_dict.items()}
-        for name, param in self._parameters.items():
-            if param is not None and prefix + name in converted:
-                converted[prefix + name] = param.seed_layout[0](converted[prefix + name])
-        super()._load_from_state_dict(converted, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 
 class SeedLayerNorm(nn.Module):
@@ -252,21 +241,18 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     cls = type(first)
     if cls in LEAVES:
         return LEAVES[cls](modules)
-    if hasattr(first, "stack_from"):
-        stacked = first.stack_from(modules)
-    else:
-        if isinstance(first, nn.Dropout) and first.p > 0:
-            raise SeedBatchingError("dropout inside a network (its masks come from torch's global generator, not one per seed)")
-        stacked = copy.copy(first)
-        stacked.__dict__ = dict(first.__dict__)
-        stacked._parameters = {}
-        for name, p in first._parameters.items():
-            stacked._parameters[name] = None if p is None else nn.Parameter(_stack([m._parameters[name] for m in modules]),
-                                                                            requires_grad=p.requires_grad)
-        stacked._buffers = {name: None if b is None else _stack([m._buffers[name] for m in modules])
-                            for name, b in first._buffers.items()}
-        stacked._modules = {name: None if sub is None else stack_modules([m._modules[name] for m in modules])
-                            for name, sub in first._modules.items()}
+    if isinstance(first, nn.Dropout) and first.p > 0:
+        raise SeedBatchingError("dropout inside a network (its masks come from torch's global generator, not one per seed)")
+    stacked = copy.copy(first)
+    stacked.__dict__ = dict(first.__dict__)
+    stacked._parameters = {}
+    for name, p in first._parameters.items():
+        stacked._parameters[name] = None if p is None else nn.Parameter(_stack([m._parameters[name] for m in modules]),
+                                                                        requires_grad=p.requires_grad)
+    stacked._buffers = {name: None if b is None else _stack([m._buffers[name] for m in modules])
+                        for name, b in first._buffers.items()}
+    stacked._modules = {name: None if sub is None else stack_modules([m._modules[name] for m in modules])
+                        for name, sub in first._modules.items()}
     stacked.seeds = len(modules)
     if hasattr(stacked, "reset_caches"):
         stacked.reset_caches()

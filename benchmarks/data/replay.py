@@ -48,9 +48,12 @@ class DeviceReplay:
             parts[name] = parts[name].squeeze(-1)
         return parts
 
+    def indices(self, batch_size: int) -> torch.Tensor:
+        """`batch_size` uniform row indices from this replay's own generator."""
+        return torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.device)
+
     def sample(self, batch_size: int) -> Batch:
-        idx = torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.device)
-        return self.batch(idx)
+        return self.batch(self.indices(batch_size))
 
     def batch(self, idx: torch.Tensor) -> Batch:
         return Batch(**self._split(self.table.index_select(0, idx)))
@@ -66,8 +69,6 @@ class SeedReplays:
         self.first = replays[0]
 
     def sample(self, batch_size: int) -> Batch:
-        first = self.first
-        idx = torch.stack([torch.randint(0, first.size, (batch_size,), generator=r.generator, device=first.device)
-                           for r in self.replays])
-        rows = first.table.index_select(0, idx.reshape(-1)).reshape(len(self.replays), batch_size, -1)
-        return Batch(**first._split(rows))
+        idx = torch.stack([replay.indices(batch_size) for replay in self.replays])
+        rows = self.first.table.index_select(0, idx.reshape(-1)).reshape(len(self.replays), batch_size, -1)
+        return Batch(**self.first._split(rows))
