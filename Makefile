@@ -30,7 +30,7 @@ bench: setup  ## train + evaluate every method on every task of SUITE, print the
 	$(VENV)/bin/modebench bench --suite $(SUITE) --seeds $(SEEDS) --jobs $(JOBS)
 
 docs: setup  ## regenerate docs/run-settings.md (every method x suite, both protocols, each value's source)
-	$(PY) -m benchmarks.run.protocols --write-docs
+	$(PY) -m modebench.benchmarks.run.protocols --write-docs
 
 claims: setup  ## each paper's mechanism claims measured on the toy suite -> results/claims.md, results/claims.csv
 	$(VENV)/bin/modebench claims --seeds $(SEEDS) --jobs $(JOBS)

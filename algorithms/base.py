@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from modebench.algorithms.config import Checked, ConfigError, field
+from modebench.algorithms.seeds import SeedRandom
 from torch import nn
-
-from algorithms.config import Checked, ConfigError, field
-from algorithms.seeds import SeedRandom
 
 
 @dataclass(frozen=True)

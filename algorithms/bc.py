@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import field
-from algorithms.nets import GaussianPolicy
-from algorithms.optim import make_adam
-from algorithms.seeds import seed_mean
+from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from modebench.algorithms.config import field
+from modebench.algorithms.nets import GaussianPolicy
+from modebench.algorithms.optim import make_adam
+from modebench.algorithms.seeds import seed_mean
 
 
 @dataclass

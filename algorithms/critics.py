@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from modebench.algorithms.base import Batch
+from modebench.algorithms.nets import MLP, EnsembleCritic, LayerNormPlacement
+from modebench.algorithms.seeds import seed_mean
 from torch import nn
-
-from algorithms.base import Batch
-from algorithms.nets import MLP, EnsembleCritic, LayerNormPlacement
-from algorithms.seeds import seed_mean
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:

@@ -46,18 +46,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import field
-from algorithms.critics import TDCritic, policy_q_loss
-from algorithms.nets import (
+from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from modebench.algorithms.config import field
+from modebench.algorithms.critics import TDCritic, policy_q_loss
+from modebench.algorithms.nets import (
     ACTIVATIONS,
     MLP,
     LayerNormPlacement,
     sample_ball,
 )
-from algorithms.optim import make_adam
-from algorithms.seeds import SeedRandom, seed_mean
+from modebench.algorithms.optim import make_adam
+from modebench.algorithms.seeds import SeedRandom, seed_mean
 
 K_SWEEP = (1, 2, 4, 8, 16, 32, 64)  # the routing budgets of the paper's K sweeps (Fig. 3-4)
 

@@ -35,19 +35,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import field
-from algorithms.critics import TDCritic, policy_q_loss
-from algorithms.nets import (
+from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from modebench.algorithms.config import field
+from modebench.algorithms.critics import TDCritic, policy_q_loss
+from modebench.algorithms.nets import (
     ACTIVATIONS,
     MLP,
     FlowVelocityNet,
     LayerNormPlacement,
     euler_integrate,
 )
-from algorithms.optim import make_adam
-from algorithms.seeds import seed_mean
+from modebench.algorithms.optim import make_adam
+from modebench.algorithms.seeds import seed_mean
 
 
 @dataclass

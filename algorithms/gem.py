@@ -65,14 +65,20 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec, Phase
-from algorithms.config import Checked, field, require
-from algorithms.critics import ExpectileCritic, awr_weight
-from algorithms.nets import DiagonalGMM, GMMPolicy
-from algorithms.optim import make_adam
-from algorithms.seeds import seed_mean
-from algorithms.selection import rerank, support_weight
+from modebench.algorithms.base import (
+    ActOutput,
+    AlgoConfig,
+    Algorithm,
+    Batch,
+    EnvSpec,
+    Phase,
+)
+from modebench.algorithms.config import Checked, field, require
+from modebench.algorithms.critics import ExpectileCritic, awr_weight
+from modebench.algorithms.nets import DiagonalGMM, GMMPolicy
+from modebench.algorithms.optim import make_adam
+from modebench.algorithms.seeds import seed_mean
+from modebench.algorithms.selection import rerank, support_weight
 
 
 @dataclass

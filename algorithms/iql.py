@@ -26,13 +26,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import field
-from algorithms.critics import ExpectileCritic, awr_weight
-from algorithms.nets import GaussianPolicy, LayerNormPlacement
-from algorithms.optim import make_adam
-from algorithms.seeds import seed_mean
+from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from modebench.algorithms.config import field
+from modebench.algorithms.critics import ExpectileCritic, awr_weight
+from modebench.algorithms.nets import GaussianPolicy, LayerNormPlacement
+from modebench.algorithms.optim import make_adam
+from modebench.algorithms.seeds import seed_mean
 
 
 @dataclass

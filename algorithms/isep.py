@@ -90,19 +90,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from algorithms.config import Checked, field
-from algorithms.critics import ExpectileCritic, aggregate, awr_weight
-from algorithms.iql import IQL, IQLConfig
-from algorithms.nets import (
+from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
+from modebench.algorithms.config import Checked, field
+from modebench.algorithms.critics import ExpectileCritic, aggregate, awr_weight
+from modebench.algorithms.iql import IQL, IQLConfig
+from modebench.algorithms.nets import (
     ACTIVATIONS,
     FlowVelocityNet,
     LayerNormPlacement,
     euler_integrate,
 )
-from algorithms.optim import make_adam
-from algorithms.seeds import SeedRandom, seed_mean
+from modebench.algorithms.optim import make_adam
+from modebench.algorithms.seeds import SeedRandom, seed_mean
 
 # --------------------------------------------------------------------------- shared pieces
 

@@ -106,14 +106,20 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from modebench.algorithms.base import (
+    ActOutput,
+    AlgoConfig,
+    Algorithm,
+    Batch,
+    EnvSpec,
+    Phase,
+)
+from modebench.algorithms.config import Checked, field, require
+from modebench.algorithms.critics import TDCritic, aggregate
+from modebench.algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
+from modebench.algorithms.optim import make_adam
+from modebench.algorithms.seeds import SeedRandom, seed_mean
 from torch import nn
-
-from algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec, Phase
-from algorithms.config import Checked, field, require
-from algorithms.critics import TDCritic, aggregate
-from algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
-from algorithms.optim import make_adam
-from algorithms.seeds import SeedRandom, seed_mean
 
 M_SWEEP = (2, 5, 10, 15, 20)  # the paper's sweep of the number of modes M (Table 3, Fig. 3)
 

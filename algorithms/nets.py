@@ -12,9 +12,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from modebench.algorithms.seeds import seed_view
 from torch import nn
-
-from algorithms.seeds import seed_view
 
 
 class Mish(nn.Mish):

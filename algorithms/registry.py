@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from algorithms.base import Algorithm
+from modebench.algorithms.base import Algorithm
 
 
 class UnknownMethodError(KeyError):
@@ -37,24 +37,24 @@ class MethodEntry:
 
 
 METHODS: dict[str, MethodEntry] = {
-    "bc": MethodEntry("algorithms.bc:BC", description="Gaussian behaviour cloning"),
-    "iql": MethodEntry("algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
-    "gem": MethodEntry("algorithms.gem:GEM", description="GEM: guided-EM GMM actor + LCB / z-scored-support candidate selection"),
-    "gem-no-pw": MethodEntry("algorithms.gem:GEM", knobs={"use_pw": False}, description="GEM Table 5 ablation: no support term (w_p = 0)"),
-    "gem-no-lcb": MethodEntry("algorithms.gem:GEM", knobs={"lcb_lambda": 0.0}, description="GEM Table 5 ablation: no pessimism (lambda = 0)"),
-    "gem-no-anchor": MethodEntry("algorithms.gem:GEM", knobs={"anchor": "off"}, description="GEM Table 5 ablation: no anchor a_0"),
-    "gem-anchor-bary": MethodEntry("algorithms.gem:GEM", knobs={"anchor": "bary"}, description="GEM Table 5 ablation: barycentre anchor sum_k w_k mu_k"),
-    "gem-unimodal-actor": MethodEntry("algorithms.gem:GEM", config={"num_components": 1}, description="GEM Table 5 ablation: K = 1 actor (retrains)"),
-    "gem-behavior-candidates": MethodEntry("algorithms.gem:GEM", knobs={"candidate_source": "behavior"}, description="GEM Table 5 ablation: candidates from mu_phi only"),
-    "gem-raw-support": MethodEntry("algorithms.gem:GEM", knobs={"support_mode": "raw"}, description="GEM Table 8 ablation: raw log mu_phi support (no z-score)"),
-    "isep": MethodEntry("algorithms.isep:ISEP", description="ISEP (Gaussian): interpolated value Eq. 2 + stochastic action selection Eq. 5"),
-    "isep-fm": MethodEntry("algorithms.isep:ISEPFM", description="ISEP-FM: interpolated value + gated CFG flow matching (Eq. 2, 6, 7)"),
+    "bc": MethodEntry("modebench.algorithms.bc:BC", description="Gaussian behaviour cloning"),
+    "iql": MethodEntry("modebench.algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
+    "gem": MethodEntry("modebench.algorithms.gem:GEM", description="GEM: guided-EM GMM actor + LCB / z-scored-support candidate selection"),
+    "gem-no-pw": MethodEntry("modebench.algorithms.gem:GEM", knobs={"use_pw": False}, description="GEM Table 5 ablation: no support term (w_p = 0)"),
+    "gem-no-lcb": MethodEntry("modebench.algorithms.gem:GEM", knobs={"lcb_lambda": 0.0}, description="GEM Table 5 ablation: no pessimism (lambda = 0)"),
+    "gem-no-anchor": MethodEntry("modebench.algorithms.gem:GEM", knobs={"anchor": "off"}, description="GEM Table 5 ablation: no anchor a_0"),
+    "gem-anchor-bary": MethodEntry("modebench.algorithms.gem:GEM", knobs={"anchor": "bary"}, description="GEM Table 5 ablation: barycentre anchor sum_k w_k mu_k"),
+    "gem-unimodal-actor": MethodEntry("modebench.algorithms.gem:GEM", config={"num_components": 1}, description="GEM Table 5 ablation: K = 1 actor (retrains)"),
+    "gem-behavior-candidates": MethodEntry("modebench.algorithms.gem:GEM", knobs={"candidate_source": "behavior"}, description="GEM Table 5 ablation: candidates from mu_phi only"),
+    "gem-raw-support": MethodEntry("modebench.algorithms.gem:GEM", knobs={"support_mode": "raw"}, description="GEM Table 8 ablation: raw log mu_phi support (no z-score)"),
+    "isep": MethodEntry("modebench.algorithms.isep:ISEP", description="ISEP (Gaussian): interpolated value Eq. 2 + stochastic action selection Eq. 5"),
+    "isep-fm": MethodEntry("modebench.algorithms.isep:ISEPFM", description="ISEP-FM: interpolated value + gated CFG flow matching (Eq. 2, 6, 7)"),
     "isep-deterministic": MethodEntry(
-        "algorithms.isep:ISEP", config={"selection": "deterministic"},
+        "modebench.algorithms.isep:ISEP", config={"selection": "deterministic"},
         description="ISEP ablation (Sec. 5.3.3): deterministic interpolation of the two targets (App. B Eq. 29)",
     ),
     "cfgrl": MethodEntry(
-        "algorithms.isep:ISEPFM",
+        "modebench.algorithms.isep:ISEPFM",
         config={
             "lam": 0.0, "expectile": 0.9, "token_rule": "ge", "token_critic": "online", "flow_activation": "gelu",
             "token_dim": 32, "critic_hidden_dims": (512, 512, 512, 512), "critic_layer_norm": True, "batch_size": 1024,
@@ -62,15 +62,15 @@ METHODS: dict[str, MethodEntry] = {
         knobs={"w": 1.0, "T": 16},
         description="CFGRL as its code runs it (kvfrans/cfgrl_submit flowiql.py): ISEP-FM with lam = 0",
     ),
-    "drol": MethodEntry("algorithms.drol:DROL", description="DROL: top-1 routed one-step latent actor, authors' code loss form"),
+    "drol": MethodEntry("modebench.algorithms.drol:DROL", description="DROL: top-1 routed one-step latent actor, authors' code loss form"),
     "drol-eq8": MethodEntry(
-        "algorithms.drol:DROL", config={"loss_form": "eq8", "normalize_q_loss": False},
+        "modebench.algorithms.drol:DROL", config={"loss_form": "eq8", "normalize_q_loss": False},
         description="DROL with the paper's Eq. 8 loss: |a^{k*} - a|^2 - alpha Q (alpha weighs the raw Q)",
     ),
-    "fql": MethodEntry("algorithms.fql:FQL", description="FQL: flow BC teacher + distilled one-step policy (seohongpark/fql)"),
-    "lom": MethodEntry("algorithms.lom:LOM", description="LOM: weighted imitation on one MDN mode (paper, Eq. 14-18)"),
+    "fql": MethodEntry("modebench.algorithms.fql:FQL", description="FQL: flow BC teacher + distilled one-step policy (seohongpark/fql)"),
+    "lom": MethodEntry("modebench.algorithms.lom:LOM", description="LOM: weighted imitation on one MDN mode (paper, Eq. 14-18)"),
     "lom-code": MethodEntry(
-        "algorithms.lom:LOM",
+        "modebench.algorithms.lom:LOM",
         # = algorithms.lom.CODE_PRESET (kept literal so the registry imports no method module)
         config={
             "mdn_scale": "diagonal", "mdn_tanh_means": True, "mdn_log_std_min": -15.0, "mdn_log_std_max": 0.0,

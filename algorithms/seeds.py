@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from modebench.algorithms.optim import make_adam
 from torch import nn
-
-from algorithms.optim import make_adam
 
 
 class SeedBatchingError(ValueError):

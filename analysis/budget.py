@@ -36,10 +36,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from analysis import facts
-from analysis.render import Cell, Table, mean_std, num
-from benchmarks.store import iter_stored, run_config
+from modebench.analysis import facts
+from modebench.analysis.render import Cell, Table, mean_std, num
+from modebench.benchmarks.store import iter_stored, run_config
 
 BUDGETS = (0, 10, 50, 200, 1000)  # evaluation episodes spent on tuning (0: the default, no tuning)
 EOP_K = (1, 2, 4, 8)  # configurations drawn for Expected Online Performance

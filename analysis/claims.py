@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from modebench.benchmarks.store import atomic_write_bytes
 from scipy import stats
-
-from benchmarks.store import atomic_write_bytes
 
 CONFIDENCE = 0.95
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this scale"

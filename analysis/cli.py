@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.errors import AnalysisError
-from benchmarks.store import StoreError
+from modebench.analysis.errors import AnalysisError
+from modebench.benchmarks.store import StoreError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    from analysis.records import ScoreRule
+    from modebench.analysis.records import ScoreRule
 
     if args.reps < 1:
         raise AnalysisError(f"--reps must be >= 1, got {args.reps}")
@@ -65,21 +65,21 @@ def _formats(text: str) -> list[str]:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from analysis.tables import build_tables
+    from modebench.analysis.tables import build_tables
 
     build_tables(args.root, args.out, **_options(args))
     return 0
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
-    from analysis.plots import build_plots
+    from modebench.analysis.plots import build_plots
 
     build_plots(args.root, args.out, formats=_formats(args.formats), **_options(args))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.report import build_report
+    from modebench.analysis.report import build_report
 
     if args.out:
         raise AnalysisError("report writes into --root (tables/, plots/, report.md); --out is not used")

@@ -37,9 +37,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-
-from analysis import facts, stats
-from analysis.records import (
+from modebench.analysis import facts, stats
+from modebench.analysis.records import (
     ScoreRule,
     default_root,
     load_records,
@@ -49,7 +48,7 @@ from analysis.records import (
     select_scores,
     task_order,
 )
-from benchmarks.store import atomic_write_bytes
+from modebench.benchmarks.store import atomic_write_bytes
 
 FORMATS = ("png", "pdf")
 AUDIT_LABELS = {"score": "Normalised score", "audit/violation": "Violation", "audit/collapse_dist": "CollapseDist",
@@ -332,7 +331,7 @@ class Plotter:
     # ------------------------------------------------------------------ rliable plots
 
     def rliable_plots(self) -> None:
-        from analysis.tables import _plural, _suite_sets
+        from modebench.analysis.tables import _plural, _suite_sets
 
         sets = _suite_sets(self.scores, self.methods)
         if not sets:
@@ -419,7 +418,7 @@ def build_plots(root: str | Path | None = None, out: str | Path | None = None, *
                 frame: pd.DataFrame | None = None, log: Callable[[str], None] = print) -> list[Path]:
     """Every figure from the stored records under `root` into `out` (default <root>/plots), each
     protocol's in `<out>/<protocol>/`."""
-    from analysis.tables import base_methods
+    from modebench.analysis.tables import base_methods
 
     root = Path(root) if root is not None else default_root()
     out = Path(out) if out is not None else root / "plots"
@@ -436,7 +435,7 @@ def build_plots(root: str | Path | None = None, out: str | Path | None = None, *
         log(f"plots: {len(figures)} figures ({', '.join(figures)}) -> {out / protocol}/ ({', '.join(formats)}, data as .csv)")
         written += drawn
         # issue 18: the cross-selection and online-budget figures
-        from analysis import budget
+        from modebench.analysis import budget
 
         written += budget.write_plots(root, out / protocol, formats, protocol=protocol, seed=seed, log=log)
     return written

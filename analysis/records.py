@@ -42,10 +42,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-
-from analysis import facts
-from analysis.errors import AnalysisError
-from benchmarks.store import DEFAULT_ROOT, PROTOCOLS, iter_stored, run_config
+from modebench.analysis import facts
+from modebench.analysis.errors import AnalysisError
+from modebench.benchmarks.store import DEFAULT_ROOT, PROTOCOLS, iter_stored, run_config
 
 IDENTITY = ["run_id", "method", "base_method", "protocol", "suite", "task", "dataset", "seed", "step", "total_steps",
             "source"]

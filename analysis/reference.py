@@ -16,8 +16,7 @@ import re
 from functools import lru_cache
 
 import pandas as pd
-
-from analysis.facts import REFERENCE_DIR, facts, paper_to_ours
+from modebench.analysis.facts import REFERENCE_DIR, facts, paper_to_ours
 
 RECREATION_CAVEAT = ("Tasks on Minari's D4RL/* datasets are compared with the paper's D4RL numbers; Minari re-created "
                      "those datasets and environments, so expect differences that are not the method's.")

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-
-from benchmarks.store import atomic_write_bytes
+from modebench.benchmarks.store import atomic_write_bytes
 
 
 @dataclass

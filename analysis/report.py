@@ -7,16 +7,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
-
-from analysis import stats
-from analysis.records import (
+from modebench.analysis import stats
+from modebench.analysis.records import (
     ScoreRule,
     default_root,
     describe_protocol,
     load_records,
     protocols_in,
 )
-from benchmarks.store import atomic_write_bytes
+from modebench.benchmarks.store import atomic_write_bytes
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -45,8 +44,8 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
                  reps: int = stats.REPS, seed: int = 0, formats: Sequence[str] = ("png", "pdf"),
                  log: Callable[[str], None] = print) -> Path:
     """Regenerate results/tables and results/plots from the stored records and write results/report.md."""
-    from analysis.plots import build_plots
-    from analysis.tables import build_tables
+    from modebench.analysis.plots import build_plots
+    from modebench.analysis.tables import build_tables
 
     root = Path(root) if root is not None else default_root()
     rule = ScoreRule.parse(rule)

@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from analysis import facts, stats
-from analysis.records import (
+from modebench.analysis import facts, stats
+from modebench.analysis.records import (
     ScoreRule,
     describe_protocol,
     load_records,
@@ -42,15 +41,15 @@ from analysis.records import (
     task_order,
     warn_incomplete,
 )
-from analysis.reference import (
+from modebench.analysis.reference import (
     RECREATION_CAVEAT,
     minari_recreation,
     published_value,
     read_reference,
     reference_id,
 )
-from analysis.render import Cell, Table, mean_std, num, within
-from benchmarks.store import iter_records
+from modebench.analysis.render import Cell, Table, mean_std, num, within
+from modebench.benchmarks.store import iter_records
 
 BOLD_RATIO = 0.95
 
@@ -760,7 +759,7 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
                  frame: pd.DataFrame | None = None, log=print) -> list[Path]:
     """Every table from the stored records under `root` into `out` (default <root>/tables): each
     protocol's tables in `<out>/<protocol>/` (never mixed), the profile tables in `<out>/profile/`."""
-    from analysis.records import default_root
+    from modebench.analysis.records import default_root
 
     root = Path(root) if root is not None else default_root()
     out = Path(out) if out is not None else root / "tables"
@@ -775,7 +774,7 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
         for table in tables:
             written += table.write(out / protocol)
         # issue 18: the cross-selection and online-budget tables
-        from analysis import budget
+        from modebench.analysis import budget
 
         written += budget.write_tables(root, out / protocol, protocol=protocol, seed=seed, log=log)
         log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out / protocol}/ (.md, .tex, .csv)")

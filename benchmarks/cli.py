@@ -10,20 +10,20 @@ import time
 from concurrent.futures import as_completed
 from typing import Any
 
-from algorithms.config import ConfigError, parse_assignments
+from modebench.algorithms.config import ConfigError, parse_assignments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """train, eval, bench, methods, suites, and the datasets subcommands (benchmarks.tasks.cli)."""
-    from benchmarks.run import protocols
-    from benchmarks.tasks import cli as datasets_cli
+    from modebench.benchmarks.run import protocols
+    from modebench.benchmarks.tasks import cli as datasets_cli
 
     datasets_cli.register(subparsers)
     protocols.register_config(subparsers)  # `modebench config`: every setting of a run with its source
-    from benchmarks.run.profile import register_profile
+    from modebench.benchmarks.run.profile import register_profile
 
     register_profile(subparsers)  # `modebench profile`: timing act is a run; it writes profile records
-    from benchmarks.run import compose
+    from modebench.benchmarks.run import compose
 
     compose.register(subparsers)  # `modebench cross-select`: stored proposers x GEM's selection
     p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
@@ -95,12 +95,12 @@ def parse_knob_grid(items: list[str] | None) -> dict[str, list[str]]:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The errors of the core a user can fix (unknown names, bad values, malformed or missing data)."""
-    from algorithms.registry import UnknownMethodError
-    from benchmarks.data.dataset import DatasetError
-    from benchmarks.data.loaders import MissingDatasetError
-    from benchmarks.run.checkpoints import CheckpointError
-    from benchmarks.store import RunBusyError
-    from benchmarks.tasks.suites import UnknownNameError
+    from modebench.algorithms.registry import UnknownMethodError
+    from modebench.benchmarks.data.dataset import DatasetError
+    from modebench.benchmarks.data.loaders import MissingDatasetError
+    from modebench.benchmarks.run.checkpoints import CheckpointError
+    from modebench.benchmarks.store import RunBusyError
+    from modebench.benchmarks.tasks.suites import UnknownNameError
 
     return (ConfigError, UnknownMethodError, UnknownNameError, DatasetError, MissingDatasetError, CheckpointError,
             RunBusyError, FileNotFoundError)
@@ -123,9 +123,9 @@ def parse_seed_list(text: str) -> list[int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from benchmarks.run.spec import resolve_run
-    from benchmarks.run.train import train_seeds
-    from benchmarks.tasks.adhoc import task_from_dataset
+    from modebench.benchmarks.run.spec import resolve_run
+    from modebench.benchmarks.run.train import train_seeds
+    from modebench.benchmarks.tasks.adhoc import task_from_dataset
 
     for name in ("steps", "eval_every", "eval_episodes"):
         _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
@@ -154,10 +154,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from benchmarks.run.train import evaluate_checkpoint
+    from modebench.benchmarks.run.train import evaluate_checkpoint
 
     if args.select_with:  # selection as a composition (benchmarks/run/compose.py)
-        from benchmarks.run.compose import evaluate_selection
+        from modebench.benchmarks.run.compose import evaluate_selection
 
         records = evaluate_selection(args.checkpoint, args.select_with, parse_knob_grid(args.knob), args.episodes, args.seed, args.out, args.device, progress=True)
     else:
@@ -170,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def bench_methods(spec: str | None) -> list[str]:
-    from algorithms.registry import METHODS, get_method
+    from modebench.algorithms.registry import METHODS, get_method
 
     if spec in (None, ""):
         return [n for n, e in METHODS.items() if not e.config and not e.knobs]
@@ -184,8 +184,8 @@ def bench_methods(spec: str | None) -> list[str]:
 
 def _bench_job(specs: list, out: str | None) -> list[dict[str, Any]]:
     """One worker's job: every seed of one (method, task, config), trained as one seed-batched model."""
-    from benchmarks.run.train import train_seeds
-    from benchmarks.store import RunBusyError
+    from modebench.benchmarks.run.train import train_seeds
+    from modebench.benchmarks.store import RunBusyError
 
     start = time.perf_counter()
     # a run another process writes is skipped, the job's other seeds go on
@@ -210,10 +210,9 @@ def _raise_interrupt(signum, frame):
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import pandas as pd
+    from modebench.benchmarks.run.workers import stop_workers, worker_pool
+    from modebench.benchmarks.tasks.suites import load_suite
     from tqdm.auto import tqdm
-
-    from benchmarks.run.workers import stop_workers, worker_pool
-    from benchmarks.tasks.suites import load_suite
 
     tasks = load_suite(args.suite)
     selected = list(tasks) if not args.tasks else [t.strip() for t in args.tasks.split(",")]
@@ -221,13 +220,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if name not in tasks:
             raise ConfigError(f"unknown task {name!r} in suite {args.suite!r}; valid tasks: {', '.join(tasks)}")
     methods = bench_methods(args.methods)
-    from benchmarks.tasks.sources import require_datasets
+    from modebench.benchmarks.tasks.sources import require_datasets
 
     require_datasets(args.suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
     for name in ("--steps", "--seeds", "--jobs"):
         _check_positive(name, getattr(args, name[2:]))
-    from benchmarks.run.protocols import check_protocol, has_published, resolve
-    from benchmarks.run.spec import resolve_run
+    from modebench.benchmarks.run.protocols import (
+        check_protocol,
+        has_published,
+        resolve,
+    )
+    from modebench.benchmarks.run.spec import resolve_run
 
     check_protocol(args.protocol)
     pairs = [(m, t) for t in selected for m in methods]
@@ -290,7 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from algorithms.registry import METHODS, get_method
+    from modebench.algorithms.registry import METHODS, get_method
 
     if args.name:
         entry = get_method(args.name)
@@ -311,7 +314,7 @@ def print_fields(cls: type, preset: dict[str, Any], method: str) -> None:
     import dataclasses
     import typing
 
-    from algorithms.config import describe_values, field_help
+    from modebench.algorithms.config import describe_values, field_help
 
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -322,7 +325,7 @@ def print_fields(cls: type, preset: dict[str, Any], method: str) -> None:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    from benchmarks.tasks.suites import load_suite, suite_names
+    from modebench.benchmarks.tasks.suites import load_suite, suite_names
 
     names = [args.name] if args.name else suite_names()
     for suite in names:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import analysis.cli
-import benchmarks.cli
-import sweeps.cli
-from benchmarks.run.workers import keep_freed_memory
+from modebench.analysis import cli as analysis_cli
+from modebench.benchmarks import cli as benchmarks_cli
+from modebench.benchmarks.run.workers import keep_freed_memory
+from modebench.sweeps import cli as sweeps_cli
 
-PARTS = (benchmarks.cli, sweeps.cli, analysis.cli)
+PARTS = (benchmarks_cli, sweeps_cli, analysis_cli)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def register_claims(subparsers: argparse._SubParsersAction) -> None:
     """`claims` joins a run (benchmarks.claims) and its rendering (analysis.claims): only the root may."""
-    from benchmarks.claims.runner import add_arguments
+    from modebench.benchmarks.claims.runner import add_arguments
 
     p = subparsers.add_parser("claims", help="measure each paper's mechanism claims on the toy suite -> results/claims.md, claims.csv")
     add_arguments(p)
@@ -52,8 +52,8 @@ def register_claims(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from analysis.claims import render_claims
-    from benchmarks.claims.runner import measurements_dir, run_from_args
+    from modebench.analysis.claims import render_claims
+    from modebench.benchmarks.claims.runner import measurements_dir, run_from_args
 
     root, scale = run_from_args(args)
     for path in render_claims(measurements_dir(root), root, scale.name):

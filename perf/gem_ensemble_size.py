@@ -26,7 +26,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.store import iter_records
+from modebench.benchmarks.store import iter_records
 
 TOY_TASKS = "toy/four-goal,toy/sparse-optimum,toy/branch,toy/obstacle"
 OUT = "results/gem-ensemble-size"  # its own store: other stores hold GEM runs with the same ids at M = 2

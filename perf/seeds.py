@@ -55,8 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from benchmarks.run.workers import keep_freed_memory
+from modebench.benchmarks.run.workers import keep_freed_memory
 
 TOY_TASK = "toy/four-goal"
 BASE_METHODS = ("bc", "iql", "gem", "isep", "isep-fm", "lom", "drol", "fql")
@@ -72,7 +71,7 @@ UPDATES = {"toy": 200, "paper": 40}  # default updates per timed block
 
 def target_for(method: str, size: str) -> float | None:
     """The S = 3 ratio the issue asks of `method` at `size` (None: no target, e.g. an unknown method)."""
-    from algorithms.registry import base_method
+    from modebench.algorithms.registry import base_method
 
     base = base_method(method)
     if size == "toy":
@@ -103,8 +102,8 @@ class Case:
         """(algorithm, replay) for `seed`, as benchmarks/run/train.py's prepare builds them; the
         algorithm's generator taken right away (as train_seeds does), so stacked seeds each keep
         their own stream."""
-        from benchmarks.data.replay import DeviceReplay
-        from benchmarks.run.train import seed_everything
+        from modebench.benchmarks.data.replay import DeviceReplay
+        from modebench.benchmarks.run.train import seed_everything
 
         seed_everything(seed)
         replay = DeviceReplay(self.dataset, self.data, self.normalizer, self.device, seed)
@@ -120,9 +119,9 @@ def _start_step(cls, config, total_steps: int) -> int:
 
 def toy_case(method: str, device: torch.device, overrides: dict | None = None, dataset=None) -> Case:
     """The toy suite's run of `method` on toy/four-goal (`overrides`: config fields to change, for tests)."""
-    from algorithms.base import EnvSpec
-    from benchmarks.data.dataset import Normalizer
-    from benchmarks.run.spec import resolve_run
+    from modebench.algorithms.base import EnvSpec
+    from modebench.benchmarks.data.dataset import Normalizer
+    from modebench.benchmarks.run.spec import resolve_run
 
     spec = resolve_run(method, TOY_TASK, seed=0, config=overrides, device=str(device))
     dataset = dataset if dataset is not None else spec.task.load_dataset()
@@ -134,9 +133,9 @@ def toy_case(method: str, device: torch.device, overrides: dict | None = None, d
 
 def paper_case(method: str, device: torch.device, dataset, overrides: dict | None = None) -> Case:
     """`method` at its class defaults on `dataset` (perf.speed.synthetic_dataset()), as perf/speed.py builds it."""
-    from algorithms.base import EnvSpec
-    from algorithms.registry import get_method
-    from benchmarks.data.dataset import DataConfig, Normalizer
+    from modebench.algorithms.base import EnvSpec
+    from modebench.algorithms.registry import get_method
+    from modebench.benchmarks.data.dataset import DataConfig, Normalizer
 
     entry = get_method(method)
     cls = entry.load()
@@ -183,8 +182,8 @@ def single_trainer(case: Case) -> Trainer:
 
 
 def batched_trainer(case: Case, seeds: int) -> Trainer:
-    from algorithms.seeds import stack_algorithms
-    from benchmarks.data.replay import SeedReplays
+    from modebench.algorithms.seeds import stack_algorithms
+    from modebench.benchmarks.data.replay import SeedReplays
 
     built = [case.build(seed) for seed in range(seeds)]
     model = stack_algorithms([algorithm for algorithm, _ in built])
@@ -369,8 +368,8 @@ def failed_row(case_method: str, size: str, error: BaseException) -> Row:
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # as every modebench command and worker runs (benchmarks/run/workers.py)
-    from algorithms.config import ConfigError
-    from benchmarks.run.spec import resolve_device
+    from modebench.algorithms.config import ConfigError
+    from modebench.benchmarks.run.spec import resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default=",".join(BASE_METHODS), help="comma-separated (default: every base method)")

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from benchmarks.run.workers import keep_freed_memory
+from modebench.benchmarks.run.workers import keep_freed_memory
 
 OBS_DIM, ACT_DIM, SIZE = 17, 6, 100_000
 
@@ -57,7 +56,7 @@ for line in sys.stdin:  # "N": time one block of N updates, answer its rate
 
 
 def synthetic_dataset(seed: int = 0):
-    from benchmarks.data.dataset import TransitionDataset
+    from modebench.benchmarks.data.dataset import TransitionDataset
 
     rng = np.random.default_rng(seed)
     episode_len = 1000
@@ -78,10 +77,10 @@ def measure(
     after_block: Callable[[], dict[str, float]] | None = None,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """(our updates/s per timed block, {reference: its figure in the block after each of ours})."""
-    from algorithms.base import EnvSpec
-    from algorithms.registry import get_method
-    from benchmarks.data.dataset import DataConfig, Normalizer
-    from benchmarks.data.replay import DeviceReplay
+    from modebench.algorithms.base import EnvSpec
+    from modebench.algorithms.registry import get_method
+    from modebench.benchmarks.data.dataset import DataConfig, Normalizer
+    from modebench.benchmarks.data.replay import DeviceReplay
 
     entry = get_method(method)
     cls = entry.load()
@@ -222,7 +221,7 @@ class D3rlpyIQL:
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # as every modebench command and worker runs (benchmarks/run/workers.py)
-    from algorithms.registry import METHODS
+    from modebench.algorithms.registry import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default=None, help="comma-separated (default: every base method)")

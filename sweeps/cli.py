@@ -41,14 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """A sweep's fixable errors are the core's: a bad grid value, an unknown method or task, missing data."""
-    from benchmarks.cli import user_errors as core_errors
+    from modebench.benchmarks.cli import user_errors as core_errors
 
     return core_errors()
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from algorithms.config import ConfigError
-    from sweeps.grid import grid_names, load_grid, parse_seeds
+    from modebench.algorithms.config import ConfigError
+    from modebench.sweeps.grid import grid_names, load_grid, parse_seeds
 
     if args.list:
         for name in grid_names():
@@ -65,7 +65,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    from sweeps.runner import print_summary, run_sweep
+    from modebench.sweeps.runner import print_summary, run_sweep
 
     summary = run_sweep(
         args.grid, out=args.out, address=args.address, seeds=parse_seeds(args.seeds), resume=args.resume,

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from algorithms.config import (
+from modebench.algorithms.config import (
     ConfigError,
     check_keys,
     config_hash,
@@ -166,7 +166,7 @@ class Grid:
         out: list[str] = []
         for task in self.tasks:
             if task.endswith("/*"):
-                from benchmarks.tasks.suites import load_suite
+                from modebench.benchmarks.tasks.suites import load_suite
 
                 suite = task[:-2]
                 out.extend(f"{suite}/{name}" for name in load_suite(suite))
@@ -212,8 +212,8 @@ class Grid:
     def count_records(self) -> int:
         """Records at the final step of all runs: per run (trial x seed), the distinct settings
         among the configured knobs and the inference settings (resolves methods and suite overrides)."""
-        from benchmarks.run.spec import resolve_method
-        from benchmarks.tasks.suites import get_task
+        from modebench.benchmarks.run.spec import resolve_method
+        from modebench.benchmarks.tasks.suites import get_task
 
         total = 0
         for m in self.methods:
@@ -231,14 +231,14 @@ class Grid:
         for m in self.methods:
             self.validate_method(m)
         if check_tasks:
-            from benchmarks.tasks.suites import get_task
+            from modebench.benchmarks.tasks.suites import get_task
 
             for task in self.expand_tasks():
                 get_task(task)
 
     def validate_method(self, m: MethodGrid) -> None:
-        from algorithms.registry import get_method
-        from benchmarks.data.dataset import DataConfig
+        from modebench.algorithms.registry import get_method
+        from modebench.benchmarks.data.dataset import DataConfig
 
         entry = get_method(m.name)
         cls = entry.load()
@@ -410,7 +410,7 @@ def _select_with(where: str, raw: Any, methods: list[str]) -> dict[str, list[Any
 
 
 def _protocol(where: str, value: Any) -> str:
-    from benchmarks.run.spec import check_protocol
+    from modebench.benchmarks.run.spec import check_protocol
 
     try:
         return check_protocol(value)

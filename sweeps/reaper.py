@@ -6,7 +6,7 @@ RuntimeEnvAgent running as orphans (measured). So the driver marks every process
 it sets MODEBENCH_SWEEP_TOKEN=<random> in the environment the node is started with (every Ray
 process inherits it), and starts this watchdog in its own session:
 
-    python -m sweeps.reaper DRIVER_PID DRIVER_START_TIME TOKEN [LOG]
+    python -m modebench.sweeps.reaper DRIVER_PID DRIVER_START_TIME TOKEN [LOG]
 
 which waits for the driver to end, however it ends, then terminates every process of this
 user that carries the token (SIGTERM, then SIGKILL after a grace period), and every process it
@@ -133,7 +133,7 @@ def spawn_watchdog(token: str, log: Path | None = None) -> subprocess.Popen:
     """Start the watchdog for this process (the driver); it outlives a SIGKILL of the driver."""
     env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeps.reaper", str(os.getpid()), str(start_time(os.getpid())), token,
+        [sys.executable, "-m", "modebench.sweeps.reaper", str(os.getpid()), str(start_time(os.getpid())), token,
          *([str(log)] if log else [])],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,

@@ -33,10 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from algorithms.config import ConfigError
-from sweeps import reaper
-from sweeps.grid import Grid, load_grid
-from sweeps.trial import PlannedRun, PlannedTrial, plan, resolve_task_fields, run_trial
+from modebench.algorithms.config import ConfigError
+from modebench.sweeps import reaper
+from modebench.sweeps.grid import Grid, load_grid
+from modebench.sweeps.trial import (
+    PlannedRun,
+    PlannedTrial,
+    plan,
+    resolve_task_fields,
+    run_trial,
+)
 
 
 @dataclass
@@ -91,7 +97,7 @@ def planned_runs(planned: list[PlannedTrial]) -> list[PlannedRun]:
 def write_plan(path: Path, grid: Grid, planned: list[PlannedTrial]) -> None:
     """plan.json: `runs`, one row per run (seed) with its trial's label; `trials`, one row per
     trial with its seeds and run ids."""
-    from benchmarks.store import atomic_write_json
+    from modebench.benchmarks.store import atomic_write_json
 
     atomic_write_json(path, {
         "grid": grid.name, "grid_file": str(grid.path), "created": time.time(),
@@ -170,8 +176,8 @@ def run_sweep(
     protocol: str | None = None,
 ) -> SweepSummary:
     """`protocol` overrides the grid file's `protocol:` (published | controlled)."""
-    from benchmarks.run.spec import check_protocol
-    from benchmarks.store import DEFAULT_ROOT, atomic_write_json
+    from modebench.benchmarks.run.spec import check_protocol
+    from modebench.benchmarks.store import DEFAULT_ROOT, atomic_write_json
 
     start = time.time()
     grid = load_grid(grid_ref)
@@ -202,7 +208,7 @@ def run_sweep(
         summary.restored = _run_todo(grid, planned, todo, state, storage, address, resume, num_cpus,
                                      max_concurrent or grid.max_concurrent, verbose, summary, log)
     if grid.select_with:  # the selection axis: GEM's rule over every trial's proposals (benchmarks/run/compose.py)
-        from benchmarks.run.compose import select_stored
+        from modebench.benchmarks.run.compose import select_stored
 
         select_stored(root, [m.name for m in grid.methods], grid.select_with, run_ids={r.run_id for r in runs},
                       episodes=grid.eval_episodes, device=grid.device or "auto", log=log)
@@ -242,7 +248,7 @@ def _claim(state: Path, log) -> None:
 def _run_todo(grid: Grid, all_planned: list[PlannedTrial], todo: list[PlannedTrial], state: Path, storage: str | None, address: str | None,
               resume: bool, num_cpus: int | None, max_concurrent: int | None, verbose: int,
               summary: SweepSummary, log) -> bool:
-    from benchmarks.store import atomic_write_json
+    from modebench.benchmarks.store import atomic_write_json
 
     _claim(state, log)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from algorithms.config import config_hash, from_dict, to_dict
-from sweeps.grid import TrialSpec
+from modebench.algorithms.config import config_hash, from_dict, to_dict
+from modebench.sweeps.grid import TrialSpec
 
 if TYPE_CHECKING:  # annotations only: the core is imported where a trial runs
-    from benchmarks.run.spec import RunSpec
+    from modebench.benchmarks.run.spec import RunSpec
 
 # report(metrics, checkpoints): checkpoints maps run id -> its checkpoint.pt, for Tune to keep
 ReportFn = Callable[[dict[str, Any], "dict[str, Path] | None"], None]
@@ -77,13 +77,13 @@ class PlannedRun:
         return self.run_dir / "checkpoint.pt"
 
     def final_keys(self) -> list[str]:
-        from benchmarks.store import record_key
+        from modebench.benchmarks.store import record_key
 
         return [record_key(self.run_id, self.steps, s) for s in self.settings]
 
     def missing(self, step: int | None = None) -> list[dict[str, Any]]:
         """The inference settings without a record at `step` (default: the final step)."""
-        from benchmarks.store import record_key
+        from modebench.benchmarks.store import record_key
 
         step = self.steps if step is None else step
         records = self.run_dir / "records"
@@ -134,7 +134,7 @@ class PlannedTrial:
 
 def resolve_task_fields(task_id: str) -> dict[str, Any]:
     """The task as plain data, with relative dataset/env paths made absolute (trials chdir)."""
-    from benchmarks.tasks.suites import get_task
+    from modebench.benchmarks.tasks.suites import get_task
 
     fields = dataclasses.asdict(get_task(task_id))
     for part in ("dataset", "env"):
@@ -148,8 +148,8 @@ def resolve_task_fields(task_id: str) -> dict[str, Any]:
 def plan(spec: TrialSpec) -> PlannedTrial:
     """The trial's resolved runs, one per seed (benchmarks.run.spec.resolve_run, the resolver
     `modebench train` uses) and the records each must write."""
-    from benchmarks.run.spec import resolve_run
-    from benchmarks.tasks.suites import Task
+    from modebench.benchmarks.run.spec import resolve_run
+    from modebench.benchmarks.tasks.suites import Task
 
     if spec.task_fields is None or spec.out is None:
         raise ValueError("plan() needs spec.task_fields and spec.out (filled by the sweep planner)")
@@ -188,7 +188,7 @@ def _log(run: PlannedRun, event: str, **extra: Any) -> None:
 def _checkpoint_step(path: Path) -> int:
     if not path.exists():
         return 0
-    from benchmarks.run.checkpoints import load_checkpoint
+    from modebench.benchmarks.run.checkpoints import load_checkpoint
 
     try:
         return int(load_checkpoint(path)["step"])
@@ -210,7 +210,7 @@ def restore_from_tune(trial: PlannedTrial, checkpoint: Any, runs: list[PlannedRu
 
 
 def _restore_from_dir(runs: list[PlannedRun], directory: Path) -> dict[str, int]:
-    from benchmarks.store import atomic_write_bytes
+    from modebench.benchmarks.store import atomic_write_bytes
 
     restored = {}
     for run in runs:
@@ -227,7 +227,7 @@ def _restore_from_dir(runs: list[PlannedRun], directory: Path) -> dict[str, int]
 def evaluate_settings(trial: PlannedTrial, run: PlannedRun, step: int, device: str) -> list[dict[str, Any]]:
     """Evaluate the settings that have no record at `step` from the run's checkpoint (which
     must be at `step`), one record each, through the core's `evaluate_checkpoint`."""
-    from benchmarks.run.train import evaluate_checkpoint
+    from modebench.benchmarks.run.train import evaluate_checkpoint
 
     records = []
     for setting in run.missing(step):
@@ -271,9 +271,8 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
             cpus: float = 1.0, gpus: float = 0.0) -> dict[str, Any]:
     """Run one trial (all its seeds) to completion or divergence; returns the final status line."""
     import torch
-
-    from benchmarks.run.workers import keep_freed_memory
-    from benchmarks.store import RunStore
+    from modebench.benchmarks.run.workers import keep_freed_memory
+    from modebench.benchmarks.store import RunStore
 
     torch.set_num_threads(max(1, int(cpus)))
     keep_freed_memory()  # a Ray worker is its own process: the allocator settings of every command
@@ -290,7 +289,7 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
 
 
 def _mark_diverged(trial: PlannedTrial, run: PlannedRun, reason: str) -> None:
-    from benchmarks.store import atomic_write_json
+    from modebench.benchmarks.store import atomic_write_json
 
     spec = trial.spec
     atomic_write_json(run.diverged_path, {"run_id": run.run_id, "reason": reason, "time": time.time(),
@@ -300,8 +299,8 @@ def _mark_diverged(trial: PlannedTrial, run: PlannedRun, reason: str) -> None:
 
 
 def _execute(trial: PlannedTrial, report: ReportFn, tune_checkpoint: Any) -> dict[str, Any]:
-    from benchmarks.cli import user_errors
-    from benchmarks.run.train import train_seeds
+    from modebench.benchmarks.cli import user_errors
+    from modebench.benchmarks.run.train import train_seeds
 
     spec = trial.spec
     device = spec.device

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from algorithms.base import Batch
+from modebench.algorithms.base import Batch
 
 
 def random_batch(
@@ -45,10 +44,10 @@ def online_and_target_q(critic, obs: torch.Tensor, actions: torch.Tensor) -> tup
 def train_on_toy(cls, config, task: str, steps: int, seed: int = 0, size: int = 10_000):
     """`cls(config)` trained for `steps` updates on a toy bandit's dataset (benchmarks/tasks/toy.py,
     data seed 0), minibatches from the core replay with the given seed; one intra-op thread."""
-    from algorithms.base import EnvSpec
-    from benchmarks.data.dataset import DataConfig, Normalizer
-    from benchmarks.data.replay import DeviceReplay
-    from benchmarks.tasks import toy
+    from modebench.algorithms.base import EnvSpec
+    from modebench.benchmarks.data.dataset import DataConfig, Normalizer
+    from modebench.benchmarks.data.replay import DeviceReplay
+    from modebench.benchmarks.tasks import toy
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small nets: one thread is fastest, and steady on a busy machine
@@ -78,7 +77,7 @@ def bandit_return(env_class, actions: torch.Tensor) -> float:
 
 def fraction_in_disc(actions: torch.Tensor, center, radius: float | None = None) -> float:
     """Fraction of actions [n, 2] within `radius` (default: the toy bandits' MODE_RADIUS) of `center`."""
-    from benchmarks.tasks.toy import MODE_RADIUS
+    from modebench.benchmarks.tasks.toy import MODE_RADIUS
 
     radius = MODE_RADIUS if radius is None else radius
     return float(((actions - torch.as_tensor(center, dtype=actions.dtype)).norm(dim=-1) < radius).float().mean())

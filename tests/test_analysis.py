@@ -12,18 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis import stats
-from analysis.records import ScoreRule, load_records, main_runs, select_scores
-from analysis.render import within
-from analysis.tables import (
+from modebench.analysis import stats
+from modebench.analysis.records import ScoreRule, load_records, main_runs, select_scores
+from modebench.analysis.render import within
+from modebench.analysis.tables import (
     Variant,
     ablation_layouts,
     drol_layout,
     gem_layout,
     lom_layout,
 )
-from benchmarks.store import RunStore, write_profile
+from modebench.benchmarks.store import RunStore, write_profile
 
 # ---------------------------------------------------------------------------- the fixture store
 
@@ -148,7 +147,7 @@ def test_score_rule_is_explicit_final_by_default(frame):
     assert gem0("best")["score"] == 80.0
     assert select_scores(frame).attrs["score_rule"] == "score = final evaluation of each run"
     assert "BEST" in ScoreRule.parse("best").describe()
-    from analysis.errors import AnalysisError
+    from modebench.analysis.errors import AnalysisError
 
     with pytest.raises(AnalysisError, match="last:K"):
         ScoreRule.parse("max")
@@ -229,7 +228,7 @@ def test_gem_layout_means_stds_bold_sums_and_published(scores):
 
 
 def test_reference_ids_map_only_the_same_datasets():
-    from analysis.reference import published_value, reference_id
+    from modebench.analysis.reference import published_value, reference_id
 
     assert reference_id("locomotion/hopper-medium", "hopper-medium-v2") == "hopper-medium-v2"
     assert reference_id("ogbench-cube-single/task2", "cube-single-play-singletask-task2-v0") == "cube-single-play-singletask-task2-v0"
@@ -354,7 +353,7 @@ def test_aggregates_by_hand_on_0_100_scores():
 
 
 def test_every_plot_builds_from_the_fixture_and_plots_the_right_numbers(store, tmp_path):
-    from analysis.plots import build_plots
+    from modebench.analysis.plots import build_plots
 
     notes: list[str] = []
     written = build_plots(store, tmp_path, formats=("png",), reps=200, log=notes.append)
@@ -386,7 +385,7 @@ def test_every_plot_builds_from_the_fixture_and_plots_the_right_numbers(store, t
 
 def test_nll_gap_table_reads_the_recorded_diagnostics(store, tmp_path):
     """GEM Table 9 from the runs' own diagnostics/..._gap record fields (no checkpoint is read)."""
-    from analysis.tables import build_tables
+    from modebench.analysis.tables import build_tables
 
     build_tables(store, tmp_path, reps=50, log=lambda _: None)
     rows = pd.read_csv(tmp_path / "controlled" / "nll_gap.csv").set_index("task")
@@ -407,7 +406,7 @@ def _profile(method: str, setting: str, median: float, device: str = "cpu", batc
 
 
 def test_profile_tables_render_the_stored_profile_records(tmp_path):
-    from analysis.tables import build_tables
+    from modebench.analysis.tables import build_tables
 
     for n, median in ((1024, 4.0), (1, 1.25), (64, 2.5)):
         write_profile(tmp_path, _profile("gem", f"N{n}", median))
@@ -462,10 +461,9 @@ def test_cli_tables_report_and_errors(store, tmp_path, capsys):
 def test_real_training_runs_end_to_end(tmp_path):
     """Real `train` runs (2 methods x 2 seeds, evaluated twice) -> every table and the learning curves."""
     import torch
-
-    from analysis.plots import build_plots
-    from analysis.tables import build_tables
-    from benchmarks.run.train import train
+    from modebench.analysis.plots import build_plots
+    from modebench.analysis.tables import build_tables
+    from modebench.benchmarks.run.train import train
 
     torch.set_num_threads(1)
     for method in ("bc", "iql"):
@@ -492,9 +490,8 @@ def test_same_records_give_byte_identical_tables_whatever_the_suite_files_say(st
     import shutil
 
     import yaml
-
-    from analysis.tables import build_tables
-    from benchmarks.tasks import suites
+    from modebench.analysis.tables import build_tables
+    from modebench.benchmarks.tasks import suites
 
     def render(out: Path) -> dict[str, bytes]:
         build_tables(store, out, reps=50, log=lambda _: None)
@@ -515,8 +512,8 @@ def test_same_records_give_byte_identical_tables_whatever_the_suite_files_say(st
 
 
 def test_protocols_are_rendered_apart_and_say_which(tmp_path):
-    from analysis.plots import build_plots
-    from analysis.tables import build_tables
+    from modebench.analysis.plots import build_plots
+    from modebench.analysis.tables import build_tables
 
     for protocol, scores in (("published", [80.0, 90.0]), ("controlled", [10.0, 20.0])):
         for seed, score in enumerate(scores):
@@ -532,7 +529,7 @@ def test_protocols_are_rendered_apart_and_say_which(tmp_path):
         assert data.loc[(data["kind"] == "task") & (data["method"] == "gem"), "n"].item() == 2  # never 4: not mixed
     written = build_plots(tmp_path, formats=("png",), reps=50, log=lambda _: None)
     assert {p.parent.name for p in written} == {"published", "controlled"}
-    from analysis.tables import gem_layout
+    from modebench.analysis.tables import gem_layout
 
     mixed = select_scores(load_records(tmp_path))
     with pytest.raises(ValueError, match="mix protocols"):
@@ -549,7 +546,7 @@ def test_toy_only_tables_carry_no_empty_published_columns(scores):
 
 
 def test_toy_only_nll_gap_and_ablation_tables_carry_no_empty_paper_columns(frame):
-    from analysis.tables import nll_gap_frame, nll_gap_table
+    from modebench.analysis.tables import nll_gap_frame, nll_gap_table
 
     every = select_scores(frame, knobs="all")
     toy_all = every[every["suite"] == "toy"]
@@ -568,9 +565,8 @@ def test_toy_only_nll_gap_and_ablation_tables_carry_no_empty_paper_columns(frame
 
 def test_facts_file_names_every_registered_method_with_its_own_colour():
     from matplotlib.colors import to_rgb
-
-    from algorithms.registry import METHODS, base_method
-    from analysis import facts
+    from modebench.algorithms.registry import METHODS, base_method
+    from modebench.analysis import facts
 
     known = facts.methods()
     assert set(known) == set(METHODS), set(METHODS) ^ set(known)
@@ -587,7 +583,7 @@ def test_facts_file_names_every_registered_method_with_its_own_colour():
 
 
 def test_plot_legends_sit_outside_every_axis(store, tmp_path, monkeypatch):
-    from analysis import plots
+    from modebench.analysis import plots
 
     seen: list[tuple[str, bool]] = []
     save = plots.Plotter.save

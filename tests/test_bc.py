@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import random_batch
-
-from algorithms.base import EnvSpec
-from algorithms.bc import BC, BCConfig
+from modebench.algorithms.base import EnvSpec
+from modebench.algorithms.bc import BC, BCConfig
 
 
 def make(seed: int = 0) -> BC:

@@ -8,9 +8,8 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis import budget
-from analysis.budget import (
+from modebench.analysis import budget
+from modebench.analysis.budget import (
     budget_frame,
     config_sets,
     cross_selection_frame,
@@ -18,7 +17,7 @@ from analysis.budget import (
     expected_max_of_k,
     ucb_choices,
 )
-from benchmarks.store import RunStore
+from modebench.benchmarks.store import RunStore
 
 
 def test_expected_max_of_k_by_hand_and_by_enumeration():

@@ -11,8 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from analysis.claims import (
+from modebench.analysis.claims import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
@@ -22,10 +21,14 @@ from analysis.claims import (
     summarize,
     verdict,
 )
-from benchmarks.claims.catalog import CLAIMS, select_claims
-from benchmarks.claims.probes import coverage, coverage_bound, mode_shares
-from benchmarks.claims.runner import measurement_path, measurements_dir, run_claims
-from benchmarks.claims.spec import QUICK, Expect
+from modebench.benchmarks.claims.catalog import CLAIMS, select_claims
+from modebench.benchmarks.claims.probes import coverage, coverage_bound, mode_shares
+from modebench.benchmarks.claims.runner import (
+    measurement_path,
+    measurements_dir,
+    run_claims,
+)
+from modebench.benchmarks.claims.spec import QUICK, Expect
 
 # ------------------------------------------------------------------ the rule, by hand
 

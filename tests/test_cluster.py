@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for
-
-from sweeps import reaper
+from modebench.sweeps import reaper
 
 pytestmark = pytest.mark.slow
 
@@ -54,10 +53,9 @@ def _attempts(root: Path) -> dict[str, list[dict]]:
 
 
 def test_a_sweep_survives_the_loss_of_a_worker_node(tmp_path, monkeypatch):
+    from modebench.benchmarks.run.checkpoints import load_checkpoint
+    from modebench.benchmarks.store import iter_records
     from ray.cluster_utils import Cluster
-
-    from benchmarks.run.checkpoints import load_checkpoint
-    from benchmarks.store import iter_records
 
     tag = uuid.uuid4().hex
     monkeypatch.setenv("MODEBENCH_TEST_TAG", tag)  # every process of the cluster carries it: none may outlive the test

@@ -9,12 +9,11 @@ import shutil
 
 import pytest
 import torch
-
-from algorithms.base import EnvSpec
-from algorithms.config import ConfigError
-from algorithms.gem import GEM, GEMConfig, GEMKnobs
-from algorithms.registry import get_method
-from benchmarks.run.compose import (
+from modebench.algorithms.base import EnvSpec
+from modebench.algorithms.config import ConfigError
+from modebench.algorithms.gem import GEM, GEMConfig, GEMKnobs
+from modebench.algorithms.registry import get_method
+from modebench.benchmarks.run.compose import (
     SelectedProposals,
     cross_pairs,
     evaluate_selection,
@@ -94,7 +93,7 @@ TINY = {"steps": 30, "eval_episodes": 6}
 
 
 def tiny_run(out, method, task="toy/four-goal", seed=0, data=None):
-    from benchmarks.run.train import train
+    from modebench.benchmarks.run.train import train
 
     config = {"hidden_dims": (16, 16)}
     if method == "gem":
@@ -203,7 +202,7 @@ def test_cross_pairs_match_task_data_seed_and_steps(runs, tmp_path):
     assert not any(s.run_id in (r["gem-sparse"].run_dir.name, r["gem-raw-obs"].run_dir.name) and p.run_id == r["drol"].run_dir.name
                    for p, s in pairs)
     # a training-grid variant beside the default-config run of its method is not a proposer
-    from benchmarks.run.compose import StoredRun
+    from modebench.benchmarks.run.compose import StoredRun
 
     base = next(p for p, _ in pairs if p.run_id == r["drol"].run_dir.name)
     default = StoredRun("drol-default", base.checkpoint, {**base.config, "suite_default": True})
@@ -221,8 +220,8 @@ def test_cross_pairs_match_task_data_seed_and_steps(runs, tmp_path):
 
 def test_select_stored_and_the_grid_axis(runs):
     """`modebench cross-select` and a grid's select_with run the same pass over a store."""
-    from benchmarks.run.compose import select_stored
-    from sweeps.grid import load_grid
+    from modebench.benchmarks.run.compose import select_stored
+    from modebench.sweeps.grid import load_grid
 
     out, r = runs
     lines = []
@@ -234,7 +233,7 @@ def test_select_stored_and_the_grid_axis(runs):
 
 
 def test_a_grid_selects_only_with_gem_among_its_methods(tmp_path):
-    from sweeps.grid import load_grid
+    from modebench.sweeps.grid import load_grid
 
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\ntasks: [toy/four-goal]\nsteps: 10\nmethods: [lom, drol]\nselect_with: {N: [0, 4]}\n")

@@ -9,10 +9,9 @@ import typing
 import pytest
 import torch
 from helpers import random_batch
-
-from algorithms.base import ActOutput, EnvSpec
-from algorithms.config import from_dict
-from algorithms.registry import METHODS
+from modebench.algorithms.base import ActOutput, EnvSpec
+from modebench.algorithms.config import from_dict
+from modebench.algorithms.registry import METHODS
 
 OBS, ACT, B = 3, 2, 16
 
@@ -71,7 +70,7 @@ def test_plugin_contract(name):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_config_rejects_unknown_keys(name):
-    from algorithms.config import ConfigError
+    from modebench.algorithms.config import ConfigError
 
     cls = METHODS[name].load()
     with pytest.raises(ConfigError, match="unknown"):
@@ -91,7 +90,7 @@ def _config_classes():
 
 def _violation(f, hint):
     """A value the field's declaration refuses (None when any value of its type goes)."""
-    from algorithms.config import field_choices
+    from modebench.algorithms.config import field_choices
 
     if field_choices(f, hint) is not None:
         return "no-such-choice"
@@ -109,7 +108,7 @@ def _violation(f, hint):
 
 @pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
 def test_every_field_declares_its_help_and_the_one_checker_enforces_its_values(cls):
-    from algorithms.config import ConfigError
+    from modebench.algorithms.config import ConfigError
 
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -125,8 +124,8 @@ def test_every_field_declares_its_help_and_the_one_checker_enforces_its_values(c
 
 
 def test_the_checker_refuses_non_integers_and_non_finite_numbers():
-    from algorithms.config import ConfigError
-    from algorithms.gem import GEMConfig, GEMKnobs
+    from modebench.algorithms.config import ConfigError
+    from modebench.algorithms.gem import GEMConfig, GEMKnobs
 
     with pytest.raises(ConfigError, match=r"^N must be an integer, got 2.5"):
         GEMKnobs(N=2.5)

@@ -6,22 +6,21 @@ import math
 import pytest
 import torch
 from helpers import random_batch
-
-from algorithms.critics import (
+from modebench.algorithms.critics import (
     ExpectileCritic,
     TDCritic,
     awr_weight,
     expectile_loss,
     polyak_update,
 )
-from algorithms.nets import (
+from modebench.algorithms.nets import (
     DiagonalGMM,
     EnsembleCritic,
     GMMPolicy,
     euler_integrate,
     sample_ball,
 )
-from algorithms.optim import FusedAdam
+from modebench.algorithms.optim import FusedAdam
 
 
 def test_expectile_loss_by_hand():
@@ -168,7 +167,7 @@ def test_ball_samples_radius_and_volume_fraction():
 
 
 def test_gaussian_policy_log_prob_matches_torch_normal():
-    from algorithms.nets import GaussianPolicy
+    from modebench.algorithms.nets import GaussianPolicy
 
     torch.manual_seed(0)
     policy = GaussianPolicy(3, 2, (8,))
@@ -192,7 +191,7 @@ def test_expectile_critic_returned_advantage_equals_a_fresh_one():
 
 
 def test_cpu_mish_matches_aten_mish_with_and_without_a_graph():
-    from algorithms.nets import Mish
+    from modebench.algorithms.nets import Mish
 
     x = torch.cat([torch.linspace(-40.0, 40.0, 20001), torch.tensor([0.0, 1e-6, -1e-6, 88.0, -88.0])])
     with torch.no_grad():

@@ -2,16 +2,15 @@
 
 import numpy as np
 import pytest
-
-from benchmarks.data.dataset import (
+from modebench.benchmarks.data.dataset import (
     DataConfig,
     DatasetError,
     Normalizer,
     TransitionDataset,
     transform_rewards,
 )
-from benchmarks.data.loaders import load_d4rl_file
-from benchmarks.tasks import toy
+from modebench.benchmarks.data.loaders import load_d4rl_file
+from modebench.benchmarks.tasks import toy
 
 
 def _episodes():

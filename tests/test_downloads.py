@@ -21,10 +21,10 @@ import h5py
 import numpy as np
 import pytest
 import tomllib
+from modebench.benchmarks.tasks import sources
+from modebench.benchmarks.tasks.sources import OfflineError, d4rl_url, download_minari
+from modebench.benchmarks.tasks.suites import load_suite
 
-from benchmarks.tasks import sources
-from benchmarks.tasks.sources import OfflineError, d4rl_url, download_minari
-from benchmarks.tasks.suites import load_suite
 from modebench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_minari_download_goes_through_the_hf_client_to_the_store(fake_hub, capsy
     assert any(c.startswith("snapshot_download farama-minari/mbtest pendulum/random-v0") for c in calls)
     dataset = minari.load_dataset("mbtest/pendulum/random-v0")  # in the user's store now
     assert dataset.total_episodes == 3 and dataset.total_steps == 60
-    from benchmarks.data.loaders import load_minari
+    from modebench.benchmarks.data.loaders import load_minari
 
     assert len(load_minari("mbtest/pendulum/random-v0").validate()) == 60
 

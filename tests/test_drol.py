@@ -12,13 +12,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from algorithms.base import EnvSpec
-from algorithms.config import ConfigError, from_dict
-from algorithms.critics import aggregate
-from algorithms.drol import DROL, DROLConfig, candidate_geometry, gather_winner, route
-from algorithms.nets import sample_ball
-from algorithms.registry import get_method
+from modebench.algorithms.base import EnvSpec
+from modebench.algorithms.config import ConfigError, from_dict
+from modebench.algorithms.critics import aggregate
+from modebench.algorithms.drol import (
+    DROL,
+    DROLConfig,
+    candidate_geometry,
+    gather_winner,
+    route,
+)
+from modebench.algorithms.nets import sample_ball
+from modebench.algorithms.registry import get_method
 
 SMALL = {"hidden_dims": (32, 32)}
 
@@ -372,7 +377,7 @@ def test_checkpoint_round_trip_and_determinism():
 def four_goal_coverage(drol: DROL, sets: int = 50, radius: float = 0.2) -> float:
     """Fraction of K = 16 candidate sets at the bandit's state with a candidate within `radius`
     of every one of the four goals."""
-    from benchmarks.tasks.toy import FourGoalBandit
+    from modebench.benchmarks.tasks.toy import FourGoalBandit
 
     torch.manual_seed(0)
     cands = drol.propose(torch.zeros(sets, 2), 16).numpy()  # [sets, 16, 2]
@@ -397,8 +402,8 @@ def test_mechanism_tier_four_goal_candidates_cover_every_mode():
 def test_four_goal_candidates_cover_every_mode_and_single_sample_beats_bc():
     """K = 16 candidates cover all four modes (each within 0.2 of a goal) and the one-sample
     policy's return beats Gaussian BC's (whose mean sits between the modes)."""
-    from algorithms.bc import BC, BCConfig
-    from benchmarks.tasks.toy import FourGoalBandit
+    from modebench.algorithms.bc import BC, BCConfig
+    from modebench.benchmarks.tasks.toy import FourGoalBandit
 
     drol = helpers.train_on_toy(DROL, DROLConfig(hidden_dims=(64, 64), num_candidates=16), "four-goal", 3000)
     coverage = four_goal_coverage(drol)

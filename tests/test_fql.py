@@ -9,12 +9,11 @@ from functools import partial
 import helpers
 import pytest
 import torch
-
-from algorithms.base import EnvSpec
-from algorithms.config import ConfigError, from_dict
-from algorithms.critics import aggregate
-from algorithms.fql import FQL, FQLConfig, policy_q_loss
-from algorithms.registry import get_method
+from modebench.algorithms.base import EnvSpec
+from modebench.algorithms.config import ConfigError, from_dict
+from modebench.algorithms.critics import aggregate
+from modebench.algorithms.fql import FQL, FQLConfig, policy_q_loss
+from modebench.algorithms.registry import get_method
 
 SMALL = {"hidden_dims": (32, 32)}
 

@@ -15,14 +15,13 @@ import helpers
 import pytest
 import torch
 import yaml
-
-from algorithms.base import Batch, EnvSpec
-from algorithms.config import ConfigError, from_dict
-from algorithms.gem import GEM, GEMConfig, GEMKnobs, nll_gap
-from algorithms.nets import DiagonalGMM
-from algorithms.registry import METHODS
-from algorithms.seeds import stack_algorithms
-from algorithms.selection import (
+from modebench.algorithms.base import Batch, EnvSpec
+from modebench.algorithms.config import ConfigError, from_dict
+from modebench.algorithms.gem import GEM, GEMConfig, GEMKnobs, nll_gap
+from modebench.algorithms.nets import DiagonalGMM
+from modebench.algorithms.registry import METHODS
+from modebench.algorithms.seeds import stack_algorithms
+from modebench.algorithms.selection import (
     lcb,
     score_and_select,
     select_top_k,
@@ -214,9 +213,9 @@ def test_collapse_dist_is_distance_to_nearest_behavior_mean():
 
 def test_selection_runs_on_another_methods_proposals():
     """algorithms.selection.rerank on IQL's propose(obs, n), scored by GEM's critic and behaviour GMM."""
-    from algorithms.gem import per_candidate
-    from algorithms.iql import IQL, IQLConfig
-    from algorithms.selection import rerank
+    from modebench.algorithms.gem import per_candidate
+    from modebench.algorithms.iql import IQL, IQLConfig
+    from modebench.algorithms.selection import rerank
 
     gem = make_gem()
     iql = IQL(IQLConfig(hidden_dims=(16, 16)), EnvSpec(3, 2))
@@ -609,8 +608,8 @@ MECHANISM_TIER_STEPS = 600
 def test_mechanism_tier_gem_selects_the_best_four_goal_mode_where_bc_averages():
     """Sec. 4 on the toy four-goal bandit (goals at (+-1, +-1), (1, 1) pays most), small nets,
     fixed seed: GEM's selected actions land in the best goal's disc, BC's mean does not."""
-    from algorithms.bc import BC, BCConfig
-    from benchmarks.tasks.toy import FourGoalBandit
+    from modebench.algorithms.bc import BC, BCConfig
+    from modebench.benchmarks.tasks.toy import FourGoalBandit
 
     gem = helpers.train_on_toy(GEM, GEMConfig(hidden_dims=(64, 64)), "four-goal", MECHANISM_TIER_STEPS)
     bc = helpers.train_on_toy(BC, BCConfig(hidden_dims=(64, 64)), "four-goal", MECHANISM_TIER_STEPS)
@@ -630,7 +629,7 @@ MECHANISM_CONFIG = {"hidden_dims": (64, 64)}  # narrow nets for every method: th
 
 @pytest.fixture(scope="module")
 def four_goal_runs(tmp_path_factory):
-    from benchmarks.run.train import evaluate_checkpoint, train
+    from modebench.benchmarks.run.train import evaluate_checkpoint, train
 
     out = tmp_path_factory.mktemp("gem_four_goal")
     threads = torch.get_num_threads()

@@ -9,8 +9,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from benchmarks.tasks.generators import (
+from modebench.benchmarks.tasks.generators import (
     generate,
     get_generator,
     is_generated,
@@ -18,8 +17,8 @@ from benchmarks.tasks.generators import (
     ogbench_gen,
     output_id,
 )
-from benchmarks.tasks.generators.common import random_policy, rollouts
-from benchmarks.tasks.suites import Task
+from modebench.benchmarks.tasks.generators.common import random_policy, rollouts
+from modebench.benchmarks.tasks.suites import Task
 
 
 @pytest.fixture
@@ -31,8 +30,7 @@ def local_dirs(tmp_path, monkeypatch):
 
 def test_pointmaze_dataset_round_trips_through_minari(local_dirs):
     import minari
-
-    from benchmarks.data.loaders import load_minari, recover_env
+    from modebench.benchmarks.data.loaders import load_minari, recover_env
 
     result = generate("pointmaze-umaze", "tiny", seed=3, progress=False)
     assert result.generated and result.name == "modebench-local/pointmaze-umaze/tiny-s3-v0"

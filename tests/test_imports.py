@@ -28,11 +28,16 @@ FORBIDDEN = {
     "sweeps": ("analysis", "modebench"),
 }
 ANALYSIS_MAY_IMPORT = ("benchmarks.store",)
+MAPPED_PARTS = ("algorithms", "benchmarks", "sweeps", "analysis")  # installed as modebench.<part> (pyproject.toml)
 DYNAMIC_IMPORT_ALLOWED = {"algorithms/registry.py"}
 
 
 def project_sources() -> dict[str, str]:
     return {str(p.relative_to(ROOT)): p.read_text() for part in PARTS for p in sorted((ROOT / part).rglob("*.py"))}
+
+
+def sources_of_tests() -> dict[str, str]:
+    return {str(p.relative_to(ROOT)): p.read_text() for p in sorted((ROOT / "tests").glob("*.py"))}
 
 
 def module_name(path: str) -> str:
@@ -48,10 +53,19 @@ def _type_checking_block(node: ast.AST) -> bool:
     )
 
 
-def imports(source: str, module: str, modules: set[str], top_level_only: bool = False) -> list[tuple[int, str]]:
-    """(line, imported module) for every import of `source`; `from pkg import name` names the
-    submodule pkg.name when that is a module of the project."""
+def folder_name(name: str) -> str:
+    """`modebench.benchmarks.store` -> `benchmarks.store`: the rules speak of the folders."""
+    head, _, rest = name.partition(".")
+    return rest if head == "modebench" and rest.split(".", 1)[0] in MAPPED_PARTS else name
+
+
+def imports(source: str, module: str, modules: set[str], top_level_only: bool = False,
+            as_written: bool = False) -> list[tuple[int, str]]:
+    """(line, imported module) for every import of `source`, named by folder (see folder_name)
+    unless `as_written`; `from pkg import name` names the submodule pkg.name when that is a
+    module of the project."""
     out: list[tuple[int, str]] = []
+    name_of = (lambda n: n) if as_written else folder_name
     package = module if module in {m.rsplit(".", 1)[0] for m in modules if "." in m} else module.rsplit(".", 1)[0]
 
     def visit(node: ast.AST, top: bool) -> None:
@@ -59,14 +73,14 @@ def imports(source: str, module: str, modules: set[str], top_level_only: bool = 
             if _type_checking_block(child):
                 continue
             if isinstance(child, ast.Import):
-                out.extend((child.lineno, alias.name) for alias in child.names)
+                out.extend((child.lineno, name_of(alias.name)) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
-                base = child.module or ""
+                base = name_of(child.module or "")
                 if child.level:  # relative: resolve against this module's package
                     parts = package.split(".")
                     base = ".".join(parts[: len(parts) - child.level + 1] + ([base] if base else []))
                 for alias in child.names:
-                    candidate = f"{base}.{alias.name}"
+                    candidate = name_of(f"{base}.{alias.name}")
                     out.append((child.lineno, candidate if candidate in modules else base))
             nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
             if not (top_level_only and nested):
@@ -145,6 +159,15 @@ def import_cycles(sources: dict[str, str]) -> list[list[str]]:
     return cycles
 
 
+def bare_import_violations(sources: dict[str, str]) -> list[str]:
+    """Imports of a part by its folder name (`import algorithms`): installed, only
+    `modebench.algorithms` exists, and from the checkout the bare name would load a second copy."""
+    modules = {module_name(p) for p in sources}
+    return [f"{path}:{line} imports {name}" for path, source in sources.items()
+            for line, name in imports(source, module_name(path), modules, as_written=True)
+            if name.split(".", 1)[0] in MAPPED_PARTS]
+
+
 def dynamic_import_violations(sources: dict[str, str]) -> list[str]:
     """importlib.import_module / __import__ calls outside the registry, unless their argument is a
     string naming a module outside the project."""
@@ -179,6 +202,10 @@ def test_analysis_reads_only_the_results_store():
 
 def test_no_import_cycles_among_files():
     assert import_cycles(project_sources()) == []
+
+
+def test_every_part_is_imported_through_the_one_package_name():
+    assert bare_import_violations(project_sources() | sources_of_tests()) == []
 
 
 def test_no_dynamic_imports_of_project_modules_outside_the_registry():
@@ -223,6 +250,14 @@ def test_a_planted_cycle_is_found_and_a_function_level_or_type_checking_import_i
     assert import_cycles(lazy) == []
     typed = dict(cycle, **{"benchmarks/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from benchmarks.a import x\n"})
     assert import_cycles(typed) == []
+
+
+def test_a_planted_bare_import_is_found():
+    sources = {"benchmarks/bad.py": "import os\nfrom algorithms.gem import GEM\n",
+               "tests/test_bad.py": "def f():\n    import benchmarks.store\n",
+               "benchmarks/fine.py": "from modebench.algorithms.gem import GEM\n"}
+    assert bare_import_violations(sources) == ["benchmarks/bad.py:2 imports algorithms.gem",
+                                               "tests/test_bad.py:2 imports benchmarks.store"]
 
 
 def test_a_planted_dynamic_import_is_found():

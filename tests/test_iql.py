@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 from helpers import online_and_target_q, perturb_target, random_batch
-
-from algorithms.base import EnvSpec
-from algorithms.iql import IQL, IQLConfig
+from modebench.algorithms.base import EnvSpec
+from modebench.algorithms.iql import IQL, IQLConfig
 
 SMALL = {"hidden_dims": (16, 16)}
 

@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 import torch
 from helpers import online_and_target_q, perturb_target, random_batch, train_on_toy
-from torch import nn
-
-from algorithms.base import Batch, EnvSpec
-from algorithms.config import ConfigError, from_dict
-from algorithms.iql import IQL, IQLConfig
-from algorithms.isep import (
+from modebench.algorithms.base import Batch, EnvSpec
+from modebench.algorithms.config import ConfigError, from_dict
+from modebench.algorithms.iql import IQL, IQLConfig
+from modebench.algorithms.isep import (
     ISEP,
     ISEPFM,
     ISEPConfig,
@@ -27,11 +25,12 @@ from algorithms.isep import (
     bernoulli_gate,
     interpolated_value_loss,
 )
-from algorithms.registry import get_method
-from algorithms.seeds import SeedRandom, stack_algorithms
-from benchmarks.data.dataset import DataConfig, Normalizer, TransitionDataset
-from benchmarks.data.replay import DeviceReplay
-from benchmarks.tasks import toy
+from modebench.algorithms.registry import get_method
+from modebench.algorithms.seeds import SeedRandom, stack_algorithms
+from modebench.benchmarks.data.dataset import DataConfig, Normalizer, TransitionDataset
+from modebench.benchmarks.data.replay import DeviceReplay
+from modebench.benchmarks.tasks import toy
+from torch import nn
 
 SMALL_FM = {"flow_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64), "token_dim": 8}
 
@@ -183,7 +182,7 @@ def test_isep_fm_flow_target_selects_policy_samples_at_rate_lam():
 def test_isep_fm_draws_self_samples_only_where_a_gate_reads_them(monkeypatch):
     """a~ is sampled on exactly the rows the value gate (Eq. 2) or the flow-target gate (Eq. 6)
     picked, and each term sees a~ on its own gate's rows and the dataset action elsewhere."""
-    from algorithms import isep
+    from modebench.algorithms import isep
 
     n = 12
     gates = iter([torch.tensor([1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], dtype=torch.bool),  # value gate
@@ -225,7 +224,7 @@ def test_isep_fm_seed_batched_self_samples_pad_each_seeds_rows(monkeypatch):
     order), padded with its unpicked rows up to the largest count; every term still sees a~ on
     its own seed's gate rows only, and policy_q_mean is per seed (logged only when every seed
     sampled, as each seed alone logs it only when it sampled)."""
-    from algorithms import isep
+    from modebench.algorithms import isep
 
     n = 8
 
@@ -528,8 +527,7 @@ def test_suite_overrides_are_valid_and_match_the_paper_tables():
     from pathlib import Path
 
     import yaml
-
-    from benchmarks.tasks.suites import get_task
+    from modebench.benchmarks.tasks.suites import get_task
 
     path = Path(__file__).parents[1] / "benchmarks" / "tasks" / "suites" / "isep_overrides.yaml"
     overrides = yaml.safe_load(path.read_text())

@@ -16,10 +16,9 @@ from helpers import (
     random_batch,
     train_on_toy,
 )
-
-from algorithms.base import Batch, EnvSpec
-from algorithms.config import ConfigError, from_dict
-from algorithms.lom import (
+from modebench.algorithms.base import Batch, EnvSpec
+from modebench.algorithms.config import ConfigError, from_dict
+from modebench.algorithms.lom import (
     CODE_PRESET,
     LOM,
     M_SWEEP,
@@ -27,8 +26,8 @@ from algorithms.lom import (
     LOMKnobs,
     sample_each_mode,
 )
-from algorithms.registry import get_method
-from algorithms.seeds import SeedRandom, stack_algorithms, unstack_state
+from modebench.algorithms.registry import get_method
+from modebench.algorithms.seeds import SeedRandom, stack_algorithms, unstack_state
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -536,7 +535,7 @@ MECHANISM_TIER_STEPS = 1000  # 600 with 32-wide nets found the greedy mode but l
 def test_mechanism_tier_lom_imitates_the_best_four_goal_mode():
     """Theorems 1-2 on the toy four-goal bandit, small nets, fixed seed: the greedy mode is the
     (1, 1) goal (the best) and the policy acts inside its disc."""
-    from benchmarks.tasks.toy import FourGoalBandit
+    from modebench.benchmarks.tasks.toy import FourGoalBandit
 
     lom = train_on_toy(LOM, from_dict(LOMConfig, MECHANISM_TIER), "four-goal", MECHANISM_TIER_STEPS)
     best = FourGoalBandit.GOALS[0]
@@ -556,7 +555,7 @@ MECHANISM = {"mdn_steps": 300, "hidden_dims": (64, 64), "mdn_hidden_dims": (64, 
 def test_four_goal_lom_learns_the_best_mode_where_bc_averages(tmp_path):
     """LOM Sec. 6.2 / Fig. 2 as a bandit: modes at (+-1, +-1), (1, 1) pays 2, the mean (0, 0) pays 0.
     Measured (1000 steps, these small nets): LOM 100 on seeds 0, 1, 2; BC -3.2 (it sits between the modes)."""
-    from benchmarks.run.train import train
+    from modebench.benchmarks.run.train import train
 
     lom = train("lom", "toy/four-goal", steps=1000, seed=0, out=tmp_path, config=MECHANISM, device="cpu")
     assert lom.score >= 90
@@ -572,7 +571,7 @@ def test_four_goal_lom_learns_the_best_mode_where_bc_averages(tmp_path):
 def test_branch_lom_follows_the_rewarded_branch(tmp_path):
     """LOM Appendix A (Fig. 5f): actions +-f(s), reward where sign(a) = sign(s).
     Measured (1000 steps, these small nets): LOM 100 on seeds 0, 1, 2; BC -22 (seed 0)."""
-    from benchmarks.run.train import train
+    from modebench.benchmarks.run.train import train
 
     lom = train("lom", "toy/branch", steps=1000, seed=0, out=tmp_path, config=MECHANISM, device="cpu")
     assert lom.score >= 90

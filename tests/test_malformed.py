@@ -21,10 +21,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from modebench.benchmarks.data.dataset import DatasetError
+from modebench.benchmarks.data.validate import check_task_data
+from modebench.benchmarks.tasks import sources
 
-from benchmarks.data.dataset import DatasetError
-from benchmarks.data.validate import check_task_data
-from benchmarks.tasks import sources
 from modebench.cli import main
 
 N = 120  # two Pendulum episodes of 60 steps (Pendulum-v1: 3-d observations, 1-d torque in [-2, 2])
@@ -216,7 +216,7 @@ def test_malformed_file_is_one_line_naming_it(case, tmp_path, capsys):
 def test_the_valid_file_trains(tmp_path, capsys):
     """The baseline every case corrupts is accepted, and a Pendulum file's torques in [-2, 2]
     reach the method rescaled to [-1, 1] (taken in --env's action units)."""
-    from benchmarks.tasks.adhoc import task_from_dataset
+    from modebench.benchmarks.tasks.adhoc import task_from_dataset
 
     path = write_npz(tmp_path / "d.npz", pendulum_arrays())
     task = task_from_dataset(str(path), "Pendulum-v1", 0.0, 1.0)
@@ -232,8 +232,8 @@ def test_the_valid_file_trains(tmp_path, capsys):
 def test_a_dataset_whose_action_box_is_not_the_envs_is_refused():
     """A dataset rescaled from its own box [-2, 2] cannot be evaluated in an env acting in [-1, 1]:
     the policy's actions would be mapped back into the wrong range."""
-    from benchmarks.tasks import toy
-    from benchmarks.tasks.suites import get_task
+    from modebench.benchmarks.tasks import toy
+    from modebench.benchmarks.tasks.suites import get_task
 
     data = toy.generate("four-goal", size=50, seed=0)
     data.action_low, data.action_high = np.full(2, -2.0, np.float32), np.full(2, 2.0, np.float32)
@@ -258,8 +258,7 @@ def minari_folder(tmp_path_factory) -> Path:
 
     import minari
     from minari.data_collector import EpisodeBuffer
-
-    from benchmarks.tasks import toy
+    from modebench.benchmarks.tasks import toy
 
     toy.register_envs()
     root = tmp_path_factory.mktemp("minari")
@@ -335,7 +334,7 @@ MINARI_CASES = [
 
 
 def test_the_valid_minari_folder_loads(minari_folder):
-    from benchmarks.data.loaders import load_minari
+    from modebench.benchmarks.data.loaders import load_minari
 
     data = load_minari(str(minari_folder)).validate()
     assert len(data) == 15 and data.num_episodes == 3

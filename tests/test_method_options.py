@@ -8,18 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import random_batch
-
-from algorithms.base import EnvSpec
-from algorithms.config import ConfigError, from_dict
-from algorithms.drol import DROL, DROLConfig
-from algorithms.fql import FQL, FQLConfig
-from algorithms.gem import GEM, GEMConfig, GEMKnobs
-from algorithms.iql import IQL, IQLConfig
-from algorithms.isep import ISEP, ISEPFM, ISEPConfig, ISEPFMConfig
-from algorithms.lom import LOM, LOMConfig, sample_each_mode
-from algorithms.nets import MLP, EnsembleLayerNorm, EnsembleMLP
-from algorithms.registry import get_method
-from algorithms.selection import lcb, rerank
+from modebench.algorithms.base import EnvSpec
+from modebench.algorithms.config import ConfigError, from_dict
+from modebench.algorithms.drol import DROL, DROLConfig
+from modebench.algorithms.fql import FQL, FQLConfig
+from modebench.algorithms.gem import GEM, GEMConfig, GEMKnobs
+from modebench.algorithms.iql import IQL, IQLConfig
+from modebench.algorithms.isep import ISEP, ISEPFM, ISEPConfig, ISEPFMConfig
+from modebench.algorithms.lom import LOM, LOMConfig, sample_each_mode
+from modebench.algorithms.nets import MLP, EnsembleLayerNorm, EnsembleMLP
+from modebench.algorithms.registry import get_method
+from modebench.algorithms.selection import lcb, rerank
 
 SPEC = EnvSpec(obs_dim=3, act_dim=2, horizon=10, total_steps=1000)
 

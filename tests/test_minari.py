@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from modebench.benchmarks.data.loaders import load_minari, recover_env
+from modebench.benchmarks.tasks import toy
 
-from benchmarks.data.loaders import load_minari, recover_env
-from benchmarks.tasks import toy
 from modebench.cli import main
 
 

@@ -2,11 +2,15 @@
 is a valid config field or knob, and the values reach the resolved method config."""
 
 import pytest
-
-from algorithms.config import from_dict
-from algorithms.registry import get_method
-from benchmarks.run.spec import resolve_method
-from benchmarks.tasks.suites import get_task, load_suite, override_tables, suite_names
+from modebench.algorithms.config import from_dict
+from modebench.algorithms.registry import get_method
+from modebench.benchmarks.run.spec import resolve_method
+from modebench.benchmarks.tasks.suites import (
+    get_task,
+    load_suite,
+    override_tables,
+    suite_names,
+)
 
 
 @pytest.mark.parametrize("file_name", sorted(override_tables()))

@@ -9,9 +9,9 @@ import math
 
 import pytest
 import torch
+from modebench.algorithms.seeds import unstack_state
+from modebench.benchmarks.tasks.suites import get_task
 
-from algorithms.seeds import unstack_state
-from benchmarks.tasks.suites import get_task
 from perf import seeds as perf_seeds
 
 CPU = torch.device("cpu")

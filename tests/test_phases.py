@@ -15,13 +15,13 @@ import json
 import pytest
 import torch
 from helpers import random_batch
+from modebench.algorithms.base import EnvSpec, Phase, check_phases
+from modebench.algorithms.config import ConfigError, from_dict
+from modebench.algorithms.gem import GEM, GEMConfig
+from modebench.algorithms.lom import LOM, LOMConfig
+from modebench.algorithms.registry import METHODS, get_method
+from modebench.benchmarks.run.spec import resolve_run
 
-from algorithms.base import EnvSpec, Phase, check_phases
-from algorithms.config import ConfigError, from_dict
-from algorithms.gem import GEM, GEMConfig
-from algorithms.lom import LOM, LOMConfig
-from algorithms.registry import METHODS, get_method
-from benchmarks.run.spec import resolve_run
 from modebench.cli import main
 
 NEW_DATASET_STEPS = 10_000  # what a new user runs on a new dataset
@@ -87,7 +87,7 @@ def test_new_dataset_refusals_are_lom_and_gem_only():
             check_phases(cls, from_dict(cls.config_class, entry.config), NEW_DATASET_STEPS, name)
         except ConfigError:
             refused.append(entry.target)
-    assert set(refused) == {"algorithms.lom:LOM", "algorithms.gem:GEM"}
+    assert set(refused) == {"modebench.algorithms.lom:LOM", "modebench.algorithms.gem:GEM"}
 
 
 def test_boundaries_and_message():

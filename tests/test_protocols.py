@@ -8,12 +8,16 @@ import typing
 from functools import cache
 
 import pytest
-
-from algorithms.config import ConfigError, coerce
-from algorithms.registry import METHODS, base_method
-from benchmarks.run import protocols
-from benchmarks.run.protocols import NOT_APPLICABLE, PROTOCOLS, published_rows, resolve
-from benchmarks.tasks.suites import Task, load_suite, suite_names
+from modebench.algorithms.config import ConfigError, coerce
+from modebench.algorithms.registry import METHODS, base_method
+from modebench.benchmarks.run import protocols
+from modebench.benchmarks.run.protocols import (
+    NOT_APPLICABLE,
+    PROTOCOLS,
+    published_rows,
+    resolve,
+)
+from modebench.benchmarks.tasks.suites import Task, load_suite, suite_names
 
 
 @cache
@@ -153,7 +157,7 @@ def test_drol_eq8_never_takes_drols_bc_coefficient_as_its_q_weight():
 
 def test_suite_layers_merge_to_the_loaders_method_overrides():
     """protocols.suite_method_layers lists the same files in the same order as suites.load_suite."""
-    from benchmarks.tasks.suites import _merge_methods
+    from modebench.benchmarks.tasks.suites import _merge_methods
 
     for suite in suite_names():
         for task in load_suite(suite).values():
@@ -214,7 +218,7 @@ def test_errors_are_one_line_and_name_the_fix():
 
 
 def test_run_length_defaults_to_the_protocols():
-    from benchmarks.run.spec import resolve_run
+    from modebench.benchmarks.run.spec import resolve_run
 
     assert resolve_run("iql", "toy/four-goal").steps == 2000  # the toy suite's controlled steps
     published = resolve_run("fql", "antmaze/umaze", protocol="published")

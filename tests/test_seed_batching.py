@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from algorithms.base import EnvSpec
-from algorithms.config import ConfigError
-from algorithms.registry import METHODS
-from algorithms.seeds import stack_algorithms, unstack_state
-from benchmarks.data.dataset import DataConfig, Normalizer
-from benchmarks.data.replay import DeviceReplay, SeedReplays
-from benchmarks.run.checkpoints import load_checkpoint
-from benchmarks.run.spec import resolve_method, resolve_run
-from benchmarks.run.train import seed_everything, train, train_seeds
-from benchmarks.tasks.suites import get_task
+from modebench.algorithms.base import EnvSpec
+from modebench.algorithms.config import ConfigError
+from modebench.algorithms.registry import METHODS
+from modebench.algorithms.seeds import stack_algorithms, unstack_state
+from modebench.benchmarks.data.dataset import DataConfig, Normalizer
+from modebench.benchmarks.data.replay import DeviceReplay, SeedReplays
+from modebench.benchmarks.run.checkpoints import load_checkpoint
+from modebench.benchmarks.run.spec import resolve_method, resolve_run
+from modebench.benchmarks.run.train import seed_everything, train, train_seeds
+from modebench.benchmarks.tasks.suites import get_task
 
 STEPS = 200
 SEEDS = (0, 1, 2)

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from benchmarks import store
-from benchmarks.store import (
+from modebench.benchmarks import store
+from modebench.benchmarks.store import (
     SCHEMA_VERSION,
     RunStore,
     StoreError,
@@ -35,7 +34,7 @@ def _evaluation(**extra) -> dict:
 
 def test_record_keys_are_the_ones_existing_stores_hold():
     """Resumes find records by file name: the key format and hash must not change."""
-    from algorithms.config import (
+    from modebench.algorithms.config import (
         config_hash,  # the hash records were named with before the store had its own
     )
 
@@ -127,8 +126,8 @@ def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatc
 
 
 def test_the_store_imports_nothing_of_the_project_and_no_torch():
-    code = ("import sys, benchmarks.store; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'algorithms', 'sweeps', 'analysis', 'modebench', 'pandas') or (m.startswith('benchmarks.') and m != 'benchmarks.store')))")
+    code = ("import sys, modebench.benchmarks.store; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas') "
+            "or (m.startswith('modebench') and m not in ('modebench', 'modebench.benchmarks', 'modebench.benchmarks.store'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -144,8 +143,11 @@ def test_the_schema_documents_every_field_the_writers_require():
 
 def test_profile_harness_times_every_registered_base_method_into_profile_records(tmp_path):
     import torch
-
-    from benchmarks.run.profile import ProfileConfig, base_method_names, run_profile
+    from modebench.benchmarks.run.profile import (
+        ProfileConfig,
+        base_method_names,
+        run_profile,
+    )
 
     cfg = ProfileConfig(batch_sizes=(2,), warmup=1, repeats=2, n_values=(1, 8), t_values=(2, 4))
     logs: list[str] = []

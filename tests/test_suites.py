@@ -10,10 +10,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from benchmarks.data.loaders import MissingDatasetError
-from benchmarks.tasks import sources
-from benchmarks.tasks.suites import Task, load_suite, suite_names
+from modebench.benchmarks.data.loaders import MissingDatasetError
+from modebench.benchmarks.tasks import sources
+from modebench.benchmarks.tasks.suites import Task, load_suite, suite_names
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "SPEC.md"
 REAL_SUITES = ["antmaze", "locomotion", "minari-mujoco", "maze2d", "adroit", "kitchen"]
@@ -140,7 +139,7 @@ def test_ogbench_families_follow_spec():
 
 
 def test_suite_method_overrides_follow_spec():
-    from benchmarks.run.spec import resolve_method
+    from modebench.benchmarks.run.spec import resolve_method
 
     for task in load_suite("antmaze").values():
         iql = resolve_method("iql", task)
@@ -192,13 +191,14 @@ def test_kitchen_env_builds():
 
 
 def test_offline_bench_fails_fast_and_clearly(no_data, capsys, monkeypatch):
-    import benchmarks.run.workers
+    import modebench.benchmarks.run.workers as workers_module
+
     from modebench.cli import main
 
     def no_pool(*args, **kwargs):
         raise AssertionError("bench spawned workers although the suite's data is missing")
 
-    monkeypatch.setattr(benchmarks.run.workers, "worker_pool", no_pool)  # the check runs before any worker
+    monkeypatch.setattr(workers_module, "worker_pool", no_pool)  # the check runs before any worker
     assert main(["bench", "--suite", "antmaze", "--methods", "bc"]) == 2
     err = capsys.readouterr().err
     assert "modebench datasets download --suite antmaze" in err and "--suite maze2d-local" in err
@@ -242,7 +242,7 @@ def test_d4rl_file_source_reads_an_original_layout_hdf5(tmp_path):
 
 
 def test_mass_scale_wrapper_scales_bodies_once_and_changes_dynamics():
-    from benchmarks.tasks.wrappers import MassScale, mujoco_model
+    from modebench.benchmarks.tasks.wrappers import MassScale, mujoco_model
 
     base = gym.make("Hopper-v4")
     nominal = mujoco_model(base).body_mass.copy()
@@ -315,9 +315,9 @@ def test_score_kinds_normalise_as_documented():
 def test_importing_the_suites_registers_nothing():
     """No source registers by import side effect: importing suites and sources leaves gymnasium's
     registry alone; only building an env registers the envs it needs."""
-    code = ("import gymnasium as gym; before = set(gym.registry); import benchmarks.tasks.suites, benchmarks.tasks.sources; "
+    code = ("import gymnasium as gym; before = set(gym.registry); import modebench.benchmarks.tasks.suites, modebench.benchmarks.tasks.sources; "
             "import sys; assert set(gym.registry) == before, sorted(set(gym.registry) - before); "
-            "assert 'benchmarks.tasks.toy' not in sys.modules and 'ogbench' not in sys.modules")
+            "assert 'modebench.benchmarks.tasks.toy' not in sys.modules and 'ogbench' not in sys.modules")
     import subprocess
     import sys
 
@@ -326,9 +326,9 @@ def test_importing_the_suites_registers_nothing():
 
 
 def test_suites_and_grids_load_through_the_same_strict_loader(tmp_path, monkeypatch):
-    from algorithms.config import ConfigError
-    from benchmarks.tasks import suites
-    from sweeps.grid import load_grid
+    from modebench.algorithms.config import ConfigError
+    from modebench.benchmarks.tasks import suites
+    from modebench.sweeps.grid import load_grid
 
     (tmp_path / "bad.yaml").write_text("name: bad\ntasks: {}\nbench_stepz: 3\n")
     monkeypatch.setattr(suites, "SUITES_DIR", tmp_path)
@@ -350,8 +350,8 @@ def test_suites_and_grids_load_through_the_same_strict_loader(tmp_path, monkeypa
 
 
 def test_a_method_override_block_takes_only_config_and_knobs(tmp_path, monkeypatch):
-    from algorithms.config import ConfigError
-    from benchmarks.tasks import suites
+    from modebench.algorithms.config import ConfigError
+    from modebench.benchmarks.tasks import suites
 
     (tmp_path / "bad.yaml").write_text(
         "name: bad\nmethods: {gem: {confg: {beta: 1.0}}}\n"

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for
-
-from algorithms.config import ConfigError
-from algorithms.registry import METHODS, base_method
-from sweeps import reaper
-from sweeps.grid import grid_names, load_grid, parse_seeds
-from sweeps.runner import plan_grid
-from sweeps.trial import execute, restore_from_tune
+from modebench.algorithms.config import ConfigError
+from modebench.algorithms.registry import METHODS, base_method
+from modebench.sweeps import reaper
+from modebench.sweeps.grid import grid_names, load_grid, parse_seeds
+from modebench.sweeps.runner import plan_grid
+from modebench.sweeps.trial import execute, restore_from_tune
 
 REPO = Path(__file__).resolve().parents[1]
 MODEBENCH = [sys.executable, "-m", "modebench.cli"]
@@ -82,7 +81,7 @@ def test_grid_names_real_tasks_and_real_config_and_knob_fields(name):
     (being written in parallel) are reported, not silently passed."""
     grid = load_grid(name)
     for task in grid.expand_tasks():
-        from benchmarks.tasks.suites import get_task
+        from modebench.benchmarks.tasks.suites import get_task
 
         get_task(task)
     missing = [m.name for m in grid.methods if m.name not in METHODS]
@@ -197,8 +196,9 @@ def test_cli_errors_are_one_line_and_status_2(capsys):
 
 
 def test_sweep_protocol_flag_overrides_the_grid_and_keeps_its_own_state(tmp_path, capsys):
+    from modebench.sweeps.runner import run_sweep, sweep_dir
+
     from modebench.cli import main
-    from sweeps.runner import run_sweep, sweep_dir
 
     assert main(["sweep", "ci_toy", "--protocol", "published", "--dry-run", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -291,13 +291,13 @@ def test_a_diverging_trial_stops_with_its_reason_recorded(tmp_path):
 
 
 def test_a_user_error_fails_the_trial_without_retries_or_marks(tmp_path, monkeypatch):
-    import benchmarks.run.train
-    from benchmarks.data.loaders import MissingDatasetError
+    import modebench.benchmarks.run.train as train_module
+    from modebench.benchmarks.data.loaders import MissingDatasetError
 
     def missing(*args, **kwargs):
         raise MissingDatasetError("D4RL dataset 'hopper-medium-v2' is not on this machine")
 
-    monkeypatch.setattr(benchmarks.run.train, "train_seeds", missing)
+    monkeypatch.setattr(train_module, "train_seeds", missing)
     trial = _toy_trials(tmp_path)[1]
     out = execute(trial.spec.to_dict(), lambda m, c: None)  # returns: Tune does not retry it
     assert out["status"] == "failed" and "not on this machine" in out["reason"]
@@ -324,8 +324,7 @@ def test_knobs_at_all_evaluates_every_setting_at_every_evaluation_step(tmp_path)
 
 def test_tune_checkpoint_is_copied_into_the_store_per_seed_only_when_newer(tmp_path):
     import torch
-
-    from benchmarks.run.checkpoints import CHECKPOINT_FORMAT, PAYLOAD_KEYS
+    from modebench.benchmarks.run.checkpoints import CHECKPOINT_FORMAT, PAYLOAD_KEYS
 
     trial = _toy_trials(tmp_path)[0]
     first, second = trial.runs
@@ -352,9 +351,8 @@ def test_the_reported_tune_checkpoint_restores_every_seed(tmp_path, monkeypatch)
     """What the trainable hands Tune (sweeps.trial._tune_report) is what a restarted trial
     restores from: one checkpoint folder with each seed's checkpoint.pt under its run id."""
     import ray.tune
-
-    from benchmarks.run.checkpoints import load_checkpoint
-    from sweeps.trial import _tune_report
+    from modebench.benchmarks.run.checkpoints import load_checkpoint
+    from modebench.sweeps.trial import _tune_report
 
     kept = tmp_path / "kept"
 
@@ -396,7 +394,7 @@ def _bc3(tmp_path: Path, root: Path):
 def bc_alone(tmp_path_factory):
     """The three seeds of the bc3 trial, each trained alone by `train` (as a single-seed sweep
     trial or `modebench train` does): run id -> its records."""
-    from benchmarks.run.train import train
+    from modebench.benchmarks.run.train import train
 
     tmp = tmp_path_factory.mktemp("alone")
     trial = _bc3(tmp, tmp / "results")
@@ -419,16 +417,16 @@ def _assert_same_records(ours: list[dict], theirs: list[dict], what: str) -> Non
 
 
 def test_a_three_seed_trial_writes_the_records_of_three_single_seed_runs(tmp_path, bc_alone, monkeypatch):
-    import benchmarks.run.train
+    import modebench.benchmarks.run.train as train_module
 
     calls = []
-    train_seeds = benchmarks.run.train.train_seeds
+    train_seeds = train_module.train_seeds
 
     def spy(specs, **kwargs):
         calls.append([spec.seed for spec in specs])
         return train_seeds(specs, **kwargs)
 
-    monkeypatch.setattr(benchmarks.run.train, "train_seeds", spy)
+    monkeypatch.setattr(train_module, "train_seeds", spy)
     _, alone = bc_alone
     trial = _bc3(tmp_path, tmp_path / "results")
     assert trial.run_ids == list(alone)  # the same run ids as the runs trained alone
@@ -467,7 +465,7 @@ def test_an_interrupted_trial_finishes_only_what_is_missing(tmp_path, bc_alone):
 
     with pytest.raises(_Crash):
         execute(trial.spec.to_dict(), crash)
-    from benchmarks.run.checkpoints import load_checkpoint
+    from modebench.benchmarks.run.checkpoints import load_checkpoint
 
     for run in rest:
         assert int(load_checkpoint(run.checkpoint_path)["step"]) == 100 and run.status() == "todo"
@@ -495,7 +493,7 @@ def test_a_seed_that_diverges_is_marked_and_the_other_seeds_finish(tmp_path, bc_
     every seed: see the test above). The real guard raises; seed 1 is marked diverged with that
     reason, seeds 0 and 2 finish with the records they get trained alone, and a rerun retries
     nothing."""
-    from benchmarks.run.callbacks import DivergenceGuard
+    from modebench.benchmarks.run.callbacks import DivergenceGuard
 
     guard = DivergenceGuard.on_log
 
@@ -530,10 +528,10 @@ def test_a_divergence_raised_out_of_train_seeds_marks_the_named_seed_and_retrain
     """train_seeds returns a diverged seed's error in its place; should one be raised instead
     (SIMULATED here: the first call raises the guard's message for seed 1 before training), the
     named seed is marked and the others are trained by a second call, ending as trained alone."""
-    import benchmarks.run.train
+    import modebench.benchmarks.run.train as train_module
 
     calls = []
-    train_seeds = benchmarks.run.train.train_seeds
+    train_seeds = train_module.train_seeds
     _, alone = bc_alone
     trial = _bc3(tmp_path, tmp_path / "results")
     zero, one, two = trial.runs
@@ -544,7 +542,7 @@ def test_a_divergence_raised_out_of_train_seeds_marks_the_named_seed_and_retrain
             raise FloatingPointError(f"{one.run_id}: non-finite training metric(s) ['training/actor_loss'] at step 100 (simulated)")
         return train_seeds(specs, **kwargs)
 
-    monkeypatch.setattr(benchmarks.run.train, "train_seeds", raising)
+    monkeypatch.setattr(train_module, "train_seeds", raising)
     out = execute(trial.spec.to_dict(), lambda m, c: None)
     assert calls == [[0, 1, 2], [0, 2]]
     assert out["statuses"] == {zero.run_id: "finished", one.run_id: "diverged", two.run_id: "finished"}
@@ -556,7 +554,7 @@ def test_a_divergence_raised_out_of_train_seeds_marks_the_named_seed_and_retrain
 def test_a_sweep_of_stored_runs_writes_one_plan_and_summary_row_per_run(tmp_path, bc_alone):
     """No trial to run (every run stored): no Ray. plan.json and summary.json list each seed's
     run; `seeds` (the CLI's --seeds) narrows every trial to those seeds."""
-    from sweeps.runner import run_sweep
+    from modebench.sweeps.runner import run_sweep
 
     alone_root, alone = bc_alone
     grid = tmp_path / "bc3.yaml"
@@ -598,7 +596,7 @@ def test_reaper_kills_only_marked_processes():
 
 DRIVER_WITH_AN_UNMARKED_CHILD = """
 import subprocess, sys, time
-from sweeps import reaper
+from modebench.sweeps import reaper
 reaper.spawn_watchdog(sys.argv[1], sys.argv[2])
 child = subprocess.Popen(["sleep", "120"], env={})  # like an agent whose title overwrote the token
 print(child.pid, flush=True)
@@ -715,7 +713,7 @@ def test_ci_grid_under_ray_survives_a_dead_trial_and_a_killed_driver(tmp_path):
     print(f"\ntimings: first driver {t_kill - t0:.0f} s, cleanup {t_clean - t_kill:.1f} s, resume {t_end - t_clean:.0f} s")
 
     # every record exactly once: 2 methods x 2 seeds x 2 knob settings, at the final step
-    from benchmarks.store import iter_records
+    from modebench.benchmarks.store import iter_records
 
     records = list(iter_records(root))
     keys = [(r["run_id"], r["step"], json.dumps(r["knobs"], sort_keys=True)) for r in records]

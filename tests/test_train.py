@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from modebench.algorithms.config import ConfigError
+from modebench.algorithms.registry import UnknownMethodError
+from modebench.benchmarks.run.train import evaluate_checkpoint, train
+from modebench.benchmarks.store import iter_records
+from modebench.benchmarks.tasks.suites import UnknownNameError, get_task
 
-from algorithms.config import ConfigError
-from algorithms.registry import UnknownMethodError
-from benchmarks.run.train import evaluate_checkpoint, train
-from benchmarks.store import iter_records
-from benchmarks.tasks.suites import UnknownNameError, get_task
 from modebench.cli import main
 
 
@@ -151,7 +151,7 @@ def test_speed_script_times_our_iql_against_the_plain_pytorch_reference(tmp_path
 def test_a_run_is_resolved_once_into_a_frozen_spec_that_names_its_folder(tmp_path):
     import dataclasses
 
-    from benchmarks.run.spec import resolve_run
+    from modebench.benchmarks.run.spec import resolve_run
 
     spec = resolve_run("bc", "toy/four-goal", steps=20, seed=0, eval_episodes=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -194,7 +194,7 @@ def test_records_say_whether_the_run_is_the_suite_default_and_carry_diagnostics(
 
 
 def test_metrics_are_namespaced_jsonl_and_diagnostics_do_not_move_training(tmp_path, monkeypatch):
-    from benchmarks.run import callbacks
+    from modebench.benchmarks.run import callbacks
 
     a = train("drol", "toy/four-goal", steps=40, seed=1, out=tmp_path / "a", eval_every=20, eval_episodes=2)
     monkeypatch.setattr(callbacks, "diagnostics", lambda run: {})  # the same run without diagnostics

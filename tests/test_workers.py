@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for
+from modebench.benchmarks.run.spec import resolve_run
+from modebench.benchmarks.run.train import evaluate_checkpoint, train
+from modebench.benchmarks.store import RunBusyError, RunStore
+from modebench.sweeps import reaper
 
-from benchmarks.run.spec import resolve_run
-from benchmarks.run.train import evaluate_checkpoint, train
-from benchmarks.store import RunBusyError, RunStore
 from modebench.cli import main
-from sweeps import reaper
 
 MODEBENCH = [sys.executable, "-m", "modebench.cli"]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -28,7 +28,7 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 def _hold_lock(root: Path, run_id: str) -> subprocess.Popen:
     """Another process that holds the run's writer lock until it is killed."""
-    code = ("import sys, time\nfrom benchmarks.store import RunStore\n"
+    code = ("import sys, time\nfrom modebench.benchmarks.store import RunStore\n"
             f"with RunStore({str(root)!r}, {run_id!r}).writing():\n"
             "    print('held', flush=True)\n    time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ONE_THREAD)
@@ -173,6 +173,6 @@ def test_killed_bench_leaves_no_worker_and_a_rerun_completes_only_what_is_missin
 def test_allocator_settings_apply_in_a_fresh_process():
     """keep_freed_memory's two mallopt calls are accepted by this libc (a wrong parameter number
     or value makes mallopt return 0, and the function False)."""
-    out = subprocess.run([sys.executable, "-c", "from benchmarks.run.workers import keep_freed_memory as k; print(k())"],
+    out = subprocess.run([sys.executable, "-c", "from modebench.benchmarks.run.workers import keep_freed_memory as k; print(k())"],
                          capture_output=True, text=True, check=True, env=ONE_THREAD)
     assert out.stdout.strip() == "True", out

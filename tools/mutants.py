@@ -100,7 +100,7 @@ def first_failure(output: str) -> str:
 
 def check_imports_from(copy: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(copy)}
-    out = subprocess.run([sys.executable, "-c", "import algorithms.base as b; print(b.__file__)"],
+    out = subprocess.run([sys.executable, "-c", "import modebench.algorithms.base as b; print(b.__file__)"],
                          cwd=copy, env=env, capture_output=True, text=True, check=True).stdout.strip()
     if not Path(out).resolve().is_relative_to(copy.resolve()):
         raise SystemExit(f"the copy does not shadow the installed package: algorithms imports from {out}")

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from benchmarks.claims.probes import coverage, coverage_bound, mode_shares
-from benchmarks.claims.spec import Claim, Expect, Measurement, Run, Trial
-from benchmarks.tasks.toy import MODE_RADIUS, FourGoalBandit, SparseOptimumBandit
+from modebench.benchmarks.claims.probes import coverage, coverage_bound, mode_shares
+from modebench.benchmarks.claims.spec import Claim, Expect, Measurement, Run, Trial
+from modebench.benchmarks.tasks.toy import (
+    MODE_RADIUS,
+    FourGoalBandit,
+    SparseOptimumBandit,
+)
 
 TIE = 2.0  # normalised-score points within which two policies count as equally good (evaluation noise)
 MODE_SHARE = 0.05  # a mode is used by a policy when at least this share of its actions lands in the mode
@@ -416,7 +419,7 @@ def claim_names() -> list[str]:
 
 def select_claims(names: str | None) -> list[Claim]:
     """Claims by id or by method (case-insensitive), comma-separated; None: all of them."""
-    from algorithms.config import ConfigError
+    from modebench.algorithms.config import ConfigError
 
     if not names:
         return list(CLAIMS)

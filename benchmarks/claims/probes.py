@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from algorithms.config import from_dict, to_dict
-from benchmarks.run.checkpoints import load_checkpoint
-from benchmarks.run.train import rebuild
+from modebench.algorithms.config import from_dict, to_dict
+from modebench.benchmarks.run.checkpoints import load_checkpoint
+from modebench.benchmarks.run.train import rebuild
 
 
 class Probe:

@@ -20,10 +20,17 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from benchmarks.claims.catalog import claim_names, select_claims
-from benchmarks.claims.spec import FULL, QUICK, Claim, Scale, Trial, resolve_spec
-from benchmarks.run.workers import stop_workers, worker_pool
-from benchmarks.store import SCHEMA_VERSION, atomic_write_json, git_revision
+from modebench.benchmarks.claims.catalog import claim_names, select_claims
+from modebench.benchmarks.claims.spec import (
+    FULL,
+    QUICK,
+    Claim,
+    Scale,
+    Trial,
+    resolve_spec,
+)
+from modebench.benchmarks.run.workers import stop_workers, worker_pool
+from modebench.benchmarks.store import SCHEMA_VERSION, atomic_write_json, git_revision
 
 CLAIMS_DIR = "claims"
 MEASUREMENTS_DIR = "measurements"
@@ -45,7 +52,7 @@ def reproduce_command(claim_id: str, seeds: int, scale: Scale) -> str:
 
 def _train(spec, store: Path) -> tuple[str, str | None]:
     """(run id, None) once trained, or (run id, why) when the divergence guard stopped it."""
-    from benchmarks.run.train import train
+    from modebench.benchmarks.run.train import train
 
     try:
         train(spec, out=store)
@@ -159,8 +166,8 @@ def add_arguments(p) -> None:
 
 def run_from_args(args) -> tuple[Path, Scale]:
     """Run what `modebench claims` asked for; (results root, scale) for the renderer."""
-    from algorithms.config import ConfigError
-    from benchmarks.store import DEFAULT_ROOT
+    from modebench.algorithms.config import ConfigError
+    from modebench.benchmarks.store import DEFAULT_ROOT
 
     for name in ("seeds", "jobs"):
         if getattr(args, name) < 1:

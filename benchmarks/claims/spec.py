@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from algorithms.config import ConfigError, to_dict
+from modebench.algorithms.config import ConfigError, to_dict
 
 RELATIONS = (">", ">=", "<", "<=", "between")
 CHECKPOINT_LOCK_WAIT_S = 600.0  # the longest a measurement waits for another worker reading or evaluating the same run
@@ -132,7 +132,7 @@ class Trial:
         """The run's RunResult (trained now unless the store already holds it). A diverged run
         raises FloatingPointError, as `train` does."""
         if name not in self._results:
-            from benchmarks.run.train import train
+            from modebench.benchmarks.run.train import train
 
             spec = self.spec(name)
             if spec.run_id in self.diverged:
@@ -152,7 +152,7 @@ class Trial:
         if {**own, **knobs} == own:  # the run's own setting: its final record is this evaluation
             return self.record(name)  # (re-evaluating would replace that record and its diagnostics)
         if key not in self._evaluations:
-            from benchmarks.run.train import evaluate_checkpoint
+            from modebench.benchmarks.run.train import evaluate_checkpoint
 
             grid = {k: [v] for k, v in knobs.items()}
             # Workers measure several claims of one run at once: an evaluation takes seconds, so wait.
@@ -166,7 +166,7 @@ class Trial:
 
     def probe(self, name: str):
         if name not in self._probes:
-            from benchmarks.claims.probes import Probe
+            from modebench.benchmarks.claims.probes import Probe
 
             self._probes[name] = Probe(self.result(name).checkpoint, seed=self.seed, device=self.device)
         return self._probes[name]
@@ -177,7 +177,7 @@ class Trial:
 
 
 def resolve_spec(run: Run, seed: int, scale: Scale, device: str = "cpu"):
-    from benchmarks.run.spec import resolve_run
+    from modebench.benchmarks.run.spec import resolve_run
 
     return resolve_run(run.method, run.task, config=dict(run.config), knobs=dict(run.knobs), seed=seed,
                        steps=scale.steps(run.steps), eval_episodes=scale.episodes(run.episodes), device=device)

@@ -19,9 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
-from algorithms.config import Checked, field
-from benchmarks.data.validate import (
+from modebench.algorithms.config import Checked, field
+from modebench.benchmarks.data.validate import (
     EPISODE_FIELDS,
     FLAT_FIELDS,
     MIN_TRANSITIONS,

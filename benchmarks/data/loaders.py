@@ -22,9 +22,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from benchmarks.data.dataset import DatasetError, TransitionDataset
-from benchmarks.data.validate import OGBENCH_FIELDS, check_arrays, one_line
+from modebench.benchmarks.data.dataset import DatasetError, TransitionDataset
+from modebench.benchmarks.data.validate import OGBENCH_FIELDS, check_arrays, one_line
 
 # What h5py, zipfile, numpy and json raise on a damaged, truncated or foreign file (and minari,
 # which asserts on the types in a malformed metadata.json).

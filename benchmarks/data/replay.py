@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from algorithms.base import Batch
-from benchmarks.data.dataset import (
+from modebench.algorithms.base import Batch
+from modebench.benchmarks.data.dataset import (
     DataConfig,
     Normalizer,
     TransitionDataset,

@@ -23,9 +23,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import gymnasium as gym
-
-    from benchmarks.data.dataset import TransitionDataset
-    from benchmarks.tasks.suites import Task
+    from modebench.benchmarks.data.dataset import TransitionDataset
+    from modebench.benchmarks.tasks.suites import Task
 
 
 ACTION_TOLERANCE = 1e-4  # float32 round trips of a box's edge

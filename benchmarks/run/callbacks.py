@@ -24,16 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from modebench.algorithms.config import ConfigError, to_dict
+from modebench.benchmarks.run.checkpoints import save_checkpoint
+from modebench.benchmarks.run.evaluation import evaluate
+from modebench.benchmarks.run.spec import record_fields
+from modebench.benchmarks.store import record_key
 from tqdm.auto import tqdm
 
-from algorithms.config import ConfigError, to_dict
-from benchmarks.run.checkpoints import save_checkpoint
-from benchmarks.run.evaluation import evaluate
-from benchmarks.run.spec import record_fields
-from benchmarks.store import record_key
-
 if TYPE_CHECKING:  # annotations only
-    from benchmarks.run.train import TrainingRun
+    from modebench.benchmarks.run.train import TrainingRun
 
 DIAGNOSTIC_ROWS = 10_000  # rows of the fixed evaluation batch the method's diagnostics() sees
 LOGGERS = ("tensorboard", "wandb")

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from algorithms.base import Algorithm
-from benchmarks.data.dataset import Normalizer, TransitionDataset
-from benchmarks.data.replay import DeviceReplay
-from benchmarks.data.validate import one_line
-from benchmarks.store import atomic_write_bytes
+from modebench.algorithms.base import Algorithm
+from modebench.benchmarks.data.dataset import Normalizer, TransitionDataset
+from modebench.benchmarks.data.replay import DeviceReplay
+from modebench.benchmarks.data.validate import one_line
+from modebench.benchmarks.store import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 PAYLOAD_KEYS = ("format", "run", "step", "model", "optim", "normalizer", "action_low", "action_high", "rng")

@@ -34,16 +34,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from modebench.algorithms.base import ActOutput, Algorithm
+from modebench.algorithms.config import ConfigError, to_dict
+from modebench.algorithms.gem import GEM, GEMKnobs
+from modebench.benchmarks.run.evaluation import evaluate
+from modebench.benchmarks.run.spec import record_fields
+from modebench.benchmarks.run.train import (
+    LoadedRun,
+    expand_grid,
+    knob_settings,
+    load_run,
+)
+from modebench.benchmarks.store import RunStore
 from torch import nn
 from tqdm.auto import tqdm
-
-from algorithms.base import ActOutput, Algorithm
-from algorithms.config import ConfigError, to_dict
-from algorithms.gem import GEM, GEMKnobs
-from benchmarks.run.evaluation import evaluate
-from benchmarks.run.spec import record_fields
-from benchmarks.run.train import LoadedRun, expand_grid, knob_settings, load_run
-from benchmarks.store import RunStore
 
 SOURCE = "select"  # the `source` of a composed evaluation's record
 PROPOSERS = ("gem", "lom", "drol", "isep", "isep-fm", "fql")  # cross-select's default proposers
@@ -278,8 +282,8 @@ def select_stored(root: str | Path, proposers: list[str], grid: dict[str, list[A
 
 
 def cmd_cross_select(args: argparse.Namespace) -> int:
-    from benchmarks.cli import parse_knob_grid
-    from benchmarks.store import DEFAULT_ROOT
+    from modebench.benchmarks.cli import parse_knob_grid
+    from modebench.benchmarks.store import DEFAULT_ROOT
 
     proposers = [m.strip() for m in args.proposers.split(",") if m.strip()]
     grid = parse_knob_grid(args.knob) if args.knob else {"N": [str(n) for n in CROSS_N]}

@@ -15,11 +15,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from modebench.algorithms.base import Algorithm
+from modebench.benchmarks.data.dataset import Normalizer
+from modebench.benchmarks.tasks.suites import Task
 from tqdm.auto import tqdm
-
-from algorithms.base import Algorithm
-from benchmarks.data.dataset import Normalizer
-from benchmarks.tasks.suites import Task
 
 MAX_PARALLEL_ENVS = 50
 

@@ -38,9 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from algorithms.config import ConfigError, from_dict, parse_assignments
-from benchmarks.store import DEFAULT_ROOT, write_profile
+from modebench.algorithms.config import ConfigError, from_dict, parse_assignments
+from modebench.benchmarks.store import DEFAULT_ROOT, write_profile
 
 MIN_REPEATS = 3
 N_VALUES = (1, 64, 1024, 2048)
@@ -64,7 +63,7 @@ class ProfileConfig:
 
 
 def base_method_names() -> list[str]:
-    from algorithms.registry import METHODS
+    from modebench.algorithms.registry import METHODS
 
     return [name for name, entry in METHODS.items() if not entry.config and not entry.knobs]
 
@@ -102,8 +101,8 @@ def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
 
 def build(name: str, cfg: ProfileConfig, device: torch.device):
     """The registered method with its config class's defaults and random weights, in eval mode."""
-    from algorithms.base import EnvSpec
-    from algorithms.registry import get_method
+    from modebench.algorithms.base import EnvSpec
+    from modebench.algorithms.registry import get_method
 
     cls = get_method(name).load()
     torch.manual_seed(cfg.seed)
@@ -184,7 +183,7 @@ def run_profile(root: Path | str, methods: Sequence[str] | None = None, devices:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("--devices cuda was asked for but no CUDA device is available; use --devices cpu")
     if cfg.fixed_knobs:
-        from algorithms.registry import get_method
+        from modebench.algorithms.registry import get_method
 
         known = {f.name for m in methods for f in dataclasses.fields(get_method(m).load().knobs_class)}
         unknown = sorted(set(cfg.fixed_knobs) - known)
@@ -248,7 +247,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-seconds must be > 0, got {args.max_seconds}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if methods:
-        from algorithms.registry import get_method
+        from modebench.algorithms.registry import get_method
 
         for m in methods:
             get_method(m)  # an unknown name is a one-line error before anything is timed

@@ -26,7 +26,7 @@ and a preset with its own rows (`drol-eq8`, `lom-code`) gets them last.
 
 `resolve(method, task, protocol, overrides) -> Resolved` is a pure function of the files;
 benchmarks/run/spec.py builds a run from it and `modebench config` prints it.
-`python -m benchmarks.run.protocols --write-docs` regenerates docs/run-settings.md.
+`python -m modebench.benchmarks.run.protocols --write-docs` regenerates docs/run-settings.md.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from algorithms.config import ConfigError, check_keys, from_dict, to_dict
-from algorithms.registry import METHODS, base_method, get_method
-from benchmarks.data.dataset import DataConfig
-from benchmarks.tasks.suites import (
+from modebench.algorithms.config import ConfigError, check_keys, from_dict, to_dict
+from modebench.algorithms.registry import METHODS, base_method, get_method
+from modebench.benchmarks.data.dataset import DataConfig
+from modebench.benchmarks.tasks.suites import (
     Task,
     _read_suite,
     get_task,
@@ -57,7 +57,7 @@ from benchmarks.tasks.suites import (
 PROTOCOLS = ("controlled", "published")
 PUBLISHED_TABLE = Path(__file__).resolve().parents[1] / "tasks" / "published_settings.csv"
 DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "run-settings.md"
-DOCS_COMMAND = "python -m benchmarks.run.protocols --write-docs"
+DOCS_COMMAND = "python -m modebench.benchmarks.run.protocols --write-docs"
 TABLE_HEADER = ["method", "scope", "key", "value", "source"]
 
 # Run settings a protocol fixes: updates, episodes per evaluation, evaluation period (None: once,
@@ -430,7 +430,7 @@ def register_config(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from algorithms.config import parse_assignments
+    from modebench.algorithms.config import parse_assignments
 
     resolved = resolve(args.algo, args.task, args.protocol, {
         "config": parse_assignments(args.set), "knobs": parse_assignments(args.knob, "--knob"),
@@ -597,7 +597,7 @@ def render_docs() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run.protocols", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m modebench.benchmarks.run.protocols", description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help=f"regenerate {DOCS_PAGE.name}")
     parser.add_argument("--check-docs", action="store_true", help=f"exit 1 when {DOCS_PAGE.name} is stale")
     args = parser.parse_args(argv)

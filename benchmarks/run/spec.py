@@ -20,15 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from algorithms.base import Algorithm, check_phases
-from algorithms.config import ConfigError, config_hash, from_dict, to_dict
-from algorithms.registry import base_method, get_method
-from benchmarks.data.dataset import DataConfig
-from benchmarks.run import protocols
-from benchmarks.run.protocols import PROTOCOLS, check_protocol  # noqa: F401 (the names callers import from here)
-from benchmarks.store import git_revision
-from benchmarks.tasks.suites import Task, get_task, load_suite, suite_names
+from modebench.algorithms.base import Algorithm, check_phases
+from modebench.algorithms.config import ConfigError, config_hash, from_dict, to_dict
+from modebench.algorithms.registry import base_method, get_method
+from modebench.benchmarks.data.dataset import DataConfig
+from modebench.benchmarks.run import protocols
+from modebench.benchmarks.run.protocols import PROTOCOLS, check_protocol  # noqa: F401 (the names callers import from here)
+from modebench.benchmarks.store import git_revision
+from modebench.benchmarks.tasks.suites import Task, get_task, load_suite, suite_names
 
 DEFAULT_PROTOCOL = "controlled"
 

@@ -23,15 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-from algorithms.base import Algorithm, EnvSpec
-from algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
-from algorithms.seeds import SeedBatchingError, stack_algorithms, unstack_into
-from benchmarks.data.dataset import Normalizer, TransitionDataset
-from benchmarks.data.replay import DeviceReplay, SeedReplays
-from benchmarks.data.validate import check_task_data
-from benchmarks.run.callbacks import (
+from modebench.algorithms.base import Algorithm, EnvSpec
+from modebench.algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
+from modebench.algorithms.seeds import SeedBatchingError, stack_algorithms, unstack_into
+from modebench.benchmarks.data.dataset import Normalizer, TransitionDataset
+from modebench.benchmarks.data.replay import DeviceReplay, SeedReplays
+from modebench.benchmarks.data.validate import check_task_data
+from modebench.benchmarks.run.callbacks import (
     Callback,
     Checkpointer,
     DivergenceGuard,
@@ -40,17 +38,18 @@ from benchmarks.run.callbacks import (
     ProgressBar,
     RecordHook,
 )
-from benchmarks.run.checkpoints import load_checkpoint, load_weights, restore
-from benchmarks.run.evaluation import evaluate
-from benchmarks.run.spec import (
+from modebench.benchmarks.run.checkpoints import load_checkpoint, load_weights, restore
+from modebench.benchmarks.run.evaluation import evaluate
+from modebench.benchmarks.run.spec import (
     RunSpec,
     record_fields,
     resolve_device,
     resolve_method,
     resolve_run,
 )
-from benchmarks.store import DEFAULT_ROOT, RunBusyError, RunStore
-from benchmarks.tasks.suites import Task
+from modebench.benchmarks.store import DEFAULT_ROOT, RunBusyError, RunStore
+from modebench.benchmarks.tasks.suites import Task
+from tqdm.auto import tqdm
 
 
 def seed_everything(seed: int) -> None:

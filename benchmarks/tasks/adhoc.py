@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from algorithms.config import ConfigError
-from benchmarks.tasks.suites import Task
+from modebench.algorithms.config import ConfigError
+from modebench.benchmarks.tasks.suites import Task
 
 
 def task_from_dataset(
@@ -32,7 +32,7 @@ def task_from_dataset(
         task.dataset["action_box"] = spec["action_box"]
         task.horizon = horizon or spec["max_episode_steps"] or 1000
         return task
-    from benchmarks.data.loaders import max_episode_steps
+    from modebench.benchmarks.data.loaders import max_episode_steps
 
     source = {"source": "minari", "path": str(path.resolve())} if path.exists() else {"source": "minari", "id": dataset}
     score: dict[str, Any] = {"kind": "dataset"}

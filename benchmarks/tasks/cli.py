@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from algorithms.config import ConfigError
+from modebench.algorithms.config import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,14 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.generators:
-        from benchmarks.tasks.generators import generators
+        from modebench.benchmarks.tasks.generators import generators
 
         for gen in generators().values():
             presets = ", ".join(f"{k}={v}" for k, v in gen.presets.items())
             print(f"{gen.name:36s} {gen.unit:8s} {presets:36s} {gen.description}")
         return 0
-    from benchmarks.tasks.sources import dataset_status
-    from benchmarks.tasks.suites import load_suite, suite_names
+    from modebench.benchmarks.tasks.sources import dataset_status
+    from modebench.benchmarks.tasks.suites import load_suite, suite_names
 
     for suite in [args.suite] if args.suite else suite_names():
         for task in load_suite(suite).values():
@@ -66,7 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from benchmarks.tasks.suites import get_task
+    from modebench.benchmarks.tasks.suites import get_task
 
     task = get_task(args.task)
     data = task.load_dataset()
@@ -93,7 +92,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _generation_record(task) -> dict | None:
-    from benchmarks.tasks.sources import dataset_status
+    from modebench.benchmarks.tasks.sources import dataset_status
 
     record = dataset_status(task).record
     return json.loads(Path(record).read_text()) if record and Path(record).exists() else None
@@ -101,8 +100,13 @@ def _generation_record(task) -> dict | None:
 
 def _resolve_targets(targets: list[str], suite: str | None):
     """Tasks for suite names / SUITE/TASK ids; ad-hoc tasks for raw dataset ids."""
-    from benchmarks.tasks.sources import D4RL_ADROIT_ENVS
-    from benchmarks.tasks.suites import Task, get_task, load_suite, suite_names
+    from modebench.benchmarks.tasks.sources import D4RL_ADROIT_ENVS
+    from modebench.benchmarks.tasks.suites import (
+        Task,
+        get_task,
+        load_suite,
+        suite_names,
+    )
 
     suites = set(suite_names())
     tasks = []
@@ -130,7 +134,7 @@ def _resolve_targets(targets: list[str], suite: str | None):
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from benchmarks.tasks.sources import download_task
+    from modebench.benchmarks.tasks.sources import download_task
 
     for task in _resolve_targets(args.targets, args.suite):
         print(download_task(task, force=args.force), flush=True)
@@ -138,12 +142,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from benchmarks.tasks.generators import generate
+    from modebench.benchmarks.tasks.generators import generate
 
     jobs: list[tuple[str, str | None, int, int | None]] = []
     if args.suite:
-        from benchmarks.tasks.sources import generator_job
-        from benchmarks.tasks.suites import load_suite
+        from modebench.benchmarks.tasks.sources import generator_job
+        from modebench.benchmarks.tasks.suites import load_suite
 
         for task in load_suite(args.suite).values():
             job = generator_job(task)

@@ -61,14 +61,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-
-from algorithms.config import ConfigError
-from benchmarks.data.dataset import TransitionDataset
-from benchmarks.data.loaders import MissingDatasetError
-from benchmarks.tasks.wrappers import apply_mass_scale
+from modebench.algorithms.config import ConfigError
+from modebench.benchmarks.data.dataset import TransitionDataset
+from modebench.benchmarks.data.loaders import MissingDatasetError
+from modebench.benchmarks.tasks.wrappers import apply_mass_scale
 
 if TYPE_CHECKING:  # annotations only: suites.py imports this module, never the other way round
-    from benchmarks.tasks.suites import Task
+    from modebench.benchmarks.tasks.suites import Task
 
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2"
 # D4RL's Adroit -v1 files (d4rl hand_manipulation_suite DATASET_URLS), the data FQL / DROL / ISEP
@@ -113,8 +112,8 @@ def import_robotics():
 def register_envs() -> None:
     """The toy envs, gymnasium-robotics and OGBench into gymnasium's registry (lazily: the last
     two are slow to import), before a `gym.make` by id."""
-    from benchmarks.tasks import toy
-    from benchmarks.tasks.generators.ogbench_gen import import_ogbench
+    from modebench.benchmarks.tasks import toy
+    from modebench.benchmarks.tasks.generators.ogbench_gen import import_ogbench
 
     toy.register_envs()
     import_ogbench()
@@ -175,7 +174,7 @@ class Source:
         job = self.generator_job(**params)
         if job is None:
             raise MissingDatasetError(f"{task_id}: dataset source {self.kind!r} has no download; see the suite file")
-        from benchmarks.tasks.generators import generate
+        from modebench.benchmarks.tasks.generators import generate
 
         generate(job[0], job[1], job[2], size=job[3])  # file-locked
         return f"{task_id}: generated locally ({self.status(task_id, suite, **params).where})"
@@ -203,7 +202,7 @@ class ToySource(Source):
     kind = "toy"
 
     def load(self, task: str, size: int = 10_000, seed: int = 0, noise: float = 0.08) -> TransitionDataset:
-        from benchmarks.tasks import toy
+        from modebench.benchmarks.tasks import toy
 
         return toy.generate(task, size=size, seed=seed, noise=noise)
 
@@ -215,7 +214,7 @@ class GymSource(Source):
     kind = "gym"
 
     def make_env(self, id: str, **kwargs) -> gym.Env:
-        from benchmarks.tasks import toy
+        from modebench.benchmarks.tasks import toy
 
         toy.register_envs()
         return gym.make(id, **kwargs)
@@ -225,12 +224,12 @@ class MinariSource(Source):
     kind = "minari"
 
     def load(self, id: str | None = None, path: str | None = None) -> TransitionDataset:
-        from benchmarks.data.loaders import load_minari
+        from modebench.benchmarks.data.loaders import load_minari
 
         return load_minari(path or id)
 
     def status(self, task_id, suite, id: str | None = None, path: str | None = None, **_):
-        from benchmarks.tasks.generators.common import minari_dataset_dir
+        from modebench.benchmarks.tasks.generators.common import minari_dataset_dir
 
         ident = path or id
         where = Path(ident).expanduser()
@@ -245,7 +244,7 @@ class MinariSource(Source):
         return f"{task_id}: {download_minari(id, suite, force)}"
 
     def make_env(self, id: str | None = None, path: str | None = None, eval_env: bool = True) -> gym.Env:
-        from benchmarks.data.loaders import recover_env
+        from modebench.benchmarks.data.loaders import recover_env
 
         return recover_env(path or id, eval_env=eval_env)
 
@@ -254,7 +253,7 @@ class D4RLFileSource(Source):
     kind = "d4rl-file"
 
     def load(self, path: str, name: str | None = None, action_box: dict | None = None) -> TransitionDataset:
-        from benchmarks.data.loaders import load_d4rl_file
+        from modebench.benchmarks.data.loaders import load_d4rl_file
 
         return load_d4rl_file(path, name=name, action_box=action_box)
 
@@ -285,7 +284,7 @@ class D4RLSource(Source):
     kind = "d4rl"
 
     def load(self, name: str, path: str | None = None) -> TransitionDataset:
-        from benchmarks.data.loaders import load_d4rl_file
+        from modebench.benchmarks.data.loaders import load_d4rl_file
 
         file = d4rl_file(name, path)
         if not file.exists():
@@ -314,7 +313,7 @@ def ogbench_dir(dataset_dir: str | None = None) -> Path:
 
 
 def ogbench_file(name: str, path: str | None = None, local: dict | None = None, dataset_dir: str | None = None) -> Path:
-    from benchmarks.tasks.generators.ogbench_gen import npz_path, parse_name
+    from modebench.benchmarks.tasks.generators.ogbench_gen import npz_path, parse_name
 
     if path:
         return Path(path).expanduser()
@@ -326,7 +325,7 @@ def ogbench_file(name: str, path: str | None = None, local: dict | None = None, 
 
 
 def _ogbench_generator(name: str) -> str:
-    from benchmarks.tasks.generators.ogbench_gen import recipe_for_dataset
+    from modebench.benchmarks.tasks.generators.ogbench_gen import recipe_for_dataset
 
     found = recipe_for_dataset(name)
     if found is None:
@@ -339,8 +338,8 @@ class OGBenchSource(Source):
 
     def load(self, name: str, path: str | None = None, local: dict | None = None,
              dataset_dir: str | None = None) -> TransitionDataset:
-        from benchmarks.data.loaders import check_ogbench_file
-        from benchmarks.tasks.generators.ogbench_gen import (
+        from modebench.benchmarks.data.loaders import check_ogbench_file
+        from modebench.benchmarks.tasks.generators.ogbench_gen import (
             load_singletask,
             parse_name,
             to_flat,
@@ -364,7 +363,7 @@ class OGBenchSource(Source):
                                            metadata=metadata)
 
     def _generate(self, name: str, local: dict) -> None:
-        from benchmarks.tasks.generators import generate
+        from modebench.benchmarks.tasks.generators import generate
 
         generate(*self.generator_job(name=name, local=local))  # type: ignore[misc]
 
@@ -387,8 +386,7 @@ class OGBenchSource(Source):
         if local is not None:
             return super().download(task_id, suite, force, name=name, local=local, dataset_dir=dataset_dir, **params)
         import ogbench.utils as og_utils
-
-        from benchmarks.tasks.generators.ogbench_gen import parse_name
+        from modebench.benchmarks.tasks.generators.ogbench_gen import parse_name
 
         base = parse_name(name)["dataset"]
         directory = ogbench_dir(dataset_dir)
@@ -399,7 +397,7 @@ class OGBenchSource(Source):
         return f"{task_id}: downloaded {directory / (base + '.npz')}"
 
     def make_env(self, id: str, **kwargs) -> gym.Env:
-        from benchmarks.tasks.generators.ogbench_gen import make_env
+        from modebench.benchmarks.tasks.generators.ogbench_gen import make_env
 
         if "singletask" not in id:
             raise ConfigError(f"OGBench env {id!r}: the suites evaluate OGBench's single-task envs ('<env>-singletask[-taskN]-v0')")
@@ -410,8 +408,8 @@ class GeneratedSource(Source):
     kind = "generated"
 
     def load(self, generator: str, preset: str = "small", seed: int = 0, size: int | None = None) -> TransitionDataset:
-        from benchmarks.data.loaders import load_minari
-        from benchmarks.tasks.generators import generate
+        from modebench.benchmarks.data.loaders import load_minari
+        from modebench.benchmarks.tasks.generators import generate
 
         result = generate(generator, preset, seed, size=size)
         data = load_minari(result.name)
@@ -422,8 +420,11 @@ class GeneratedSource(Source):
         return generator, preset, int(seed), size
 
     def status(self, task_id, suite, **params):
-        from benchmarks.tasks.generators import is_generated, output_id
-        from benchmarks.tasks.generators.common import MARKER, minari_dataset_dir
+        from modebench.benchmarks.tasks.generators import is_generated, output_id
+        from modebench.benchmarks.tasks.generators.common import (
+            MARKER,
+            minari_dataset_dir,
+        )
 
         job = self.generator_job(**params)
         name = output_id(*job)["minari"]
@@ -431,7 +432,7 @@ class GeneratedSource(Source):
                              str(minari_dataset_dir(name) / MARKER))
 
     def make_env(self, generator: str) -> gym.Env:
-        from benchmarks.tasks.generators import make_eval_env
+        from modebench.benchmarks.tasks.generators import make_eval_env
 
         return flatten_dict_obs(make_eval_env(generator))
 
@@ -440,7 +441,7 @@ class GymnasiumSource(Source):
     kind = "gymnasium"
 
     def make_env(self, id: str, **kwargs) -> gym.Env:
-        from benchmarks.tasks.generators.ogbench_gen import quiet_ogbench
+        from modebench.benchmarks.tasks.generators.ogbench_gen import quiet_ogbench
 
         register_envs()
         with quiet_ogbench():
@@ -454,7 +455,7 @@ class MinariRecordedSource(Source):
                  eval_env: bool = True) -> gym.Env:
         import warnings
 
-        from benchmarks.data.loaders import recover_env
+        from modebench.benchmarks.data.loaders import recover_env
 
         register_envs()
         env = recover_env(dataset, eval_env=eval_env)
@@ -625,7 +626,7 @@ def require_datasets(suite: str, tasks: Iterable[Task], generate_local: bool = T
                 status = dataset_status(task)
                 job = generator_job(task)
                 if status.local and not status.available and job is not None:
-                    from benchmarks.tasks.generators import generate
+                    from modebench.benchmarks.tasks.generators import generate
 
                     print(f"{task.id}: generating the local dataset {status.name} (once; cached in {status.where})", flush=True)
                     generate(job[0], job[1], job[2], size=job[3])

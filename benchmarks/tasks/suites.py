@@ -26,10 +26,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
-
-from algorithms.config import ConfigError, check_keys, load_mapping
-from benchmarks.data.dataset import TransitionDataset
-from benchmarks.tasks import sources
+from modebench.algorithms.config import ConfigError, check_keys, load_mapping
+from modebench.benchmarks.data.dataset import TransitionDataset
+from modebench.benchmarks.tasks import sources
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default"}

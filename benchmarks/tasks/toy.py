@@ -21,8 +21,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-
-from benchmarks.data.dataset import TransitionDataset
+from modebench.benchmarks.data.dataset import TransitionDataset
 
 MODE_RADIUS = 0.25
 

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
-
-from algorithms.config import ConfigError
+from modebench.algorithms.config import ConfigError
 
 
 def mujoco_model(env: gym.Env):

@@ -1,6 +1,6 @@
 """Offline dataset generators: the benchmarks' own recipes, run here where downloads are impossible.
 
-    from benchmarks.tasks.generators import generate
+    from modebench.benchmarks.tasks.generators import generate
     result = generate("pointmaze-umaze", preset="small", seed=0)   # -> Minari dataset id, stats
 
 Every generator is deterministic given (preset or size, seed), shows progress bars, writes
@@ -22,8 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from algorithms.config import ConfigError
-from benchmarks.tasks.generators.common import GenerationResult, local_root, minari_root
+from modebench.algorithms.config import ConfigError
+from modebench.benchmarks.tasks.generators.common import (
+    GenerationResult,
+    local_root,
+    minari_root,
+)
 
 REFERENCE_EPISODES = {"tiny": 5, "small": 20, "full": 100}
 
@@ -77,22 +81,22 @@ class Maze2DGenerator(Generator):
         return self.name.split("-", 1)[1]
 
     def run(self, n, seed, preset, n_ref, progress, force):
-        from benchmarks.tasks.generators import maze2d
+        from modebench.benchmarks.tasks.generators import maze2d
 
         return maze2d.generate(self.maze, n, seed, preset, n_ref, progress=progress, force=force)
 
     def output(self, preset, seed):
-        from benchmarks.tasks.generators.maze2d import dataset_id
+        from modebench.benchmarks.tasks.generators.maze2d import dataset_id
 
         return {"minari": dataset_id(self.maze, preset, seed)}
 
     def complete(self, preset, seed):
-        from benchmarks.tasks.generators.common import complete_minari
+        from modebench.benchmarks.tasks.generators.common import complete_minari
 
         return complete_minari(self.output(preset, seed)["minari"])
 
     def eval_env(self):
-        from benchmarks.tasks.generators.maze2d import make_eval_env as make
+        from modebench.benchmarks.tasks.generators.maze2d import make_eval_env as make
 
         return make(self.maze)
 
@@ -103,28 +107,31 @@ class OGBenchGenerator(Generator):
     family = "ogbench"
 
     def run(self, n, seed, preset, n_ref, progress, force):
-        from benchmarks.tasks.generators import ogbench_gen
+        from modebench.benchmarks.tasks.generators import ogbench_gen
 
         return ogbench_gen.generate(self.name, n, seed, preset, n_ref, progress=progress, force=force)
 
     def output(self, preset, seed):
-        from benchmarks.tasks.generators.ogbench_gen import minari_id, npz_path
+        from modebench.benchmarks.tasks.generators.ogbench_gen import (
+            minari_id,
+            npz_path,
+        )
 
         return {"minari": minari_id(self.name, preset, seed), "npz": str(npz_path(self.name, preset, seed))}
 
     def complete(self, preset, seed):
-        from benchmarks.tasks.generators.ogbench_gen import local_npz_marker
+        from modebench.benchmarks.tasks.generators.ogbench_gen import local_npz_marker
 
         return local_npz_marker(self.name, preset, seed) is not None
 
     def eval_env(self):
-        from benchmarks.tasks.generators.ogbench_gen import RECIPES, make_env
+        from modebench.benchmarks.tasks.generators.ogbench_gen import RECIPES, make_env
 
         return make_env(RECIPES[self.name].singletask_env)
 
 
 def _maze_generators() -> dict[str, Generator]:
-    from benchmarks.tasks.generators.maze2d import MAZES
+    from modebench.benchmarks.tasks.generators.maze2d import MAZES
 
     return {
         f"pointmaze-{maze}": Maze2DGenerator(
@@ -138,7 +145,7 @@ def _maze_generators() -> dict[str, Generator]:
 
 
 def _ogbench_generators() -> dict[str, Generator]:
-    from benchmarks.tasks.generators.ogbench_gen import RECIPES
+    from modebench.benchmarks.tasks.generators.ogbench_gen import RECIPES
 
     small = {"navigate": 100, "play": 20}
     out = {}

@@ -33,9 +33,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
-
-from benchmarks.tasks.generators.common import (
+from modebench.benchmarks.tasks.generators.common import (
     LOCAL_NAMESPACE,
     Episode,
     GenerationResult,
@@ -49,6 +47,7 @@ from benchmarks.tasks.generators.common import (
     stack_observations,
     write_minari,
 )
+from tqdm.auto import tqdm
 
 P_GAIN = 10.0  # D4RL waypoint controller
 D_GAIN = -1.0
@@ -73,7 +72,7 @@ MAZES: dict[str, MazeSpec] = {
 
 
 def _register() -> None:
-    from benchmarks.tasks.sources import import_robotics
+    from modebench.benchmarks.tasks.sources import import_robotics
 
     import_robotics()
 
@@ -263,7 +262,10 @@ def collect(maze: str, steps: int, seed: int, noise: float = ACTION_NOISE, progr
 def generate(maze: str, steps: int, seed: int, preset: str, reference_episodes: int = 100,
              noise: float = ACTION_NOISE, progress: bool = True, force: bool = False) -> GenerationResult:
     """Generate (or find) the Minari dataset `modebench-local/pointmaze-<maze>/<preset>-s<seed>-v0`."""
-    from benchmarks.tasks.generators.common import complete_minari, read_marker
+    from modebench.benchmarks.tasks.generators.common import (
+        complete_minari,
+        read_marker,
+    )
 
     name = dataset_id(maze, preset, seed)
     directory = minari_dataset_dir(name)

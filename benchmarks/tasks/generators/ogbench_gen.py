@@ -40,9 +40,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
-
-from benchmarks.tasks.generators.common import (
+from modebench.benchmarks.tasks.generators.common import (
     LOCAL_NAMESPACE,
     Episode,
     GenerationResult,
@@ -56,6 +54,7 @@ from benchmarks.tasks.generators.common import (
     write_json_atomic,
     write_minari,
 )
+from tqdm.auto import tqdm
 
 EPISODE_STEPS = 1001
 _QUIET = (  # noise OGBench prints on every import / env build: no display for GLFW, float64 box bounds
