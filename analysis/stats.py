@@ -18,11 +18,22 @@ same minutes):
     P(X > Y), one pair               rliable 9.30 s / here 0.011 s  here 0.19 s
 
 (`make tables` on the toy suite computes 8 methods' aggregates and 28 pairs per scope, twice with
-the plots: hours with rliable's loop.) The replicates are drawn exactly as rliable draws them (one
-`RandomState(seed)`, `choice(n_runs, (n_runs, n_tasks))` per replicate, methods in order,
-`np.percentile` intervals), so on rectangular data the intervals are rliable's to the last bit for
-the same seed (tests/test_analysis.py checks against rliable itself). Tasks with different run
-counts (rliable needs a rectangular matrix) are resampled task by task with their own counts.
+the plots: hours with rliable's loop.) rliable draws its replicates from numpy's GLOBAL random
+stream (`np.random.choice` in StratifiedBootstrap.update_indices; the `random_state` it accepts
+does not reach that call), so "rliable with seed s" means `np.random.seed(s)` before the call.
+Here one `RandomState(seed)` yields the same numbers in the same order
+(`choice(n_runs, (n_runs, n_tasks))` per replicate, methods in order, `np.percentile`
+intervals) without touching the global stream: on rectangular data the points and intervals
+equal rliable's after `np.random.seed(seed)` to 1e-10 (float summation order), NaN and inf
+scores included (tests/test_analysis.py runs rliable itself on both). Each replicate is its own
+estimate (the IQM is sorted and trimmed per replicate). Tasks with different run counts
+(rliable needs a rectangular matrix) are resampled task by task with their own counts.
+
+Non-finite input follows rliable: a NaN score makes the method's mean, median, IQM and
+optimality gap NaN, point and interval alike (np.percentile of NaN replicates), and P(X > Y)
+NaN; in a performance profile a NaN run counts as below every threshold. Tables do not hand
+NaN here: they leave failed runs out of the statistics and count them in the cell
+(analysis/tables.py).
 
 Scores are on the 0-100 normalised scale; the optimality gap's threshold is therefore
 `gamma = 100` (rliable's default gamma = 1 assumes 0-1 scores and would report nonsense here).
@@ -51,7 +62,10 @@ _CHUNK_ELEMENTS = 4_000_000  # bound on replicates x runs x tasks held at once
 
 @dataclass
 class Scores:
-    """One method's scores: per task, a 1-D array of runs (seeds). Rectangular when equal counts."""
+    """One method's scores: per task, a 1-D array of runs (seeds). Rectangular when equal counts.
+
+    A NaN or inf inside `per_task` is a score (a failed run), handled as rliable handles it; a
+    task with fewer runs than another is padding, which `mask` marks and no estimator reads."""
 
     per_task: list[np.ndarray]
 
@@ -65,13 +79,22 @@ class Scores:
     def rectangular(self) -> bool:
         return len({len(c) for c in self.per_task}) == 1
 
+    @property
+    def finite(self) -> bool:
+        return all(np.isfinite(c).all() for c in self.per_task)
+
     def matrix(self) -> np.ndarray:
-        """[runs, tasks] (rectangular) or NaN-padded."""
+        """[runs, tasks]; a ragged matrix is padded with zeros where `mask` is False."""
         n = max(len(c) for c in self.per_task)
-        out = np.full((n, len(self.per_task)), np.nan)
+        out = np.zeros((n, len(self.per_task)))
         for t, col in enumerate(self.per_task):
             out[: len(col), t] = col
         return out
+
+    def mask(self) -> np.ndarray:
+        """[runs, tasks] bool: True where a run exists (False only in the padding of ragged data)."""
+        n = max(len(c) for c in self.per_task)
+        return np.arange(n)[:, None] < np.array([len(c) for c in self.per_task])[None, :]
 
 
 def score_dict(scores: pd.DataFrame, methods: Sequence[str], tasks: Sequence[str], column: str = "score") -> dict[str, Scores]:
@@ -86,40 +109,46 @@ def score_dict(scores: pd.DataFrame, methods: Sequence[str], tasks: Sequence[str
 
 
 # ------------------------------------------------------------------ the estimators, batched for the bootstrap
-# Each takes x [reps, runs, tasks] (NaN = missing run) and returns [reps]: rliable's definitions
-# over a leading replicate axis (rliable's functions take one [runs, tasks] matrix at a time).
+# Each takes x [reps, runs, tasks] and the [runs, tasks] mask of real runs, and returns [reps]:
+# rliable's definitions applied to each replicate on its own (rliable's functions take one
+# [runs, tasks] matrix at a time). Non-finite scores behave as in rliable's numpy / scipy calls:
+# a NaN makes the replicate's estimate NaN; an inf enters the sums and sorts as a number.
 
 
-def _task_means(x: np.ndarray) -> np.ndarray:
-    return np.nanmean(x, axis=1)
+def _task_means(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, x, 0.0).sum(axis=1) / mask.sum(axis=0)
 
 
-def agg_mean(x: np.ndarray) -> np.ndarray:
+def agg_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean over tasks of the per-task mean over runs (rliable aggregate_mean)."""
-    return _task_means(x).mean(axis=-1)
+    return _task_means(x, mask).mean(axis=-1)
 
 
-def agg_median(x: np.ndarray) -> np.ndarray:
+def agg_median(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Median over tasks of the per-task mean over runs (rliable aggregate_median)."""
-    return np.median(_task_means(x), axis=-1)
+    return np.median(_task_means(x, mask), axis=-1)
 
 
-def agg_iqm(x: np.ndarray) -> np.ndarray:
-    """25% trimmed mean of all runs x tasks scores (rliable aggregate_iqm = scipy trim_mean)."""
-    flat = np.sort(x.reshape(x.shape[0], -1), axis=1)  # NaN sorts last
-    valid = int(np.isfinite(flat[0]).sum())
-    cut = int(0.25 * valid)
-    return flat[:, cut: valid - cut].mean(axis=1)
+def agg_iqm(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """25% trimmed mean of all runs x tasks scores (rliable aggregate_iqm = scipy trim_mean),
+    each replicate sorted and trimmed on its own; a replicate holding a NaN gives NaN (scipy's
+    nan_policy 'propagate')."""
+    flat = np.sort(x[:, mask], axis=1)
+    count = flat.shape[1]
+    cut = int(0.25 * count)
+    out = flat[:, cut: count - cut].mean(axis=1)
+    out[np.isnan(flat).any(axis=1)] = np.nan
+    return out
 
 
-def agg_optimality_gap(x: np.ndarray, gamma: float = GAMMA) -> np.ndarray:
+def agg_optimality_gap(x: np.ndarray, mask: np.ndarray, gamma: float = GAMMA) -> np.ndarray:
     """gamma - mean(min(score, gamma)) over all runs x tasks (rliable aggregate_optimality_gap)."""
-    flat = x.reshape(x.shape[0], -1)
-    return gamma - np.nanmean(np.minimum(flat, gamma), axis=1)
+    return gamma - np.minimum(x[:, mask], gamma).mean(axis=1)
 
 
-def _metric_funcs(gamma: float) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    return {"median": agg_median, "iqm": agg_iqm, "mean": agg_mean, "optimality_gap": lambda x: agg_optimality_gap(x, gamma)}
+def _metric_funcs(gamma: float) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    return {"median": agg_median, "iqm": agg_iqm, "mean": agg_mean,
+            "optimality_gap": lambda x, mask: agg_optimality_gap(x, mask, gamma)}
 
 
 def _point_estimates(scores: Scores, gamma: float) -> np.ndarray:
@@ -127,10 +156,11 @@ def _point_estimates(scores: Scores, gamma: float) -> np.ndarray:
     forms on ragged data (rliable needs equal run counts per task)."""
     if not scores.rectangular:
         funcs = _metric_funcs(gamma)
-        return np.array([funcs[m](scores.matrix()[None])[0] for m in METRICS])
+        return np.array([funcs[m](scores.matrix()[None], scores.mask())[0] for m in METRICS])
     x = scores.matrix()
-    return np.array([rly_metrics.aggregate_median(x), rly_metrics.aggregate_iqm(x), rly_metrics.aggregate_mean(x),
-                     rly_metrics.aggregate_optimality_gap(x, gamma)])
+    with np.errstate(invalid="ignore"):  # inf - inf inside a sum: NaN, as in rliable
+        return np.array([rly_metrics.aggregate_median(x), rly_metrics.aggregate_iqm(x), rly_metrics.aggregate_mean(x),
+                         rly_metrics.aggregate_optimality_gap(x, gamma)])
 
 
 # ------------------------------------------------------------------ stratified bootstrap
@@ -140,31 +170,35 @@ def _resample(scores: Scores, reps: int, rs: np.random.RandomState) -> np.ndarra
     """Bootstrap replicates [reps, runs, tasks]: runs resampled with replacement within each task.
 
     Rectangular data consumes the random stream exactly as rliable's StratifiedBootstrap
-    (one choice(n, (n, T)) per replicate); ragged data draws task by task."""
+    (one choice(n, (n, T)) per replicate); ragged data draws task by task (padding stays padding)."""
     matrix = scores.matrix()
     n, n_tasks = matrix.shape
     if scores.rectangular:
         idx = rs.choice(n, size=(reps, n, n_tasks), replace=True)
         return matrix[idx, np.arange(n_tasks)[None, None, :]]
-    out = np.full((reps, n, n_tasks), np.nan)
+    out = np.zeros((reps, n, n_tasks))
     for t, col in enumerate(scores.per_task):
         out[:, : len(col), t] = col[rs.choice(len(col), size=(reps, len(col)), replace=True)]
     return out
 
 
-def _bootstrap(scores: Scores, func: Callable[[np.ndarray], np.ndarray], reps: int, rs: np.random.RandomState) -> np.ndarray:
+def _bootstrap(scores: Scores, func: Callable[[np.ndarray, np.ndarray], np.ndarray], reps: int,
+               rs: np.random.RandomState) -> np.ndarray:
     """func over `reps` replicates, chunked so memory stays bounded; returns [reps, ...]."""
-    matrix = scores.matrix()
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, matrix.size))
+    mask = scores.mask()
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, mask.size))
     parts, done = [], 0
-    while done < reps:
-        size = min(chunk, reps - done)
-        parts.append(func(_resample(scores, size, rs)))
-        done += size
+    with np.errstate(invalid="ignore"):  # inf - inf in a replicate: NaN, as in rliable
+        while done < reps:
+            size = min(chunk, reps - done)
+            parts.append(func(_resample(scores, size, rs), mask))
+            done += size
     return np.concatenate(parts, axis=0)
 
 
 def _interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval (arch's 'percentile' method, which rliable uses): np.percentile, so a
+    NaN replicate makes the interval NaN, as in rliable."""
     alpha = (1.0 - confidence) / 2.0
     low, high = np.percentile(samples, [100 * alpha, 100 * (1 - alpha)], axis=0)
     return low, high
@@ -180,23 +214,29 @@ def aggregate_metrics(
 ) -> pd.DataFrame:
     """Median, IQM, mean, optimality gap with stratified-bootstrap CIs, one row per (method, metric).
 
-    Equivalent to rliable's `get_interval_estimates(data, lambda x: [median, iqm, mean, og],
-    reps=reps, random_state=RandomState(seed))` (same replicates, same percentile intervals)."""
+    On rectangular data, equal to `np.random.seed(seed)` followed by rliable's
+    `get_interval_estimates(data, lambda x: [median, iqm, mean, og], reps=reps)`: same replicates,
+    same percentile intervals, NaN where rliable gives NaN (a NaN score makes the point and the
+    interval NaN). rliable draws its replicates from numpy's GLOBAL stream (its
+    StratifiedBootstrap.update_indices calls np.random.choice), so its own `random_state`
+    argument does not fix them; here one `RandomState(seed)` is drawn in that same order and the
+    global stream is left alone. `n_nonfinite` counts the non-finite scores given."""
     rs = np.random.RandomState(seed)
     funcs = _metric_funcs(gamma)
     rows = []
     for method, raw in data.items():
         scores = raw if isinstance(raw, Scores) else Scores.of(raw)
 
-        def all_metrics(x: np.ndarray) -> np.ndarray:
-            return np.stack([funcs[m](x) for m in METRICS], axis=1)
+        def all_metrics(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return np.stack([funcs[m](x, mask) for m in METRICS], axis=1)
 
         point = _point_estimates(scores, gamma)
         low, high = _interval(_bootstrap(scores, all_metrics, reps, rs), confidence)
         n_runs = sum(len(c) for c in scores.per_task)
+        bad = int(sum((~np.isfinite(c)).sum() for c in scores.per_task))
         for i, metric in enumerate(METRICS):
             rows.append({"method": method, "metric": metric, "point": float(point[i]), "low": float(low[i]),
-                         "high": float(high[i]), "n_tasks": len(scores.per_task), "n_runs": n_runs})
+                         "high": float(high[i]), "n_tasks": len(scores.per_task), "n_runs": n_runs, "n_nonfinite": bad})
     return pd.DataFrame(rows)
 
 
@@ -213,18 +253,17 @@ def performance_profile(
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Score distributions: fraction of runs (all tasks) with score > tau, with bootstrap CIs.
 
-    Same as rliable's `create_performance_profile(data, taus, reps=reps)` after np.random.seed(seed)."""
+    Same as rliable's `create_performance_profile(data, taus, reps=reps)` after np.random.seed(seed)
+    (rliable's `run_score_deviation`: a NaN score is a run below every tau, counted in the runs)."""
     taus = np.asarray(taus, dtype=np.float64)
     rs = np.random.RandomState(seed)
     out = {}
     for method, raw in data.items():
         scores = raw if isinstance(raw, Scores) else Scores.of(raw)
 
-        def profile(x: np.ndarray) -> np.ndarray:
-            flat = x.reshape(x.shape[0], -1)
-            valid = np.isfinite(flat).sum(axis=1, keepdims=True)
-            above = (flat[:, :, None] > taus[None, None, :]).sum(axis=1)
-            return above / valid
+        def profile(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            flat = x[:, mask]
+            return (flat[:, :, None] > taus[None, None, :]).sum(axis=1) / flat.shape[1]
 
         flat = np.concatenate(scores.per_task)
         point = np.array([rly.run_score_deviation(flat, tau) for tau in taus])
@@ -237,10 +276,13 @@ def performance_profile(
 
 
 def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """P(X > Y) per replicate: x [R, nx, T], y [R, ny, T] -> [R] (U / (nx ny), averaged over tasks)."""
+    """P(X > Y) per replicate: x [R, nx, T], y [R, ny, T] -> [R] (U / (nx ny), averaged over tasks).
+    A task whose replicate holds a NaN gives NaN (scipy's mannwhitneyu, which rliable calls)."""
     gt = (x[:, :, None, :] > y[:, None, :, :]).mean(axis=(1, 2))
     eq = (x[:, :, None, :] == y[:, None, :, :]).mean(axis=(1, 2))
-    return (gt + 0.5 * eq).mean(axis=-1)
+    per_task = gt + 0.5 * eq
+    per_task[np.isnan(x).any(axis=1) | np.isnan(y).any(axis=1)] = np.nan
+    return per_task.mean(axis=-1)
 
 
 def probability_of_improvement(

@@ -334,6 +334,71 @@ def test_aggregates_equal_rliable_on_a_fixed_seed():
     assert (low, high) == pytest.approx(tuple(np.ravel(ci["ab"])), abs=1e-12)
 
 
+def test_non_finite_scores_give_what_rliable_gives():
+    """A NaN score: rliable's NaN point and interval (not a NaN point with finite intervals); inf
+    enters the sums as numpy does; the IQM is trimmed per replicate; the global stream is what
+    rliable draws from, and ours leaves it alone."""
+    import warnings
+
+    rly, metrics = _rliable()
+    rng = np.random.default_rng(1)
+    a, b, c = rng.uniform(0, 120, (5, 3)), rng.uniform(0, 100, (5, 3)), rng.uniform(0, 100, (5, 3))
+    a[1, 2] = np.nan
+    b[0, 0] = np.inf
+    c[0, 0], c[2, 1] = np.inf, -np.inf
+    data = {"a": a, "b": b, "c": c}
+
+    def func(x):
+        return np.array([metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
+                         metrics.aggregate_optimality_gap(x, 100)])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.random.seed(3)
+        points, intervals = rly.get_interval_estimates(data, func, reps=300)
+        state = np.random.get_state()[1].copy()
+        ours = stats.aggregate_metrics(data, reps=300, seed=3)
+        assert (np.random.get_state()[1] == state).all()  # the global stream untouched
+        for method in data:
+            part = ours[ours["method"] == method].set_index("metric").loc[list(stats.METRICS)]
+            np.testing.assert_allclose(part["point"], points[method], rtol=0, atol=1e-10)
+            np.testing.assert_allclose(np.stack([part["low"], part["high"]]), intervals[method], rtol=0, atol=1e-10)
+        assert ours.loc[ours["method"] == "a", ["point", "low", "high"]].isna().all().all()
+        assert (ours.loc[ours["method"] == "a", "n_nonfinite"] == 1).all()
+
+        taus = np.linspace(0, 120, 7)
+        np.random.seed(5)
+        profiles, cis = rly.create_performance_profile({"a": a}, taus, reps=100)
+        point, low, high = stats.performance_profile({"a": a}, taus, reps=100, seed=5)["a"]
+        np.testing.assert_allclose(point, profiles["a"], atol=1e-12)
+        np.testing.assert_allclose(np.stack([low, high]), cis["a"], atol=1e-12)
+        assert ((low <= point) & (point <= high)).all()  # NaN counted as a run below every tau, in point and replicates
+
+        for x, y in ((a, b), (b, c)):
+            np.random.seed(7)
+            p, ci = rly.get_interval_estimates({"xy": [x, y]}, metrics.probability_of_improvement, reps=60)
+            mine = stats.probability_of_improvement(x, y, reps=60, seed=7)
+            np.testing.assert_allclose(mine, [float(p["xy"]), *np.ravel(ci["xy"])], atol=1e-12)
+
+
+def test_iqm_is_trimmed_per_replicate_and_every_point_lies_in_its_interval():
+    x = np.array([[0.0, 10.0], [100.0, 20.0], [50.0, 90.0]])  # 6 scores: each replicate trims its own 1 + 1
+    reps = stats._resample(stats.Scores.of(x), 50, np.random.RandomState(0))
+    mask = np.ones_like(x, dtype=bool)
+    want = [float(np.mean(np.sort(r.ravel())[1:5])) for r in reps]
+    np.testing.assert_allclose(stats.agg_iqm(reps, mask), want)
+    rng = np.random.default_rng(2)
+    for trial in range(60):  # small finite samples, rectangular and ragged, continuous and tied
+        tasks = int(rng.integers(1, 4))
+        counts = rng.integers(1, 6, tasks) if trial % 2 else np.full(tasks, rng.integers(1, 6))
+        per_task = [rng.choice([0.0, 50.0, 100.0], n) if trial % 3 == 0 else rng.uniform(0, 100, n) for n in counts]
+        agg = stats.aggregate_metrics({"m": stats.Scores(per_task)}, reps=300, seed=trial)
+        assert ((agg["low"] <= agg["point"] + 1e-9) & (agg["point"] <= agg["high"] + 1e-9)).all(), (per_task, agg)
+        taus = np.linspace(0, 100, 11)
+        point, low, high = stats.performance_profile({"m": stats.Scores(per_task)}, taus, reps=200, seed=trial)["m"]
+        assert ((low <= point + 1e-12) & (point <= high + 1e-12)).all()
+
+
 def test_aggregates_by_hand_on_0_100_scores():
     x = np.array([[0.0, 50.0, 120.0, 100.0], [10.0, 60.0, 80.0, 100.0]])  # 2 runs x 4 tasks
     row = stats.aggregate_metrics({"m": x}, reps=200, seed=0).set_index("metric")["point"]
