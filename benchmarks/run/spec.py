@@ -85,6 +85,9 @@ class RunSpec:
     compiled: bool
     suite_default: bool  # config and data are the suite's resolved default for this method and protocol
     default_knobs: dict[str, Any]  # the suite's resolved default knobs for this method and protocol
+    # the protocol's own steps and evaluation episodes for this method and task, whatever --steps /
+    # --eval-episodes asked: a table cell holds only runs of this length (analysis/records.py)
+    default_run: dict[str, Any]
     run_id: str
     config_hash: str
 
@@ -121,6 +124,7 @@ class RunSpec:
             "knobs": to_dict(self.knobs),
             "suite_default": self.suite_default,
             "default_knobs": self.default_knobs,
+            "default_run": self.default_run,
             "device": self.device,
             "compiled": self.compiled,
         }
@@ -148,6 +152,7 @@ def record_fields(info: dict[str, Any], step: int, knobs: dict[str, Any]) -> dic
         "data": info.get("data"),
         "suite_default": info.get("suite_default"),
         "default_knobs": info.get("default_knobs"),
+        "default_run": info.get("default_run"),
         "git_revision": git_revision(),
         "device": info["device"],
         "compiled": info.get("compiled", False),
@@ -215,6 +220,7 @@ def resolve_run(
     data_cfg = from_dict(DataConfig, settings.values("data"), what="data")
     default_data = from_dict(DataConfig, default_settings.values("data"), what="data")
     steps = settings.run["steps"].value
+    own_run = protocols.resolve(method, task_obj, protocol).run if any(v is not None for v in run.values()) else settings.run
     check_phases(resolved.cls, resolved.config, steps, method)  # a run that cannot cover a phase is refused here
     run_id, digest = _identity(method, task_obj, protocol, seed, steps, resolved.config, data_cfg, compile)
     every = settings.run["eval_every"].value or steps
@@ -225,7 +231,9 @@ def resolve_run(
         checkpoint_every=checkpoint_every or every, log_every=log_every, device=str(resolve_device(device)),
         compiled=compile,
         suite_default=to_dict(resolved.config) == to_dict(default.config) and data_cfg == default_data,
-        default_knobs=to_dict(default.knobs), run_id=run_id, config_hash=digest,
+        default_knobs=to_dict(default.knobs),
+        default_run={"steps": own_run["steps"].value, "eval_episodes": own_run["eval_episodes"].value},
+        run_id=run_id, config_hash=digest,
     )
 
 
