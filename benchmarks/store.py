@@ -49,6 +49,11 @@ from typing import Any
 
 SCHEMA_VERSION = 2
 DEFAULT_ROOT = Path(os.environ.get("MODEBENCH_RESULTS", "results"))
+
+# ModeBench's distribution name (pyproject.toml [project] name; `modebench` on the public package index is
+# an unrelated project): what `pip install` takes and what provenance reads the version of. The import
+# name and the command stay `modebench`.
+DISTRIBUTION = "modebench-rl"
 PROTOCOLS = ("published", "controlled")
 KINDS = {"evaluation": "records", "profile": "profiles"}  # record kind -> the folder its files live in
 _HELD: dict[str, list] = {}  # writer locks this process holds: resolved lock path -> [open file, depth]

@@ -223,7 +223,7 @@ def test_optional_metric_sinks_need_their_package(tmp_path, monkeypatch, capsys)
         assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--out", str(tmp_path),
                      "--log", sink, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err == f"modebench train: error: --log {sink} needs the {sink} package: pip install 'modebench[{sink}]'"
+        assert err == f"modebench train: error: --log {sink} needs the {sink} package: pip install 'modebench-rl[{sink}]'"
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/checkpoint.pt"))  # refused before training
     assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--log", "mlflow"]) == 2
     assert "unknown --log ['mlflow']; valid: tensorboard, wandb" in capsys.readouterr().err

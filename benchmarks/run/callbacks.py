@@ -28,7 +28,7 @@ from modebench.algorithms.config import ConfigError, to_dict
 from modebench.benchmarks.run.checkpoints import save_checkpoint
 from modebench.benchmarks.run.evaluation import evaluate
 from modebench.benchmarks.run.spec import record_fields
-from modebench.benchmarks.store import record_key
+from modebench.benchmarks.store import DISTRIBUTION, record_key
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # annotations only
@@ -111,7 +111,7 @@ def _import_logger(name: str):
 
         return wandb
     except ImportError:
-        raise ConfigError(f"--log {name} needs the {name} package: pip install 'modebench[{name}]'") from None
+        raise ConfigError(f"--log {name} needs the {name} package: pip install '{DISTRIBUTION}[{name}]'") from None
 
 
 class _TensorBoardSink:
