@@ -14,6 +14,9 @@ so it never branches on a method's name:
   environment's time step, for schedules over the episode) and may return per-step audits;
 - ``propose(obs, n) -> [B, n, d_a]`` (methods with ``can_propose = True``) samples several
   candidate actions per state, so candidate selection can run on any method's proposals;
+- ``select(obs, t, candidates, knobs)`` (methods with ``can_select = True``) scores a candidate
+  set from any source and picks one action per state; ``selection_candidates`` builds that set
+  from another method's proposals (benchmarks/run/compose.py composes the two);
 - ``state_dict`` / ``load_state_dict`` save and restore everything (tensors only, so
   checkpoints load with ``torch.load(weights_only=True)``).
 
@@ -121,6 +124,7 @@ class Algorithm(nn.Module, abc.ABC):
     config_class: ClassVar[type[AlgoConfig]] = AlgoConfig
     knobs_class: ClassVar[type] = NoKnobs
     can_propose: ClassVar[bool] = False
+    can_select: ClassVar[bool] = False  # scores candidate sets from any method (select, selection_candidates)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     _compiled_losses: Any = None  # set by compile_losses()
@@ -188,8 +192,22 @@ class Algorithm(nn.Module, abc.ABC):
 
     def own_action(self, obs: torch.Tensor, t: torch.Tensor, knobs: Any) -> torch.Tensor:
         """The method's own action before any candidate selection, [B, d_a]: the anchor a_0 when
-        GEM's rule scores this method's proposals (benchmarks/run/compose.py). `act`'s by default."""
+        a selector scores this method's proposals (benchmarks/run/compose.py). `act`'s by default."""
         return self.act(obs, t, knobs).actions
+
+    def selection_candidates(self, proposer: Algorithm, obs: torch.Tensor, t: torch.Tensor, proposer_knobs: Any,
+                             knobs: Any) -> torch.Tensor:
+        """The candidate set [B, |C|, d_a] this selector scores for `proposer` at its selection `knobs`
+        (from the proposer's `own_action` and `propose`)."""
+        raise NotImplementedError(f"{self.name} does not score candidate actions")
+
+    def select(self, obs: torch.Tensor, t: torch.Tensor, candidates: torch.Tensor, knobs: Any) -> ActOutput:
+        """One action per state among `candidates` [B, |C|, d_a], by this method's scoring rule."""
+        raise NotImplementedError(f"{self.name} does not score candidate actions")
+
+    def check_selection_knobs(self, knobs: Any) -> None:
+        """Refuse (ConfigError, one line) selection knobs that mean something else when another
+        method proposes; every setting is fine by default."""
 
     @classmethod
     def phases(cls, config: AlgoConfig) -> list[Phase]:

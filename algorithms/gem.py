@@ -62,7 +62,7 @@ another, while M = 10 costs 1.6x the update time (toy) and 2.3x the evaluation t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from modebench.algorithms.base import (
@@ -73,7 +73,7 @@ from modebench.algorithms.base import (
     EnvSpec,
     Phase,
 )
-from modebench.algorithms.config import Checked, field, require
+from modebench.algorithms.config import Checked, ConfigError, field, require
 from modebench.algorithms.critics import ExpectileCritic, awr_weight
 from modebench.algorithms.nets import DiagonalGMM, GMMPolicy
 from modebench.algorithms.optim import make_adam
@@ -156,6 +156,7 @@ class GEM(Algorithm):
     config_class = GEMConfig
     knobs_class = GEMKnobs
     can_propose = True
+    can_select = True
 
     def __init__(self, config: GEMConfig, spec: EnvSpec, device="cpu"):
         super().__init__(config, spec, device)
@@ -266,10 +267,34 @@ class GEM(Algorithm):
         return self.select(obs, t, cands, knobs, behavior)
 
     @torch.no_grad()
+    def selection_candidates(self, proposer: Algorithm, obs: torch.Tensor, t: torch.Tensor, proposer_knobs: Any,
+                             knobs: GEMKnobs) -> torch.Tensor:
+        """C(s) = {a_0} + {a_1..a_N} from another method (benchmarks/run/compose.py): a_0 = the
+        proposer's own action (`own_action`: its `act`, or GEM's anchor mu_{k*}(s) for a GEM
+        proposer; left out with anchor='off'), a_i ~ proposer.propose(s, N); clipped to the box.
+        With this checkpoint as its own proposer the set is `candidates`' (same draws), so the
+        composition is GEM's `act`, bitwise; N = 0 is the proposer alone."""
+        parts = []
+        if knobs.anchor != "off":
+            parts.append(proposer.own_action(obs, t, proposer_knobs).unsqueeze(1))
+        if knobs.N > 0:
+            parts.append(proposer.propose(obs, knobs.N))
+        return torch.cat(parts, dim=1).clamp(-1.0, 1.0)
+
+    def check_selection_knobs(self, knobs: GEMKnobs) -> None:
+        """The knobs that mean something else when another method proposes."""
+        if knobs.candidate_source != "actor":
+            raise ConfigError("candidate_source=behavior samples the selector's behaviour density, not the proposer; with "
+                              "--select-with the candidates are the proposer's: leave candidate_source at actor")
+        if knobs.anchor == "bary":
+            raise ConfigError("anchor=bary is GEM's barycentre of its own actor; with --select-with the anchor is the "
+                              "proposer's own action: use anchor=mode (the default) or anchor=off")
+
+    @torch.no_grad()
     def select(self, obs: torch.Tensor, t: torch.Tensor, candidates: torch.Tensor, knobs: GEMKnobs,
                behavior: DiagonalGMM | None = None) -> ActOutput:
         """Algorithm 1, lines 6-18, on a candidate set [B, |C|, d] from any source: GEM's own
-        (`act`) or another method's proposals (benchmarks/run/compose.py). This checkpoint's critic
+        (`act`) or another method's proposals (`selection_candidates`). This checkpoint's critic
         ensemble and behaviour density score them; w_p follows the schedule over this task's horizon.
         `behavior`: mu_phi at obs when the caller already has it (one forward serves both)."""
         behavior = behavior if behavior is not None else self.behavior(obs)

@@ -31,6 +31,11 @@ class MethodEntry:
     knobs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
+    @property
+    def is_base(self) -> bool:
+        """A method's own entry, not a preset (no fixed config or knob overrides)."""
+        return not self.config and not self.knobs
+
     def load(self) -> type[Algorithm]:
         module_name, class_name = self.target.split(":")
         return getattr(importlib.import_module(module_name), class_name)

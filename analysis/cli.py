@@ -33,19 +33,20 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """tables, plots, report; each takes the studies' writers from the root (`study_tables`, `study_plots`)."""
     p = subparsers.add_parser("tables", help="paper-layout tables (Markdown, LaTeX, CSV) from the stored records")
     _common(p)
-    p.set_defaults(handler=cmd_tables)
+    p.set_defaults(handler=cmd_tables, study_tables=(), study_plots=())
 
     p = subparsers.add_parser("plots", help="paper figures (PNG, PDF, data CSV) from the stored records")
     _common(p)
     p.add_argument("--formats", default="png,pdf", help="image formats (default png,pdf)")
-    p.set_defaults(handler=cmd_plots)
+    p.set_defaults(handler=cmd_plots, study_tables=(), study_plots=())
 
     p = subparsers.add_parser("report", help="tables + plots + a one-page results/report.md linking them")
     _common(p)
     p.add_argument("--formats", default="png,pdf", help="image formats (default png,pdf)")
-    p.set_defaults(handler=cmd_report)
+    p.set_defaults(handler=cmd_report, study_tables=(), study_plots=())
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -67,14 +68,14 @@ def _formats(text: str) -> list[str]:
 def cmd_tables(args: argparse.Namespace) -> int:
     from modebench.analysis.tables import build_tables
 
-    build_tables(args.root, args.out, **_options(args))
+    build_tables(args.root, args.out, study_tables=args.study_tables, **_options(args))
     return 0
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
     from modebench.analysis.plots import build_plots
 
-    build_plots(args.root, args.out, formats=_formats(args.formats), **_options(args))
+    build_plots(args.root, args.out, formats=_formats(args.formats), study_plots=args.study_plots, **_options(args))
     return 0
 
 
@@ -83,5 +84,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.out:
         raise AnalysisError("report writes into --root (tables/, plots/, report.md); --out is not used")
-    build_report(Path(args.root) if args.root else None, formats=_formats(args.formats), **_options(args))
+    build_report(Path(args.root) if args.root else None, formats=_formats(args.formats), study_tables=args.study_tables,
+                 study_plots=args.study_plots, **_options(args))
     return 0

@@ -415,9 +415,11 @@ class Plotter:
 
 def build_plots(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
                 methods: Sequence[str] | None = None, formats: Sequence[str] = FORMATS, reps: int = stats.REPS, seed: int = 0,
-                frame: pd.DataFrame | None = None, log: Callable[[str], None] = print) -> list[Path]:
+                frame: pd.DataFrame | None = None, study_plots: Sequence[Callable[..., list[Path]]] = (),
+                log: Callable[[str], None] = print) -> list[Path]:
     """Every figure from the stored records under `root` into `out` (default <root>/plots), each
-    protocol's in `<out>/<protocol>/`."""
+    protocol's in `<out>/<protocol>/`. `study_plots`: writers `(root, out, formats, protocol=,
+    seed=, log=)` of the studies' figures for each protocol (the command-line root passes them)."""
     from modebench.analysis.tables import base_methods
 
     root = Path(root) if root is not None else default_root()
@@ -434,8 +436,6 @@ def build_plots(root: str | Path | None = None, out: str | Path | None = None, *
         figures = sorted({p.stem for p in drawn if p.suffix == ".png"})
         log(f"plots: {len(figures)} figures ({', '.join(figures)}) -> {out / protocol}/ ({', '.join(formats)}, data as .csv)")
         written += drawn
-        # issue 18: the cross-selection and online-budget figures
-        from modebench.analysis import budget
-
-        written += budget.write_plots(root, out / protocol, formats, protocol=protocol, seed=seed, log=log)
+        for write in study_plots:
+            written += write(root, out / protocol, formats, protocol=protocol, seed=seed, log=log)
     return written

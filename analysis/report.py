@@ -42,6 +42,7 @@ def _summary(frame: pd.DataFrame, rule: ScoreRule) -> list[str]:
 
 def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None = None, methods: Sequence[str] | None = None,
                  reps: int = stats.REPS, seed: int = 0, formats: Sequence[str] = ("png", "pdf"),
+                 study_tables: Sequence[Callable[..., list[Path]]] = (), study_plots: Sequence[Callable[..., list[Path]]] = (),
                  log: Callable[[str], None] = print) -> Path:
     """Regenerate results/tables and results/plots from the stored records and write results/report.md."""
     from modebench.analysis.plots import build_plots
@@ -65,8 +66,10 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
         atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
         log(f"report: {report} (empty store)")
         return report
-    tables = build_tables(root, rule=rule, methods=methods, reps=reps, seed=seed, frame=frame, log=collect)
-    plots = build_plots(root, rule=rule, methods=methods, formats=formats, reps=reps, seed=seed, frame=frame, log=collect)
+    tables = build_tables(root, rule=rule, methods=methods, reps=reps, seed=seed, frame=frame, study_tables=study_tables,
+                          log=collect)
+    plots = build_plots(root, rule=rule, methods=methods, formats=formats, reps=reps, seed=seed, frame=frame,
+                        study_plots=study_plots, log=collect)
     lines += ["## What is in the store", ""] + _summary(frame, rule) + [""]
 
     def inline(path: Path, heading: str) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -756,9 +756,12 @@ def protocol_tables(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None,
 
 def build_tables(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
                  methods: Sequence[str] | None = None, reps: int = stats.REPS, seed: int = 0,
-                 frame: pd.DataFrame | None = None, log=print) -> list[Path]:
+                 frame: pd.DataFrame | None = None, study_tables: Sequence[Callable[..., list[Path]]] = (),
+                 log=print) -> list[Path]:
     """Every table from the stored records under `root` into `out` (default <root>/tables): each
-    protocol's tables in `<out>/<protocol>/` (never mixed), the profile tables in `<out>/profile/`."""
+    protocol's tables in `<out>/<protocol>/` (never mixed), the profile tables in `<out>/profile/`.
+    `study_tables`: writers `(root, out, protocol=, seed=, log=)` of the studies' tables for each
+    protocol (the command-line root passes them: studies/cli.py)."""
     from modebench.analysis.records import default_root
 
     root = Path(root) if root is not None else default_root()
@@ -773,10 +776,8 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
         tables = protocol_tables(frame[frame["protocol"] == protocol], rule=rule, methods=methods, reps=reps, seed=seed, log=log)
         for table in tables:
             written += table.write(out / protocol)
-        # issue 18: the cross-selection and online-budget tables
-        from modebench.analysis import budget
-
-        written += budget.write_tables(root, out / protocol, protocol=protocol, seed=seed, log=log)
+        for write in study_tables:
+            written += write(root, out / protocol, protocol=protocol, seed=seed, log=log)
         log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out / protocol}/ (.md, .tex, .csv)")
     if profiles.empty:
         log(f"tables: latency skipped: no profile records under {root}/ (run `make profile`)")

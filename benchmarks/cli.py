@@ -23,9 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from modebench.benchmarks.run.profile import register_profile
 
     register_profile(subparsers)  # `modebench profile`: timing act is a run; it writes profile records
-    from modebench.benchmarks.run import compose
-
-    compose.register(subparsers)  # `modebench cross-select`: stored proposers x GEM's selection
     p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
     p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -64,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="results root for the records (default: the checkpoint's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--select-with", metavar="GEM_CHECKPOINT", default=None,
-                   help="score the checkpoint's proposals with this GEM checkpoint's selection rule; --knob then sets GEM's knobs")
+                   help="score the checkpoint's proposals with this checkpoint's selection rule (a method that scores "
+                        "candidates: GEM); --knob then sets the selector's knobs")
     p.set_defaults(handler=cmd_eval)
 
     p = subparsers.add_parser("bench", help="train and evaluate methods x tasks x seeds of a suite, print the table")
@@ -173,7 +171,7 @@ def bench_methods(spec: str | None) -> list[str]:
     from modebench.algorithms.registry import METHODS, get_method
 
     if spec in (None, ""):
-        return [n for n, e in METHODS.items() if not e.config and not e.knobs]
+        return [n for n, e in METHODS.items() if e.is_base]
     if spec == "all":
         return list(METHODS)
     names = [n.strip() for n in spec.split(",") if n.strip()]

@@ -6,7 +6,8 @@
     modebench methods | suites | datasets ...        (benchmarks.cli)
     modebench sweep GRID ...                          (sweeps.cli)
     modebench tables | plots | profile | report ...   (analysis.cli)
-    modebench claims [--claims ID,...] [--seeds 3] [--quick]   (benchmarks.claims runs, analysis.claims renders)
+    modebench claims [--claims ID,...] [--seeds 3] [--quick]   (studies.claims runs and renders)
+    modebench cross-select [--root results] [--proposers a,b] [--knob N=0,16]   (studies.cross_select)
 
 Each part exposes `register(subparsers)` and `user_errors()`; only this module imports them
 all, and no part imports it. Errors a user can fix (unknown names, bad values, missing data)
@@ -21,9 +22,10 @@ import sys
 from modebench.analysis import cli as analysis_cli
 from modebench.benchmarks import cli as benchmarks_cli
 from modebench.benchmarks.run.workers import keep_freed_memory
+from modebench.studies import cli as studies_cli
 from modebench.sweeps import cli as sweeps_cli
 
-PARTS = (benchmarks_cli, sweeps_cli, analysis_cli)
+PARTS = (benchmarks_cli, sweeps_cli, analysis_cli, studies_cli)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -38,27 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for part in PARTS:
         part.register(subparsers)
-    register_claims(subparsers)
+    studies_cli.extend_analysis(subparsers)  # the study tables and figures beside the analysis's own
     return parser
-
-
-def register_claims(subparsers: argparse._SubParsersAction) -> None:
-    """`claims` joins a run (benchmarks.claims) and its rendering (analysis.claims): only the root may."""
-    from modebench.benchmarks.claims.runner import add_arguments
-
-    p = subparsers.add_parser("claims", help="measure each paper's mechanism claims on the toy suite -> results/claims.md, claims.csv")
-    add_arguments(p)
-    p.set_defaults(handler=cmd_claims)
-
-
-def cmd_claims(args: argparse.Namespace) -> int:
-    from modebench.analysis.claims import render_claims
-    from modebench.benchmarks.claims.runner import measurements_dir, run_from_args
-
-    root, scale = run_from_args(args)
-    for path in render_claims(measurements_dir(root), root, scale.name):
-        print(f"wrote {path}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -210,7 +210,7 @@ def run_sweep(
     if grid.select_with:  # the selection axis: GEM's rule over every trial's proposals (benchmarks/run/compose.py)
         from modebench.benchmarks.run.compose import select_stored
 
-        select_stored(root, [m.name for m in grid.methods], grid.select_with, run_ids={r.run_id for r in runs},
+        select_stored(root, [m.name for m in grid.methods], grid.select_with, selector="gem", run_ids={r.run_id for r in runs},
                       episodes=grid.eval_episodes, device=grid.device or "auto", log=log)
     after = {r.run_id: r.status() for r in runs}
     summary.statuses = Counter(after.values())

@@ -8,8 +8,9 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-from modebench.analysis import budget
-from modebench.analysis.budget import (
+from modebench.benchmarks.store import RunStore
+from modebench.studies import budget
+from modebench.studies.budget import (
     budget_frame,
     config_sets,
     cross_selection_frame,
@@ -17,7 +18,6 @@ from modebench.analysis.budget import (
     expected_max_of_k,
     ucb_choices,
 )
-from modebench.benchmarks.store import RunStore
 
 
 def test_expected_max_of_k_by_hand_and_by_enumeration():
@@ -138,3 +138,18 @@ def test_tables_and_plots_are_written_from_a_store(tmp_path):
     plots = budget.write_plots(tmp_path, tmp_path / "plots", ["png"], reps=50)
     assert {p.name for p in plots} == {"cross_selection_toy.png", "online_budget_toy.png"}
     assert all(p.stat().st_size > 10_000 for p in plots)
+
+
+def test_tables_plots_and_report_commands_carry_the_study_writers(tmp_path):
+    """analysis cannot import the studies: the command-line root hands `tables`, `plots` and `report` their writers."""
+    from modebench.cli import build_parser
+
+    for r in cross_records():
+        RunStore(tmp_path, r["run_id"]).write_record({k: v for k, v in r.items() if k != "run_id"})
+    parser = build_parser()
+    for command in ("tables", "plots", "report"):
+        args = parser.parse_args([command])
+        written = [p.name for write in args.study_tables for p in write(tmp_path, tmp_path / command, log=print)]
+        assert "cross_selection_toy.md" in written, command
+        drawn = [p.name for write in args.study_plots for p in write(tmp_path, tmp_path / command, ["png"], log=print)]
+        assert "cross_selection_toy.png" in drawn, command

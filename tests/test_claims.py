@@ -11,7 +11,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from modebench.analysis.claims import (
+from modebench.studies.claims.catalog import CLAIMS, select_claims
+from modebench.studies.claims.probes import coverage, coverage_bound, mode_shares
+from modebench.studies.claims.render import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
@@ -21,14 +23,12 @@ from modebench.analysis.claims import (
     summarize,
     verdict,
 )
-from modebench.benchmarks.claims.catalog import CLAIMS, select_claims
-from modebench.benchmarks.claims.probes import coverage, coverage_bound, mode_shares
-from modebench.benchmarks.claims.runner import (
+from modebench.studies.claims.runner import (
     measurement_path,
     measurements_dir,
     run_claims,
 )
-from modebench.benchmarks.claims.spec import QUICK, Expect
+from modebench.studies.claims.spec import QUICK, Expect
 
 # ------------------------------------------------------------------ the rule, by hand
 

@@ -163,7 +163,7 @@ def test_mismatches_are_one_line_errors(runs, tmp_path, monkeypatch, capsys):
     _, r = runs
     drol, gem = str(r["drol"].checkpoint), str(r["gem"].checkpoint)
     cases = {
-        "must be a GEM checkpoint": (gem, drol),
+        "cannot score candidates; the selector must be a checkpoint of a method with select\\(\\) \\(gem\\)": (gem, drol),
         "differ in task": (drol, str(r["gem-sparse"].checkpoint)),
         "differ in data settings": (drol, str(r["gem-raw-obs"].checkpoint)),
     }
@@ -195,7 +195,7 @@ def test_mismatches_are_one_line_errors(runs, tmp_path, monkeypatch, capsys):
 
 def test_cross_pairs_match_task_data_seed_and_steps(runs, tmp_path):
     out, r = runs
-    pairs = cross_pairs(stored_runs(out), ["drol", "gem"])
+    pairs = cross_pairs(stored_runs(out), ["drol", "gem"], "gem")
     named = {(p.run_id, s.run_id) for p, s in pairs}
     assert (r["drol"].run_dir.name, r["gem"].run_dir.name) in named
     assert all(s.config["method"] == "gem" and p.pairing == s.pairing for p, s in pairs)
@@ -208,14 +208,14 @@ def test_cross_pairs_match_task_data_seed_and_steps(runs, tmp_path):
     default = StoredRun("drol-default", base.checkpoint, {**base.config, "suite_default": True})
     variant = StoredRun("drol-k1", base.checkpoint, {**base.config, "suite_default": False})
     gem_run = next(s for p, s in pairs if p.run_id == base.run_id)
-    assert [p.run_id for p, _ in cross_pairs([default, variant, gem_run], ["drol"])] == ["drol-default"]
+    assert [p.run_id for p, _ in cross_pairs([default, variant, gem_run], ["drol"], "gem")] == ["drol-default"]
     # two GEM runs that could both select for DROL: refused, not picked silently
     copy = tmp_path / "runs" / (r["gem"].run_dir.name + "-copy")
     shutil.copytree(r["gem"].run_dir, copy)
     shutil.copytree(r["drol"].run_dir, tmp_path / "runs" / r["drol"].run_dir.name)
     shutil.copytree(r["gem"].run_dir, tmp_path / "runs" / r["gem"].run_dir.name)
     with pytest.raises(ConfigError, match="2 gem runs share"):
-        cross_pairs(stored_runs(tmp_path), ["drol"])
+        cross_pairs(stored_runs(tmp_path), ["drol"], "gem")
 
 
 def test_select_stored_and_the_grid_axis(runs):
@@ -225,10 +225,10 @@ def test_select_stored_and_the_grid_axis(runs):
 
     out, r = runs
     lines = []
-    assert select_stored(out, ["drol"], {"N": ["2"]}, run_ids={r["drol"].run_dir.name}, episodes=3, device="cpu", log=lines.append) == 1
+    assert select_stored(out, ["drol"], {"N": ["2"]}, selector="gem", run_ids={r["drol"].run_dir.name}, episodes=3, device="cpu", log=lines.append) == 1
     assert any("drol toy/four-goal seed 0 N=2 normalized_score" in x for x in lines)
     with pytest.raises(ConfigError, match="no proposer run"):
-        select_stored(out, ["fql"], {"N": ["2"]}, device="cpu", log=lines.append)
+        select_stored(out, ["fql"], {"N": ["2"]}, selector="gem", device="cpu", log=lines.append)
     assert load_grid("cross_selection").select_with == {"N": [0, 1, 16, 64, 256]}
 
 

@@ -21,14 +21,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("algorithms", "benchmarks", "sweeps", "analysis", "modebench", "perf")
+PARTS = ("algorithms", "benchmarks", "sweeps", "analysis", "studies", "modebench", "perf")
 FORBIDDEN = {
-    "algorithms": ("benchmarks", "sweeps", "analysis", "modebench", "perf"),
-    "benchmarks": ("sweeps", "analysis", "modebench", "perf"),
-    "sweeps": ("analysis", "modebench"),
+    "algorithms": ("benchmarks", "sweeps", "analysis", "studies", "modebench", "perf"),
+    "benchmarks": ("sweeps", "analysis", "studies", "modebench", "perf"),
+    "sweeps": ("analysis", "studies", "modebench"),
+    "analysis": ("studies", "modebench"),
+    "studies": ("modebench", "perf"),
 }
 ANALYSIS_MAY_IMPORT = ("benchmarks.store",)
-MAPPED_PARTS = ("algorithms", "benchmarks", "sweeps", "analysis")  # installed as modebench.<part> (pyproject.toml)
+MAPPED_PARTS = ("algorithms", "benchmarks", "sweeps", "analysis", "studies")  # installed as modebench.<part> (pyproject.toml)
 DYNAMIC_IMPORT_ALLOWED = {"algorithms/registry.py"}
 
 

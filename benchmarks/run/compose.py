@@ -1,31 +1,28 @@
-"""Candidate selection as a composition at evaluation time: one method proposes, GEM selects.
+"""Candidate selection as a composition at evaluation time: one method proposes, another selects.
 
 `modebench eval --checkpoint PROPOSER --select-with SELECTOR [--knob N=1,16] [--knob lambda=...]`
-evaluates the policy whose candidate set per state is
+evaluates the policy that scores the PROPOSER's candidates (its own action and `propose(s, N)`
+samples) by the SELECTOR's rule. Both are reached through the plugin interface only
+(algorithms/base.py): the proposer through `can_propose` / `propose` / `own_action`, the selector
+through `can_select` / `selection_candidates` / `select` (GEM is the one method that scores
+candidates today: LCB over its critic ensemble, z-scored support under its behaviour density; see
+its docstrings for the candidate set and why GEM selecting for itself is GEM, bitwise). The core
+never names or imports a method.
 
-    C(s) = {a_0} + {a_1..a_N},  a_0 = the proposer's own action (`own_action`: its `act`, or
-                                 GEM's anchor mu_{k*}(s) for a GEM proposer), a_i ~ proposer.propose(s, N)
-
-scored by the SELECTOR's rule, `GEM.select`: LCB over its critic ensemble, z-scored support
-under its behaviour density mu_phi with the cosine w_p schedule over the task's horizon, top-k
-mean. GEM's own `act` runs the same `select` on its own candidates, so with a GEM checkpoint as
-both proposer and selector the composition is GEM (bitwise); N = 0 is the proposer alone.
-
-The knobs are the selector's (GEMKnobs, defaults = the selector run's own knobs): N, lambda,
-w_end, use_pw, k_smooth, support_mode; anchor is 'mode' (the proposer's own action) or 'off'.
-The proposer acts and proposes with its run's own knobs. Both checkpoints must come from the same
+The knobs are the selector's (its knobs class, defaults = the selector run's own knobs); the
+proposer acts and proposes with its run's own knobs. Both checkpoints must come from the same
 task, data settings and observation normaliser (the selector's networks read the same inputs).
 
 Records go into the PROPOSER's run folder with source 'select'. Their knobs are the proposer's
 own plus {"selection": {"selector": <selector run id>, <every selection knob>}}, so they never
 pass for the proposer's own-knob evaluations in the main tables; the top-level `selection` entry
-names both checkpoints (run ids and paths). `modebench cross-select` runs the composition for
-every proposer x matching GEM run of a results store (analysis/budget.py renders the table).
+names both checkpoints (run ids and paths). `select_stored` runs the composition for every
+proposer run x matching selector run of a results store (the `cross-select` study,
+studies/cross_select.py, and a sweep grid's select_with axis; studies/budget.py renders the table).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +33,6 @@ import numpy as np
 import torch
 from modebench.algorithms.base import ActOutput, Algorithm
 from modebench.algorithms.config import ConfigError, to_dict
-from modebench.algorithms.gem import GEM, GEMKnobs
 from modebench.benchmarks.run.evaluation import evaluate
 from modebench.benchmarks.run.spec import record_fields
 from modebench.benchmarks.run.train import (
@@ -50,8 +46,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 SOURCE = "select"  # the `source` of a composed evaluation's record
-PROPOSERS = ("gem", "lom", "drol", "isep", "isep-fm", "fql")  # cross-select's default proposers
-CROSS_N = (0, 1, 16, 64, 256)  # cross-select's default candidate budgets (0: the proposer alone)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -63,15 +57,15 @@ def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 
 def check_compatible(proposer: LoadedRun, selector: LoadedRun) -> None:
-    """One ConfigError line when the selector is not GEM, the proposer cannot propose, or the two
-    checkpoints differ in task, dataset, data settings, observation normaliser or action box."""
+    """One ConfigError line when the selector cannot score candidates, the proposer cannot propose,
+    or the two checkpoints differ in task, dataset, data settings, observation normaliser or action box."""
     sel, prop = f"--select-with {selector.path}", f"--checkpoint {proposer.path}"
-    if not isinstance(selector.algorithm, GEM):
-        raise ConfigError(f"{sel} is a {selector.run['method']} checkpoint; the selector must be a GEM checkpoint "
-                          "(its critic ensemble and behaviour density score the candidates)")
+    if not type(selector.algorithm).can_select:
+        raise ConfigError(f"{sel} is a {selector.run['method']} checkpoint, which cannot score candidates; the selector "
+                          f"must be a checkpoint of a method with select() ({', '.join(methods_that('can_select'))})")
     if not type(proposer.algorithm).can_propose:
         raise ConfigError(f"{prop} is a {proposer.run['method']} checkpoint, which cannot propose candidate actions; "
-                          "give a checkpoint of a method with propose() (gem, lom, drol, isep, isep-fm, fql)")
+                          f"give a checkpoint of a method with propose() ({', '.join(methods_that('can_propose'))})")
     checks = [
         ("task", proposer.run["task"]["id"], selector.run["task"]["id"]),
         ("dataset", proposer.run["dataset_name"], selector.run["dataset_name"]),
@@ -81,34 +75,31 @@ def check_compatible(proposer: LoadedRun, selector: LoadedRun) -> None:
     ]
     for what, mine, theirs in checks:
         if not _same(mine, theirs):
-            raise ConfigError(f"{prop} and {sel} differ in {what} ({mine} vs {theirs}); the selector must be a GEM run "
+            raise ConfigError(f"{prop} and {sel} differ in {what} ({mine} vs {theirs}); the selector must be a run "
                               "trained on the proposer's task with the same data settings")
     p, s = proposer.normalizer, selector.normalizer
     if not (_same_array(np.asarray(p.mean), np.asarray(s.mean)) and _same_array(np.asarray(p.std), np.asarray(s.std))):
         raise ConfigError(f"{prop} and {sel} normalise observations differently (another dataset or normalize_obs "
-                          "setting); the selector must be a GEM run trained on the proposer's data")
+                          "setting); the selector must be a run trained on the proposer's data")
     if not (_same_array(proposer.action_low, selector.action_low) and _same_array(proposer.action_high, selector.action_high)):
-        raise ConfigError(f"{prop} and {sel} map actions to different boxes; the selector must be a GEM run on the proposer's data")
+        raise ConfigError(f"{prop} and {sel} map actions to different boxes; the selector must be a run on the proposer's data")
     if proposer.algorithm.device != selector.algorithm.device:
         raise ConfigError(f"{prop} and {sel} were loaded on different devices ({proposer.algorithm.device} vs {selector.algorithm.device})")
 
 
-def check_selection_knobs(knobs: GEMKnobs) -> None:
-    """The GEM knobs that mean something else when another method proposes."""
-    if knobs.candidate_source != "actor":
-        raise ConfigError("candidate_source=behavior samples the selector's behaviour density, not the proposer; with "
-                          "--select-with the candidates are the proposer's: leave candidate_source at actor")
-    if knobs.anchor == "bary":
-        raise ConfigError("anchor=bary is GEM's barycentre of its own actor; with --select-with the anchor is the proposer's "
-                          "own action: use anchor=mode (the default) or anchor=off")
+def methods_that(capability: str) -> list[str]:
+    """The registered base methods whose class has `capability` (a class flag of the plugin interface)."""
+    from modebench.algorithms.registry import METHODS
+
+    return [name for name, entry in METHODS.items() if entry.is_base and getattr(entry.load(), capability)]
 
 
 class SelectedProposals(nn.Module):
     """The proposer's candidates scored by the selector's rule: a policy `evaluate` can run.
 
-    `act(obs, t, knobs)` takes the selector's knobs (GEMKnobs); the proposer uses `proposer_knobs`."""
+    `act(obs, t, knobs)` takes the selector's knobs; the proposer uses `proposer_knobs`."""
 
-    def __init__(self, proposer: Algorithm, selector: GEM, proposer_knobs: Any = None):
+    def __init__(self, proposer: Algorithm, selector: Algorithm, proposer_knobs: Any = None):
         super().__init__()
         self.proposer = proposer
         self.selector = selector
@@ -116,38 +107,34 @@ class SelectedProposals(nn.Module):
         self.spec = selector.spec
         self.device = selector.device
 
-    def default_knobs(self) -> GEMKnobs:
+    def default_knobs(self) -> Any:
         return self.selector.default_knobs()
 
     @torch.no_grad()
-    def candidates(self, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs) -> torch.Tensor:
-        """{a_0 = the proposer's own action} + N proposals, clipped to the action box, [B, |C|, d]."""
-        parts = []
-        if knobs.anchor != "off":
-            parts.append(self.proposer.own_action(obs, t, self.proposer_knobs).unsqueeze(1))
-        if knobs.N > 0:
-            parts.append(self.proposer.propose(obs, knobs.N))
-        return torch.cat(parts, dim=1).clamp(-1.0, 1.0)
+    def candidates(self, obs: torch.Tensor, t: torch.Tensor, knobs: Any) -> torch.Tensor:
+        """The candidate set the selector builds from the proposer's actions, [B, |C|, d]."""
+        return self.selector.selection_candidates(self.proposer, obs, t, self.proposer_knobs, knobs)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs | None = None) -> ActOutput:
+    def act(self, obs: torch.Tensor, t: torch.Tensor, knobs: Any = None) -> ActOutput:
         knobs = knobs if knobs is not None else self.default_knobs()
         return self.selector.select(obs, t, self.candidates(obs, t, knobs), knobs)
 
 
-def selection_settings(selector: LoadedRun, knob_grid: dict[str, list[Any]] | None) -> list[GEMKnobs]:
+def selection_settings(selector: LoadedRun, knob_grid: dict[str, list[Any]] | None) -> list[Any]:
     """The selector run's own knobs, varied over the grid (`--knob N=1,16 --knob lambda=0,1`)."""
     base = to_dict(selector.knobs)
+    algorithm = selector.algorithm
     settings = knob_settings(
-        GEMKnobs, base, knob_grid, "selection knob",
-        lambda unknown: f"unknown selection knob(s) {unknown}; with --select-with the knobs are GEM's: {sorted(base)} "
-                        "(lambda = lcb_lambda)")
+        type(algorithm).knobs_class, base, knob_grid, "selection knob",
+        lambda unknown: f"unknown selection knob(s) {unknown}; with --select-with the knobs are the selector's "
+                        f"({selector.run['method']}): {sorted(base)}")
     for knobs in settings:
-        check_selection_knobs(knobs)
+        algorithm.check_selection_knobs(knobs)
     return settings
 
 
-def selection_record_knobs(proposer: LoadedRun, selector: LoadedRun, knobs: GEMKnobs) -> dict[str, Any]:
+def selection_record_knobs(proposer: LoadedRun, selector: LoadedRun, knobs: Any) -> dict[str, Any]:
     """The record's knobs: the proposer's own plus the selection (selector run id and every knob)."""
     return {**to_dict(proposer.knobs), "selection": {"selector": selector.run_id, **to_dict(knobs)}}
 
@@ -221,7 +208,7 @@ def stored_runs(root: str | Path) -> list[StoredRun]:
     return out
 
 
-def cross_pairs(runs: list[StoredRun], proposers: list[str], selector: str = "gem",
+def cross_pairs(runs: list[StoredRun], proposers: list[str], selector: str,
                 suite: str | None = None) -> list[tuple[StoredRun, StoredRun]]:
     """(proposer run, selector run) pairs: every run of a proposer method with the selector-method
     run on the same task, dataset, data settings, protocol, seed and number of updates; where a
@@ -247,46 +234,25 @@ def cross_pairs(runs: list[StoredRun], proposers: list[str], selector: str = "ge
     return pairs
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("cross-select", help="every stored proposer's checkpoint with GEM's selection at several N (no retraining)")
-    p.add_argument("--root", default=None, help="results store to read and write (default: results/ or $MODEBENCH_RESULTS)")
-    p.add_argument("--suite", default=None, help="only runs of this suite (default: all)")
-    p.add_argument("--proposers", default=",".join(PROPOSERS), help=f"comma-separated methods (default {','.join(PROPOSERS)})")
-    p.add_argument("--knob", action="append", metavar="NAME=V1,V2,...",
-                   help=f"selection knob grid (default N={','.join(map(str, CROSS_N))}; the selector run's own knobs otherwise)")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per setting (default: the task's)")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(handler=cmd_cross_select)
-
-
-def select_stored(root: str | Path, proposers: list[str], grid: dict[str, list[Any]], *, suite: str | None = None,
+def select_stored(root: str | Path, proposers: list[str], grid: dict[str, list[Any]], *, selector: str, suite: str | None = None,
                   run_ids: set[str] | None = None, episodes: int | None = None, device: str = "auto",
                   log: Callable[[str], None] = print) -> int:
-    """Every stored proposer run under `root` (of `suite`, among `run_ids` when given) with GEM's
-    selection at each setting of `grid`; settings already recorded are kept. Returns the pairs."""
+    """Every stored proposer run under `root` (of `suite`, among `run_ids` when given) with the
+    selection of the `selector` method's run beside it at each setting of `grid`; settings already
+    recorded are kept. Returns the number of pairs."""
     import time
 
-    pairs = [(p, s) for p, s in cross_pairs(stored_runs(root), proposers, suite=suite) if run_ids is None or p.run_id in run_ids]
+    pairs = [(p, s) for p, s in cross_pairs(stored_runs(root), proposers, selector, suite=suite)
+             if run_ids is None or p.run_id in run_ids]
     if not pairs:
-        raise ConfigError(f"no proposer run under {root}/ has a gem run with the same task, data, seed and steps; "
-                          f"train both first (e.g. `modebench bench --suite toy --methods gem,{proposers[0]}`)")
+        raise ConfigError(f"no proposer run under {root}/ has a {selector} run with the same task, data, seed and steps; "
+                          f"train both first (e.g. `modebench bench --suite toy --methods {selector},{proposers[0]}`)")
     start = time.perf_counter()
-    for proposer, selector in tqdm(pairs, desc="cross-select"):
-        for record in evaluate_selection(proposer.checkpoint, selector.checkpoint, grid, episodes, out=root, device=device,
+    for proposer, selector_run in tqdm(pairs, desc="cross-select"):
+        for record in evaluate_selection(proposer.checkpoint, selector_run.checkpoint, grid, episodes, out=root, device=device,
                                          skip_stored=True):
             n = record["selection"]["knobs"]["N"]
             log(f"{record['method']} {record['task']} seed {record['seed']} N={n} normalized_score {record['normalized_score']:.4f}")
     log(f"cross-select: {len(pairs)} proposer runs x {len(expand_grid(grid))} settings (stored ones kept) in "
         f"{time.perf_counter() - start:.0f} s -> {root}/")
     return len(pairs)
-
-
-def cmd_cross_select(args: argparse.Namespace) -> int:
-    from modebench.benchmarks.cli import parse_knob_grid
-    from modebench.benchmarks.store import DEFAULT_ROOT
-
-    proposers = [m.strip() for m in args.proposers.split(",") if m.strip()]
-    grid = parse_knob_grid(args.knob) if args.knob else {"N": [str(n) for n in CROSS_N]}
-    select_stored(Path(args.root) if args.root else DEFAULT_ROOT, proposers, grid, suite=args.suite, episodes=args.episodes,
-                  device=args.device)
-    return 0

@@ -6,5 +6,5 @@ toy suite, one measurement record per (claim, seed) in the results store.
     probes.py   direct probes of a trained checkpoint (mode shares, coverage, disagreement)
     runner.py   train the declared runs, measure, write the records
 
-analysis/claims.py renders results/claims.md and claims.csv from the records alone.
+studies/claims/render.py renders results/claims.md and claims.csv from the records alone.
 """

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from modebench.benchmarks.claims.probes import coverage, coverage_bound, mode_shares
-from modebench.benchmarks.claims.spec import Claim, Expect, Measurement, Run, Trial
 from modebench.benchmarks.tasks.toy import (
     MODE_RADIUS,
     FourGoalBandit,
     SparseOptimumBandit,
 )
+from modebench.studies.claims.probes import coverage, coverage_bound, mode_shares
+from modebench.studies.claims.spec import Claim, Expect, Measurement, Run, Trial
 
 TIE = 2.0  # normalised-score points within which two policies count as equally good (evaluation noise)
 MODE_SHARE = 0.05  # a mode is used by a policy when at least this share of its actions lands in the mode

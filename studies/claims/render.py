@@ -1,5 +1,5 @@
 """The claims report: results/claims.md and claims.csv, rendered from the claim-measurement
-records alone (`kind: "claim"`, one per claim and seed; benchmarks/claims writes them).
+records alone (`kind: "claim"`, one per claim and seed; studies/claims/runner.py writes them).
 
 Per claim: the mean of the seeds' numbers with a 95% Student-t interval for the mean
 (scipy.stats.t; a single seed has no interval), and a verdict from one rule:

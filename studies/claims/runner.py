@@ -7,7 +7,7 @@ Layout under the results root:
     claims/measurements/<claim>__<scale>__seed<s>.json        one measurement record, `kind: "claim"`
 
 A measurement record carries the claim's metadata, the seed's number and the numbers behind it,
-the run ids it read and the command that reproduces it, so analysis/claims.py renders the report
+the run ids it read and the command that reproduces it, so studies/claims/render.py renders the report
 from these records alone. Runs already in the store are not trained again (the core resumes or
 skips them by run id); measurements are always taken again.
 """
@@ -20,8 +20,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from modebench.benchmarks.claims.catalog import claim_names, select_claims
-from modebench.benchmarks.claims.spec import (
+from modebench.benchmarks.run.workers import stop_workers, worker_pool
+from modebench.benchmarks.store import SCHEMA_VERSION, atomic_write_json, git_revision
+from modebench.studies.claims.catalog import claim_names, select_claims
+from modebench.studies.claims.spec import (
     FULL,
     QUICK,
     Claim,
@@ -29,8 +31,6 @@ from modebench.benchmarks.claims.spec import (
     Trial,
     resolve_spec,
 )
-from modebench.benchmarks.run.workers import stop_workers, worker_pool
-from modebench.benchmarks.store import SCHEMA_VERSION, atomic_write_json, git_revision
 
 CLAIMS_DIR = "claims"
 MEASUREMENTS_DIR = "measurements"

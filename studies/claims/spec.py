@@ -4,11 +4,11 @@ that turns one seed's runs into one number, with the direction the paper says it
 A claim's experiment runs through the core's public API only: `resolve_run` + `train` for each
 run it declares (trained once per seed and shared by every claim that declares the same run;
 the store's run ids make a re-run resume or skip), `evaluate_checkpoint` for knob settings read
-from one checkpoint, and `Probe` (benchmarks/claims/probes.py) for quantities that are not an
+from one checkpoint, and `Probe` (studies/claims/probes.py) for quantities that are not an
 evaluation score (candidate sets, critic disagreement, dataset returns).
 
 The verdict is not decided here: a measurement record carries the number and the expectation,
-and analysis/claims.py applies the one rule to the interval over seeds.
+and studies/claims/render.py applies the one rule to the interval over seeds.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class Trial:
 
     def probe(self, name: str):
         if name not in self._probes:
-            from modebench.benchmarks.claims.probes import Probe
+            from modebench.studies.claims.probes import Probe
 
             self._probes[name] = Probe(self.result(name).checkpoint, seed=self.seed, device=self.device)
         return self._probes[name]
