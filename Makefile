@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GRID ?= ci_toy
 ADDRESS ?=
 
-.PHONY: docs datasets generate setup test test-slow mutants bench claims lint speed perf-seeds d3rlpy-venv tables plots profile report sweep clean
+.PHONY: docs datasets generate setup test test-slow mutants bench claims lint speed perf-seeds d3rlpy-venv jax-venv parity tables plots profile report sweep clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ d3rlpy-venv: .venv-d3rlpy/bin/python  ## d3rlpy 2.8.1 in its own venv (it pins g
 .venv-d3rlpy/bin/python:
 	$(PYTHON) -m venv .venv-d3rlpy
 	.venv-d3rlpy/bin/pip install --quiet torch==2.13.0 d3rlpy==2.8.1
+
+# The authors' JAX code (seohongpark/fql, muzhancun/DROL) needs its own venv: jax 0.4.30 is the
+# last line whose flax / distrax / tensorflow-probability releases still run their flax.linen code.
+JAX_PINS := "jax[cpu]==0.4.30" flax==0.8.5 optax==0.2.3 distrax==0.1.5 chex==0.1.86 tensorflow-probability==0.24.0 ml_collections==0.1.1 jaxtyping==0.2.34 numpy==1.26.4 scipy==1.13.1
+jax-venv: .venv-jax/bin/python  ## the authors' JAX references' environment (pinned jax[cpu], flax, optax, distrax, ml_collections, jaxtyping; the harness runs in .venv)
+.venv-jax/bin/python:
+	$(PYTHON) -m venv .venv-jax
+	.venv-jax/bin/pip install --quiet $(JAX_PINS)
+
+parity: setup jax-venv  ## ours vs the authors' code: one-update parity, 100-update drift, throughput (make parity FQL_REPO=dir DROL_REPO=dir IQL_REPO=dir LOM_REPO=dir)
+	$(PY) -m parity $(if $(FQL_REPO),--fql-repo $(FQL_REPO)) $(if $(DROL_REPO),--drol-repo $(DROL_REPO)) $(if $(IQL_REPO),--iql-repo $(IQL_REPO)) $(if $(LOM_REPO),--lom-repo $(LOM_REPO)) --compile --verbose
 
 speed: setup d3rlpy-venv  ## training updates/s of every method vs d3rlpy's IQL, same data, same run
 	$(PY) -m perf.speed --d3rlpy-python .venv-d3rlpy/bin/python --compile

@@ -1,0 +1,175 @@
+"""Ours next to the authors' own code: one-update parity, 100-update drift, throughput side by side.
+
+    python -m parity --fql-repo ../refs/fql --drol-repo ../refs/DROL [--jax-python .venv-jax/bin/python]
+                     [--updates 100] [--compile] [--device cpu|cuda] [--out results/parity]
+
+For each method whose repository is given: the reference agent is built by its own code
+(`get_config()` with one task's published values) in the reference interpreter (`make jax-venv`),
+its initial weights are copied into ours, both take the same batches and the same random draws,
+and every loss term, gradient, one-step parameter and the actions of `act` are compared
+(parity/harness.py says how; the tolerance is 1e-5 relative). Then the same for `--updates`
+updates: the drift. Then training throughput, ours and theirs in alternating blocks (perf/speed.py's
+`measure` and block protocol), same shapes, one thread each. One line per method; exit 0 when all hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from parity.harness import (
+    LOSS_TOLERANCE,
+    MethodSpec,
+    ParityResult,
+    check,
+    reference_env,
+)
+from parity.methods import METHODS
+
+
+class UsageError(ValueError):
+    """A bad command line: one line naming the problem and the fix (exit 2)."""
+
+
+def repository_commit(repo: Path) -> str:
+    """The checkout's commit (git rev-parse HEAD)."""
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UsageError(f"{repo} is not a git checkout (git rev-parse HEAD failed): pass a clone of the authors' repository")
+    return proc.stdout.strip()
+
+
+def reference_server(python: str, repo: Path, spec: MethodSpec, dataset, threads: int):
+    """The authors' jitted agent in its own interpreter, one timed block on request (perf/speed.py's
+    D3rlpyIQL protocol: "N" in, "MODEBENCH <updates/s>" out)."""
+    from perf.speed import D3rlpyIQL
+
+    class ReferenceServer(D3rlpyIQL):
+        def __init__(self):
+            self._tmp = tempfile.TemporaryDirectory()
+            path = Path(self._tmp.name) / "data.npz"
+            np.savez(path, observations=dataset.observations, actions=dataset.actions, rewards=dataset.rewards,
+                     terminals=dataset.terminals.astype(np.float32), next_observations=dataset.next_observations)
+            self._stderr = open(Path(self._tmp.name) / "stderr.txt", "w+")  # noqa: SIM115 - closed in close()
+            script = Path(__file__).with_name("reference_jax.py")
+            self.process = subprocess.Popen(
+                [python, str(script), "serve", str(repo), spec.reference_module, spec.reference_class, str(path), "{}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=reference_env(threads))
+            self._answer()
+
+    return ReferenceServer()
+
+
+def throughput(spec: MethodSpec, python: str, repo: Path, updates: int, repeats: int, device: str,
+               compiled: bool) -> dict[str, float]:
+    """Median over paired blocks of ours / theirs updates/s: eager, and compiled when asked."""
+    import torch
+
+    from perf.speed import measure, synthetic_dataset
+
+    torch.set_num_threads(1)
+    dataset = synthetic_dataset()
+    server = reference_server(python, repo, spec, dataset, threads=1)
+    ratios: dict[str, float] = {}
+    try:
+        for variant in (["eager", "compiled"] if compiled else ["eager"]):
+            ours, theirs = measure(spec.name, dataset, updates, repeats, torch.device(device), variant == "compiled",
+                                   lambda: {"theirs": server.block(updates)})
+            ratios[variant] = statistics.median(a / b for a, b in zip(ours, theirs["theirs"]))
+            ratios[f"{variant} ours"] = statistics.median(ours)
+            ratios[f"{variant} theirs"] = statistics.median(theirs["theirs"])
+    finally:
+        server.close()
+    return ratios
+
+
+def verdict_line(spec: MethodSpec, commit: str, result: ParityResult, ratios: dict[str, float] | None) -> str:
+    _, worst = result.comparison.worst()
+    line = (f"parity {spec.name.upper()} vs {spec.owner_repo}@{commit[:7]}: max relative difference {worst:.1e} "
+            f"over {len(result.comparison.rows)} tensors (tolerance {LOSS_TOLERANCE:.0e}): "
+            f"{'holds' if result.holds() else 'fails'}")
+    if ratios is not None:
+        line += f"; throughput ours/theirs {ratios['eager']:.2f}"
+        if "compiled" in ratios:
+            line += f" (compiled {ratios['compiled']:.2f})"
+    return line
+
+
+def details(result: ParityResult) -> list[str]:
+    """The figures docs/parity.md tabulates."""
+    out = []
+    for prefix in ("loss", "grad", "param", "act"):
+        name, worst = result.comparison.worst(prefix)
+        out.append(f"  {prefix:5s} {result.comparison.count(prefix):3d} tensors, worst {worst:.1e} ({name})")
+    out.append(f"  one-step parameter entries left out as ill-conditioned (harness.well_conditioned): "
+               f"{result.comparison.ill_conditioned}")
+    for name, value in sorted(result.listed.rows.items(), key=lambda kv: -kv[1])[:1]:
+        out.append(f"  listed difference, worst: {value:.1e} ({name})")
+    name, worst = result.drift.worst()
+    out.append(f"  drift after {result.updates} updates: parameters {worst:.1e} ({name}); loss terms "
+               + ", ".join(f"{k} {v:.1e}" for k, v in sorted(result.loss_drift.items())))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modebench.benchmarks.run.workers import keep_freed_memory
+
+    keep_freed_memory()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name in METHODS:
+        parser.add_argument(f"--{name}-repo", type=Path, default=None, help=f"a checkout of {METHODS[name].owner_repo}")
+    parser.add_argument("--jax-python", default=".venv-jax/bin/python", help="the reference interpreter (make jax-venv)")
+    parser.add_argument("--updates", type=int, default=100, help="updates of the drift run")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--throughput-updates", type=int, default=30, help="updates per timed block (0: no throughput)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed blocks per side")
+    parser.add_argument("--compile", action="store_true", help="also time ours with its loss pass compiled")
+    parser.add_argument("--device", default="cpu", help="our device for the throughput blocks (the JAX reference is jax[cpu])")
+    parser.add_argument("--verbose", action="store_true", help="per-kind worst tensors and the drift")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"parity: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda but torch sees no CUDA device: run on a machine with a GPU or pass --device cpu")
+    chosen = {name: getattr(args, f"{name}_repo") for name in METHODS if getattr(args, f"{name}_repo") is not None}
+    if not chosen:
+        raise UsageError("no reference checkout given: pass " + " ".join(f"--{n}-repo DIR" for n in METHODS))
+    if not Path(args.jax_python).exists():
+        raise UsageError(f"reference interpreter {args.jax_python} not found: run `make jax-venv`")
+    torch.set_num_threads(1)
+    all_hold = True
+    for name, repo in chosen.items():
+        spec = METHODS[name]
+        if not (repo / spec.reference_module.replace(".", "/")).with_suffix(".py").exists():
+            raise UsageError(f"{repo} has no {spec.reference_module.replace('.', '/')}.py: pass a checkout of {spec.owner_repo}")
+        commit = repository_commit(repo)
+        result = check(spec, args.jax_python, str(repo.resolve()), updates=args.updates, batch=args.batch)
+        ratios = None
+        if args.throughput_updates > 0:
+            ratios = throughput(spec, args.jax_python, repo.resolve(), args.throughput_updates, args.repeats,
+                                args.device, args.compile)
+        print(verdict_line(spec, commit, result, ratios), flush=True)
+        if args.verbose:
+            print("\n".join(details(result)))
+            if ratios is not None:
+                print("  updates/s " + ", ".join(f"{k} {v:.1f}" for k, v in ratios.items() if " " in k))
+        all_hold &= result.holds()
+    return 0 if all_hold else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
