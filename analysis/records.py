@@ -35,6 +35,7 @@ older record lacks (the store marks them, see benchmarks/store.py) are handled s
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,14 @@ SCALARS = [
 ]
 META = ["config_hash", "git_revision", "device", "timestamp", "schema_version", "eval_seed", "path"]
 KEYS = ["knob_key", "config_key", "run_knob_key", "is_run_knobs", "setting", "task_order", "task_default", "suite_default"]
-NESTED = ("knobs", "config", "audits", "training_metrics", "episodes", "missing_fields", "data", "default_knobs")
+NESTED = ("knobs", "config", "audits", "training_metrics", "episodes", "missing_fields", "data", "default_knobs",
+          "default_run", "provenance", "normaliser", "fit_phases", "observation_layout")
+# what analysis derives per record (load_records), each from the record alone
+DERIVED = ["eval_episodes", "cell_steps", "cell_episodes", "commit", "status", "normaliser_kind", "normaliser_key",
+           "unconverged_fits"]
+NORMALISER_LABELS = {"d4rl": "D4RL refs", "minari": "Minari refs", "ogbench-success": "success %", "toy": "toy refs",
+                     "user": "user refs"}
+UNKNOWN_NORMALISER = "normaliser unknown"
 
 
 def default_root() -> Path:
@@ -98,7 +106,46 @@ def _flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row["knob_key"] = canonical(knobs)
     row["config_key"] = canonical(config)
     row["path"] = str(path)
+    row.update(_derived(record, row["n_episodes"]))
     return row
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _derived(record: dict[str, Any], n_episodes: int) -> dict[str, Any]:
+    """The DERIVED columns of one record:
+
+    - eval_episodes: the record's field, else the length of its episode list (records before v3);
+    - cell_steps / cell_episodes: the protocol's own length for the run (`default_run`), NaN
+      where the record predates it;
+    - commit: provenance's git commit (+dirty), else the older `git_revision` field;
+    - status: the record's, else "non_finite" when its normalised score is not a finite number;
+    - normaliser_kind / normaliser_key: how the score was normalised (kind, and kind with the
+      reference returns, which must agree for scores to be compared); "" where not recorded;
+    - unconverged_fits: the fields of fit phases that ended unconverged, comma-separated."""
+    episodes = record.get("eval_episodes")
+    default_run = record.get("default_run") if isinstance(record.get("default_run"), dict) else {}
+    provenance = record.get("provenance") if isinstance(record.get("provenance"), dict) else {}
+    commit = provenance.get("git_commit")
+    if isinstance(commit, str):
+        commit += "+dirty" if provenance.get("git_dirty") else ""
+    else:
+        commit = record.get("git_revision") if isinstance(record.get("git_revision"), str) else None
+    commit = None if commit in (None, "unknown") else commit
+    status = record.get("status")
+    if status not in ("ok", "non_finite"):
+        status = "ok" if math.isfinite(_number(record.get("normalized_score"))) else "non_finite"
+    normaliser = record.get("normaliser") if isinstance(record.get("normaliser"), dict) else {}
+    kind = str(normaliser.get("kind") or "")
+    key = canonical([kind, normaliser.get("ref_min"), normaliser.get("ref_max")]) if kind else ""
+    phases = record.get("fit_phases") if isinstance(record.get("fit_phases"), list) else []
+    unconverged = [str(p.get("field") or p.get("name")) for p in phases if isinstance(p, dict) and p.get("converged") is False]
+    return {"eval_episodes": episodes if isinstance(episodes, int) else (n_episodes or math.nan),
+            "cell_steps": _number(default_run.get("steps")), "cell_episodes": _number(default_run.get("eval_episodes")),
+            "commit": commit, "status": status, "normaliser_kind": kind, "normaliser_key": key,
+            "unconverged_fits": ", ".join(unconverged)}
 
 
 def _setting_label(knobs: dict[str, Any], run_knobs: dict[str, Any] | None) -> str:
@@ -113,7 +160,7 @@ def load_records(root: str | Path | None = None) -> pd.DataFrame:
     root = Path(root) if root is not None else default_root()
     raw = list(iter_stored(root, "evaluation"))
     if not raw:
-        return pd.DataFrame(columns=IDENTITY + SCALARS + META + KEYS)
+        return pd.DataFrame(columns=IDENTITY + SCALARS + META + KEYS + DERIVED)
     configs: dict[Path, dict[str, Any] | None] = {}  # records folder -> its run's config.json (read once per run)
     for path, _ in raw:
         if path.parent not in configs:
@@ -151,6 +198,10 @@ def load_records(root: str | Path | None = None) -> pd.DataFrame:
     for column in IDENTITY + SCALARS + META + KEYS:
         if column not in frame:
             frame[column] = np.nan
+    # a fit phase ends once per run and only its training records carry the report: mark every
+    # record of the run (a knob grid evaluated later on its checkpoint has the same fitted model)
+    fits = frame.groupby("run_id")["unconverged_fits"].agg(lambda v: ", ".join(sorted({f for x in v if x for f in x.split(", ")})))
+    frame["unconverged_fits"] = frame["run_id"].map(fits)
     frame["seed"] = frame["seed"].astype("int64")
     frame["step"] = frame["step"].astype("int64")
     frame["task_default"] = frame["task_default"].fillna(False).astype(bool)
@@ -324,3 +375,69 @@ def main_runs(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = pd.concat(keep).sort_index()
     out.attrs.update(scores.attrs)
     return out, notes
+
+
+# ------------------------------------------------------------------ table membership by run length
+
+
+@dataclass
+class Membership:
+    """The records that enter the tables and plots, and what was set apart.
+
+    A cell (protocol, method, task) holds only runs of the protocol's own length for that method
+    and task and evaluations over its own episode count: `cell_steps` / `cell_episodes` of the
+    records (`default_run`, written from the protocol by the run). For records that predate the
+    field, the cell's length is the (steps, episodes) most of its runs have (ties: the longer
+    run, then more episodes), and `notes` say so. Everything else (a `--steps 200` try, a
+    re-evaluation over other episodes) is never averaged in: `left_out` lists it, one row per
+    (run, episode count), with the cell length it missed."""
+
+    kept: pd.DataFrame
+    left_out: pd.DataFrame
+    notes: list[str]
+
+
+LEFT_OUT_COLUMNS = ["protocol", "method", "task", "seed", "run_id", "total_steps", "eval_episodes", "cell_steps",
+                    "cell_episodes", "records", "final_step", "final_score"]
+
+
+def _cell_length(group: pd.DataFrame) -> tuple[float, float, bool]:
+    """(steps, episodes, recorded) of one cell: what its records say the protocol runs (the newest
+    record's word where they differ), else the length most of its runs have."""
+    stated = group[group["cell_steps"].notna()]
+    if not stated.empty:
+        newest = stated.sort_values("timestamp", kind="stable").iloc[-1]
+        return float(newest["cell_steps"]), float(newest["cell_episodes"]), True
+    runs = group.groupby(["total_steps", "eval_episodes"], dropna=False)["run_id"].nunique().reset_index()
+    runs = runs.sort_values(["run_id", "total_steps", "eval_episodes"], ascending=False, kind="stable")
+    return float(runs["total_steps"].iloc[0]), float(runs["eval_episodes"].iloc[0]), False
+
+
+def by_length(frame: pd.DataFrame) -> Membership:
+    """Split evaluation records into the runs each table cell holds and the runs set apart
+    (see Membership); `kept` and every table built from it carry `cell_steps` and `cell_episodes`."""
+    if frame.empty:
+        return Membership(frame, pd.DataFrame(columns=LEFT_OUT_COLUMNS), [])
+    kept, left, inferred = [], [], []
+    for (protocol, method, task), group in frame.groupby(["protocol", "method", "task"], sort=True, dropna=False):
+        steps, episodes, recorded = _cell_length(group)
+        if not recorded:
+            inferred.append(f"{method} on {task} ({protocol})")
+        group = group.assign(cell_steps=steps, cell_episodes=episodes)
+        unknown = group["eval_episodes"].isna() & math.isnan(episodes)  # records with no episode count at all
+        same = (group["total_steps"] == steps) & ((group["eval_episodes"] == episodes) | unknown)
+        kept.append(group[same])
+        for (run_id, n), part in group[~same].groupby(["run_id", "eval_episodes"], sort=True, dropna=False):
+            final = part.sort_values("step", kind="stable").iloc[-1]
+            left.append({"protocol": protocol, "method": method, "task": task, "seed": int(final["seed"]), "run_id": run_id,
+                         "total_steps": final["total_steps"], "eval_episodes": n, "cell_steps": steps,
+                         "cell_episodes": episodes, "records": len(part), "final_step": int(final["step"]),
+                         "final_score": final["normalized_score"]})
+    out = pd.concat(kept).sort_index()
+    out.attrs.update(frame.attrs)
+    notes = []
+    if inferred:
+        more = f" (+{len(inferred) - 3} more)" if len(inferred) > 3 else ""
+        notes.append(f"{len(inferred)} cell(s) take their length from their runs (the records predate `default_run`): "
+                     f"{'; '.join(inferred[:3])}{more}")
+    return Membership(out, pd.DataFrame(left, columns=LEFT_OUT_COLUMNS), notes)

@@ -8,6 +8,10 @@ name (after `suite/`) or the dataset name when it IS a published dataset id, an 
 `...-singletask-v0` id to the paper's default task, or an entry of the facts file's `task_aliases`. Nothing maps
 by resemblance: Minari's regenerated datasets (e.g. mujoco/halfcheetah/medium-v0) are other
 data and must never be set beside D4RL numbers, and toy tasks have no published numbers.
+
+Each published number's normaliser (D4RL's reference returns, OGBench success rate, a paper's raw
+average) comes from results/reference/normalisers.yaml (`paper_normaliser`), per table and dataset
+id: tables print a paper number beside ours as comparable only when the normalisers agree.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import re
 from functools import lru_cache
 
 import pandas as pd
+import yaml
 from modebench.analysis.facts import REFERENCE_DIR, facts, paper_to_ours
+
+NORMALISERS_FILE = REFERENCE_DIR / "normalisers.yaml"
 
 RECREATION_CAVEAT = ("Tasks on Minari's D4RL/* datasets are compared with the paper's D4RL numbers; Minari re-created "
                      "those datasets and environments, so expect differences that are not the method's.")
@@ -107,3 +114,22 @@ def published_value(method: str, dataset_id: str | None, layout: str = "gem") ->
         if not row.empty and pd.notna(row["score"].iloc[0]):
             return float(row["score"].iloc[0]), float(row["std"].iloc[0]), str(row["label"].iloc[0])
     return None
+
+
+@lru_cache(maxsize=1)
+def _normaliser_rules() -> dict[str, list[tuple[re.Pattern, str, str]]]:
+    if not NORMALISERS_FILE.exists():
+        raise FileNotFoundError(f"published normalisers file {NORMALISERS_FILE} is missing (restore it from git)")
+    raw = yaml.safe_load(NORMALISERS_FILE.read_text()) or {}
+    return {table: [(re.compile(r["pattern"]), str(r["kind"]), str(r["source"])) for r in rules] for table, rules in raw.items()}
+
+
+def paper_normaliser(label: str, dataset_id: str) -> tuple[str, str]:
+    """(kind, source) of the normaliser behind the published number that `published_value`
+    returned with `label` for `dataset_id`; ("unknown", why) where normalisers.yaml has no rule."""
+    tables = [name for name, spec in facts()["score_tables"].items() if spec["label"] == label]
+    for table in tables:
+        for pattern, kind, source in _normaliser_rules().get(table, []):
+            if pattern.search(dataset_id):
+                return kind, source
+    return "unknown", f"no rule for {label} in {NORMALISERS_FILE.name}"

@@ -1,8 +1,10 @@
 """A small table model rendered to Markdown, LaTeX (booktabs) and CSV.
 
-A `Table` is a header, rows of `Cell`s (with bold / underline marks), optional section rows
-(a suite or task family spanning the table), optional column groups, notes, and the tidy
-numbers behind it (`data`, written as the CSV so nothing has to be parsed back from text).
+A `Table` is a title, `about` lines printed under it (what every cell holds: run length,
+evaluation episodes, n, the normaliser), a header, rows of `Cell`s (with bold / underline marks),
+optional section rows (a suite or task family spanning the table), optional column groups, notes
+(the markers' legend among them), and the tidy numbers behind it (`data`, written as the CSV so
+nothing has to be parsed back from text).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Table:
     groups: list[tuple[str, int]] = field(default_factory=list)  # column groups (label, span) over the header
     notes: list[str] = field(default_factory=list)
     data: pd.DataFrame = field(default_factory=pd.DataFrame)
+    about: list[str] = field(default_factory=list)  # printed under the title, before the table
 
     def add(self, *cells: Cell | str) -> None:
         self.rows.append([c if isinstance(c, Cell) else Cell(str(c)) for c in cells])
@@ -53,6 +56,8 @@ class Table:
             return text
 
         lines = [f"### {self.title}", ""]
+        if self.about:
+            lines += [*(f"{line}  " for line in self.about[:-1]), self.about[-1], ""]
         width = len(self.header)
         lines.append("| " + " | ".join(self.header) + " |")
         lines.append("|" + "|".join([":---"] + ["---:"] * (width - 1)) + "|")
@@ -78,7 +83,10 @@ class Table:
             for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("#", "\\#"), ("_", "\\_"),
                          ("{", "\\{"), ("}", "\\}"), ("~", "\\textasciitilde{}"), ("^", "\\^{}")):
                 out = out.replace(a, b)
-            return out.replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("λ", "$\\lambda$").replace("≥", "$\\geq$")
+            for a, b in (("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("λ", "$\\lambda$"), ("≥", "$\\geq$"), ("†", "\\dag{}"),
+                         ("‡", "\\ddag{}"), ("§", "\\S{}"), ("≠", "$\\neq$")):
+                out = out.replace(a, b)
+            return out
 
         def fmt(cell: Cell) -> str:
             text = esc(cell.text)
@@ -95,7 +103,7 @@ class Table:
             "\\begin{table}[t]",
             "\\centering",
             "\\small",
-            f"\\caption{{{esc(self.title)}}}",
+            f"\\caption{{{esc(' '.join([self.title + '.', *self.about]))}}}",
             f"\\label{{tab:{self.name.replace('_', '-')}}}",
             "\\resizebox{\\linewidth}{!}{%",
             "\\begin{tabular}{l" + "r" * (width - 1) + "}",

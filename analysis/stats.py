@@ -115,6 +115,12 @@ def score_dict(scores: pd.DataFrame, methods: Sequence[str], tasks: Sequence[str
 # a NaN makes the replicate's estimate NaN; an inf enters the sums and sorts as a number.
 
 
+def _flat(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[reps, real runs x tasks], C-contiguous (the summation order numpy's reductions use
+    depends on the layout: a strided view sums in another order, in the 15th digit)."""
+    return x.reshape(len(x), -1) if mask.all() else np.ascontiguousarray(x[:, mask])
+
+
 def _task_means(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, x, 0.0).sum(axis=1) / mask.sum(axis=0)
 
@@ -133,7 +139,7 @@ def agg_iqm(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """25% trimmed mean of all runs x tasks scores (rliable aggregate_iqm = scipy trim_mean),
     each replicate sorted and trimmed on its own; a replicate holding a NaN gives NaN (scipy's
     nan_policy 'propagate')."""
-    flat = np.sort(x[:, mask], axis=1)
+    flat = np.sort(_flat(x, mask), axis=1)
     count = flat.shape[1]
     cut = int(0.25 * count)
     out = flat[:, cut: count - cut].mean(axis=1)
@@ -143,7 +149,7 @@ def agg_iqm(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def agg_optimality_gap(x: np.ndarray, mask: np.ndarray, gamma: float = GAMMA) -> np.ndarray:
     """gamma - mean(min(score, gamma)) over all runs x tasks (rliable aggregate_optimality_gap)."""
-    return gamma - np.minimum(x[:, mask], gamma).mean(axis=1)
+    return gamma - np.minimum(_flat(x, mask), gamma).mean(axis=1)
 
 
 def _metric_funcs(gamma: float) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
@@ -262,7 +268,7 @@ def performance_profile(
         scores = raw if isinstance(raw, Scores) else Scores.of(raw)
 
         def profile(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            flat = x[:, mask]
+            flat = _flat(x, mask)
             return (flat[:, :, None] > taus[None, None, :]).sum(axis=1) / flat.shape[1]
 
         flat = np.concatenate(scores.per_task)

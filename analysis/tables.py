@@ -31,7 +31,10 @@ import numpy as np
 import pandas as pd
 from modebench.analysis import facts, stats
 from modebench.analysis.records import (
+    NORMALISER_LABELS,
+    UNKNOWN_NORMALISER,
     ScoreRule,
+    by_length,
     describe_protocol,
     load_records,
     main_runs,
@@ -44,6 +47,7 @@ from modebench.analysis.records import (
 from modebench.analysis.reference import (
     RECREATION_CAVEAT,
     minari_recreation,
+    paper_normaliser,
     published_value,
     read_reference,
     reference_id,
@@ -52,25 +56,84 @@ from modebench.analysis.render import Cell, Table, mean_std, num, within
 from modebench.benchmarks.store import iter_records
 
 BOLD_RATIO = 0.95
+# Bold, underline and significance marks need at least this many runs in every cell they compare
+# (issue 24: P(X > Y) = 0.88 [0.88, 0.88] from 3 seeds was printed bold); with fewer, n is shown
+# and no mark is set.
+MIN_RUNS_FOR_MARKS = 5
+# Footnote markers of a cell (each explained under the table when it appears)
+MIXED_COMMITS = "†"
+OTHER_NORMALISER = "‡"
+UNCONVERGED_FIT = "§"
 
 
 # ---------------------------------------------------------------------- per-task statistics
 
 
+def failed(scores: pd.DataFrame) -> pd.Series:
+    """Runs whose score is not a finite number, or whose record says status non_finite: failed
+    runs, counted in their cell and left out of its statistics, never dropped silently."""
+    status = scores["status"] if "status" in scores else pd.Series("ok", index=scores.index)
+    return ~np.isfinite(pd.to_numeric(scores["score"], errors="coerce")) | status.eq("non_finite")
+
+
+def finite_runs(scores: pd.DataFrame) -> pd.DataFrame:
+    """The runs the statistics use: `scores` without its failed runs (see `failed`)."""
+    return scores[~failed(scores)]
+
+
 def task_stats(scores: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
-    """suite, task, method -> mean, std (ddof), n seeds, plus the published dataset id."""
+    """suite, task, method -> mean, std (ddof) and n over the cell's finite runs, its failed runs,
+    run length and episodes, whether its runs come from more than one commit or hold an
+    unconverged fit phase, plus the published dataset id and the row's normaliser."""
+    columns = ["suite", "task", "method", "mean", "std", "n", "failed", "steps", "episodes", "commits", "unconverged",
+               "reference_id", "task_default", "normaliser"]
     if scores.empty:
-        return pd.DataFrame(columns=["suite", "task", "method", "mean", "std", "n", "reference_id", "task_default"])
-    grouped = scores.groupby(["suite", "task", "method"], sort=False)
-    out = grouped["score"].agg(mean="mean", n="count").reset_index()
-    out["std"] = grouped["score"].std(ddof=ddof).to_numpy()
+        return pd.DataFrame(columns=columns)
+    scores = scores.assign(_failed=failed(scores))
+    ok = scores[~scores["_failed"]]
+    keys = ["suite", "task", "method"]
+    grouped = scores.groupby(keys, sort=False)
+    out = grouped["_failed"].sum().rename("failed").astype(int).reset_index()
+    good = ok.groupby(keys, sort=False)["score"]
+    out = out.join(good.mean().rename("mean"), on=keys).join(good.count().rename("n"), on=keys)
+    out = out.join(good.std(ddof=ddof).rename("std"), on=keys)
+    out["n"] = out["n"].fillna(0).astype(int)
+    for name, column in (("steps", "cell_steps"), ("episodes", "cell_episodes")):
+        out[name] = grouped[column].first().to_numpy() if column in scores else np.nan
+    commit = scores["commit"] if "commit" in scores else pd.Series(None, index=scores.index)
+    out["commits"] = scores.assign(_c=commit).groupby(keys, sort=False)["_c"].nunique().to_numpy()
+    fits = scores["unconverged_fits"] if "unconverged_fits" in scores else pd.Series("", index=scores.index)
+    out["unconverged"] = scores.assign(_u=fits.fillna("").astype(bool)).groupby(keys, sort=False)["_u"].any().to_numpy()
     meta = scores.drop_duplicates("task").set_index("task")
     out["dataset"] = out["task"].map(meta["dataset"])
     out["task_default"] = out["task"].map(meta["task_default"]).fillna(False).astype(bool)
     out["reference_id"] = [reference_id(t, d if isinstance(d, str) else None) for t, d in zip(out["task"], out["dataset"])]
+    out["normaliser"] = out["task"].map(normaliser_kinds(scores))
     for column in [c for c in scores if c.startswith("audit/")]:
-        out[column] = grouped[column].mean().to_numpy()
+        out[column] = out[keys].join(ok.groupby(keys, sort=False)[column].mean(), on=keys)[column].to_numpy()
     return out
+
+
+def cell_text(r: Any, decimals: int) -> str:
+    """'54.42 ± 1.20 (3)' for a cell of `task_stats`; failed runs counted inside the parentheses
+    ('(2, 1 failed)'), then the cell's footnote markers."""
+    n, bad = int(r.n), int(r.failed)
+    if n == 0:
+        text = f"failed ({bad})"
+    else:
+        text = mean_std(float(r.mean), float(r.std), n, decimals)
+        if bad:
+            text = text[:-1] + f", {bad} failed)"
+    return text + cell_marks(r)
+
+
+def cell_marks(r: Any) -> str:
+    return (MIXED_COMMITS if int(r.commits) > 1 else "") + (UNCONVERGED_FIT if bool(r.unconverged) else "")
+
+
+def marks_allowed(stats_rows: Iterable[Any], min_runs: int) -> bool:
+    """Bold / underline / significance marks only where every compared cell has >= min_runs runs."""
+    return all(int(r.n) >= min_runs for r in stats_rows)
 
 
 def _lookup(stats_frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
@@ -98,24 +161,77 @@ def _gem_section(task: str, ref: str | None) -> str:
     return task.split("/", 1)[0] if "/" in task else "tasks"
 
 
-def _paper_cells(method: str, ref: str | None, mean: float, layout: str, decimals: int) -> tuple[list[Cell], dict[str, Any]]:
+def normaliser_kinds(scores: pd.DataFrame) -> dict[str, str]:
+    """task -> the normaliser kind its scores were computed with (the records' `normaliser`):
+    "" where the records do not say, "mixed" where its runs differ (kind or reference returns)."""
+    out = {}
+    keys = scores["normaliser_key"] if "normaliser_key" in scores else pd.Series("", index=scores.index)
+    kinds = scores["normaliser_kind"] if "normaliser_kind" in scores else pd.Series("", index=scores.index)
+    for task, part in scores.assign(_k=keys.fillna(""), _kind=kinds.fillna("")).groupby("task", sort=False):
+        out[task] = "mixed" if part["_k"].nunique() > 1 else str(part["_kind"].iloc[0])
+    return out
+
+
+def normaliser_label(kind: str) -> str:
+    if kind == "mixed":
+        return "mixed normalisers " + OTHER_NORMALISER
+    return NORMALISER_LABELS.get(kind, f"{kind} refs") if kind else UNKNOWN_NORMALISER
+
+
+def _paper_cells(method: str, ref: str | None, mean: float, layout: str, decimals: int,
+                 ours: str) -> tuple[list[Cell], dict[str, Any]]:
+    """The paper / Δ cells of one task: the published number, and Δ only where the paper's
+    normaliser is the one our row used (`ours`, a normaliser kind); else the number carries ‡."""
     pub = published_value(method, ref, layout)
     if pub is None:
-        return [Cell(""), Cell("")], {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+        return [Cell(""), Cell("")], dict(NO_PAPER)
     score, std, label = pub
-    delta = mean - score if not math.isnan(mean) else math.nan
-    text = num(score, decimals) + (f" ± {num(std, decimals)}" if not math.isnan(std) else "")
-    return [Cell(text), Cell(num(delta, decimals, signed=True))], {"paper": score, "paper_std": std, "paper_source": label, "delta": delta}
+    kind, _ = paper_normaliser(label, ref or "")
+    comparable = kind == ours
+    delta = mean - score if comparable and not math.isnan(mean) else math.nan
+    text = num(score, decimals) + (f" ± {num(std, decimals)}" if not math.isnan(std) else "") + ("" if comparable else OTHER_NORMALISER)
+    return [Cell(text), Cell(num(delta, decimals, signed=True))], {
+        "paper": score, "paper_std": std, "paper_source": label, "paper_normaliser": kind, "comparable": comparable, "delta": delta}
+
+
+def _paper_summary(method: str, tasks: Sequence[str], refs: dict[str, str | None], kinds: dict[str, str], layout: str,
+                   value: float, how: str, decimals: int) -> tuple[list[Cell], dict[str, Any]]:
+    """Paper / Δ cells of a Sum, Avg or family Average row: only where the paper has every task;
+    Δ only where each task's paper normaliser is ours."""
+    pubs = [published_value(method, refs[t], layout) for t in tasks]
+    if not all(p is not None for p in pubs):
+        return [Cell(""), Cell("")], dict(NO_PAPER)
+    total = float(np.sum([p[0] for p in pubs]))
+    pvalue = total if how == "sum" else total / len(tasks)
+    paper_kinds = {paper_normaliser(p[2], refs[t] or "")[0] for p, t in zip(pubs, tasks)}
+    comparable = len(paper_kinds) == 1 and all(kinds.get(t) in paper_kinds for t in tasks)
+    delta = value - pvalue if comparable else math.nan
+    cells = [Cell(num(pvalue, decimals) + ("" if comparable else OTHER_NORMALISER)), Cell(num(delta, decimals, signed=True))]
+    return cells, {"paper": pvalue, "paper_std": math.nan, "paper_source": pubs[0][2],
+                   "paper_normaliser": "/".join(sorted(paper_kinds)), "comparable": comparable, "delta": delta}
+
+
+NO_PAPER: dict[str, Any] = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "paper_normaliser": "",
+                            "comparable": False, "delta": math.nan}
+
+
+def _summary_label(label: str, tasks: Sequence[str], kinds: dict[str, str]) -> str:
+    """A Sum / Avg / Average row's label, with ‡ when its tasks' scores use different normalisers."""
+    return label + (OTHER_NORMALISER if len({kinds.get(t, "") for t in tasks}) > 1 else "")
 
 
 def _sources_note(data: pd.DataFrame) -> list[str]:
     if data.empty or "paper_source" not in data:
         return []
-    used = data[data["paper_source"].astype(str) != ""].groupby("paper_source")["method"].unique()
+    used = data[data["paper_source"].astype(str) != ""]
     if used.empty:
         return ["paper / Δ: no published number for these tasks (toy and unmapped tasks are empty by design)."]
-    parts = [f"{label} ({', '.join(sorted(methods))})" for label, methods in used.items()]
-    return ["paper = the published number; Δ = ours - paper. Sources: " + "; ".join(parts) + "."]
+    parts = []
+    for label, part in used.groupby("paper_source"):
+        kinds = sorted({normaliser_label(k) for k in part["paper_normaliser"].astype(str).str.split("/").explode() if k})
+        parts.append(f"{label} [{', '.join(kinds)}] ({', '.join(sorted(part['method'].unique()))})")
+    return ["paper = the published number [its normaliser]; Δ = ours - paper, only where the normalisers agree. "
+            "Sources: " + "; ".join(parts) + "."]
 
 
 def _protocol_of(scores: pd.DataFrame) -> str:
@@ -129,6 +245,60 @@ def _title(text: str, scores: pd.DataFrame) -> str:
     return f"{text}, {_protocol_of(scores)} protocol"
 
 
+def _count(value: float) -> str:
+    return "unknown" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
+
+
+def _varying(cells: pd.DataFrame, column: str, unit: str) -> str:
+    """'2000 training steps' when one value holds for every cell, else the value per method, per
+    task, or per method and task, whichever the values follow."""
+    values = cells.assign(_v=cells[column].map(_count))
+    if values["_v"].nunique() == 1:
+        return f"{values['_v'].iloc[0]} {unit}"
+    for key, name in (("method", facts.display), ("task", _short)):
+        if (values.groupby(key)["_v"].nunique() == 1).all():
+            by = values.groupby("_v", sort=False)[key].unique()
+            return f"{unit} " + "; ".join(f"{v} ({', '.join(name(k) for k in keys)})" for v, keys in by.items())
+    by = values.groupby("_v", sort=False).apply(lambda p: [f"{facts.display(m)} on {_short(t)}" for m, t in zip(p["method"], p["task"])])
+    return f"{unit} " + "; ".join(f"{v} ({', '.join(cells_)})" for v, cells_ in by.items())
+
+
+def length_line(cells: pd.DataFrame) -> str:
+    """What every cell holds: its runs' training steps and evaluation episodes (from `cells`, one
+    row per cell with method, task, steps, episodes), said once where the table shares a value,
+    else per method or per task."""
+    pairs = cells[["method", "task", "steps", "episodes"]].drop_duplicates()
+    if pairs.empty:
+        return "No runs."
+    return (f"Every cell: runs of {_varying(pairs, 'steps', 'training steps')}, each scored over "
+            f"{_varying(pairs, 'episodes', 'evaluation episodes')}; (n) = runs in the cell. "
+            "Runs of another length are never averaged in (left_out_runs lists them).")
+
+
+LEGEND = {
+    MIXED_COMMITS: ("{m}: the cell's runs were written by more than one git commit (the records' provenance); "
+                    "their numbers may come from different code."),
+    OTHER_NORMALISER: ("{m}: numbers on different normalisers: a paper number whose normaliser is not our row's "
+                       "(Normaliser column; the paper's in brackets under Sources), so no Δ; or a Sum / Avg / "
+                       "aggregate over rows of different normalisers."),
+    UNCONVERGED_FIT: ("{m}: a run of the cell froze a fit phase before its loss levelled off (record `fit_phases`: "
+                      "converged false; e.g. GEM's behaviour GMM, LOM's MDN), so its score may reflect an under-fit model."),
+}
+
+
+def finish(table: Table, scores: pd.DataFrame, cells: pd.DataFrame | None = None) -> Table:
+    """The header lines (what every cell holds) and the legend of every marker the table shows."""
+    if cells is not None:
+        table.about = [length_line(cells)] + table.about
+    text = " ".join([c.text for row in table.rows for c in row] + list(table.sections.values()) + table.header)
+    table.notes += [line.format(m=mark) for mark, line in LEGEND.items() if mark in text]
+    bad = int(failed(scores).sum()) if not scores.empty and "score" in scores else 0
+    if bad:
+        table.notes.append(f"{bad} failed run(s) (score not a finite number, status non_finite) are counted in their cells "
+                           "as 'k failed' and left out of the means, stds and statistics.")
+    return table
+
+
 def _base_notes(scores: pd.DataFrame) -> list[str]:
     notes = [f"Runs of the {describe_protocol(_protocol_of(scores))} only.",
              scores.attrs.get("score_rule", ScoreRule().describe()) + "; mean ± sample std over seeds, (n) = seeds."]
@@ -138,17 +308,23 @@ def _base_notes(scores: pd.DataFrame) -> list[str]:
     return notes
 
 
+def _marks_note(rule: str, min_runs: int) -> str:
+    return f"{rule}, only in rows where every cell holds >= {min_runs} runs (fewer: no marks; n is shown)."
+
+
 # ---------------------------------------------------------------------- GEM Table 1 layout
 
 
 def gem_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bold_ratio: float = BOLD_RATIO,
-               decimals: int = 2, published: bool = True, name: str = "main_gem_layout") -> Table:
+               decimals: int = 2, published: bool = True, name: str = "main_gem_layout",
+               min_runs: int = MIN_RUNS_FOR_MARKS) -> Table:
     st = task_stats(scores)
     methods = method_order(scores, methods)
     tasks = task_order(scores)
     refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    kinds = normaliser_kinds(scores)
     paper_methods = with_published(methods, refs.values(), "gem") if published else []
-    header = ["Task"]
+    header = ["Task", "Normaliser"]
     for m in methods:
         header.append(facts.display(m))
         if m in paper_methods:
@@ -160,56 +336,60 @@ def gem_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bo
         sections.setdefault(_gem_section(task, refs[task]), []).append(task)
     rows: list[dict[str, Any]] = []
 
-    def emit(label: str, kind: str, section: str, values: dict[str, tuple[float, float, int | None]],
-             paper: dict[str, tuple[list[Cell], dict[str, Any]]], task_id: str = "", ref: str | None = None) -> None:
+    def emit(label: str, kind: str, section: str, values: dict[str, tuple[float, str, int | None]],
+             paper: dict[str, tuple[list[Cell], dict[str, Any]]], marks: bool, normaliser: str, task_id: str = "",
+             ref: str | None = None) -> None:
         best = max((v[0] for v in values.values() if not math.isnan(v[0])), default=math.nan)
-        cells: list[Cell] = [Cell(label)]
+        cells: list[Cell] = [Cell(label), Cell(normaliser)]
         for m in methods:
-            mean, std, n = values.get(m, (math.nan, math.nan, None))
-            bold = within(mean, best, bold_ratio)
-            text = mean_std(mean, std, n, decimals) if kind == "task" else num(mean, decimals)
+            mean, text, n = values.get(m, (math.nan, "", None))
+            bold = marks and within(mean, best, bold_ratio)
             cells.append(Cell(text, bold=bold))
-            extra: dict[str, Any] = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+            extra: dict[str, Any] = dict(NO_PAPER)
             if m in paper_methods:
                 pcells, extra = paper.get(m, ([Cell(""), Cell("")], extra))
                 cells += pcells
+            r = look.get((task_id, m))
             rows.append({"section": section, "row": label, "kind": kind, "task": task_id, "reference_id": ref or "",
-                         "method": m, "mean": mean, "std": std, "n": n, "bold": bold, **extra})
+                         "normaliser": normaliser, "method": m, "mean": mean, "std": float(r.std) if r is not None else math.nan,
+                         "n": n, "failed": int(r.failed) if r is not None else None,
+                         "steps": r.steps if r is not None else math.nan, "episodes": r.episodes if r is not None else math.nan,
+                         "marks": cell_marks(r) if r is not None else "", "bold": bold, **extra})
         table.add(*cells)
 
     for section, section_tasks in sections.items():
         table.section(section)
         for task in section_tasks:
             values, paper = {}, {}
+            present = [look[(task, m)] for m in methods if (task, m) in look]
             for m in methods:
                 r = look.get((task, m))
                 if r is not None:
-                    values[m] = (float(r.mean), float(r.std), int(r.n))
-                    paper[m] = _paper_cells(m, refs[task], float(r.mean), "gem", decimals)
-                elif m in paper_methods:
-                    paper[m] = _paper_cells(m, refs[task], math.nan, "gem", decimals)
-            emit(_short(task), "task", section, values, paper, task, refs[task])
+                    values[m] = (float(r.mean), cell_text(r, decimals), int(r.n))
+                if m in paper_methods:
+                    paper[m] = _paper_cells(m, refs[task], float(r.mean) if r is not None else math.nan, "gem", decimals,
+                                            kinds.get(task, ""))
+            emit(_short(task), "task", section, values, paper, marks_allowed(present, min_runs),
+                 normaliser_label(kinds.get(task, "")), task, refs[task])
         # Sum and Avg over the section's tasks: only for methods with every task (else empty, as GEM's nan)
-        for kind in ("sum", "avg"):
+        enough = marks_allowed([r for (t, _), r in look.items() if t in section_tasks], min_runs)
+        for how in ("sum", "avg"):
             values, paper = {}, {}
             for m in methods:
                 means = [look[(t, m)].mean for t in section_tasks if (t, m) in look]
                 total = float(np.sum(means)) if len(means) == len(section_tasks) else math.nan
-                value = total if kind == "sum" else total / len(section_tasks)
-                values[m] = (value, math.nan, None)
+                value = total if how == "sum" else total / len(section_tasks)
+                values[m] = (value, num(value, decimals), None)
                 if m in paper_methods:
-                    pubs = [published_value(m, refs[t], "gem") for t in section_tasks]
-                    if all(p is not None for p in pubs):
-                        ptotal = float(np.sum([p[0] for p in pubs]))
-                        pvalue = ptotal if kind == "sum" else ptotal / len(section_tasks)
-                        paper[m] = ([Cell(num(pvalue, decimals)), Cell(num(value - pvalue, decimals, signed=True))],
-                                    {"paper": pvalue, "paper_std": math.nan, "paper_source": pubs[0][2], "delta": value - pvalue})
-            emit("Sum" if kind == "sum" else "Avg", kind, section, values, paper)
+                    paper[m] = _paper_summary(m, section_tasks, refs, kinds, "gem", value, how, decimals)
+            label = _summary_label("Sum" if how == "sum" else "Avg", section_tasks, kinds)
+            emit(label, how, section, values, paper, enough, "")
     table.data = pd.DataFrame(rows)
     table.notes = _base_notes(scores) + [
-        f"Bold: within {bold_ratio:g} of the row's best mean. Sum / Avg over the section's tasks, empty where a method lacks a task.",
+        _marks_note(f"Bold: within {bold_ratio:g} of the row's best mean", min_runs),
+        "Sum / Avg over the section's tasks, empty where a method lacks a task.",
     ] + (_sources_note(table.data) if published else [])
-    return table
+    return finish(table, scores, st)
 
 
 # ---------------------------------------------------------------------- DROL Table 4 layout
@@ -228,16 +408,18 @@ def _drol_family(task: str, ref: str | None) -> str:
 
 
 def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bold_ratio: float = BOLD_RATIO,
-                decimals: int = 1, published: bool = True, name: str = "main_drol_layout") -> Table:
+                decimals: int = 1, published: bool = True, name: str = "main_drol_layout",
+                min_runs: int = MIN_RUNS_FOR_MARKS) -> Table:
     st = task_stats(scores)
     present = method_order(scores, methods)
     tasks = task_order(scores)
     refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    kinds = normaliser_kinds(scores)
     paper_methods = set(with_published(present, refs.values(), "drol")) if published else set()
     policy_groups = facts.policy_groups()
     one_step = set(policy_groups[facts.facts()["policy_classes"]["one_step"]])
     ordered: list[str] = []
-    groups: list[tuple[str, int]] = [("", 1)]
+    groups: list[tuple[str, int]] = [("", 2)]
     grouped = {m for members in policy_groups.values() for m in members}
     for label, members in list(policy_groups.items()) + [("Other", [m for m in present if m not in grouped])]:
         chosen = [m for m in present if m in members]
@@ -245,7 +427,7 @@ def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, b
             ordered += chosen
             span = sum(3 if m in paper_methods else 1 for m in chosen)
             groups.append((label, span))
-    header = ["Task"]
+    header = ["Task", "Normaliser"]
     for m in ordered:
         header.append(facts.display(m))
         if m in paper_methods:
@@ -258,51 +440,54 @@ def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, b
         families.setdefault(_drol_family(task, refs[task]), []).append(task)
     rows = []
 
-    def emit(label: str, kind: str, family: str, values: dict[str, tuple[float, float, int | None]], ref: str | None,
-             task_id: str) -> None:
+    def emit(label: str, kind: str, family: str, values: dict[str, tuple[float, str, int | None]], ref: str | None,
+             task_id: str, marks: bool, normaliser: str) -> None:
         best = max((v[0] for v in values.values() if not math.isnan(v[0])), default=math.nan)
-        cells = [Cell(label)]
+        cells = [Cell(label), Cell(normaliser)]
         for m in ordered:
-            mean, std, n = values.get(m, (math.nan, math.nan, None))
-            bold = within(mean, best, bold_ratio)
+            mean, text, n = values.get(m, (math.nan, "", None))
+            bold = marks and within(mean, best, bold_ratio)
             underline = bold and m in one_step
-            text = mean_std(mean, std, n, decimals) if kind == "task" else num(mean, decimals)
             cells.append(Cell(text, bold=bold, underline=underline))
-            extra = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+            extra = dict(NO_PAPER)
             if m in paper_methods:
                 if kind == "task":
-                    pcells, extra = _paper_cells(m, ref, mean, "drol", decimals)
+                    pcells, extra = _paper_cells(m, ref, mean, "drol", decimals, kinds.get(task_id, ""))
                 else:
-                    pubs = [published_value(m, refs[t], "drol") for t in families[family]]
-                    if all(p is not None for p in pubs):
-                        pvalue = float(np.mean([p[0] for p in pubs]))
-                        delta = mean - pvalue
-                        pcells = [Cell(num(pvalue, decimals)), Cell(num(delta, decimals, signed=True))]
-                        extra = {"paper": pvalue, "paper_std": math.nan, "paper_source": pubs[0][2], "delta": delta}
-                    else:
-                        pcells = [Cell(""), Cell("")]
+                    pcells, extra = _paper_summary(m, families[family], refs, kinds, "drol", mean, "avg", decimals)
                 cells += pcells
-            rows.append({"family": family, "row": label, "kind": kind, "task": task_id, "reference_id": ref or "", "method": m,
-                         "mean": mean, "std": std, "n": n, "bold": bold, "underline": underline, **extra})
+            r = look.get((task_id, m))
+            rows.append({"family": family, "row": label, "kind": kind, "task": task_id, "reference_id": ref or "",
+                         "normaliser": normaliser, "method": m, "mean": mean,
+                         "std": float(r.std) if r is not None else math.nan, "n": n,
+                         "failed": int(r.failed) if r is not None else None, "steps": r.steps if r is not None else math.nan,
+                         "episodes": r.episodes if r is not None else math.nan, "marks": cell_marks(r) if r is not None else "",
+                         "bold": bold, "underline": underline, **extra})
         table.add(*cells)
 
     for family, members in families.items():
         table.section(family)
         for task in members:
-            values = {m: (float(look[(task, m)].mean), float(look[(task, m)].std), int(look[(task, m)].n))
+            values = {m: (float(look[(task, m)].mean), cell_text(look[(task, m)], decimals), int(look[(task, m)].n))
                       for m in ordered if (task, m) in look}
-            emit(_short(task) + (" (*)" if default.get(task) else ""), "task", family, values, refs[task], task)
+            present_cells = [look[(task, m)] for m in ordered if (task, m) in look]
+            emit(_short(task) + (" (*)" if default.get(task) else ""), "task", family, values, refs[task], task,
+                 marks_allowed(present_cells, min_runs), normaliser_label(kinds.get(task, "")))
         averages = {}
         for m in ordered:
             means = [look[(t, m)].mean for t in members if (t, m) in look]
-            averages[m] = (float(np.mean(means)) if len(means) == len(members) else math.nan, math.nan, None)
-        emit(f"Average ({_plural(len(members), 'task')})", "average", family, averages, None, "")
+            value = float(np.mean(means)) if len(means) == len(members) else math.nan
+            averages[m] = (value, num(value, decimals), None)
+        enough = marks_allowed([r for (t, _), r in look.items() if t in members], min_runs)
+        emit(_summary_label(f"Average ({_plural(len(members), 'task')})", members, kinds), "average", family, averages,
+             None, "", enough, "")
     table.data = pd.DataFrame(rows)
     table.notes = _base_notes(scores) + [
-        (f"Bold: within {bold_ratio:g} of the row's best; underlined: one-step methods within {bold_ratio:g} of the best. "
-        "(*) marks the suite's default task. Averages only for methods with every task of the family."),
+        _marks_note(f"Bold: within {bold_ratio:g} of the row's best; underlined: one-step methods within {bold_ratio:g} "
+                    "of the best", min_runs),
+        "(*) marks the suite's default task. Averages only for methods with every task of the family.",
     ] + (_sources_note(table.data) if published else [])
-    return table
+    return finish(table, scores, st)
 
 
 # ---------------------------------------------------------------------- LOM Table 1 layout
@@ -321,13 +506,14 @@ def _lom_split(task: str, ref: str | None) -> tuple[str, str]:
 
 
 def lom_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, decimals: int = 1,
-               published: bool = True, name: str = "main_lom_layout") -> Table:
+               published: bool = True, name: str = "main_lom_layout", min_runs: int = MIN_RUNS_FOR_MARKS) -> Table:
     st = task_stats(scores)
     methods = method_order(scores, methods)
     tasks = task_order(scores)
     refs = {t: reference_id(t, scores.loc[scores["task"] == t, "dataset"].iloc[0]) for t in tasks}
+    kinds = normaliser_kinds(scores)
     paper_methods = with_published(methods, refs.values(), "lom") if published else []
-    header = ["Dataset", "Env"]
+    header = ["Dataset", "Env", "Normaliser"]
     for m in methods:
         header.append(facts.display(m))
         if m in paper_methods:
@@ -344,24 +530,30 @@ def lom_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, de
     for kind in keys:
         for i, (env, task) in enumerate(sorted(grouped[kind])):
             values = {m: look[(task, m)] for m in methods if (task, m) in look}
-            best = max((float(v.mean) for v in values.values()), default=math.nan)
-            cells = [Cell(kind if i == 0 else ""), Cell(env)]
+            best = max((float(v.mean) for v in values.values() if not math.isnan(v.mean)), default=math.nan)
+            marks = marks_allowed(values.values(), min_runs)
+            normaliser = normaliser_label(kinds.get(task, ""))
+            cells = [Cell(kind if i == 0 else ""), Cell(env), Cell(normaliser)]
             for m in methods:
                 r = values.get(m)
                 mean = float(r.mean) if r is not None else math.nan
-                bold = not math.isnan(mean) and mean >= best - 1e-12  # LOM bolds the highest mean only
-                cells.append(Cell(mean_std(mean, float(r.std), int(r.n), decimals) if r is not None else "", bold=bold))
-                extra = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "delta": math.nan}
+                bold = marks and not math.isnan(mean) and mean >= best - 1e-12  # LOM bolds the highest mean only
+                cells.append(Cell(cell_text(r, decimals) if r is not None else "", bold=bold))
+                extra = dict(NO_PAPER)
                 if m in paper_methods:
-                    pcells, extra = _paper_cells(m, refs[task], mean, "lom", decimals)
+                    pcells, extra = _paper_cells(m, refs[task], mean, "lom", decimals, kinds.get(task, ""))
                     cells += pcells
-                rows.append({"dataset_type": kind, "env": env, "task": task, "reference_id": refs[task] or "", "method": m,
-                             "mean": mean, "std": float(r.std) if r is not None else math.nan,
-                             "n": int(r.n) if r is not None else None, "bold": bold, **extra})
+                rows.append({"dataset_type": kind, "env": env, "task": task, "reference_id": refs[task] or "",
+                             "normaliser": normaliser, "method": m, "mean": mean,
+                             "std": float(r.std) if r is not None else math.nan, "n": int(r.n) if r is not None else None,
+                             "failed": int(r.failed) if r is not None else None, "steps": r.steps if r is not None else math.nan,
+                             "episodes": r.episodes if r is not None else math.nan,
+                             "marks": cell_marks(r) if r is not None else "", "bold": bold, **extra})
             table.add(*cells)
     table.data = pd.DataFrame(rows)
-    table.notes = _base_notes(scores) + ["Bold: the highest mean of the row (LOM's rule)."] + (_sources_note(table.data) if published else [])
-    return table
+    table.notes = _base_notes(scores) + [_marks_note("Bold: the highest mean of the row (LOM's rule)", min_runs)] + (
+        _sources_note(table.data) if published else [])
+    return finish(table, scores, st)
 
 
 # ---------------------------------------------------------------------- ablations (GEM Tables 5 / 6)
@@ -546,60 +738,78 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def _scope_label(label: str, tasks: Sequence[str], kinds: dict[str, str]) -> str:
+    """'toy (4 tasks; toy refs)': a scope of the aggregate tables with its normaliser."""
+    used = {kinds.get(t, "") for t in tasks}
+    normaliser = normaliser_label(used.pop()) if len(used) == 1 else "mixed normalisers " + OTHER_NORMALISER
+    return f"{label} ({_plural(len(tasks), 'task')}; {normaliser})"
+
+
 def aggregate_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, reps: int = stats.REPS,
                      seed: int = 0, decimals: int = 1) -> Table:
     methods = method_order(scores, methods)
-    header = ["Method"] + [stats.METRIC_LABELS[m] for m in stats.METRICS] + ["tasks", "runs"]
+    header = ["Method"] + [stats.METRIC_LABELS[m] for m in stats.METRICS] + ["tasks", "runs", "failed"]
     table = Table("aggregates", _title("Aggregate normalised score with 95% stratified-bootstrap CIs (rliable estimators)", scores), header)
     rows = []
     left_out = []
-    for label, tasks, ms, missing in _suite_sets(scores, methods):
-        table.section(f"{label} ({_plural(len(tasks), 'task')})")
+    kinds = normaliser_kinds(scores)
+    bad = scores[failed(scores)]
+    usable = finite_runs(scores)  # failed runs: an explicit, counted exclusion (the failed column)
+    for label, tasks, ms, missing in _suite_sets(usable, methods):
+        table.section(_scope_label(label, tasks, kinds))
         if missing:
             left_out.append(f"{label}: {', '.join(missing)} (lack some of its tasks)")
-        frame = stats.aggregate_metrics(stats.score_dict(scores, ms, tasks), reps=reps, seed=seed)
+        frame = stats.aggregate_metrics(stats.score_dict(usable, ms, tasks), reps=reps, seed=seed)
         for m in ms:
             part = frame[frame["method"] == m].set_index("metric")
+            n_failed = int(((bad["method"] == m) & bad["task"].isin(tasks)).sum())
             cells = [Cell(facts.display(m))]
             for metric in stats.METRICS:
                 r = part.loc[metric]
                 cells.append(Cell(f"{num(r.point, decimals)} [{num(r.low, decimals)}, {num(r.high, decimals)}]"))
                 rows.append({"scope": label, "method": m, "metric": metric, "point": r.point, "low": r.low, "high": r.high,
-                             "n_tasks": int(r.n_tasks), "n_runs": int(r.n_runs)})
-            cells += [Cell(str(int(part["n_tasks"].iloc[0]))), Cell(str(int(part["n_runs"].iloc[0])))]
+                             "n_tasks": int(r.n_tasks), "n_runs": int(r.n_runs), "n_failed": n_failed})
+            cells += [Cell(str(int(part["n_tasks"].iloc[0]))), Cell(str(int(part["n_runs"].iloc[0]))), Cell(str(n_failed))]
             table.add(*cells)
     table.data = pd.DataFrame(rows)
     table.notes = _base_notes(scores) + [
+        "runs = the finite runs the estimates use; failed = runs with a non-finite score, left out of the estimates and counted here.",
         f"Point estimate [95% CI]; CIs from {reps} stratified-bootstrap replicates (runs resampled within each task), random state {seed}.",
         "Median and mean are over per-task means; IQM is the 25% trimmed mean of all runs x tasks; optimality gap = 100 - mean(min(score, 100)) (lower is better).",
         "Per scope, methods are compared on the same tasks: all of the scope's tasks, with the methods that have every one.",
     ] + (["Left out: " + "; ".join(left_out) + "."] if left_out else [])
-    return table
+    return finish(table, scores, task_stats(scores))
 
 
 def improvement_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, reps: int = stats.REPS,
-                       seed: int = 0) -> Table:
+                       seed: int = 0, min_runs: int = MIN_RUNS_FOR_MARKS) -> Table:
     methods = method_order(scores, methods)
     table = Table("probability_of_improvement", _title("Probability of improvement P(X > Y) with 95% CIs", scores),
-                  ["X", "Y", "P(X > Y)", "95% CI"])
+                  ["X", "Y", "P(X > Y)", "95% CI", "runs per task (X / Y)"])
     rows = []
-    for label, tasks, ms, _ in _suite_sets(scores, methods):
-        data = stats.score_dict(scores, ms, tasks)
+    kinds = normaliser_kinds(scores)
+    usable = finite_runs(scores)
+    for label, tasks, ms, _ in _suite_sets(usable, methods):
+        data = stats.score_dict(usable, ms, tasks)
         frame = stats.improvement_table(data, reps=reps, seed=seed)
         if frame.empty:
             continue
-        table.section(f"{label} ({_plural(len(tasks), 'task')})")
+        table.section(_scope_label(label, tasks, kinds))
         for r in frame.itertuples(index=False):
-            bold = r.low > 0.5 or r.high < 0.5
-            table.add(Cell(facts.display(r.x)), Cell(facts.display(r.y)), Cell(num(r.point, 2), bold=bold), Cell(f"[{num(r.low, 2)}, {num(r.high, 2)}]"))
-            rows.append({"scope": label, "x": r.x, "y": r.y, "point": r.point, "low": r.low, "high": r.high})
+            nx, ny = (min(len(c) for c in data[m].per_task) for m in (r.x, r.y))
+            bold = min(nx, ny) >= min_runs and (r.low > 0.5 or r.high < 0.5)
+            table.add(Cell(facts.display(r.x)), Cell(facts.display(r.y)), Cell(num(r.point, 2), bold=bold),
+                      Cell(f"[{num(r.low, 2)}, {num(r.high, 2)}]"), Cell(f"{nx} / {ny}"))
+            rows.append({"scope": label, "x": r.x, "y": r.y, "point": r.point, "low": r.low, "high": r.high, "n_x": nx,
+                         "n_y": ny, "bold": bold})
     table.data = pd.DataFrame(rows)
     table.notes = _base_notes(scores) + [
         ("P(X > Y): Mann-Whitney probability that a run of X beats a run of Y on the same task, averaged over tasks; "
         f"CIs from {reps} independent stratified-bootstrap replicates of X's and Y's runs, random state {seed}. "
-        "Bold: the CI excludes 0.5. Pairs with unequal seed counts per task are skipped."),
+        f"Bold: the CI excludes 0.5 and both methods have >= {min_runs} runs on every task (fewer: never bold). "
+        "Pairs with unequal seed counts per task (failed runs left out included) are skipped."),
     ]
-    return table
+    return finish(table, scores, task_stats(scores))
 
 
 # ---------------------------------------------------------------------- everything
@@ -717,8 +927,17 @@ def base_methods(scores: pd.DataFrame) -> list[str]:
 
 def protocol_tables(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None, methods: Sequence[str] | None = None,
                     reps: int = stats.REPS, seed: int = 0, log=print) -> list[Table]:
-    """Every table of ONE protocol's evaluation records (`frame` must hold a single protocol)."""
+    """Every table of ONE protocol's evaluation records (`frame` must hold a single protocol).
+    Only runs of each cell's own length enter them (`by_length`); the others go to
+    `left_out_runs`, a table of their own, written only when there are any."""
     protocol = _protocol_of(frame)
+    membership = by_length(frame)
+    frame = membership.kept
+    for note in membership.notes:
+        log(f"tables ({protocol}): {note}")
+    if not membership.left_out.empty:
+        log(f"tables ({protocol}): {len(membership.left_out)} run(s) of another length or episode count than their "
+            "cell's left out of every table (listed in left_out_runs)")
     scores = select_scores(frame, rule)
     all_scores = select_scores(frame, rule, knobs="all")
     chosen = list(methods) if methods else base_methods(scores)
@@ -751,7 +970,30 @@ def protocol_tables(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None,
         log(f"tables ({protocol}): nll_gap skipped: no record carries a diagnostics/..._gap field (GEM runs write one when they evaluate)")
     else:
         tables.append(nll_gap_table(gaps))
+    if not membership.left_out.empty:
+        tables.append(left_out_table(membership.left_out, protocol))
     return tables
+
+
+LEFT_OUT_NAME = "left_out_runs"
+
+
+def left_out_table(left_out: pd.DataFrame, protocol: str) -> Table:
+    """The runs set apart from every table because their length or episode count is not their
+    cell's (records.by_length): listed, never averaged in."""
+    table = Table(LEFT_OUT_NAME, f"Runs left out of every table: another length or episode count than their cell's, {protocol} protocol",
+                  ["Method", "Task", "Seed", "Steps", "Episodes", "Cell steps", "Cell episodes", "Final step", "Final score", "Run"])
+    for r in left_out.itertuples(index=False):
+        table.add(Cell(facts.display(r.method)), Cell(r.task), Cell(str(r.seed)), Cell(_count(r.total_steps)),
+                  Cell(_count(r.eval_episodes)), Cell(_count(r.cell_steps)), Cell(_count(r.cell_episodes)),
+                  Cell(str(r.final_step)), Cell(num(float(r.final_score), 2) if np.isfinite(r.final_score) else "failed"),
+                  Cell(r.run_id))
+    table.data = left_out.reset_index(drop=True)
+    table.about = [f"{len(left_out)} run(s) (a run with evaluations over two episode counts counts once per count)."]
+    table.notes = [("A table cell holds only runs of its protocol's own steps and evaluation episodes for the method and task "
+                   "(the records' `default_run`); these runs were trained or evaluated otherwise (e.g. `--steps 200`) and "
+                   "are in no table, plot or aggregate.")]
+    return table
 
 
 def build_tables(root: str | Path | None = None, out: str | Path | None = None, *, rule: ScoreRule | str | None = None,
@@ -776,6 +1018,9 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
         tables = protocol_tables(frame[frame["protocol"] == protocol], rule=rule, methods=methods, reps=reps, seed=seed, log=log)
         for table in tables:
             written += table.write(out / protocol)
+        if not any(t.name == LEFT_OUT_NAME for t in tables):  # none now: an earlier listing is stale
+            for stale in (out / protocol).glob(f"{LEFT_OUT_NAME}.*"):
+                stale.unlink()
         for write in study_tables:
             written += write(root, out / protocol, protocol=protocol, seed=seed, log=log)
         log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out / protocol}/ (.md, .tex, .csv)")

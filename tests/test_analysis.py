@@ -33,6 +33,8 @@ IQL_CONFIG = {"batch_size": 256, "discount": 0.99, "expectile": 0.7}
 DROL_CONFIG = {"batch_size": 256, "discount": 0.99, "num_candidates": 16, "alpha": 1.0}
 
 TASKS = ["toy/four-goal", "toy/branch", "d4rl/hopper-medium-v2"]
+NORMALISERS = {"toy": {"kind": "toy", "ref_min": 0.0, "ref_max": 1.0, "source": "test"},
+               "d4rl": {"kind": "d4rl", "ref_min": -20.27, "ref_max": 3234.3, "source": "test"}}
 
 # final-step scores per (method, task) for seeds 0, 1, 2
 FINAL = {
@@ -54,7 +56,8 @@ GAPS = {(task, seed): value for task, values in {"toy/four-goal": [1.0, 2.0, 3.0
 def _record(method: str, task: str, seed: int, step: int, score: float, knobs: dict, config: dict, source: str,
             audits: dict | None = None, base: str | None = None, protocol: str = "controlled", suite_default: bool | None = True,
             extra: dict | None = None) -> dict:
-    membership = {"protocol": protocol, "task_default": task == "toy/four-goal", "task_order": TASKS.index(task)}
+    membership = {"protocol": protocol, "task_default": task == "toy/four-goal", "task_order": TASKS.index(task),
+                  "default_run": {"steps": 1000, "eval_episodes": None}, "normaliser": NORMALISERS[task.split("/")[0]]}
     if suite_default is not None:
         membership["suite_default"] = suite_default
     return {
@@ -199,7 +202,7 @@ def _cells(table, label):
 
 
 def test_gem_layout_means_stds_bold_sums_and_published(scores):
-    table = gem_layout(scores)
+    table = gem_layout(scores, min_runs=3)  # the fixture has 3 seeds; the default needs 5 for any bold
     four = _cells(table, "four-goal")
     assert four["GEM"].text == "90.00 ± 10.00 (3)" and four["GEM"].bold
     assert four["IQL"].text == "70.00 ± 10.00 (3)" and not four["IQL"].bold  # 70 < 0.95 * 90
@@ -222,9 +225,16 @@ def test_gem_layout_means_stds_bold_sums_and_published(scores):
     assert table.sections[0] == "Locomotion"  # GEM Table 1's suite for a published task
     assert table.title.endswith("controlled protocol") and "controlled protocol" in table.notes[0]
     md, tex = table.markdown(), table.latex()
-    assert "| four-goal | 70.00 ± 10.00 (3) |" in md and "**90.00 ± 10.00 (3)**" in md
+    assert "| four-goal | toy refs | 70.00 ± 10.00 (3) |" in md and "**90.00 ± 10.00 (3)**" in md
     assert "\\textbf{90.00 $\\pm$ 10.00 (3)}" in tex and "\\toprule" in tex
-    assert "Sources: GEM Table 1 (gem, iql)" in md
+    assert "Sources: GEM Table 1 [D4RL refs] (gem, iql)" in md
+    assert hopper["Normaliser"].text == "D4RL refs" and four["Normaliser"].text == "toy refs"
+    # the header line says what every cell holds
+    assert table.about[0].startswith("Every cell: runs of 1000 training steps, each scored over unknown evaluation episodes")
+    assert md.splitlines()[2] == table.about[0]
+    # the default: fewer than 5 runs per cell, no bold anywhere (n is shown)
+    plain = gem_layout(scores)
+    assert not any(c.bold for row in plain.rows for c in row) and "(3)" in _cells(plain, "four-goal")["GEM"].text
 
 
 def test_reference_ids_map_only_the_same_datasets():
@@ -248,22 +258,22 @@ def test_bold_rule_is_relative_to_the_row_best():
 
 
 def test_drol_layout_groups_default_marker_and_one_step_underline(scores):
-    table = drol_layout(scores)
+    table = drol_layout(scores, min_runs=3)
     assert [g[0] for g in table.groups[1:]] == ["Gaussian / mixture policies", "One-step generative policies"]
-    assert "\\cmidrule(lr){2-7} \\cmidrule(lr){8-8}" in table.latex()  # iql, gem (+ paper, Δ) | drol (no published number)
+    assert "\\cmidrule(lr){3-8} \\cmidrule(lr){9-9}" in table.latex()  # iql, gem (+ paper, Δ) | drol (no published number)
     four = _cells(table, "four-goal (*)")
     assert four["DROL"].text == "52.0 ± 2.0 (3)" and not four["DROL"].underline
     # a row where the one-step method is within 0.95 of the best: bold AND underlined
     one = scores[(scores["task"] == "toy/four-goal") & scores["method"].isin(["iql", "drol"])].copy()
     one.loc[one["method"] == "drol", "score"] += 20.0  # drol mean 72 vs iql 70
-    row = _cells(drol_layout(one), "four-goal (*)")
+    row = _cells(drol_layout(one, min_runs=3), "four-goal (*)")
     assert row["DROL"].bold and row["DROL"].underline and row["IQL"].bold and not row["IQL"].underline
     avg = table.data[(table.data["kind"] == "average") & (table.data["family"] == "toy")].set_index("method")["mean"]
     assert avg["gem"] == 66.0 and math.isnan(avg["drol"])
 
 
 def test_lom_layout_rows_and_highest_only_bold(scores):
-    table = lom_layout(scores)
+    table = lom_layout(scores, min_runs=3)
     hopper = next(r for r in table.rows if r[1].text == "hopper")
     assert hopper[0].text == "medium"  # hopper-medium-v2 -> dataset type medium, env hopper
     branch = {h: c for h, c in zip(table.header, next(r for r in table.rows if r[1].text == "branch"))}
@@ -515,7 +525,7 @@ def test_cli_tables_report_and_errors(store, tmp_path, capsys):
     assert "plots/controlled/aggregates_toy.png" in links and "tables/controlled/main_gem_layout.md" in links
     for link in links:
         assert (root / link).exists(), link
-    assert "| four-goal | 65.00 ± 7.07 (2) |" in report  # iql: mean of 60, 70; sample std 7.07
+    assert "| four-goal | toy refs | 65.00 ± 7.07 (2) |" in report  # iql: mean of 60, 70; sample std 7.07
     assert main(["tables", "--root", str(root), "--score", "max"]) == 2
     assert "--score 'max'" in capsys.readouterr().err
     assert main(["tables", "--root", str(tmp_path / "empty"), "--reps", "10"]) == 0
