@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="tables + plots + a one-page results/report.md linking them")
     _common(p)
     p.add_argument("--formats", default="png,pdf", help="image formats (default png,pdf)")
+    p.add_argument("--html", action="store_true",
+                   help="also write results/report.html: one self-contained file (tables, figures, provenance) to open in a browser")
     p.set_defaults(handler=cmd_report, study_tables=(), study_plots=())
 
 
@@ -85,5 +87,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out:
         raise AnalysisError("report writes into --root (tables/, plots/, report.md); --out is not used")
     build_report(Path(args.root) if args.root else None, formats=_formats(args.formats), study_tables=args.study_tables,
-                 study_plots=args.study_plots, **_options(args))
+                 study_plots=args.study_plots, html=args.html, **_options(args))
     return 0

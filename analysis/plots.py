@@ -51,6 +51,7 @@ from modebench.analysis.records import (
 from modebench.benchmarks.store import atomic_write_bytes
 
 FORMATS = ("png", "pdf")
+POI_ROWS = 14  # most method pairs drawn in one probability-of-improvement panel
 AUDIT_LABELS = {"score": "Normalised score", "audit/violation": "Violation", "audit/collapse_dist": "CollapseDist",
                 "audit/support_z": "SupportZ"}
 
@@ -73,6 +74,45 @@ class Sweep:
         return [cls(f["name"], f["title"], f"config/{f['field']}", f["label"], tuple(f.get("methods") or ()) or None,
                     f.get("default"), bool(f.get("log2", False)), bool(f.get("mark_best", False)))
                 for f in facts.facts()["config_sweeps"]]
+
+
+# What each figure shows and how to read it, printed under it in the report (`caption`); keyed by the
+# file stem or its prefix before `_<scope>` (the suite or task set, filled in as {scope}). The
+# studies' figures (studies/budget.py) are named here too, so every figure of a report has one.
+CAPTIONS = {
+    "learning_curves": "Normalised score against training step, one panel per task: mean (line) and ± std (band) over seeds.",
+    "gem_budget_suite": ("Suite means of the score, Violation and CollapseDist against the candidate budget N on a log2 "
+                         "axis (GEM Fig. 2; no error bars at suite level, as in the paper)."),
+    "gem_budget_tasks": "{scope} against the candidate budget N, one panel per task: mean ± std over seeds (GEM Fig. A.3).",
+    "gem_wp_frontier": ("Score against Violation as the terminal support weight w_end varies at fixed N, suite means, "
+                        "each point labelled by its w_end; an X marks w_p = 0, no support term (GEM Fig. 19)."),
+    "aggregates": ("Median, IQM, mean and optimality gap of the normalised score over every run on {scope}: dot = point "
+                   "estimate, bar = 95% stratified-bootstrap interval (rliable). Higher is better, except the optimality gap."),
+    "performance_profile": ("Fraction of runs on {scope} that score above each threshold τ, with 95% bootstrap bands "
+                            "(rliable's performance profile); a curve lying above another dominates it."),
+    "probability_of_improvement": ("P(X > Y): the chance that a run of method X beats a run of method Y on a task of {scope} "
+                                   "drawn at random, point and 95% interval (rliable); right of the dashed 0.5 line, X is better."),
+    "cross_selection": ("{scope}: each proposer's score when GEM's selection rule picks among N of its samples (solid, "
+                        "mean ± std over seeds) against the proposer alone (dashed), per task and as the suite mean."),
+    "online_budget": ("{scope}: the true score of the configuration a UCB1 bandit deploys after B online evaluation "
+                      "episodes (mean and 95% interval), per method and tuned family; dashed: the oracle best configuration."),
+}
+
+
+def caption(stem: str) -> str | None:
+    """The caption of the figure file `stem` (None for a figure nothing here describes)."""
+    for sweep in Sweep.all():
+        if stem == sweep.name:
+            marks = (f"; dashed line at the default {sweep.default:g}" if sweep.default is not None else "") + (
+                "; the best value circled in red" if sweep.mark_best else "")
+            return f"{sweep.title}: normalised score against {sweep.label}, one panel per task, mean ± std over seeds{marks}."
+    for prefix, text in CAPTIONS.items():
+        if stem == prefix or stem.startswith(prefix + "_"):
+            scope = stem[len(prefix) + 1:]
+            if prefix == "gem_budget_tasks":
+                scope = AUDIT_LABELS.get(f"audit/{scope}", AUDIT_LABELS.get(scope, scope))
+            return text.format(scope=scope.replace("_", " ") or "every task")
+    return None
 
 
 class Plotter:
@@ -384,19 +424,24 @@ class Plotter:
             if poi.empty:
                 self.skip(f"probability_of_improvement_{scope}", "needs >= 2 methods with equal seed counts per task")
                 continue
-            fig, ax = plt.subplots(figsize=(5.6, 0.38 * len(poi) + 1.2))
-            y = np.arange(len(poi))
-            for i, r in enumerate(poi.itertuples(index=False)):
-                ax.plot([r.low, r.high], [i, i], color=self.colors.get(r.x), linewidth=6, alpha=0.6, solid_capstyle="butt")
-                ax.plot([r.point], [i], marker="o", markersize=6, color=self.colors.get(r.x), markeredgecolor="k", linestyle="none",
-                        clip_on=False)
-            ax.axvline(0.5, color="0.3", linestyle="--", linewidth=1)
-            ax.set_yticks(y)
-            ax.set_yticklabels([f"P({facts.display(r.x)} > {facts.display(r.y)})" for r in poi.itertuples(index=False)])
-            ax.invert_yaxis()
-            ax.set_xlim(-0.03, 1.03)
-            ax.set_xlabel("Probability of improvement P(X > Y)")
-            ax.set_title(self.title(f"{label}, {_plural(len(tasks), 'task')}: point and 95% CI"))
+            # pairs grow as methods squared (8 methods: 28 rows): side-by-side panels of at most
+            # POI_ROWS rows keep the figure page-sized instead of one panel ~1800 px tall
+            panels = math.ceil(len(poi) / POI_ROWS)
+            per_panel = math.ceil(len(poi) / panels)
+            fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 0.38 * per_panel + 1.4), squeeze=False)
+            for k, ax in enumerate(axes[0]):
+                chunk = poi.iloc[k * per_panel:(k + 1) * per_panel]
+                for i, r in enumerate(chunk.itertuples(index=False)):
+                    ax.plot([r.low, r.high], [i, i], color=self.colors.get(r.x), linewidth=6, alpha=0.6, solid_capstyle="butt")
+                    ax.plot([r.point], [i], marker="o", markersize=6, color=self.colors.get(r.x), markeredgecolor="k",
+                            linestyle="none", clip_on=False)
+                ax.axvline(0.5, color="0.3", linestyle="--", linewidth=1)
+                ax.set_yticks(np.arange(len(chunk)))
+                ax.set_yticklabels([f"P({facts.display(r.x)} > {facts.display(r.y)})" for r in chunk.itertuples(index=False)])
+                ax.set_ylim(per_panel - 0.5, -0.5)
+                ax.set_xlim(-0.03, 1.03)
+                ax.set_xlabel("Probability of improvement P(X > Y)")
+            fig.suptitle(self.title(f"Probability of improvement: {label}, {_plural(len(tasks), 'task')}: point and 95% CI"))
             fig.tight_layout()
             self.save(fig, f"probability_of_improvement_{scope}", poi)
 
@@ -433,9 +478,10 @@ def build_plots(root: str | Path | None = None, out: str | Path | None = None, *
         part = frame[frame["protocol"] == protocol]
         chosen = methods if methods is not None else base_methods(select_scores(part, rule))
         drawn = Plotter(part, out / protocol, rule, formats, chosen, reps, seed, log).all()
-        figures = sorted({p.stem for p in drawn if p.suffix == ".png"})
+        for write in study_plots:
+            drawn += write(root, out / protocol, formats, protocol=protocol, seed=seed, log=log)
+        # one line per protocol counting every figure written, the studies' included (each in every format)
+        figures = sorted({p.stem for p in drawn if p.suffix.lstrip(".") in formats})
         log(f"plots: {len(figures)} figures ({', '.join(figures)}) -> {out / protocol}/ ({', '.join(formats)}, data as .csv)")
         written += drawn
-        for write in study_plots:
-            written += write(root, out / protocol, formats, protocol=protocol, seed=seed, log=log)
     return written

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -132,15 +133,43 @@ class Table:
         lines.append("\\end{table}")
         return "\n".join(lines) + "\n"
 
+    # ------------------------------------------------------------------ HTML
+
+    def html(self) -> str:
+        """The table as an HTML fragment (title as caption, notes below), for the HTML report."""
+        def fmt(cell: Cell, tag: str = "td") -> str:
+            text = escape(cell.text)
+            if text and cell.underline:
+                text = f"<u>{text}</u>"
+            if text and cell.bold:
+                text = f"<b>{text}</b>"
+            return f"<{tag}>{text}</{tag}>"
+
+        width = len(self.header)
+        lines = [f'<table data-table="{escape(self.name)}">', f"<caption>{escape(self.title)}</caption>", "<thead>"]
+        if self.groups:
+            lines.append("<tr>" + "".join(f'<th colspan="{span}">{escape(label)}</th>' for label, span in self.groups) + "</tr>")
+        lines += ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in self.header) + "</tr>", "</thead>", "<tbody>"]
+        for i, row in enumerate(self.rows):
+            if i in self.sections:
+                lines.append(f'<tr class="section"><th colspan="{width}">{escape(self.sections[i])}</th></tr>')
+            lines.append("<tr>" + fmt(row[0], "th") + "".join(fmt(c) for c in row[1:]) + "</tr>")
+        lines += ["</tbody>", "</table>"]
+        if self.notes:
+            lines += ['<ul class="notes">'] + [f"<li>{escape(note)}</li>" for note in self.notes] + ["</ul>"]
+        return "\n".join(lines) + "\n"
+
     # ------------------------------------------------------------------ files
 
     def write(self, out_dir: Path | str) -> list[Path]:
-        """The table as .md, .tex and .csv under `out_dir`, each written atomically."""
+        """The table as .md, .tex, .csv and an .html fragment (what the HTML report embeds) under
+        `out_dir`, each written atomically."""
         out = Path(out_dir)
-        paths = [out / f"{self.name}.md", out / f"{self.name}.tex", out / f"{self.name}.csv"]
+        paths = [out / f"{self.name}.md", out / f"{self.name}.tex", out / f"{self.name}.csv", out / f"{self.name}.html"]
         atomic_write_bytes(paths[0], self.markdown().encode())
         atomic_write_bytes(paths[1], self.latex().encode())
         atomic_write_bytes(paths[2], self.data.to_csv(index=False).encode())
+        atomic_write_bytes(paths[3], self.html().encode())
         return paths
 
 

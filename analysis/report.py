@@ -43,9 +43,11 @@ def _summary(frame: pd.DataFrame, rule: ScoreRule) -> list[str]:
 def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None = None, methods: Sequence[str] | None = None,
                  reps: int = stats.REPS, seed: int = 0, formats: Sequence[str] = ("png", "pdf"),
                  study_tables: Sequence[Callable[..., list[Path]]] = (), study_plots: Sequence[Callable[..., list[Path]]] = (),
-                 log: Callable[[str], None] = print) -> Path:
-    """Regenerate results/tables and results/plots from the stored records and write results/report.md."""
-    from modebench.analysis.plots import build_plots
+                 html: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Regenerate results/tables and results/plots from the stored records and write results/report.md
+    (and, with `html`, the self-contained results/report.html: analysis/report_html.py). Returns the
+    report written last."""
+    from modebench.analysis.plots import build_plots, caption
     from modebench.analysis.tables import build_tables
 
     root = Path(root) if root is not None else default_root()
@@ -65,6 +67,10 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
         lines += ["No evaluation records yet: run `make bench SUITE=toy` (or `modebench train ...`), then `make tables plots`."]
         atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
         log(f"report: {report} (empty store)")
+        if html:
+            from modebench.analysis.report_html import write_html_report
+
+            return write_html_report(root, frame, rule, [], [], [lines[-1].replace("`", "")], [])
         return report
     tables = build_tables(root, rule=rule, methods=methods, reps=reps, seed=seed, frame=frame, study_tables=study_tables,
                           log=collect)
@@ -88,7 +94,8 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
             data = png.with_suffix(".csv")
             links = [f"[png]({_rel(png, root)})"] + ([f"[pdf]({_rel(pdf, root)})"] if pdf.exists() else []) + (
                 [f"[data]({_rel(data, root)})"] if data.exists() else [])
-            lines += [f"**{png.parent.name}/{png.stem}** ({' · '.join(links)})", "", f"![{png.stem}]({_rel(png, root)})", ""]
+            lines += [f"**{png.parent.name}/{png.stem}** ({' · '.join(links)})", "", f"![{png.stem}]({_rel(png, root)})", "",
+                      f"*{caption(png.stem) or png.stem}*", ""]
     bases = sorted({p.with_suffix("") for p in tables if p.parent.name != "profile"})
     if bases:
         lines += ["## All tables", "", "| protocol | table | Markdown | LaTeX | CSV |", "|:---|:---|:---|:---|:---|"]
@@ -109,4 +116,10 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
         lines += ["## Not shown, and why", ""] + [f"- {n}" for n in notes] + [""]
     atomic_write_bytes(report, "\n".join(lines).encode())
     log(f"report: {report}")
+    if html:
+        from modebench.analysis.report_html import write_html_report
+
+        page = write_html_report(root, frame, rule, tables, plots, _summary(frame, rule), notes)
+        log(f"report: {page} ({page.stat().st_size / 1e6:.1f} MB, one self-contained file: open it in a browser)")
+        return page
     return report
