@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modebench.algorithms.base import Algorithm
+from modebench.algorithms.config import close_matches
 
 
 class UnknownMethodError(KeyError):
@@ -98,7 +99,7 @@ def get_method(name: str) -> MethodEntry:
         return METHODS[name]
     except KeyError:
         raise UnknownMethodError(
-            f"unknown method {name!r}; registered methods: {', '.join(method_names())}"
+            f"unknown method {name!r}{close_matches(name, METHODS)}; registered methods: {', '.join(method_names())}"
         ) from None
 
 
