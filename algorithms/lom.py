@@ -67,7 +67,7 @@ The paper gives no learning rates, batch sizes, clamps or sample counts: those d
 the public code's where it has them and are marked as such.
 
 The authors' public code (github MianchuWang/LOM, agents/lom.py) differs in places; the
-registry preset "lom-code" sets its choices (see CODE_PRESET below): tanh MDN means, per-dim
+preset "lom-code" (algorithms/methods.yaml) sets its choices: tanh MDN means, per-dim
 log-std clamped to [-15, 0], an ensemble of 2 x 256 Q nets with a min SARSA target and
 TD3-style smoothing noise on a', Q_psi read from the first member, a one-hot-input hyper-Q
 with one sample per mode, imitation targets perturbed by N(0, 0.2^2), advantage against the
@@ -102,7 +102,7 @@ torch default init, all four corners found within 50 steps with the spread init)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -177,27 +177,6 @@ class LOMConfig(AlgoConfig):
             f"min_mode_weight must be in [0, 1/num_modes] = [0, {1.0 / self.num_modes:.4g}] (some mode must stay "
             f"eligible), got {self.min_mode_weight}",
         )
-
-
-# The authors' public code (agents/lom.py, networks/networks.py): numbers and choices only.
-CODE_PRESET: dict[str, Any] = {
-    "mdn_scale": "diagonal",
-    "mdn_tanh_means": True,
-    "mdn_log_std_min": -15.0,
-    "mdn_log_std_max": 0.0,
-    "hidden_dims": (256, 256),  # Q nets, hyper-Q net and policy are 2 x 256 in the code
-    "num_q": 2,
-    "q_target_agg": "min",
-    "q_eval": "first",
-    "sarsa_noise": 0.2,
-    "sarsa_noise_clip": 0.5,
-    "hyper_q_input": "onehot",
-    "hyper_q_samples": 1,
-    "weight_form": "beta_times",
-    "advantage_baseline": "policy",
-    "imitation_noise": 0.2,
-    "policy_loss": "mse",
-}
 
 
 @dataclass
