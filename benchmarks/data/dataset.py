@@ -13,8 +13,12 @@ and the box is kept (`action_low`, `action_high`) so evaluation maps actions bac
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +35,8 @@ from modebench.benchmarks.data.validate import (
 )
 
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions", "episode_ids")
-__all__ = ["FIELDS", "DataConfig", "DatasetError", "Normalizer", "TransitionDataset", "transform_rewards"]
+__all__ = ["FIELDS", "DataConfig", "DatasetError", "Normalizer", "TransitionDataset", "array_digest", "content_digest",
+           "transform_rewards"]
 
 
 @dataclass
@@ -282,3 +287,72 @@ def transform_rewards(dataset: TransitionDataset, cfg: DataConfig) -> np.ndarray
     if cfg.reward_transform == "antmaze":
         return (r - 1.0).astype(np.float32)
     return (r * cfg.reward_scale + cfg.reward_shift).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- content digests
+# A run's identity holds its data's content (benchmarks/run/spec.py): a file given with --dataset,
+# a Minari folder, locally generated data. Hashing a multi-GB file on every `train` would cost
+# seconds, so a file's digest is kept in a small per-user cache under its (path, size, mtime):
+# any write to the file changes its mtime (or size) and the file is hashed again.
+DIGEST_CACHE_ENV = "MODEBENCH_DIGEST_CACHE"
+
+
+def digest_cache_path() -> Path:
+    """$MODEBENCH_DIGEST_CACHE, else $XDG_CACHE_HOME/modebench/digests.json (~/.cache by default)."""
+    if os.environ.get(DIGEST_CACHE_ENV):
+        return Path(os.environ[DIGEST_CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modebench" / "digests.json"
+
+
+def _read_digest_cache(path: Path) -> dict[str, str]:
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (their relative paths and bytes, in path
+    order), each file's digest cached under (path, size, mtime). A missing path: DatasetError."""
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise DatasetError(f"{path}: no such file or folder; give the dataset's path")
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    cache_path = digest_cache_path()
+    cache = _read_digest_cache(cache_path)
+    total = hashlib.sha256()
+    changed = False
+    for file in files:
+        stat = file.stat()
+        key = f"{file}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in cache:
+            cache[key] = _file_sha256(file)
+            changed = True
+        total.update(f"{file.relative_to(root) if root.is_dir() else file.name}\0{cache[key]}\n".encode())
+    if changed:
+        try:
+            from modebench.benchmarks.store import atomic_write_json
+
+            atomic_write_json(cache_path, cache)
+        except OSError:
+            pass  # an unwritable cache only costs the hashing next time
+    return total.hexdigest()
+
+
+def array_digest(dataset: TransitionDataset) -> str:
+    """sha256 of a dataset's arrays (data built in memory, e.g. the toy generators)."""
+    digest = hashlib.sha256()
+    for name in FIELDS:
+        array = np.ascontiguousarray(getattr(dataset, name))
+        digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

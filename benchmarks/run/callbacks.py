@@ -3,11 +3,16 @@ progress bar, and a caller's hook on each record.
 
 The loop (benchmarks/run/train.py) calls, in list order,
 
+    on_start(run)                  once, before the first update of this process (after a resume too)
     on_step(run, step)             after every update (cheap: no host sync)
     on_log(run, step, metrics)     every logging interval, with the interval's mean metrics
                                    (the one host sync per interval)
+    before_record(run, record)     an evaluation is done, its record not yet stored (the checkpoint
+                                   goes to disk here: a stored record always has its checkpoint)
     on_record(run, record)         after the evaluator stored a record
     on_end(run)                    once, after the last update
+
+`TrainingRun` (below) is what they see of the run; training returns it when the run is done.
 
 Metrics always go to `runs/<run_id>/metrics.jsonl`, named by what they measure: `training/...`
 (the method's losses), `time/...`, `eval/...` (the evaluation's scores), `diagnostics/...` (the
@@ -17,31 +22,86 @@ also send them to TensorBoard or Weights & Biases (optional extras; off by defau
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from modebench.algorithms.base import Algorithm
 from modebench.algorithms.config import ConfigError, to_dict
+from modebench.benchmarks.data.dataset import Normalizer, TransitionDataset
+from modebench.benchmarks.data.replay import DeviceReplay
 from modebench.benchmarks.run.checkpoints import save_checkpoint
 from modebench.benchmarks.run.evaluation import evaluate
-from modebench.benchmarks.run.spec import record_fields
-from modebench.benchmarks.store import DISTRIBUTION, record_key
+from modebench.benchmarks.run.spec import RunSpec, record_fields
+from modebench.benchmarks.store import DISTRIBUTION, RunStore
 from tqdm.auto import tqdm
-
-if TYPE_CHECKING:  # annotations only
-    from modebench.benchmarks.run.train import TrainingRun
 
 DIAGNOSTIC_ROWS = 10_000  # rows of the fixed evaluation batch the method's diagnostics() sees
 LOGGERS = ("tensorboard", "wandb")
 
 
+@dataclass
+class TrainingRun:
+    """One run: what the callbacks see of it in progress, and what training returns when it is done
+    (its records, its score, where its checkpoint is)."""
+
+    spec: RunSpec
+    store: RunStore
+    info: dict[str, Any]  # config.json (also kept in every checkpoint)
+    dataset: TransitionDataset
+    normalizer: Normalizer
+    replay: DeviceReplay
+    algorithm: Algorithm
+    callbacks: list[Callback]
+    start_step: int = 0  # the step this process started from (its checkpoint's; 0 for a fresh run)
+    step: int = 0  # updates done so far
+    train_time: float = 0.0  # seconds spent in updates (evaluations excluded)
+    metrics: dict[str, float] = field(default_factory=dict)  # the last interval's mean metrics
+    records: list[dict[str, Any]] = field(default_factory=list)
+    already_finished: bool = False  # the store held the finished run: nothing was trained or evaluated
+    # torch's global generator states just after prepare: what a run trained alone continues from
+    global_rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Hand a new record to `before_record` (the checkpoint is saved there), store it, then hand
+        it to every `on_record`."""
+        for callback in self.callbacks:
+            callback.before_record(self, record)
+        self.store.write_record(record)
+        self.records.append(record)
+        for callback in self.callbacks:
+            callback.on_record(self, record)
+
+    @property
+    def score(self) -> float:
+        """The final record's normalised score."""
+        return float(self.records[-1]["normalized_score"])
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.store.checkpoint_path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.path
+
+    @property
+    def updates_per_second(self) -> float:
+        return self.metrics.get("time/updates_per_second", math.nan)
+
+
 class Callback:
+    def on_start(self, run: TrainingRun) -> None: ...
+
     def on_step(self, run: TrainingRun, step: int) -> None: ...
 
     def on_log(self, run: TrainingRun, step: int, metrics: dict[str, float]) -> None: ...
+
+    def before_record(self, run: TrainingRun, record: dict[str, Any]) -> None: ...
 
     def on_record(self, run: TrainingRun, record: dict[str, Any]) -> None: ...
 
@@ -115,9 +175,6 @@ def _import_logger(name: str):
 
 
 class _TensorBoardSink:
-    """One TensorBoard run per seed: event files in the seed's own run folder (runs/<run id>/tensorboard),
-    so `tensorboard --logdir RESULTS/runs` lists each seed apart."""
-
     def __init__(self, module, run: TrainingRun):
         self.writer = module.SummaryWriter(log_dir=str(run.store.path / "tensorboard"))
 
@@ -130,16 +187,9 @@ class _TensorBoardSink:
 
 
 class _WandbSink:
-    """One W&B run per seed, named and keyed by the seed's run id and grouped with the other seeds of
-    its method x task. The seeds of a seed-batched `train --seeds 4,5` log at once from one process,
-    so each init creates a new run (`reinit="create_new"`) instead of returning or finishing the
-    previous one; a resumed seed continues its own run (`resume="allow"` on the same id)."""
-
     def __init__(self, module, run: TrainingRun):
-        spec = run.spec
-        self.run = module.init(project="modebench", name=spec.run_id, id=spec.run_id, resume="allow",
-                               group=f"{spec.method} {spec.task.id}", dir=str(run.store.path), config=run.info,
-                               reinit="create_new")
+        self.run = module.init(project="modebench", name=run.spec.run_id, id=run.spec.run_id, resume="allow",
+                               dir=str(run.store.path), config=run.info)
 
     def write(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
@@ -149,13 +199,28 @@ class _WandbSink:
 
 
 class Evaluator(Callback):
-    """Evaluates at every `eval_every` updates and at the end (once per step: a stored record is
-    not evaluated again), adds the method's diagnostics on the fixed evaluation batch, stores the
-    record and hands it to the `on_record` callbacks. This is the one caller of `evaluate` in training."""
+    """Evaluates at every `eval_every` updates and at the end, adds the method's diagnostics on the
+    fixed evaluation batch, stores the record and hands it to the `on_record` callbacks. This is
+    the one caller of `evaluate` in training.
+
+    Each evaluation of a step the run trains past in this process is made and stored, even where a
+    record exists: a record is stored only after its checkpoint (Checkpointer.before_record), so one
+    ahead of the checkpoint the run resumed from lost its checkpoint (or was written by a version
+    that stored the record first); training to its step again and evaluating gives the same numbers
+    and restores the checkpoint. A resumed run whose checkpoint is at an evaluation step without a
+    valid record (stopped between the two, or the record damaged) evaluates that step first."""
+
+    @staticmethod
+    def evaluates(run: TrainingRun, step: int) -> bool:
+        return step % run.spec.eval_every == 0 or step == run.spec.steps
+
+    def on_start(self, run):
+        step = run.start_step
+        if 0 < step < run.spec.steps and self.evaluates(run, step) and not run.store.has_record(step, to_dict(run.spec.knobs)):
+            run.emit(self.record(run, step, {}))
 
     def on_log(self, run, step, metrics):
-        evaluating = step % run.spec.eval_every == 0 or step == run.spec.steps
-        if evaluating and not run.store.has_record(step, to_dict(run.spec.knobs)):
+        if self.evaluates(run, step):
             run.emit(self.record(run, step, {
                 "updates_per_second": metrics["time/updates_per_second"],
                 "train_wall_time": run.train_time,
@@ -163,10 +228,10 @@ class Evaluator(Callback):
             }))
 
     def on_end(self, run):
-        if not run.records:  # the run had already finished: read its final record back
-            final = run.store.records_dir / f"{record_key(run.spec.run_id, run.spec.steps, to_dict(run.spec.knobs))}.json"
-            if final.exists():
-                run.records.append(json.loads(final.read_text()))
+        if not run.records:  # the run had already finished: read its final record back (or make it)
+            final = run.store.read_record(run.spec.steps, to_dict(run.spec.knobs))
+            if final is not None:
+                run.records.append(final)
             else:
                 run.emit(self.record(run, run.spec.steps, {}))
 
@@ -208,14 +273,15 @@ def diagnostics(run: TrainingRun) -> dict[str, float]:
 
 
 class Checkpointer(Callback):
-    """A checkpoint after every stored evaluation (after the record: a crash in between re-trains to
-    that step and skips the evaluation) and every `checkpoint_every` updates in between."""
+    """A checkpoint before every stored evaluation of the current step (on disk before the record:
+    a stop in between leaves a checkpoint whose record the resumed run makes first; never a record
+    without its checkpoint) and every `checkpoint_every` updates in between."""
 
     def on_step(self, run, step):
-        if step % run.spec.checkpoint_every == 0 and step % run.spec.eval_every != 0:
+        if step % run.spec.checkpoint_every == 0 and step % run.spec.eval_every != 0 and step != run.spec.steps:
             self.save(run, step)
 
-    def on_record(self, run, record):
+    def before_record(self, run, record):
         if run.step == record["step"]:
             self.save(run, record["step"])
 

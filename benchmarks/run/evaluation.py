@@ -60,6 +60,7 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         return {
+            "eval_episodes": len(self.returns),
             "return_mean": float(np.mean(self.returns)),
             "return_std": float(np.std(self.returns)),
             "normalized_score": self.normalized_score,

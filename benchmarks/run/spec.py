@@ -15,8 +15,11 @@ config.json, so the two never share a folder.
 from __future__ import annotations
 
 import dataclasses
+import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
@@ -25,8 +28,13 @@ from modebench.algorithms.config import ConfigError, config_hash, from_dict, to_
 from modebench.algorithms.registry import base_method, get_method
 from modebench.benchmarks.data.dataset import DataConfig
 from modebench.benchmarks.run import protocols
+from modebench.benchmarks.run.legacy_identity import (
+    CONFIG_FIELDS,
+    DATASET_CONTENT,
+    TASK_INPUTS,
+)
 from modebench.benchmarks.run.protocols import PROTOCOLS, check_protocol  # noqa: F401 (the names callers import from here)
-from modebench.benchmarks.store import git_revision
+from modebench.benchmarks.store import git_revision, provenance, stable_hash
 from modebench.benchmarks.tasks.suites import Task, get_task, load_suite, suite_names
 
 DEFAULT_PROTOCOL = "controlled"
@@ -90,6 +98,7 @@ class RunSpec:
     default_run: dict[str, Any]
     run_id: str
     config_hash: str
+    group_id: str  # the same for the seeds of one run (its identity without the seed, and how it runs)
 
     @property
     def base_method(self) -> str:
@@ -122,6 +131,8 @@ class RunSpec:
             "config_hash": self.config_hash,
             "data": to_dict(self.data),
             "knobs": to_dict(self.knobs),
+            "eval_episodes": self.eval_episodes,
+            "eval_every": self.eval_every,
             "suite_default": self.suite_default,
             "default_knobs": self.default_knobs,
             "default_run": self.default_run,
@@ -130,11 +141,36 @@ class RunSpec:
         }
 
 
+# Entries of the run info (RunSpec.info, config.json) that every record of the run carries as they
+# are: the task's score normaliser and observation layout (the comparability helpers add them to
+# `info`; docs/results-store.md). A run info without them writes records without them.
+RECORD_FROM_INFO = ("normaliser", "observation_layout")
+
+
+@cache
+def device_name(device: str) -> str:
+    """The accelerator's or the CPU's name, for a record's provenance."""
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch_device)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or torch_device.type
+
+
 def record_fields(info: dict[str, Any], step: int, knobs: dict[str, Any]) -> dict[str, Any]:
     """What every record of a run carries besides its scores, from the run's config.json: enough
-    for tables to decide membership (protocol, suite default, default task, task order) from
-    records alone. Runs stored before a field existed read as the default protocol and unknown."""
+    for tables to decide membership (protocol, suite default, default task, task order, steps)
+    from records alone, and the provenance of the process writing it. Runs stored before a field
+    existed read as the default protocol and unknown."""
     return {
+        **{key: info[key] for key in RECORD_FROM_INFO if info.get(key) is not None},
+        "provenance": provenance(device_name(info["device"])),
         "method": info["method"],
         "base_method": info["base_method"],
         "protocol": info.get("protocol", DEFAULT_PROTOCOL),
@@ -160,22 +196,78 @@ def record_fields(info: dict[str, Any], step: int, knobs: dict[str, Any]) -> dic
     }
 
 
-def _identity(method: str, task: Task, protocol: str, seed: int, steps: int, config: Any, data: DataConfig,
-              compiled: bool) -> tuple[str, str]:
-    """(run id, config hash): the same inputs always name the same run folder, which is how an
-    interrupted run, a re-run of `bench` or a sweep trial finds its earlier work. A compiled run
-    (torch.compile) draws other random numbers than an eager one, so it is its own run; the
-    default protocol is left out of the hash so runs stored before protocols existed keep their ids."""
-    identity = {
-        "method": method, "seed": seed, "steps": steps, "config": to_dict(config), "data": to_dict(data),
+# keys of a task's `score:` block that describe the normalisation (for tables and reports) and
+# do not change a number: left out of the identity, so documenting a task keeps its run ids
+DESCRIPTIVE_SCORE_KEYS = ("normaliser", "source", "description", "note")
+
+
+def task_inputs(task: Task) -> dict[str, Any]:
+    """What of a task decides a run's result besides its dataset's name: the evaluation env (id
+    and kwargs), the score normalisation (reference returns), evaluation episodes and horizon."""
+    score = {k: v for k, v in task.score.items() if k not in DESCRIPTIVE_SCORE_KEYS}
+    return {"env": task.env, "score": score, "eval_episodes": task.eval_episodes, "horizon": task.horizon}
+
+
+def run_identity(method: str, task: Task, protocol: str, seed: int, steps: int, config: Any, data: DataConfig,
+                 compiled: bool, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides a run's result, as the dict its id hashes: method, seed, steps,
+    config, data settings, task and dataset (a published id carries its version), the dataset's
+    content where its name does not fix it (Source.fingerprint: a user's file, a local folder,
+    generated data), the task's evaluation inputs (task_inputs), and the run's own evaluation
+    episodes, schedule and knobs where they differ from the protocol's (`evaluation`).
+
+    Runs stored before an entry existed keep their ids (legacy_identity.py): the default protocol,
+    an eager run, task inputs and generated content equal to what 7d1dc42 had, and the protocol's
+    evaluation settings add nothing to the hash; anything else does."""
+    identity: dict[str, Any] = {
+        "method": method, "seed": seed, "steps": steps, "config": _hashed_fields(config), "data": _hashed_fields(data),
         "task": task.id, "dataset": task.dataset,
     }
-    if compiled:
+    if compiled:  # torch.compile draws other random numbers than eager
         identity["compiled"] = True
     if protocol != DEFAULT_PROTOCOL:
         identity["protocol"] = protocol
-    digest = config_hash(identity)
-    return f"{method}__{task.id.replace('/', '-')}__seed{seed}__{digest}", digest
+    inputs = task_inputs(task)
+    if stable_hash(inputs) != TASK_INPUTS.get(task.id):
+        identity["task_inputs"] = inputs
+    content = dataset_content(task)
+    if content is not None and content != DATASET_CONTENT.get(task.id):
+        identity["dataset_content"] = content
+    if evaluation:
+        identity["evaluation"] = evaluation
+    return identity
+
+
+def _hashed_fields(config: Any) -> dict[str, Any]:
+    """A config dataclass as its identity hashes it: every field, except one added since 7d1dc42
+    (legacy_identity.CONFIG_FIELDS) that still holds its default."""
+    values = to_dict(config)
+    known = CONFIG_FIELDS.get(type(config).__name__)
+    if known is None:
+        return values
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING}
+    return {k: v for k, v in values.items()
+            if k in known or k not in defaults or to_dict_value(defaults[k]) != v}
+
+
+def to_dict_value(value: Any) -> Any:
+    """A default as to_dict writes it (tuples as lists), for comparing with a config's values."""
+    return [to_dict_value(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+_CONTENT: dict[str, str | None] = {}  # dataset block -> digest, per process (bench resolves each task once per seed)
+
+
+def dataset_content(task: Task) -> str | None:
+    """The task's dataset content digest where its name does not fix it (sources.dataset_fingerprint)."""
+    from modebench.benchmarks.tasks.sources import dataset_fingerprint
+
+    key = stable_hash(task.dataset)
+    if key not in _CONTENT:
+        _CONTENT[key] = dataset_fingerprint(task.dataset)
+    return _CONTENT[key]
 
 
 def _positive(name: str, value: int) -> int:
@@ -222,19 +314,75 @@ def resolve_run(
     steps = settings.run["steps"].value
     own_run = protocols.resolve(method, task_obj, protocol).run if any(v is not None for v in run.values()) else settings.run
     check_phases(resolved.cls, resolved.config, steps, method)  # a run that cannot cover a phase is refused here
-    run_id, digest = _identity(method, task_obj, protocol, seed, steps, resolved.config, data_cfg, compile)
     every = settings.run["eval_every"].value or steps
+    episodes = settings.run["eval_episodes"].value
+    # the protocol's own evaluation for a run of this length: what stored runs were evaluated with
+    protocol_run = protocols.resolve(method, task_obj, protocol, {"run": {"steps": steps}}).run
+    evaluation = {key: value for key, value, default in (
+        ("eval_episodes", episodes, protocol_run["eval_episodes"].value),
+        ("eval_every", every, protocol_run["eval_every"].value or steps),
+        ("knobs", to_dict(resolved.knobs), to_dict(default.knobs)),
+    ) if value != default}
+    # the task as this run sees it: its data and env cut to the layout, scored as the protocol compares it
+    if data_cfg.observation_layout:
+        task_obj = task_obj.with_layout(data_cfg.observation_layout)
+    task_obj = task_obj.for_protocol(protocol)
+    identity = run_identity(method, task_obj, protocol, seed, steps, resolved.config, data_cfg, compile, evaluation)
+    digest = config_hash(identity)
+    run_id = f"{method}__{task_obj.id.replace('/', '-')}__seed{seed}__{digest}"
+    device_str = str(resolve_device(device))
+    # the seeds of one run: the same identity but the seed, run the same way
+    group_id = stable_hash({**{k: v for k, v in identity.items() if k != "seed"}, "eval_every": every,
+                            "eval_episodes": episodes, "checkpoint_every": checkpoint_every or every,
+                            "log_every": log_every, "device": device_str, "method": method})
     return RunSpec(
         method=method, task=task_obj, protocol=protocol, algorithm_class=resolved.cls,
         config=resolved.config, knobs=resolved.knobs, data=data_cfg, seed=seed, steps=steps,
-        eval_every=every, eval_episodes=settings.run["eval_episodes"].value,
-        checkpoint_every=checkpoint_every or every, log_every=log_every, device=str(resolve_device(device)),
+        eval_every=every, eval_episodes=episodes,
+        checkpoint_every=checkpoint_every or every, log_every=log_every, device=device_str,
         compiled=compile,
         suite_default=to_dict(resolved.config) == to_dict(default.config) and data_cfg == default_data,
         default_knobs=to_dict(default.knobs),
         default_run={"steps": own_run["steps"].value, "eval_episodes": own_run["eval_episodes"].value},
-        run_id=run_id, config_hash=digest,
+        run_id=run_id, config_hash=digest, group_id=group_id,
     )
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """The seeds of one run: RunSpecs equal in everything but their seed (one `group_id`), trained
+    together as one seed-batched model (benchmarks/run/train.py: train_seeds). `modebench train
+    --seeds`, each `bench` job and each sweep trial is one group."""
+
+    specs: tuple[RunSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not self.specs:
+            raise ConfigError("a run group needs at least one seed")
+        if len({spec.group_id for spec in self.specs}) != 1:
+            raise ConfigError("the seeds of one run must differ in their seed alone; these runs differ in more")
+        seeds = [spec.seed for spec in self.specs]
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"a seed is given twice: {seeds}")
+
+    @classmethod
+    def of(cls, specs: RunGroup | list[RunSpec] | tuple[RunSpec, ...]) -> RunGroup:
+        return specs if isinstance(specs, RunGroup) else cls(tuple(specs))
+
+    @property
+    def lead(self) -> RunSpec:
+        """The first seed's spec: what every seed shares (method, task, steps, schedule) is read here."""
+        return self.specs[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [spec.seed for spec in self.specs]
+
+    def __iter__(self) -> Iterator[RunSpec]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
 
 
 def task_fields(task: Task) -> dict[str, Any]:

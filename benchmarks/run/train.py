@@ -11,13 +11,11 @@ of inference-only knobs.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,12 @@ import numpy as np
 import torch
 from modebench.algorithms.base import Algorithm, EnvSpec
 from modebench.algorithms.config import ConfigError, from_dict, resolve_aliases, to_dict
-from modebench.algorithms.seeds import SeedBatchingError, stack_algorithms, unstack_into
+from modebench.algorithms.seeds import (
+    SeedBatchingError,
+    SeedRandom,
+    stack_algorithms,
+    unstack_into,
+)
 from modebench.benchmarks.data.dataset import Normalizer, TransitionDataset
 from modebench.benchmarks.data.replay import DeviceReplay, SeedReplays
 from modebench.benchmarks.data.validate import check_task_data
@@ -37,17 +40,19 @@ from modebench.benchmarks.run.callbacks import (
     MetricsWriter,
     ProgressBar,
     RecordHook,
+    TrainingRun,
 )
 from modebench.benchmarks.run.checkpoints import load_checkpoint, load_weights, restore
 from modebench.benchmarks.run.evaluation import evaluate
 from modebench.benchmarks.run.spec import (
+    RunGroup,
     RunSpec,
     record_fields,
     resolve_device,
     resolve_method,
     resolve_run,
 )
-from modebench.benchmarks.store import DEFAULT_ROOT, RunBusyError, RunStore
+from modebench.benchmarks.store import RunBusyError, RunStore, results_root
 from modebench.benchmarks.tasks.suites import Task
 from tqdm.auto import tqdm
 
@@ -56,45 +61,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class RunResult:
-    score: float
-    records: list[dict[str, Any]]
-    algorithm: Algorithm
-    checkpoint: Path
-    run_dir: Path
-    updates_per_second: float = math.nan
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class TrainingRun:
-    """What the callbacks see of a run in progress."""
-
-    spec: RunSpec
-    store: RunStore
-    info: dict[str, Any]  # config.json (also kept in every checkpoint)
-    dataset: TransitionDataset
-    normalizer: Normalizer
-    replay: DeviceReplay
-    algorithm: Algorithm
-    callbacks: list[Callback]
-    start_step: int = 0
-    step: int = 0  # updates done so far
-    train_time: float = 0.0  # seconds spent in updates (evaluations excluded)
-    metrics: dict[str, float] = field(default_factory=dict)  # the last interval's mean metrics
-    records: list[dict[str, Any]] = field(default_factory=list)
-    # torch's global generator states just after prepare: what a run trained alone continues from
-    global_rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None
-
-    def emit(self, record: dict[str, Any]) -> None:
-        """Store a new record, then hand it to every callback."""
-        self.store.write_record(record)
-        self.records.append(record)
-        for callback in self.callbacks:
-            callback.on_record(self, record)
 
 
 def load_checked_data(spec: RunSpec) -> TransitionDataset:
@@ -117,10 +83,21 @@ def prepare(spec: RunSpec, store: RunStore, dataset: TransitionDataset, resume: 
     if spec.compiled:
         algorithm.compile_losses()
     run = TrainingRun(spec, store, info, dataset, normalizer, replay, algorithm, callbacks or [])
+    restored_losses_rng = False
     if resume and store.checkpoint_path.exists():
         payload = load_checkpoint(store.checkpoint_path)
         restore(algorithm, payload, replay)
         run.start_step = run.step = int(payload["step"])
+        restored_losses_rng = "losses" in payload["rng"]
+    elif resume and any(store.records_dir.glob("*.json")):
+        tqdm.write(f"{spec.run_id}: has records but no checkpoint (an earlier run was stopped between the two, or "
+                   "the checkpoint was deleted); training it again to restore the checkpoint, same numbers")
+    if not restored_losses_rng:
+        # the losses' generator, taken now from the stream this seed's initialisation (or its
+        # restored pre-generator checkpoint) left, as the method would take it on first use
+        algorithm.rng = SeedRandom.from_global(device)
+    run.already_finished = run.start_step >= spec.steps and store.has_record(spec.steps, to_dict(spec.knobs))
+    store.rewind_metrics(run.start_step)  # lines past the checkpoint are written again as the run retrains
     return run
 
 
@@ -144,20 +121,21 @@ def train(
     on_evaluation: Callable[[dict[str, Any]], None] | None = None,
     lock_wait: float = 0.0,
     **settings: Any,
-) -> RunResult:
+) -> TrainingRun:
     """Train a resolved run, evaluating every `spec.eval_every` updates and at the end.
     `train(METHOD, TASK, steps=..., seed=..., ...)` is shorthand for
     `train(resolve_run(METHOD, TASK, steps=..., seed=..., ...))`.
     `log`: extra metric sinks ("tensorboard", "wandb"); metrics.jsonl is always written.
     `lock_wait`: seconds to wait for the run folder's writer lock held by another process (a
-    harness whose workers read one finished run at once); 0 refuses at once."""
+    harness whose workers read one finished run at once); 0 refuses at once.
+    `resume=False` trains the run again from scratch (`--rerun`), replacing its records."""
     if isinstance(spec, str):
         if task is None:
             raise ConfigError("give a task (SUITE/TASK) or a dataset")
         spec = resolve_run(spec, task, **settings)
     elif task is not None or settings:
         raise TypeError("train(spec) takes a resolved RunSpec alone; resolve settings with resolve_run")
-    (result,) = train_seeds([spec], out=out, progress=progress, resume=resume, log=log,
+    (result,) = train_seeds(RunGroup((spec,)), out=out, progress=progress, resume=resume, log=log,
                             on_evaluation=on_evaluation, lock_wait=lock_wait)
     if isinstance(result, FloatingPointError):  # alone, a diverged run is an error
         raise result
@@ -175,7 +153,7 @@ def _seed_batch(runs: list[TrainingRun]) -> tuple[Algorithm, DeviceReplay | Seed
     return model, SeedReplays([run.replay for run in runs])
 
 
-def _train_together(runs: list[TrainingRun]) -> list[RunResult | FloatingPointError]:
+def _train_together(runs: list[TrainingRun]) -> list[TrainingRun | FloatingPointError]:
     """The update loop for one run, or for the seeds of one run as one seed-batched model
     (algorithms/seeds.py) when several runs at the same step are given: each update serves all
     of them; before any callback reads a run's model (logging, evaluation, checkpoint) its seed
@@ -183,6 +161,13 @@ def _train_together(runs: list[TrainingRun]) -> list[RunResult | FloatingPointEr
     stay per seed, exactly as for a run trained alone. A seed whose metrics stop being finite
     (the divergence guard's FloatingPointError) leaves the batch and the others train on; its
     error takes its place in the results."""
+    for run in runs:
+        for callback in run.callbacks:
+            callback.on_start(run)
+    return _update_loop(runs)
+
+
+def _update_loop(runs: list[TrainingRun]) -> list[TrainingRun | FloatingPointError]:
     spec = runs[0].spec
     active = list(runs)
     diverged: dict[int, FloatingPointError] = {}
@@ -196,7 +181,7 @@ def _train_together(runs: list[TrainingRun]) -> list[RunResult | FloatingPointEr
                 torch.set_rng_state(run.global_rng[0])
                 if run.global_rng[1]:
                     torch.cuda.set_rng_state_all(run.global_rng[1])
-            results += _train_together([run])
+            results += _update_loop([run])
         return results
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -245,28 +230,14 @@ def _train_together(runs: list[TrainingRun]) -> list[RunResult | FloatingPointEr
     return [diverged[id(run)] if id(run) in diverged else _finish(run) for run in runs]
 
 
-def _finish(run: TrainingRun) -> RunResult:
+def _finish(run: TrainingRun) -> TrainingRun:
     for callback in run.callbacks:
         callback.on_end(run)
-    return RunResult(
-        score=float(run.records[-1]["normalized_score"]),
-        records=run.records,
-        algorithm=run.algorithm,
-        checkpoint=run.store.checkpoint_path,
-        run_dir=run.store.path,
-        updates_per_second=run.metrics.get("time/updates_per_second", math.nan),
-        metrics=run.metrics,
-    )
-
-
-def seed_batch_key(spec: RunSpec) -> tuple:
-    """What the seeds trained as one model share: everything of a run but its seed."""
-    return tuple((f.name, repr(getattr(spec, f.name))) for f in dataclasses.fields(spec)
-                 if f.name not in ("seed", "run_id", "config_hash"))  # the hash covers the seed
+    return run
 
 
 def train_seeds(
-    specs: list[RunSpec],
+    specs: RunGroup | list[RunSpec],
     *,
     out: str | Path | None = None,
     progress: bool = False,
@@ -275,7 +246,7 @@ def train_seeds(
     on_evaluation: Callable[[dict[str, Any]], None] | None = None,
     lock_wait: float = 0.0,
     skip_busy: bool = False,
-) -> list[RunResult | FloatingPointError | RunBusyError]:
+) -> list[TrainingRun | FloatingPointError | RunBusyError]:
     """Train the seeds of one run (specs that differ in their seed alone) as one seed-batched
     model: one forward and one backward per update for all of them, each seed with its own
     initialisation, minibatches and random draws (seed s gives the numbers `train` gives it
@@ -284,35 +255,33 @@ def train_seeds(
     train together (normally all: they checkpoint together), finished seeds are read back. A seed
     that diverges is its FloatingPointError in the returned list; the other seeds train on.
     `skip_busy`: a seed whose run folder another process holds is its RunBusyError in the list
-    and the others train (else that error ends the call)."""
+    and the others train (else that error ends the call). A seed the store holds finished is read
+    back (`already_finished`); `resume=False` trains every seed again from scratch."""
     if not specs:
         return []
-    if len({seed_batch_key(spec) for spec in specs}) != 1:
-        raise ConfigError("train_seeds trains the seeds of ONE run: the specs differ in more than their seed")
-    if len({spec.seed for spec in specs}) != len(specs):
-        raise ConfigError(f"a seed is given twice: {[spec.seed for spec in specs]}")
-    dataset = load_checked_data(specs[0])
-    results: dict[int, RunResult | FloatingPointError | RunBusyError] = {}
+    group = RunGroup.of(specs)
+    specs = list(group)
+    dataset = load_checked_data(group.lead)
+    results: dict[int, TrainingRun | FloatingPointError | RunBusyError] = {}
     # each run's lifetime under its folder's writer lock: a second process (another driver, an
     # orphaned worker) refuses with a RunBusyError line instead of writing the same files
     with contextlib.ExitStack() as held:
         runs: dict[int, TrainingRun] = {}
         for index, spec in enumerate(specs):
             try:
-                store = held.enter_context(RunStore(out or DEFAULT_ROOT, spec.run_id).writing(wait=lock_wait))
+                store = held.enter_context(RunStore(results_root(out), spec.run_id).writing(wait=lock_wait))
             except RunBusyError as err:
                 if not skip_busy:
                     raise
                 results[index] = err
                 continue
             run = prepare(spec, store, dataset, resume, default_callbacks(progress and not runs, log, on_evaluation))
-            run.algorithm.rng  # noqa: B018 (its generator, taken now from the stream this seed's prepare left)
             run.global_rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
             runs[index] = run
         for start in sorted({run.start_step for run in runs.values()}):
-            group = [i for i, run in runs.items() if run.start_step == start]
-            done = _train_together([runs[i] for i in group]) if start < specs[0].steps else [_finish(runs[i]) for i in group]
-            results.update(zip(group, done))
+            batch = [i for i, run in runs.items() if run.start_step == start]
+            done = _train_together([runs[i] for i in batch]) if start < group.lead.steps else [_finish(runs[i]) for i in batch]
+            results.update(zip(batch, done))
     return [results[i] for i in range(len(specs))]
 
 
@@ -353,7 +322,9 @@ class LoadedRun:
 
     @property
     def run_id(self) -> str:
-        return run_id_of(self.path)
+        """The run's own id, from the checkpoint's run description (wherever the file lies); a
+        checkpoint whose description lacks it (none ModeBench wrote) is named by its folder."""
+        return self.run.get("run_id") or self.path.resolve().parent.name
 
 
 def load_run(checkpoint: str | Path, device: str = "auto") -> LoadedRun:
@@ -385,7 +356,9 @@ def evaluate_checkpoint(
     progress: bool = False,
     lock_wait: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Evaluate a checkpoint at every knob setting of the grid (no retraining); one record each.
+    """Evaluate a checkpoint at every knob setting of the grid (no retraining); one record each,
+    stored under the results root (`out`, else $MODEBENCH_RESULTS, else results/) in the folder of
+    the checkpoint's own run id, wherever the checkpoint file lies (nothing is written beside it).
 
     `lock_wait`: seconds to wait for the run's writer lock when another process holds it (a
     harness that evaluates one checkpoint from several workers); 0 refuses at once."""
@@ -395,9 +368,11 @@ def evaluate_checkpoint(
     settings = knob_settings(
         type(loaded.algorithm).knobs_class, base_knobs, knob_grid, f"{run['method']} knob",
         lambda unknown: f"unknown knob(s) {unknown} for {run['method']}; inference-only knobs: {sorted(base_knobs) or 'none'}")
-    store = RunStore(Path(out) if out else loaded.path.resolve().parents[2], loaded.run_id)
+    store = RunStore(results_root(out), loaded.run_id)
     records = []
     with store.writing(wait=lock_wait):
+        if store.read_config() is None:  # a checkpoint from elsewhere: its run's description goes with its records
+            store.write_config(run)
         for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
             result = evaluate(loaded.algorithm, loaded.task, knobs, episodes or loaded.task.eval_episodes,
                               run["seed"] if seed is None else seed, loaded.normalizer, loaded.action_low, loaded.action_high)
@@ -406,7 +381,3 @@ def evaluate_checkpoint(
             store.write_record(record)
             records.append(record)
     return records
-
-
-def run_id_of(checkpoint: str | Path) -> str:
-    return Path(checkpoint).resolve().parent.name

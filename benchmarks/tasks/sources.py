@@ -62,7 +62,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import gymnasium as gym
 import numpy as np
 from modebench.algorithms.config import ConfigError
-from modebench.benchmarks.data.dataset import TransitionDataset
+from modebench.benchmarks.data.dataset import (
+    TransitionDataset,
+    array_digest,
+    content_digest,
+)
 from modebench.benchmarks.data.loaders import MissingDatasetError
 from modebench.benchmarks.tasks.wrappers import apply_mass_scale
 
@@ -120,24 +124,6 @@ def register_envs() -> None:
     import_robotics()
 
 
-# `module:Env` ids the user typed on this process's command line (`--env`). gymnasium imports the
-# module before the colon; an id read from a checkpoint, a config or a suite file never may.
-_ENV_MODULES_ALLOWED: set[str] = set()
-
-
-def allow_env_module(env_id: str) -> None:
-    """Let this process import the module of `env_id` (a `module:Env` id the user typed)."""
-    _ENV_MODULES_ALLOWED.add(env_id)
-
-
-def check_env_id(env_id: str) -> str:
-    """`env_id`, unless it names a module to import (`module:Env`) that the user did not type."""
-    if ":" in str(env_id) and env_id not in _ENV_MODULES_ALLOWED:
-        raise ConfigError(f"env id {env_id!r} would import the module {env_id.split(':', 1)[0]!r}; an env id from a "
-                          f"file never imports code: pass --env {env_id} on the command line to allow it")
-    return env_id
-
-
 def flatten_dict_obs(env: gym.Env) -> gym.Env:
     if isinstance(env.observation_space, gym.spaces.Dict):
         return gym.wrappers.FlattenObservation(env)
@@ -183,6 +169,12 @@ class Source:
     def status(self, task_id: str, suite: str, **params: Any) -> DatasetStatus:
         return DatasetStatus(task_id, self.kind, str(params), True, False, "not checked", "")
 
+    def fingerprint(self, **params: Any) -> str | None:
+        """A digest of the dataset's content for a run's identity, where the params alone do not
+        name the content (a user's file, a local folder, data generated here); None where they do
+        (a published id with its version)."""
+        return None
+
     def generator_job(self, **params: Any) -> tuple[str, str, int, int | None] | None:
         """(generator, preset, seed, size) of the offline generator run that writes the data; None
         when the data is not generated here."""
@@ -224,6 +216,9 @@ class ToySource(Source):
 
         return toy.generate(task, size=size, seed=seed, noise=noise)
 
+    def fingerprint(self, **params):
+        return array_digest(self.load(**params))  # generated in memory from code: the arrays are the content
+
     def status(self, task_id, suite, **params):
         return DatasetStatus(task_id, self.kind, params.get("task", ""), True, True, "generated in memory", "")
 
@@ -235,7 +230,7 @@ class GymSource(Source):
         from modebench.benchmarks.tasks import toy
 
         toy.register_envs()
-        return gym.make(check_env_id(id), **kwargs)
+        return gym.make(id, **kwargs)
 
 
 class MinariSource(Source):
@@ -245,6 +240,9 @@ class MinariSource(Source):
         from modebench.benchmarks.data.loaders import load_minari
 
         return load_minari(path or id)
+
+    def fingerprint(self, id: str | None = None, path: str | None = None, **_):
+        return content_digest(path) if path else None
 
     def status(self, task_id, suite, id: str | None = None, path: str | None = None, **_):
         from modebench.benchmarks.tasks.generators.common import minari_dataset_dir
@@ -274,6 +272,9 @@ class D4RLFileSource(Source):
         from modebench.benchmarks.data.loaders import load_d4rl_file
 
         return load_d4rl_file(path, name=name, action_box=action_box)
+
+    def fingerprint(self, path: str, **_):
+        return content_digest(path)
 
     def status(self, task_id, suite, path: str, **_):
         file = Path(path).expanduser()
@@ -380,6 +381,14 @@ class OGBenchSource(Source):
         return TransitionDataset.from_flat(to_flat(raw), name=name if local is None else f"{name}[local:{file.stem}]",
                                            metadata=metadata)
 
+    def fingerprint(self, name: str, path: str | None = None, local: dict | None = None,
+                    dataset_dir: str | None = None):
+        if path is None and local is None:
+            return None  # published: the name carries its version
+        if local is not None and path is None:
+            self._generate(name, local)
+        return content_digest(ogbench_file(name, path, local, dataset_dir))
+
     def _generate(self, name: str, local: dict) -> None:
         from modebench.benchmarks.tasks.generators import generate
 
@@ -437,6 +446,12 @@ class GeneratedSource(Source):
     def generator_job(self, generator: str = "", preset: str = "small", seed: int = 0, size: int | None = None, **_):
         return generator, preset, int(seed), size
 
+    def fingerprint(self, generator: str, preset: str = "small", seed: int = 0, size: int | None = None, **_):
+        from modebench.benchmarks.tasks.generators import generate
+        from modebench.benchmarks.tasks.generators.common import minari_dataset_dir
+
+        return content_digest(minari_dataset_dir(generate(generator, preset, seed, size=size).name))
+
     def status(self, task_id, suite, **params):
         from modebench.benchmarks.tasks.generators import is_generated, output_id
         from modebench.benchmarks.tasks.generators.common import (
@@ -463,7 +478,7 @@ class GymnasiumSource(Source):
 
         register_envs()
         with quiet_ogbench():
-            return flatten_dict_obs(gym.make(check_env_id(id), **kwargs))
+            return flatten_dict_obs(gym.make(id, **kwargs))
 
 
 class MinariRecordedSource(Source):
@@ -587,6 +602,12 @@ def _env_source(spec: dict[str, Any]) -> tuple[Source, dict[str, Any], dict[str,
 
 def score(spec: dict[str, Any]) -> Score:
     return _find(SCORES, spec.get("kind", "reference"), "score kind", score_kinds())
+
+
+def dataset_fingerprint(spec: dict[str, Any]) -> str | None:
+    """The content digest of the dataset a suite's `dataset:` block names (Source.fingerprint)."""
+    source, params = _dataset_source(spec)
+    return source.fingerprint(**params)
 
 
 def load_dataset(spec: dict[str, Any]) -> TransitionDataset:
