@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from modebench.algorithms.config import Checked, ConfigError, field
+from modebench.algorithms.config import MAX_BATCH, Checked, ConfigError, field
 from modebench.algorithms.seeds import SeedRandom
 from torch import nn
 
@@ -74,7 +74,7 @@ class ActOutput:
 class AlgoConfig(Checked):
     """Fields every method has. Subclasses override the defaults with their paper's values."""
 
-    batch_size: int = field(256, help="minibatch size per update", ge=1)
+    batch_size: int = field(256, help="minibatch size per update", ge=1, le=MAX_BATCH)
     discount: float = field(0.99, help="discount factor gamma", ge=0.0, le=1.0)
 
 

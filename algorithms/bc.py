@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from modebench.algorithms.config import field
+from modebench.algorithms.config import MAX_WIDTH, field
 from modebench.algorithms.nets import GaussianPolicy
 from modebench.algorithms.optim import make_adam
 from modebench.algorithms.seeds import seed_mean
@@ -18,7 +18,7 @@ from modebench.algorithms.seeds import seed_mean
 
 @dataclass
 class BCConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = field((256, 256), help="actor MLP widths", ge=1)
+    hidden_dims: tuple[int, ...] = field((256, 256), help="actor MLP widths", ge=1, le=MAX_WIDTH)
     lr: float = field(3e-4, help="Adam learning rate", gt=0.0)
 
 

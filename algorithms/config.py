@@ -12,6 +12,7 @@ ignored.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -27,6 +28,17 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it and the fix."""
+
+
+# Upper bounds of the fields whose value sizes an allocation, so that a slip such as `--knob
+# N=100000000` or `--set batch_size=1e9` is one ConfigError line instead of an out-of-memory crash
+# minutes into a run. Each is far above every paper's and suite's value (in brackets) and sized so
+# one such allocation at paper sizes stays within a few GiB.
+MAX_BATCH = 1 << 16  # minibatch rows [256-1024]; 65536 x a 4 x 512 MLP's activations ~ 0.5 GiB
+MAX_WIDTH = 1 << 13  # MLP layer width [256-1024]; one 8192 x 8192 float32 layer + Adam state ~ 1 GiB
+MAX_ENSEMBLE = 64  # critic ensemble members [1-10]: each a full critic
+MAX_COMPONENTS = 1024  # mixture components or modes [5-20]: heads of width x components
+MAX_CANDIDATES = 1 << 16  # candidates or samples per state [16-2048]: a candidates x batch x width activation each
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, choices: Iterable[Any] | None = None,
@@ -186,6 +198,12 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
             raise ConfigError(f"{name}: {value!r} is not a string")
         return value
     return value
+
+
+def close_matches(word: str, options: Iterable[str]) -> str:
+    """'; did you mean X?' for a misspelt name (difflib), '' when nothing is close."""
+    found = difflib.get_close_matches(str(word), [str(o) for o in options], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(found)}?" if found else ""
 
 
 def check_keys(values: Mapping[str, Any], allowed: Iterable[str], what: str = "", where: str = "") -> None:

@@ -47,7 +47,7 @@ from typing import Literal
 
 import torch
 from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from modebench.algorithms.config import field
+from modebench.algorithms.config import MAX_ENSEMBLE, MAX_WIDTH, field
 from modebench.algorithms.critics import TDCritic, policy_q_loss
 from modebench.algorithms.nets import (
     ACTIVATIONS,
@@ -96,9 +96,9 @@ def candidate_geometry(candidates: torch.Tensor, seeds: int | None = None) -> tu
 
 @dataclass
 class DROLConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="actor and critic MLP widths (Table 2)", ge=1)
+    hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="actor and critic MLP widths (Table 2)", ge=1, le=MAX_WIDTH)
     activation: str = field("gelu", help="hidden activation of every MLP (authors' code: GELU)", choices=sorted(ACTIVATIONS))
-    num_q: int = field(2, help="critic ensemble size (Table 2)", ge=1)
+    num_q: int = field(2, help="critic ensemble size (Table 2)", ge=1, le=MAX_ENSEMBLE)
     lr: float = field(3e-4, help="Adam learning rate (Table 2)", gt=0.0)
     target_tau: float = field(0.005, help="Polyak rate of the target critic (Table 2)", gt=0.0, le=1.0)
     num_candidates: int = field(16, help="K, latent draws routed per state in training (Table 2; sweep K_SWEEP)", ge=1, le=4096)
@@ -108,7 +108,7 @@ class DROLConfig(AlgoConfig):
     normalize_q_loss: bool = field(True, help="divide the Q term by sg(mean |Q|) of the winners (code: True)")
     actor_q_agg: Literal["min", "mean"] = field("min", help="ensemble aggregation in the actor's Q term (code: min)")
     q_agg: Literal["mean", "min"] = field("mean", help="ensemble aggregation in the TD target (Table 3 flag)")
-    latent_dim: int | None = field(None, help="d_z; None = d_a (paper)", ge=1)
+    latent_dim: int | None = field(None, help="d_z; None = d_a (paper)", ge=1, le=MAX_WIDTH)
     latent_radius: float | None = field(None, help="R of the latent ball; None = sqrt(d_a) (paper)", gt=0.0)
     actor_layer_norm: bool = field(False, help="LayerNorm in the actor MLP (code: False)")
     critic_layer_norm: bool = field(True, help="LayerNorm in the critic MLP (code: True)")

@@ -36,7 +36,7 @@ from typing import Literal
 
 import torch
 from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from modebench.algorithms.config import field
+from modebench.algorithms.config import MAX_ENSEMBLE, MAX_WIDTH, field
 from modebench.algorithms.critics import TDCritic, policy_q_loss
 from modebench.algorithms.nets import (
     ACTIVATIONS,
@@ -51,9 +51,9 @@ from modebench.algorithms.seeds import seed_mean
 
 @dataclass
 class FQLConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="widths of the flow, one-step and critic MLPs", ge=1)
+    hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="widths of the flow, one-step and critic MLPs", ge=1, le=MAX_WIDTH)
     activation: str = field("gelu", help="hidden activation of every MLP (FQL: GELU)", choices=sorted(ACTIVATIONS))
-    num_q: int = field(2, help="critic ensemble size", ge=1)
+    num_q: int = field(2, help="critic ensemble size", ge=1, le=MAX_ENSEMBLE)
     lr: float = field(3e-4, help="Adam learning rate of every network", gt=0.0)
     target_tau: float = field(0.005, help="Polyak rate of the target critic", gt=0.0, le=1.0)
     alpha: float = field(10.0, help="distillation weight (10 antmaze, 300 cube/scene, 1000 puzzle, 3e3-3e4 adroit)", ge=0.0)

@@ -73,7 +73,16 @@ from modebench.algorithms.base import (
     EnvSpec,
     Phase,
 )
-from modebench.algorithms.config import Checked, ConfigError, field, require
+from modebench.algorithms.config import (
+    MAX_CANDIDATES,
+    MAX_COMPONENTS,
+    MAX_ENSEMBLE,
+    MAX_WIDTH,
+    Checked,
+    ConfigError,
+    field,
+    require,
+)
 from modebench.algorithms.critics import ExpectileCritic, awr_weight
 from modebench.algorithms.nets import DiagonalGMM, GMMPolicy
 from modebench.algorithms.optim import make_adam
@@ -83,20 +92,20 @@ from modebench.algorithms.selection import rerank, support_weight
 
 @dataclass
 class GEMConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = field((256, 256), help="width of every MLP (actor, behaviour GMM, Q, V)", ge=1)
+    hidden_dims: tuple[int, ...] = field((256, 256), help="width of every MLP (actor, behaviour GMM, Q, V)", ge=1, le=MAX_WIDTH)
     lr: float = field(3e-4, help="Adam learning rate for every network", gt=0.0)
     # critic (shared IQL critic, App. E)
-    num_q: int = field(2, help="M, critic ensemble size (paper silent; IQL's twin Q). Q_min in training, LCB at inference", ge=1)
+    num_q: int = field(2, help="M, critic ensemble size (paper silent; IQL's twin Q). Q_min in training, LCB at inference", ge=1, le=MAX_ENSEMBLE)
     expectile: float = field(0.7, help="tau of the expectile value loss (Eq. 65); 0.9 on antmaze (IQL)", gt=0.0, lt=1.0)
     target_tau: float = field(0.005, help="Polyak rate of the target Q (Eq. 62)", gt=0.0, le=1.0)
     # actor (App. C)
-    num_components: int = field(5, help="K, actor mixture components (paper silent)", ge=1)
+    num_components: int = field(5, help="K, actor mixture components (paper silent)", ge=1, le=MAX_COMPONENTS)
     beta: float = field(3.0, help="guidance inverse temperature in omega = exp(beta A) (Eq. 69); 10 on antmaze (IQL)", ge=0.0)
     omega_max: float = field(100.0, help="cap of omega (EXP_ADV_MAX, Eq. 69)", gt=0.0)
     gate_entropy_coef: float = field(0.01, help="alpha_H, gating-entropy bonus (Eq. 43-44, 71)", ge=0.0)
     detach_gamma: bool = field(True, help="stop-gradient on responsibilities: the EM M-step (Eq. 37)")
     # behaviour density (App. D)
-    behavior_components: int = field(5, help='K of mu_phi (paper: "K-component", same symbol as the actor)', ge=1)
+    behavior_components: int = field(5, help='K of mu_phi (paper: "K-component", same symbol as the actor)', ge=1, le=MAX_COMPONENTS)
     gmm_pretrain_steps: int = field(100_000, help="updates that fit mu_phi by MLE (Eq. 54)", ge=0)
     gmm_freeze_after_pretrain: bool = field(True, help="freeze mu_phi after gmm_pretrain_steps")
     # both GMMs
@@ -118,11 +127,11 @@ class GEMKnobs(Checked):
     """Inference-only knobs (Algorithm 1): sweepable from one checkpoint, no retraining."""
 
     ALIASES: ClassVar[dict[str, str]] = {"lambda": "lcb_lambda"}  # the paper's name (a Python keyword)
-    N: int = field(1024, help="candidate budget: sampled candidates besides the anchor (Table 7: 0..2048)", ge=0)
+    N: int = field(1024, help="candidate budget: sampled candidates besides the anchor (Table 7: 0..2048)", ge=0, le=MAX_CANDIDATES)
     lcb_lambda: float = field(1.0, help="lambda, pessimism of LCB = mean - lambda std (Eq. 3); antmaze 3.5", ge=0.0)
     w_end: float = field(0.4, help="terminal support weight of the cosine w_p schedule (Sec. 4.2); antmaze 0.2", ge=0.0)
     use_pw: bool = field(True, help="support term on; False is the no-pw ablation (w_p = 0, Table 5)")
-    k_smooth: int = field(1, help="output the mean of the top-k candidates (Eq. 15); 1 = top-1", ge=1)
+    k_smooth: int = field(1, help="output the mean of the top-k candidates (Eq. 15); 1 = top-1", ge=1, le=MAX_CANDIDATES)
     candidate_source: Literal["actor", "behavior"] = field("actor", help="single source of a_1..a_N (Eq. 7)")
     support_mode: Literal["zscore", "raw"] = field("zscore", help="candidate-set z-score (Eq. 11) or raw log mu_phi")
     anchor: Literal["mode", "off", "bary"] = field("mode", help="a_0 = mu_{k*} (Eq. 6), none, or sum_k w_k mu_k")

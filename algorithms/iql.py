@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from modebench.algorithms.config import field
+from modebench.algorithms.config import MAX_ENSEMBLE, MAX_WIDTH, field
 from modebench.algorithms.critics import ExpectileCritic, awr_weight
 from modebench.algorithms.nets import GaussianPolicy, LayerNormPlacement
 from modebench.algorithms.optim import make_adam
@@ -36,8 +36,8 @@ from modebench.algorithms.seeds import seed_mean
 
 @dataclass
 class IQLConfig(AlgoConfig):
-    hidden_dims: tuple[int, ...] = field((256, 256), help="width of every MLP (actor, Q, V)", ge=1)
-    num_q: int = field(2, help="critic ensemble size (min over members in the value target)", ge=1)
+    hidden_dims: tuple[int, ...] = field((256, 256), help="width of every MLP (actor, Q, V)", ge=1, le=MAX_WIDTH)
+    num_q: int = field(2, help="critic ensemble size (min over members in the value target)", ge=1, le=MAX_ENSEMBLE)
     lr: float = field(3e-4, help="Adam learning rate for every network", gt=0.0)
     expectile: float = field(0.7, help="tau of the value's asymmetric L2 (0.9 on antmaze)", gt=0.0, lt=1.0)
     beta: float = field(3.0, help="inverse temperature of the advantage weight (10 on antmaze)", ge=0.0)

@@ -91,7 +91,7 @@ from typing import Literal
 
 import torch
 from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from modebench.algorithms.config import Checked, field
+from modebench.algorithms.config import MAX_ENSEMBLE, MAX_WIDTH, Checked, field
 from modebench.algorithms.critics import ExpectileCritic, aggregate, awr_weight
 from modebench.algorithms.iql import IQL, IQLConfig
 from modebench.algorithms.nets import (
@@ -216,13 +216,13 @@ class ISEPFMConfig(AlgoConfig):
     sample_guidance: float = field(1.0, help="guidance w of the self-samples a~ used in training")
     sample_steps: int = field(10, help="Euler steps of the self-samples used in training", ge=1)
     gate: Literal["sample", "batch"] = field("sample", help="Bernoulli gate per minibatch element or per update")
-    flow_hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="velocity MLP widths (CFGRL code 4 x 512)", ge=1)
+    flow_hidden_dims: tuple[int, ...] = field((512, 512, 512, 512), help="velocity MLP widths (CFGRL code 4 x 512)", ge=1, le=MAX_WIDTH)
     flow_activation: str = field("mish", help="velocity MLP activation (ISEP Sec. 5.1.2: Mish; CFGRL: gelu)", choices=sorted(ACTIVATIONS))
     flow_layer_norm: bool = field(False, help="LayerNorm in the velocity MLP (CFGRL code: off)")
-    token_dim: int = field(16, help="optimality-token embedding size (CFGRL code: 32)", ge=1)
-    critic_hidden_dims: tuple[int, ...] = field((256, 256), help="Q and V widths (IQL; CFGRL code 4 x 512)", ge=1)
+    token_dim: int = field(16, help="optimality-token embedding size (CFGRL code: 32)", ge=1, le=MAX_WIDTH)
+    critic_hidden_dims: tuple[int, ...] = field((256, 256), help="Q and V widths (IQL; CFGRL code 4 x 512)", ge=1, le=MAX_WIDTH)
     critic_layer_norm: bool = field(False, help="LayerNorm in Q and V (CFGRL code: on)")
-    num_q: int = field(2, help="critic ensemble size (min over members)", ge=1)
+    num_q: int = field(2, help="critic ensemble size (min over members)", ge=1, le=MAX_ENSEMBLE)
     lr: float = field(3e-4, help="Adam learning rate for every network", gt=0.0)
     target_tau: float = field(0.005, help="Polyak rate of the target Q", gt=0.0, le=1.0)
     layer_norm_placement: LayerNormPlacement = field("pre_act", help='hidden LayerNorms: "pre_act" Linear->LN->act (ModeBench\'s), "post_act" Linear->act->LN, learned scale+bias (CFGRL code)')

@@ -67,7 +67,7 @@ The paper gives no learning rates, batch sizes, clamps or sample counts: those d
 the public code's where it has them and are marked as such.
 
 The authors' public code (github MianchuWang/LOM, agents/lom.py) differs in places; the
-registry preset "lom-code" sets its choices (see CODE_PRESET below): tanh MDN means, per-dim
+preset "lom-code" (algorithms/methods.yaml) sets its choices: tanh MDN means, per-dim
 log-std clamped to [-15, 0], an ensemble of 2 x 256 Q nets with a min SARSA target and
 TD3-style smoothing noise on a', Q_psi read from the first member, a one-hot-input hyper-Q
 with one sample per mode, imitation targets perturbed by N(0, 0.2^2), advantage against the
@@ -102,7 +102,7 @@ torch default init, all four corners found within 50 steps with the spread init)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,7 @@ from modebench.algorithms.base import (
     EnvSpec,
     Phase,
 )
-from modebench.algorithms.config import Checked, field, require
+from modebench.algorithms.config import MAX_CANDIDATES, MAX_COMPONENTS, MAX_ENSEMBLE, MAX_WIDTH, Checked, field, require
 from modebench.algorithms.critics import TDCritic, aggregate
 from modebench.algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
 from modebench.algorithms.optim import make_adam
@@ -127,8 +127,8 @@ M_SWEEP = (2, 5, 10, 15, 20)  # the paper's sweep of the number of modes M (Tabl
 @dataclass
 class LOMConfig(AlgoConfig):
     # --- MDN behaviour policy (Eq. 14-15) ---
-    num_modes: int = field(5, help="M, Gaussian modes of the MDN; paper sweeps {2, 5, 10, 15, 20}", ge=1)
-    mdn_hidden_dims: tuple[int, ...] = field((512, 512), help="MDN trunk widths (Table 3)", ge=1)
+    num_modes: int = field(5, help="M, Gaussian modes of the MDN; paper sweeps {2, 5, 10, 15, 20}", ge=1, le=MAX_COMPONENTS)
+    mdn_hidden_dims: tuple[int, ...] = field((512, 512), help="MDN trunk widths (Table 3)", ge=1, le=MAX_WIDTH)
     mdn_steps: int = field(200_000, help='I_M: NLL steps before the MDN is frozen ("until convergence"; code 200k)', ge=0)
     mdn_lr: float = field(1e-3, help="MDN Adam learning rate (paper silent; code 1e-3)", gt=0.0)
     mdn_scale: Literal["isotropic", "diagonal"] = field("isotropic", help="sigma_i(s) scalar per mode (Eq. 14) or per dim (code)")
@@ -140,8 +140,8 @@ class LOMConfig(AlgoConfig):
     # --- phase schedule ---
     q_during_mdn: bool = field(False, help="also train Q_psi during the MDN phase (Algorithm 1: after it)")
     # --- behaviour Q_psi, SARSA (Eq. 16) ---
-    hidden_dims: tuple[int, ...] = field((512, 512), help="widths of Q_psi, Q_phi and pi_theta (Table 3)", ge=1)
-    num_q: int = field(1, help="members of the Q_psi ensemble (paper: one Q net; code 2, per-env up to 3)", ge=1)
+    hidden_dims: tuple[int, ...] = field((512, 512), help="widths of Q_psi, Q_phi and pi_theta (Table 3)", ge=1, le=MAX_WIDTH)
+    num_q: int = field(1, help="members of the Q_psi ensemble (paper: one Q net; code 2, per-env up to 3)", ge=1, le=MAX_ENSEMBLE)
     q_lr: float = field(3e-4, help="Q_psi learning rate (paper silent; code 3e-4)", gt=0.0)
     q_target_agg: Literal["min", "mean"] = field("min", help="ensemble aggregation in the SARSA target (code: min)")
     q_eval: Literal["mean", "min", "first"] = field("mean", help="how Q_psi is read in Eq. 17-18 (code: first member)")
@@ -151,7 +151,7 @@ class LOMConfig(AlgoConfig):
     target_update_delay: int = field(2, help="Polyak update every this many steps (Table 3, Algorithm 1 line 18)", ge=1)
     # --- hyper Q_phi(s, u) (Eq. 17) ---
     hyper_q_input: Literal["state", "onehot"] = field("state", help="s -> M values, or (s, onehot(u)) -> 1 value (code)")
-    hyper_q_samples: int = field(10, help="n: samples of each mode in the Monte-Carlo target (paper silent; code 1)", ge=1)
+    hyper_q_samples: int = field(10, help="n: samples of each mode in the Monte-Carlo target (paper silent; code 1)", ge=1, le=MAX_CANDIDATES)
     hyper_q_modes: Literal["all", "uniform"] = field("all", help="regress all M modes per state, or one u ~ Uniform (Eq. 17)")
     hyper_q_lr: float = field(1e-3, help="Q_phi learning rate (paper silent; code 1e-3)", gt=0.0)
     min_mode_weight: float = field(0.0, help="modes with alpha_u(s) below this are not eligible for u* (paper: 0, all modes)")
@@ -177,27 +177,6 @@ class LOMConfig(AlgoConfig):
             f"min_mode_weight must be in [0, 1/num_modes] = [0, {1.0 / self.num_modes:.4g}] (some mode must stay "
             f"eligible), got {self.min_mode_weight}",
         )
-
-
-# The authors' public code (agents/lom.py, networks/networks.py): numbers and choices only.
-CODE_PRESET: dict[str, Any] = {
-    "mdn_scale": "diagonal",
-    "mdn_tanh_means": True,
-    "mdn_log_std_min": -15.0,
-    "mdn_log_std_max": 0.0,
-    "hidden_dims": (256, 256),  # Q nets, hyper-Q net and policy are 2 x 256 in the code
-    "num_q": 2,
-    "q_target_agg": "min",
-    "q_eval": "first",
-    "sarsa_noise": 0.2,
-    "sarsa_noise_clip": 0.5,
-    "hyper_q_input": "onehot",
-    "hyper_q_samples": 1,
-    "weight_form": "beta_times",
-    "advantage_baseline": "policy",
-    "imitation_noise": 0.2,
-    "policy_loss": "mse",
-}
 
 
 @dataclass

@@ -1,20 +1,32 @@
-"""Method registry: a plain dict from a method's name to its class and presets.
+"""Method registry: every method and preset of algorithms/methods.yaml, by name.
 
-A preset is a named variant of a method (a paper ablation, a code-faithful configuration):
-the same class with fixed config and knob overrides. Classes are imported lazily so that
-`modebench --help` stays fast and one method's optional dependencies never block another.
-This is the project's one dynamic import (`importlib.import_module` of the `target` written
-in the list below, never a computed name); tests/test_imports.py allows it here and nowhere else.
-Adding a method is one file and one line in METHODS.
+A method is declared once, in algorithms/methods.yaml: its class (`module:Class`), description,
+display name, colour, policy class, paper, and its presets. A preset is a named variant of a method
+(a paper ablation, a code-faithful configuration): the same class with fixed config and knob
+overrides. This module builds `METHODS` from that file; the analysis reads the same file as plain
+data (analysis/facts.py). Classes are imported lazily so that `modebench --help` stays fast and one
+method's optional dependencies never block another. This is the project's one dynamic import
+(`importlib.import_module` of a `class` written in methods.yaml, never a computed name);
+tests/test_imports.py allows it here and nowhere else.
+Adding a method is one file in algorithms/ and one entry in methods.yaml.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from modebench.algorithms.base import Algorithm
+from modebench.algorithms.config import ConfigError, check_keys, close_matches
+
+METHODS_FILE = Path(__file__).resolve().parent / "methods.yaml"
+REQUIRED = ("class", "description", "display", "color", "policy_class")  # every method's keys
+OPTIONAL = ("paper", "published_as", "presets")
+PRESET_REQUIRED = ("description", "display", "color")  # a preset inherits class and policy_class
+PRESET_OPTIONAL = ("config", "knobs", "policy_class")
 
 
 class UnknownMethodError(KeyError):
@@ -30,63 +42,59 @@ class MethodEntry:
     config: dict[str, Any] = field(default_factory=dict)
     knobs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    base: str | None = None  # the method a preset varies (None: a method of its own)
 
     @property
     def is_base(self) -> bool:
-        """A method's own entry, not a preset (no fixed config or knob overrides)."""
-        return not self.config and not self.knobs
+        """A method's own entry, not a preset."""
+        return self.base is None
 
     def load(self) -> type[Algorithm]:
         module_name, class_name = self.target.split(":")
         return getattr(importlib.import_module(module_name), class_name)
 
 
-METHODS: dict[str, MethodEntry] = {
-    "bc": MethodEntry("modebench.algorithms.bc:BC", description="Gaussian behaviour cloning"),
-    "iql": MethodEntry("modebench.algorithms.iql:IQL", description="Implicit Q-Learning (CORL fidelity)"),
-    "gem": MethodEntry("modebench.algorithms.gem:GEM", description="GEM: guided-EM GMM actor + LCB / z-scored-support candidate selection"),
-    "gem-no-pw": MethodEntry("modebench.algorithms.gem:GEM", knobs={"use_pw": False}, description="GEM Table 5 ablation: no support term (w_p = 0)"),
-    "gem-no-lcb": MethodEntry("modebench.algorithms.gem:GEM", knobs={"lcb_lambda": 0.0}, description="GEM Table 5 ablation: no pessimism (lambda = 0)"),
-    "gem-no-anchor": MethodEntry("modebench.algorithms.gem:GEM", knobs={"anchor": "off"}, description="GEM Table 5 ablation: no anchor a_0"),
-    "gem-anchor-bary": MethodEntry("modebench.algorithms.gem:GEM", knobs={"anchor": "bary"}, description="GEM Table 5 ablation: barycentre anchor sum_k w_k mu_k"),
-    "gem-unimodal-actor": MethodEntry("modebench.algorithms.gem:GEM", config={"num_components": 1}, description="GEM Table 5 ablation: K = 1 actor (retrains)"),
-    "gem-behavior-candidates": MethodEntry("modebench.algorithms.gem:GEM", knobs={"candidate_source": "behavior"}, description="GEM Table 5 ablation: candidates from mu_phi only"),
-    "gem-raw-support": MethodEntry("modebench.algorithms.gem:GEM", knobs={"support_mode": "raw"}, description="GEM Table 8 ablation: raw log mu_phi support (no z-score)"),
-    "isep": MethodEntry("modebench.algorithms.isep:ISEP", description="ISEP (Gaussian): interpolated value Eq. 2 + stochastic action selection Eq. 5"),
-    "isep-fm": MethodEntry("modebench.algorithms.isep:ISEPFM", description="ISEP-FM: interpolated value + gated CFG flow matching (Eq. 2, 6, 7)"),
-    "isep-deterministic": MethodEntry(
-        "modebench.algorithms.isep:ISEP", config={"selection": "deterministic"},
-        description="ISEP ablation (Sec. 5.3.3): deterministic interpolation of the two targets (App. B Eq. 29)",
-    ),
-    "cfgrl": MethodEntry(
-        "modebench.algorithms.isep:ISEPFM",
-        config={
-            "lam": 0.0, "expectile": 0.9, "token_rule": "ge", "token_critic": "online", "flow_activation": "gelu",
-            "token_dim": 32, "critic_hidden_dims": (512, 512, 512, 512), "critic_layer_norm": True, "batch_size": 1024,
-        },
-        knobs={"w": 1.0, "T": 16},
-        description="CFGRL as its code runs it (kvfrans/cfgrl_submit flowiql.py): ISEP-FM with lam = 0",
-    ),
-    "drol": MethodEntry("modebench.algorithms.drol:DROL", description="DROL: top-1 routed one-step latent actor, authors' code loss form"),
-    "drol-eq8": MethodEntry(
-        "modebench.algorithms.drol:DROL", config={"loss_form": "eq8", "normalize_q_loss": False},
-        description="DROL with the paper's Eq. 8 loss: |a^{k*} - a|^2 - alpha Q (alpha weighs the raw Q)",
-    ),
-    "fql": MethodEntry("modebench.algorithms.fql:FQL", description="FQL: flow BC teacher + distilled one-step policy (seohongpark/fql)"),
-    "lom": MethodEntry("modebench.algorithms.lom:LOM", description="LOM: weighted imitation on one MDN mode (paper, Eq. 14-18)"),
-    "lom-code": MethodEntry(
-        "modebench.algorithms.lom:LOM",
-        # = algorithms.lom.CODE_PRESET (kept literal so the registry imports no method module)
-        config={
-            "mdn_scale": "diagonal", "mdn_tanh_means": True, "mdn_log_std_min": -15.0, "mdn_log_std_max": 0.0,
-            "hidden_dims": (256, 256), "num_q": 2, "q_target_agg": "min", "q_eval": "first",
-            "sarsa_noise": 0.2, "sarsa_noise_clip": 0.5, "hyper_q_input": "onehot", "hyper_q_samples": 1,
-            "weight_form": "beta_times", "advantage_baseline": "policy", "imitation_noise": 0.2,
-            "policy_loss": "mse",
-        },
-        description="LOM as the authors' public code runs it (MianchuWang/LOM agents/lom.py)",
-    ),
-}
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """YAML lists as tuples: the config dataclasses' sequence fields are tuples (hidden_dims)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def load_methods(path: Path = METHODS_FILE) -> dict[str, MethodEntry]:
+    """Every method and preset of the methods file, in its order (each method, then its presets);
+    one ConfigError line for a malformed entry."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    entries: dict[str, MethodEntry] = {}
+
+    def add(name: str, entry: MethodEntry) -> None:
+        if name in entries:
+            raise ConfigError(f"{path}: method {name!r} is declared twice")
+        entries[name] = entry
+
+    for name, spec in raw.items():
+        where = f"{path}: method {name!r}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: give a mapping with the keys {list(REQUIRED)}")
+        check_keys(spec, REQUIRED + OPTIONAL, where=where)
+        missing = [k for k in REQUIRED if k not in spec]
+        if missing:
+            raise ConfigError(f"{where}: missing key(s) {missing}")
+        if len(str(spec["class"]).split(":")) != 2:
+            raise ConfigError(f"{where}: class {spec['class']!r} must be module:Class")
+        add(name, MethodEntry(spec["class"], description=spec["description"]))
+        for preset, overrides in (spec.get("presets") or {}).items():
+            at = f"{path}: preset {preset!r} of {name!r}"
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"{at}: give a mapping with the keys {list(PRESET_REQUIRED)}")
+            check_keys(overrides, PRESET_REQUIRED + PRESET_OPTIONAL, where=at)
+            missing = [k for k in PRESET_REQUIRED if k not in overrides]
+            if missing:
+                raise ConfigError(f"{at}: missing key(s) {missing}")
+            add(preset, MethodEntry(spec["class"], _tuples(overrides.get("config") or {}), _tuples(overrides.get("knobs") or {}),
+                                    overrides["description"], base=name))
+    return entries
+
+
+METHODS: dict[str, MethodEntry] = load_methods()
 
 
 def method_names() -> list[str]:
@@ -98,14 +106,10 @@ def get_method(name: str) -> MethodEntry:
         return METHODS[name]
     except KeyError:
         raise UnknownMethodError(
-            f"unknown method {name!r}; registered methods: {', '.join(method_names())}"
+            f"unknown method {name!r}{close_matches(name, METHODS)}; registered methods: {', '.join(method_names())}"
         ) from None
 
 
 def base_method(name: str) -> str:
-    """The registry name of the class a preset uses (e.g. 'gem-no-pw' -> 'gem')."""
-    target = get_method(name).target
-    for other, entry in METHODS.items():
-        if entry.target == target and not entry.config and not entry.knobs:
-            return other
-    return name
+    """The method a preset varies (e.g. 'gem-no-pw' -> 'gem'); a method is its own base."""
+    return get_method(name).base or name

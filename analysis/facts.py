@@ -1,8 +1,10 @@
-"""Method and paper facts for tables and plots, read from results/reference/methods.yaml.
+"""Method and paper facts for tables and plots, read as plain data from two files:
 
-Analysis may not import the method registry (it reads only the results store), so the names,
-display names, colours, policy classes, published-table mapping, ablation variants and sweep
-figures it needs live in that one data file; tests check it names every registered method.
+- algorithms/methods.yaml: every method and preset (display name, colour, policy class, the name it
+  has in the papers' tables), the same file the method registry is built from. Analysis may not
+  import the registry or a method (it reads only the results store), so it reads the file itself.
+- results/reference/tables.yaml: how the papers' published tables are read (score tables and
+  layouts, task mappings, ablation variants, NLL-gap and profile tables, sweep figures).
 """
 
 from __future__ import annotations
@@ -13,17 +15,38 @@ from typing import Any
 
 import yaml
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
-FACTS_FILE = REFERENCE_DIR / "methods.yaml"
-FALLBACK_COLOR = "#999999"  # a method the facts file does not know (a store from newer code)
+PROJECT_DIR = Path(__file__).resolve().parents[1]  # the folder that holds algorithms/, analysis/, results/
+REFERENCE_DIR = PROJECT_DIR / "results" / "reference"
+TABLES_FILE = REFERENCE_DIR / "tables.yaml"
+METHODS_FILE = PROJECT_DIR / "algorithms" / "methods.yaml"
+FALLBACK_COLOR = "#999999"  # a method the methods file does not know (a store from newer code)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (restore it from git)")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def method_facts(declared: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """algorithms/methods.yaml's entries flattened in table order (each method, then its presets):
+    name -> {display, color, policy_class, paper_name (its name in the published tables, if any),
+    base (presets only: the method it varies)}."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in declared.items():
+        out[name] = {k: spec[k] for k in ("display", "color", "policy_class")}
+        if "published_as" in spec:
+            out[name]["paper_name"] = spec["published_as"]
+        for preset, p in (spec.get("presets") or {}).items():
+            out[preset] = {"display": p["display"], "color": p["color"], "base": name,
+                           "policy_class": p.get("policy_class", spec["policy_class"])}
+    return out
 
 
 @lru_cache(maxsize=1)
 def facts() -> dict[str, Any]:
-    """The parsed facts file (cached: it is read-only data)."""
-    if not FACTS_FILE.exists():
-        raise FileNotFoundError(f"method facts file {FACTS_FILE} is missing (restore it from git)")
-    return yaml.safe_load(FACTS_FILE.read_text())
+    """The reference tables file with `methods` from the methods file (cached: read-only data)."""
+    return {**_read(TABLES_FILE), "methods": method_facts(_read(METHODS_FILE))}
 
 
 def methods() -> dict[str, dict[str, Any]]:

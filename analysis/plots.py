@@ -14,8 +14,8 @@
   rliable plots (analysis/stats.py).
 
 Each protocol's figures go to `<out>/<protocol>/` and say the protocol in their title; runs of
-different protocols are never drawn together. Every method has its own colour (the facts file,
-results/reference/methods.yaml), and legends sit outside the axes, right of the figure.
+different protocols are never drawn together. Every method has its own colour (algorithms/methods.yaml,
+read by analysis/facts.py), and legends sit outside the axes, right of the figure.
 A figure whose data is not in the store is skipped with a printed note that says what is missing.
 Knob sweeps vary one knob around each run's own knobs (the rest equal); config sweeps compare
 runs whose configs differ only in that field.

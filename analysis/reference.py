@@ -1,5 +1,5 @@
 """The papers' published numbers (results/reference/*.csv) and the map from our names to theirs
-(both described in results/reference/methods.yaml).
+(described in results/reference/tables.yaml; our methods' names there: algorithms/methods.yaml).
 
 Every per-dataset score table is read into one long frame (`published_scores`) with the
 paper's method name, our method name where we implement that method, the dataset id as the

@@ -6,84 +6,138 @@ import argparse
 import math
 import os
 import signal
+import sys
 import time
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, wait
+from pathlib import Path
 from typing import Any
 
 from modebench.algorithms.config import ConfigError, parse_assignments
+from modebench.benchmarks.grammar import (
+    bounded_int,
+    close_matches,
+    positive_int,
+    seed_value,
+)
+
+DEFAULT_LOG_EVERY = 1000  # updates per training-metrics line (resolve_run's default)
+LOGGERS = ("tensorboard", "wandb")  # the optional metric sinks (benchmarks/run/callbacks.py)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """train, eval, bench, methods, suites, and the datasets subcommands (benchmarks.tasks.cli)."""
-    from modebench.benchmarks.run import protocols
+    """train, eval, bench, profile, config, methods, suites, and the datasets subcommands
+    (benchmarks.tasks.cli). Building the parsers imports no torch: each handler imports what it runs."""
     from modebench.benchmarks.tasks import cli as datasets_cli
 
-    datasets_cli.register(subparsers)
-    protocols.register_config(subparsers)  # `modebench config`: every setting of a run with its source
-    from modebench.benchmarks.run.profile import register_profile
-
-    register_profile(subparsers)  # `modebench profile`: timing act is a run; it writes profile records
     p = subparsers.add_parser("train", help="train one method on one task, evaluate, write records and a checkpoint")
-    p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
+    p.add_argument("--algo", required=True, metavar="METHOD", help="method name (`modebench methods` lists them)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--task", help="SUITE/TASK, e.g. toy/four-goal (`modebench suites` lists them)")
-    src.add_argument("--dataset", help="a Minari dataset id or local path, or a D4RL-style .npz/.hdf5 file")
-    p.add_argument("--env", help="gymnasium id to evaluate in (required for .npz/.hdf5 files)")
+    src.add_argument("--task", metavar="SUITE/TASK", help="a suite's task, e.g. toy/four-goal (`modebench suites` lists them)")
+    src.add_argument("--dataset", metavar="ID_OR_PATH", help="a Minari dataset id or local path, or a D4RL-style .npz/.hdf5 file")
+    p.add_argument("--env", metavar="GYM_ID",
+                   help="gymnasium id to evaluate in (required for .npz/.hdf5 files); a module:Env id is imported "
+                        "only when given here")
     p.add_argument("--ref-min", type=float, help="random-policy return for the normalised score")
     p.add_argument("--ref-max", type=float, help="expert return for the normalised score")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="gradient updates (default: the protocol's, `modebench config` shows it; 10000 for --dataset)")
-    seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=0)
-    seeds.add_argument("--seeds", default=None, metavar="S1,S2,...",
-                       help="train these seeds as one seed-batched model (one run folder each, the numbers of each seed alone)")
-    p.add_argument("--out", default=None, help="results root (default: results/ or $MODEBENCH_RESULTS)")
+    p.add_seeds(single=True)
+    p.add_results(old=("--out",))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config override (repeatable)")
-    p.add_argument("--knob", action="append", metavar="KEY=VALUE", help="inference knob for the run's evaluations")
+    p.add_argument("--knob", action="append", metavar="KEY=VALUE", help="inference knob for the run's evaluations (repeatable)")
     p.add_argument("--data", action="append", metavar="KEY=VALUE", help="data preprocessing override (normalize_obs, reward_transform, ...)")
-    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N updates (default: at the end)")
-    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: the task's)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    p.add_argument("--eval-every", type=positive_int, default=None, metavar="N", help="evaluate every N updates (default: at the end)")
+    p.add_eval_episodes()
+    p.add_argument("--log-every", type=positive_int, default=None, metavar="N",
+                   help=f"write the mean training metrics every N updates (default {DEFAULT_LOG_EVERY})")
+    p.add_device()
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the loss pass (pays ~10-60 s of compilation once; for long runs)")
-    p.add_argument("--protocol", default="controlled",
-                   help="controlled (shared settings, default) or published (the papers' own settings); part of the run's identity")
-    p.add_argument("--log", action="append", default=[], metavar="SINK",
-                   help="also log metrics to tensorboard or wandb (optional extras; metrics.jsonl is always written)")
+    p.add_argument("--rerun", action="store_true",
+                   help="train the run again from scratch even when the results root holds it finished")
+    p.add_protocol()
+    p.add_argument("--log", action="append", default=[], choices=LOGGERS,
+                   help="also log metrics to TensorBoard or Weights & Biases, one run per seed (optional extras; "
+                        "metrics.jsonl is always written)")
     p.set_defaults(handler=cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a checkpoint over a grid of inference-only knobs")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a run's checkpoint.pt (runs/<run id>/checkpoint.pt)")
     p.add_argument("--knob", action="append", metavar="NAME=V1,V2,...", help="knob values (repeatable; the grid is their product)")
-    p.add_argument("--episodes", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's)")
-    p.add_argument("--out", default=None, help="results root for the records (default: the checkpoint's)")
-    p.add_argument("--device", default="auto")
+    p.add_eval_episodes()
+    p.add_argument("--eval-seed", type=seed_value, default=None, metavar="S", help="evaluation seed (default: the run's)")
+    p.deprecated(("--seed",), "eval_seed", "--eval-seed", type=seed_value)
+    p.add_results(old=("--out",), what="records go into the checkpoint's own run folder under it")
+    p.add_device()
+    p.add_argument("--env", metavar="GYM_ID",
+                   help="confirm the checkpoint's env id when it names a module to import (module:Env); "
+                        "such an id is never imported from a file alone")
     p.add_argument("--select-with", metavar="GEM_CHECKPOINT", default=None,
-                   help="score the checkpoint's proposals with this checkpoint's selection rule (a method that scores "
-                        "candidates: GEM); --knob then sets the selector's knobs")
+                   help="score the checkpoint's proposals with this GEM checkpoint's selection rule; --knob then sets GEM's knobs")
     p.set_defaults(handler=cmd_eval)
 
     p = subparsers.add_parser("bench", help="train and evaluate methods x tasks x seeds of a suite, print the table")
-    p.add_argument("--suite", default="toy")
-    p.add_argument("--methods", default=None, help="comma-separated names, or 'all' for every preset too (default: every base method)")
-    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all of the suite)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per method and task (default: the protocol's)")
-    p.add_argument("--steps", type=int, default=None, help="updates per run (default: the protocol's; `modebench config` shows it)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: all cores)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--protocol", default="controlled", help="controlled (default) or published")
+    p.add_argument("--suite", default="toy", metavar="NAME_OR_FILE",
+                   help="a suite name (`modebench suites` lists them) or your own suite .yaml file (default toy)")
+    p.add_methods("every base method; 'all' adds the presets")
+    p.add_argument("--tasks", default=None, metavar="A,B,...", help="comma-separated task names (default: all of the suite)")
+    p.add_seeds(count_default=0)
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="updates per run (default: the protocol's; `modebench config` shows it)")
+    p.add_results(old=("--out",))
+    p.add_jobs()
+    p.add_device()
+    p.add_protocol()
+    p.add_argument("--rerun", action="store_true",
+                   help="train every run again from scratch, also those the results root holds finished")
     p.set_defaults(handler=cmd_bench)
+
+    p = subparsers.add_parser("profile", help="act latency / peak memory / params of every method (GEM Table 3) -> profile records")
+    p.add_results(old=("--out",), what="profile records go into RESULTS/profiles/")
+    p.add_methods("every registered base method")
+    p.add_argument("--devices", default=None, metavar="D1,D2", help="comma-separated devices (default: cpu, plus cuda when present)")
+    p.add_argument("--batch-sizes", default="1,64", metavar="B1,B2", help="states per act call (default 1,64)")
+    p.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
+                   help="fix a knob for every method that has it (repeatable), e.g. --knob w=1")
+    p.add_argument("--repeats", type=positive_int, default=50, metavar="N", help="timed calls per setting (default 50; the median is reported)")
+    p.add_argument("--warmup", type=bounded_int(0), default=5, metavar="N", help="untimed calls before timing (default 5)")
+    p.add_argument("--max-seconds", type=float, default=10.0, metavar="S",
+                   help="stop timing a setting after this many seconds, with at least 3 calls (default 10)")
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N", help="CPU threads for every method (default 1)")
+    p.set_defaults(handler=cmd_profile)
+
+    p = subparsers.add_parser("config", help="print a method's resolved config, knobs, data and run settings with the source of each")
+    p.add_argument("--algo", required=True, metavar="METHOD", help="method name (`modebench methods` lists them)")
+    p.add_argument("--task", required=True, metavar="SUITE/TASK", help="a suite's task, e.g. adroit/pen-human")
+    p.add_protocol()
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config override (repeatable)")
+    p.add_argument("--knob", action="append", metavar="KEY=VALUE", help="inference knob override (repeatable)")
+    p.add_argument("--data", action="append", metavar="KEY=VALUE", help="data preprocessing override (repeatable)")
+    p.add_argument("--json", action="store_true", help='JSON: {"config": {key: {"value", "source"}}, "knobs", "data", "run", "protocol"}')
+    p.set_defaults(handler=cmd_config)
 
     p = subparsers.add_parser("methods", help="list registered methods, their configs and knobs")
     p.add_argument("name", nargs="?", help="show one method's config fields and knobs")
     p.set_defaults(handler=cmd_methods)
 
     p = subparsers.add_parser("suites", help="list suites and their tasks")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", nargs="?", help="show one suite's tasks")
     p.set_defaults(handler=cmd_suites)
+
+    datasets_cli.register(subparsers)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from modebench.benchmarks.run.profile import cmd_profile as run
+
+    return run(args)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from modebench.benchmarks.run.protocols import cmd_config as run
+
+    return run(args)
 
 
 def parse_knob_grid(items: list[str] | None) -> dict[str, list[str]]:
@@ -104,43 +158,32 @@ def user_errors() -> tuple[type[BaseException], ...]:
             RunBusyError, FileNotFoundError)
 
 
-def _check_positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {value}")
-
-
-def parse_seed_list(text: str) -> list[int]:
-    """`0,1,2` -> [0, 1, 2]: distinct seeds >= 0, or one ConfigError line."""
-    try:
-        seeds = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: give comma-separated integer seeds, e.g. --seeds 0,1,2") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r}: give distinct seeds >= 0, e.g. --seeds 0,1,2")
-    return seeds
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from modebench.benchmarks.run.spec import resolve_run
     from modebench.benchmarks.run.train import train_seeds
     from modebench.benchmarks.tasks.adhoc import task_from_dataset
+    from modebench.benchmarks.tasks.sources import allow_env_module
 
-    for name in ("steps", "eval_every", "eval_episodes"):
-        _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
-    seeds = parse_seed_list(args.seeds) if args.seeds is not None else [args.seed]
+    seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if args.env:
+        allow_env_module(args.env)  # a module:Env id the user typed may be imported; one from a file never
     task = args.task or task_from_dataset(args.dataset, args.env, args.ref_min, args.ref_max)
     specs = [resolve_run(
         args.algo, task, protocol=args.protocol, config=parse_assignments(args.set),
         knobs=parse_assignments(args.knob, "--knob"), data=parse_assignments(args.data, "--data"), seed=seed,
         steps=args.steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device,
-        compile=args.compile,
+        compile=args.compile, log_every=args.log_every or DEFAULT_LOG_EVERY,
     ) for seed in seeds]
-    results = train_seeds(specs, out=args.out, progress=not args.no_progress, log=tuple(args.log))
+    results = train_seeds(specs, out=args.results, progress=not args.no_progress, log=tuple(args.log),
+                          resume=not args.rerun)
     for spec, result in zip(specs, results):
         if len(specs) > 1:
             print(f"seed {spec.seed}:")
         if isinstance(result, FloatingPointError):
             print(f"diverged: {result}")
+            continue
+        if result.already_finished:
+            print(f"already finished: {spec.run_id} ({result.score:.4f}) — pass --rerun to train it again")
             continue
         last = result.records[-1]
         print(f"run {result.run_dir}")
@@ -153,13 +196,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from modebench.benchmarks.run.train import evaluate_checkpoint
+    from modebench.benchmarks.tasks.sources import allow_env_module
 
+    if args.env:
+        allow_env_module(args.env)
+    grid = parse_knob_grid(args.knob)
     if args.select_with:  # selection as a composition (benchmarks/run/compose.py)
         from modebench.benchmarks.run.compose import evaluate_selection
 
-        records = evaluate_selection(args.checkpoint, args.select_with, parse_knob_grid(args.knob), args.episodes, args.seed, args.out, args.device, progress=True)
+        records = evaluate_selection(args.checkpoint, args.select_with, grid, args.eval_episodes, args.eval_seed, args.results,
+                                     args.device, progress=True)
     else:
-        records = evaluate_checkpoint(args.checkpoint, parse_knob_grid(args.knob), args.episodes, args.seed, args.out, args.device, progress=True)
+        records = evaluate_checkpoint(args.checkpoint, grid, args.eval_episodes, args.eval_seed, args.results, args.device,
+                                      progress=True)
     for record in records:
         knobs = " ".join(f"{k}={v}" for k, v in record.get("selection", {}).get("knobs", record["knobs"]).items())
         audits = " ".join(f"{k}={v:.3f}" for k, v in record["audits"].items())
@@ -167,27 +216,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_methods(spec: str | None) -> list[str]:
+def bench_methods(names: list[str] | None) -> list[str]:
+    """`--methods`: None = every base method, ['all'] = every method and preset, else the names (checked)."""
     from modebench.algorithms.registry import METHODS, get_method
 
-    if spec in (None, ""):
+    if not names:
         return [n for n, e in METHODS.items() if e.is_base]
-    if spec == "all":
+    if names == ["all"]:
         return list(METHODS)
-    names = [n.strip() for n in spec.split(",") if n.strip()]
     for name in names:
         get_method(name)
     return names
 
 
-def _bench_job(specs: list, out: str | None) -> list[dict[str, Any]]:
+def _bench_job(specs: list, out: str | None, rerun: bool = False) -> list[dict[str, Any]]:
     """One worker's job: every seed of one (method, task, config), trained as one seed-batched model."""
     from modebench.benchmarks.run.train import train_seeds
     from modebench.benchmarks.store import RunBusyError
 
     start = time.perf_counter()
     # a run another process writes is skipped, the job's other seeds go on
-    results = train_seeds(specs, out=out, skip_busy=True)
+    results = train_seeds(specs, out=out, skip_busy=True, resume=not rerun)
     seconds = time.perf_counter() - start
     rows = []
     for spec, result in zip(specs, results):
@@ -197,7 +246,8 @@ def _bench_job(specs: list, out: str | None) -> list[dict[str, Any]]:
         elif isinstance(result, FloatingPointError):
             row["diverged"] = str(result)
         else:
-            row.update(score=result.score, updates_per_second=result.updates_per_second, seconds=seconds)
+            row.update(score=result.score, updates_per_second=result.updates_per_second, seconds=seconds,
+                       already_finished=result.already_finished)
         rows.append(row)
     return rows
 
@@ -207,65 +257,74 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import pandas as pd
-    from modebench.benchmarks.run.workers import stop_workers, worker_pool
+    from modebench.benchmarks.run.workers import JobWatch, stop_workers, worker_pool
+    from modebench.benchmarks.store import DEFAULT_ROOT, RunStore
     from modebench.benchmarks.tasks.suites import load_suite
-    from tqdm.auto import tqdm
 
     tasks = load_suite(args.suite)
+    suite = next(iter(tasks.values())).suite if tasks else args.suite
     selected = list(tasks) if not args.tasks else [t.strip() for t in args.tasks.split(",")]
     for name in selected:
         if name not in tasks:
-            raise ConfigError(f"unknown task {name!r} in suite {args.suite!r}; valid tasks: {', '.join(tasks)}")
+            raise ConfigError(f"unknown task {name!r} in suite {suite!r}{close_matches(name, tasks)}; valid tasks: {', '.join(tasks)}")
     methods = bench_methods(args.methods)
     from modebench.benchmarks.tasks.sources import require_datasets
 
-    require_datasets(args.suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
-    for name in ("--steps", "--seeds", "--jobs"):
-        _check_positive(name, getattr(args, name[2:]))
-    from modebench.benchmarks.run.protocols import (
-        check_protocol,
-        has_published,
-        resolve,
-    )
+    require_datasets(suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
+    from modebench.benchmarks.run.protocols import has_published, resolve
     from modebench.benchmarks.run.spec import resolve_run
 
-    check_protocol(args.protocol)
     pairs = [(m, t) for t in selected for m in methods]
     if args.protocol == "published" and not args.methods:  # the default methods: those with a published run here
         pairs = [(m, t) for m, t in pairs if has_published(m, tasks[t])]
         methods = list(dict.fromkeys(m for m, _ in pairs))
         if not pairs:
-            raise ConfigError(f"no method has a published protocol on {args.suite}; use --protocol controlled")
-    seeds = {(m, t): args.seeds or resolve(m, tasks[t], args.protocol).run["seeds"].value for m, t in pairs}
-    # one job per (method, task): its seeds train as one seed-batched model in one worker
+            raise ConfigError(f"no method has a published protocol on {suite}; use --protocol controlled")
+    count_notice(args, "bench")
+    seeds = {(m, t): args.seeds or list(range(args.num_seeds or resolve(m, tasks[t], args.protocol).run["seeds"].value))
+             for m, t in pairs}
+    # one job per (method, task): its seeds train as one seed-batched model in one worker; about 20
+    # metrics lines per run, which the driver reads to show each job's progress
     jobs = [
-        [resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=args.steps, device=args.device)
-         for s in range(seeds[m, t])]
+        [resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=args.steps, device=args.device,
+                     log_every=max(1, min(DEFAULT_LOG_EVERY, (args.steps or DEFAULT_LOG_EVERY * 20) // 20)))
+         for s in seeds[m, t]]
         for m, t in pairs
     ]
     runs = [run for job in jobs for run in job]
     steps = "/".join(str(n) for n in sorted({run.steps for run in runs}))
-    seeds_text = "/".join(str(n) for n in sorted(set(seeds.values())))
+    seeds_text = "/".join(str(n) for n in sorted({len(v) for v in seeds.values()}))
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    print(f"bench {args.suite} ({args.protocol} protocol): {len(methods)} methods x {len(selected)} tasks x {seeds_text} seeds, "
+    root = Path(args.results) if args.results else DEFAULT_ROOT
+    print(f"bench {suite} ({args.protocol} protocol): {len(methods)} methods x {len(selected)} tasks x {seeds_text} seeds, "
           f"{steps} updates each; each method x task's seeds as one seed-batched model, {args.jobs} in parallel")
+    watch = JobWatch([(f"{job[0].method} x {job[0].task.name}", RunStore(root, job[0].run_id).path / "metrics.jsonl", job[0].steps)
+                      for job in jobs])
     rows, busy, diverged = [], [], []
     start = time.perf_counter()
     pool = worker_pool(args.jobs, threads)  # workers die with this process, SIGKILL included
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        futures = [pool.submit(_bench_job, job, args.out) for job in jobs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="bench jobs (method x task, all seeds)"):
-            for row in future.result():
-                if "busy" in row:
-                    busy.append(row["busy"])
-                    tqdm.write(f"skipped: {row['busy']}")
-                elif "diverged" in row:
-                    diverged.append(row)
-                    tqdm.write(f"diverged: {row['diverged']}")
-                else:
-                    rows.append(row)
+        futures = {pool.submit(_bench_job, job, args.results, args.rerun): index for index, job in enumerate(jobs)}
+        progress = JobProgress(watch, len(jobs))
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    watch.finished.add(futures[future])
+                    for row in future.result():
+                        if "busy" in row:
+                            busy.append(row["busy"])
+                            progress.write(f"skipped: {row['busy']}")
+                        elif "diverged" in row:
+                            diverged.append(row)
+                            progress.write(f"diverged: {row['diverged']}")
+                        else:
+                            rows.append(row)
+                progress.update()
+        finally:
+            progress.close()
     except BaseException:
         stop_workers(pool)  # finished runs are stored; none of the workers outlives the command
         raise
@@ -280,6 +339,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
               + ", ".join(f"{r['method']} {r['task']} seed {r['seed']}" for r in diverged))
     if not rows:
         return 1
+    finished = sum(bool(row.get("already_finished")) for row in rows)
+    if finished:
+        print(f"{finished} of {len(runs)} runs already finished in the results root (read back, not trained); "
+              "pass --rerun to train them again")
+    import pandas as pd
+
     frame = pd.DataFrame(rows)
     table = frame.groupby(["task", "method"])["score"].agg(["mean", "std", "count"]).reset_index()
     table["cell"] = [f"{m:6.1f} +- {0.0 if math.isnan(s) else s:5.1f}" for m, s in zip(table["mean"], table["std"])]
@@ -287,7 +352,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nnormalized score, {args.protocol} protocol, mean +- std over {seeds_text} seeds ({steps} updates; "
           f"wall {time.perf_counter() - start:.0f} s)")
     print(pivot.to_string())
+    print(f"results in {root}/ ({len(rows)} runs: records under runs/); `modebench report --results {root}` writes the "
+          f"tables to {root}/tables/ and the plots to {root}/plots/")
     return 1 if busy or diverged else 0
+
+
+PROGRESS_POLL_S = 2.0  # seconds between reads of the running jobs' progress
+
+
+class JobProgress:
+    """One bar over every update of a bench (ETA from the updates done), its line naming each job
+    under way with its step and updates/s; plain lines when stderr is not a terminal."""
+
+    def __init__(self, watch, jobs: int):
+        from tqdm.auto import tqdm
+
+        self.watch = watch
+        self.jobs = jobs
+        _, total, _ = watch.snapshot()
+        self.bar = tqdm(total=total, desc=f"bench: {jobs} jobs", unit="upd", dynamic_ncols=True)
+        self.tqdm = tqdm
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def write(self, line: str) -> None:
+        self.tqdm.write(line)
+
+    def update(self) -> None:
+        done, _, running = self.watch.snapshot()
+        self.bar.set_description(f"bench: {len(self.watch.finished)}/{self.jobs} jobs done", refresh=False)
+        self.bar.set_postfix_str("; ".join(running), refresh=False)
+        self.bar.update(max(0, done - self.bar.n))
+
+
+def count_notice(args: argparse.Namespace, command: str) -> None:
+    """`--seeds 3` was a count in `bench`, `claims` and `sweep` before it became a list everywhere: say so."""
+    if args.seeds is not None and len(args.seeds) == 1 and args.seeds[0] > 1:
+        print(f"modebench {command}: note: --seeds {args.seeds[0]} is the one seed {args.seeds[0]}; "
+              f"--num-seeds {args.seeds[0]} runs seeds 0..{args.seeds[0] - 1}", file=sys.stderr)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

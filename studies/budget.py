@@ -390,7 +390,7 @@ def _pretty(key: str) -> str:
 
 
 def _palette(methods: Sequence[str]) -> dict[str, Any]:
-    """Each method's colour from the facts file (results/reference/methods.yaml), as every plot."""
+    """Each method's colour from algorithms/methods.yaml (analysis/facts.py), as every plot."""
     return {m: facts.color(m) for m in methods}
 
 

@@ -13,12 +13,22 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from modebench.studies import cross_select
-    from modebench.studies.claims.runner import add_arguments
 
     p = subparsers.add_parser("claims", help="measure each paper's mechanism claims on the toy suite -> results/claims.md, claims.csv")
-    add_arguments(p)
+    claims_arguments(p)
     p.set_defaults(handler=cmd_claims)
     cross_select.register(subparsers)  # `modebench cross-select`: stored proposers x GEM's selection
+
+
+def claims_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `modebench claims` (here, not in the runner: building the parser imports no torch)."""
+    p.add_argument("--claims", default=None, help="comma-separated claim ids or methods (gem, lom, isep, drol); default: all")
+    p.add_seeds(count_default=3)  # --num-seeds N, or --seeds S1,S2 (a list, as everywhere)
+    p.add_argument("--quick", action="store_true", help="a smoke run at 2%% of the steps: the harness end to end, numbers meaningless")
+    p.add_jobs(default=2)
+    p.add_results(old=("--root",))
+    p.add_device(default="cpu")  # the toy nets are fastest on the CPU
+    p.add_argument("--render-only", action="store_true", help="run nothing: render the report from the stored records")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -16,13 +16,13 @@ CROSS_N = (0, 1, 16, 64, 256)  # default candidate budgets (0: the proposer alon
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("cross-select", help="every stored proposer's checkpoint with GEM's selection at several N (no retraining)")
-    p.add_argument("--root", default=None, help="results store to read and write (default: results/ or $MODEBENCH_RESULTS)")
+    p.add_results(old=("--root",), what="read and written")
     p.add_argument("--suite", default=None, help="only runs of this suite (default: all)")
     p.add_argument("--proposers", default=",".join(PROPOSERS), help=f"comma-separated methods (default {','.join(PROPOSERS)})")
     p.add_argument("--knob", action="append", metavar="NAME=V1,V2,...",
                    help=f"selection knob grid (default N={','.join(map(str, CROSS_N))}; the selector run's own knobs otherwise)")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per setting (default: the task's)")
-    p.add_argument("--device", default="auto")
+    p.add_eval_episodes()
+    p.add_device()
     p.set_defaults(handler=cmd_cross_select)
 
 
@@ -33,6 +33,6 @@ def cmd_cross_select(args: argparse.Namespace) -> int:
 
     proposers = [m.strip() for m in args.proposers.split(",") if m.strip()]
     grid = parse_knob_grid(args.knob) if args.knob else {"N": [str(n) for n in CROSS_N]}
-    select_stored(Path(args.root) if args.root else DEFAULT_ROOT, proposers, grid, selector=SELECTOR, suite=args.suite,
-                  episodes=args.episodes, device=args.device)
+    select_stored(Path(args.results) if args.results else DEFAULT_ROOT, proposers, grid, selector=SELECTOR, suite=args.suite,
+                  episodes=args.eval_episodes, device=args.device)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from modebench.benchmarks.grammar import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -20,20 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the built-in grids with their trial, run and record counts")
     p.add_argument("--address", default=None,
                    help="join a running Ray cluster (auto on a cluster node, or HOST:PORT); default: a local node with all cores")
-    p.add_argument("--seeds", default=None,
-                   help="override the grid's seeds (every trial holds them): a count (3 = 0,1,2) or a list (0,4,7)")
+    p.add_seeds(count_default=0)  # every trial holds the seeds; default: the grid file's
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep: restore Ray Tune's state, then run what the store lacks")
-    p.add_argument("--out", default=None,
-                   help="results root (default results/ or $MODEBENCH_RESULTS); on a cluster a shared path every node mounts")
+    p.add_results(old=("--out",), what="on a cluster, a shared path every node mounts")
     p.add_argument("--storage", default=None,
                    help="Ray Tune storage for its experiment state and checkpoints (path or URI such as s3://bucket/dir; "
-                        "default OUT/sweeps/GRID/ray)")
-    p.add_argument("--steps", type=int, default=None, help="override the grid's updates per run (smoke runs)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray node (default: all cores)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
-    p.add_argument("--protocol", default=None, choices=("published", "controlled"),
-                   help="run the grid under this protocol instead of its file's `protocol:` (default controlled)")
+                        "default RESULTS/sweeps/GRID/ray)")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N", help="override the grid's updates per run (smoke runs)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, metavar="N", help="CPUs of the local Ray node (default: all cores)")
+    p.add_argument("--max-concurrent", type=positive_int, default=None, metavar="N", help="at most this many trials at once")
+    p.add_protocol(default=None)
     p.add_argument("--dry-run", action="store_true", help="print the trials and their status; start nothing")
     p.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
     p.set_defaults(handler=cmd_sweep)
@@ -48,7 +47,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modebench.algorithms.config import ConfigError
-    from modebench.sweeps.grid import grid_names, load_grid, parse_seeds
+    from modebench.sweeps.grid import grid_names, load_grid
 
     if args.list:
         for name in grid_names():
@@ -61,14 +60,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.grid:
         raise ConfigError("give a GRID (file or name; `modebench sweep --list` shows the built-in grids)")
-    for name in ("steps", "num_cpus", "max_concurrent"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    from modebench.benchmarks.cli import count_notice
     from modebench.sweeps.runner import print_summary, run_sweep
 
+    count_notice(args, "sweep")
+    seeds = args.seeds or (list(range(args.num_seeds)) if args.num_seeds else None)
     summary = run_sweep(
-        args.grid, out=args.out, address=args.address, seeds=parse_seeds(args.seeds), resume=args.resume,
+        args.grid, out=args.results, address=args.address, seeds=seeds, resume=args.resume,
         storage=args.storage, steps=args.steps, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent,
         dry_run=args.dry_run, verbose=0 if args.quiet else 1, protocol=args.protocol,
     )

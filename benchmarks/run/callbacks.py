@@ -175,6 +175,9 @@ def _import_logger(name: str):
 
 
 class _TensorBoardSink:
+    """One TensorBoard run per seed: event files in the seed's own run folder (runs/<run id>/tensorboard),
+    so `tensorboard --logdir RESULTS/runs` lists each seed apart."""
+
     def __init__(self, module, run: TrainingRun):
         self.writer = module.SummaryWriter(log_dir=str(run.store.path / "tensorboard"))
 
@@ -187,9 +190,16 @@ class _TensorBoardSink:
 
 
 class _WandbSink:
+    """One W&B run per seed, named and keyed by the seed's run id and grouped with the other seeds of
+    its method x task. The seeds of a seed-batched `train --seeds 4,5` log at once from one process,
+    so each init creates a new run (`reinit="create_new"`) instead of returning or finishing the
+    previous one; a resumed seed continues its own run (`resume="allow"` on the same id)."""
+
     def __init__(self, module, run: TrainingRun):
-        self.run = module.init(project="modebench", name=run.spec.run_id, id=run.spec.run_id, resume="allow",
-                               dir=str(run.store.path), config=run.info)
+        spec = run.spec
+        self.run = module.init(project="modebench", name=spec.run_id, id=spec.run_id, resume="allow",
+                               group=f"{spec.method} {spec.task.id}", dir=str(run.store.path), config=run.info,
+                               reinit="create_new")
 
     def write(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)

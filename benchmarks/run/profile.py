@@ -211,22 +211,6 @@ def run_profile(root: Path | str, methods: Sequence[str] | None = None, devices:
 # ---------------------------------------------------------------------- the `modebench profile` subcommand
 
 
-def register_profile(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("profile", help="act latency / peak memory / params of every method (GEM Table 3) -> profile records")
-    p.add_argument("--out", default=None, help="results store to write profile records into (default: results/ or $MODEBENCH_RESULTS)")
-    p.add_argument("--methods", default=None, help="comma-separated method names (default: every registered base method)")
-    p.add_argument("--devices", default=None, help="comma-separated devices (default: cpu, plus cuda when present)")
-    p.add_argument("--batch-sizes", default="1,64", help="states per act call (default 1,64)")
-    p.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
-                   help="fix a knob for every method that has it (repeatable), e.g. --knob w=1")
-    p.add_argument("--repeats", type=int, default=50, help="timed calls per setting (default 50; the median is reported)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
-    p.add_argument("--max-seconds", type=float, default=10.0,
-                   help="stop timing a setting after this many seconds, with at least 3 calls (default 10)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for every method (default 1)")
-    p.set_defaults(handler=cmd_profile)
-
-
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -238,14 +222,10 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    for name in ("repeats", "threads"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    """`modebench profile` (its options: benchmarks/cli.py)."""
     if args.max_seconds <= 0:
         raise ConfigError(f"--max-seconds must be > 0, got {args.max_seconds}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = args.methods
     if methods:
         from modebench.algorithms.registry import get_method
 
@@ -255,7 +235,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                         threads=args.threads, max_seconds=args.max_seconds,
                         fixed_knobs=parse_assignments(args.knob, "--knob"))
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    root = Path(args.out) if args.out else DEFAULT_ROOT
+    root = Path(args.results) if args.results else DEFAULT_ROOT
     written, failures = run_profile(root, methods, devices, cfg)
     print(f"profile: {len(written)} profile records -> {root}/profiles/; `modebench tables` renders them"
           + (f"; FAILED: {'; '.join(failures)}" if failures else ""))

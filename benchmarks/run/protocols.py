@@ -416,20 +416,8 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
 # `modebench config`
 
 
-def register_config(subparsers: argparse._SubParsersAction) -> None:
-    """The `config` subcommand (registered by benchmarks.cli)."""
-    p = subparsers.add_parser("config", help="print a method's resolved config, knobs, data and run settings with the source of each")
-    p.add_argument("--algo", required=True, help="method name (`modebench methods` lists them)")
-    p.add_argument("--task", required=True, help="SUITE/TASK, e.g. adroit/pen-human")
-    p.add_argument("--protocol", default="controlled", help="controlled (default) or published")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config override (repeatable)")
-    p.add_argument("--knob", action="append", metavar="KEY=VALUE", help="inference knob override")
-    p.add_argument("--data", action="append", metavar="KEY=VALUE", help="data preprocessing override")
-    p.add_argument("--json", action="store_true", help='JSON: {"config": {key: {"value", "source"}}, "knobs", "data", "run", "protocol"}')
-    p.set_defaults(handler=cmd_config)
-
-
 def cmd_config(args: argparse.Namespace) -> int:
+    """`modebench config` (its options: benchmarks/cli.py)."""
     from modebench.algorithms.config import parse_assignments
 
     resolved = resolve(args.algo, args.task, args.protocol, {

@@ -23,6 +23,8 @@ the worker dies, so a rerun can take the run over within the same second.
 from __future__ import annotations
 
 import ctypes
+import json
+import math
 import multiprocessing
 import os
 import signal
@@ -30,6 +32,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_POLL_S = 1.0
@@ -94,3 +97,56 @@ def _watch_parent(driver: int) -> None:
     while os.getppid() == driver:  # an orphan is re-parented to init or a subreaper
         time.sleep(PARENT_POLL_S)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class JobWatch:
+    """What a driver shows of jobs running in other processes (`bench` workers): each job's
+    progress, read from the metrics.jsonl its first run appends every logging interval (the
+    store is the one channel every worker already writes, so nothing else crosses processes).
+
+    `jobs`: one (label, metrics.jsonl path, total updates) per job, in submission order."""
+
+    def __init__(self, jobs: list[tuple[str, Path, int]]):
+        self.jobs = jobs
+        self.finished: set[int] = set()
+        self._seen: dict[int, tuple[int, float, int]] = {}  # job -> (step, updates/s, file size) at the last read
+
+    def _last_step(self, index: int) -> tuple[int, float]:
+        """(updates done, updates/s) of a job from the last complete line of its metrics file."""
+        _, path, _ = self.jobs[index]
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return 0, math.nan
+        if index in self._seen and self._seen[index][2] == size:
+            return self._seen[index][:2]
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - 4096))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+        step, rate = 0, math.nan
+        for line in reversed(lines):
+            try:
+                values = json.loads(line)
+            except ValueError:  # the start of the window, or a line being written
+                continue
+            if isinstance(values, dict) and "step" in values:
+                step = int(values["step"])
+                rate = float(values.get("time/updates_per_second", math.nan))
+                break
+        self._seen[index] = (step, rate, size)
+        return step, rate
+
+    def snapshot(self) -> tuple[int, int, list[str]]:
+        """(updates done over all jobs, updates in all, one 'method x task step/total, N upd/s' per job under way)."""
+        done = total = 0
+        running = []
+        for index, (label, _, steps) in enumerate(self.jobs):
+            total += steps
+            if index in self.finished:
+                done += steps
+                continue
+            step, rate = self._last_step(index)
+            done += min(step, steps)
+            if 0 < step < steps:
+                running.append(f"{label} {step}/{steps}" + ("" if math.isnan(rate) else f" {rate:.0f} upd/s"))
+        return done, total, running

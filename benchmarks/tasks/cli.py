@@ -3,7 +3,7 @@
     modebench datasets list [--suite S] [--generators]
     modebench datasets info SUITE/TASK
     modebench datasets download (SUITE | SUITE/TASK | DATASET_ID)... [--suite S] [--force]
-    modebench datasets generate (GENERATOR | --suite S) [--preset tiny|small|full | --size N] [--seed S] [--force]
+    modebench datasets generate (GENERATOR | --suite S) [--preset tiny|small|full | --size N] [--generation-seed S] [--force]
 
 `download` goes through minari (Minari ids), OGBench's server (OGBench names) and D4RL's file
 URLs (D4RL names such as hopper-medium-v2); offline, it fails within seconds with the command
@@ -17,19 +17,19 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from modebench.algorithms.config import ConfigError
+from modebench.benchmarks.grammar import positive_int, seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("datasets", help="list, inspect, download or generate datasets")
     sub = p.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
     q = sub.add_parser("list", help="every suite's datasets, where they come from and whether they are here")
-    q.add_argument("--suite", default=None)
+    q.add_argument("--suite", default=None, help="only this suite's datasets (default: every suite)")
     q.add_argument("--generators", action="store_true", help="list the offline generators and their presets instead")
     q.set_defaults(handler=cmd_list)
     q = sub.add_parser("info", help="size, dimensions and returns of a task's dataset (SUITE/TASK)")
-    q.add_argument("task")
+    q.add_argument("task", metavar="SUITE/TASK", help="the task whose dataset to describe")
     q.set_defaults(handler=cmd_info)
     q = sub.add_parser("download", help="download datasets (needs network): suites, SUITE/TASK, or dataset ids")
     q.add_argument("targets", nargs="*", metavar="TARGET", help="a suite, SUITE/TASK, a Minari id, an OGBench or D4RL dataset name")
@@ -39,10 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("generate", help="build datasets offline with the benchmarks' own recipes")
     q.add_argument("generator", nargs="?", help="generator name (`modebench datasets list --generators`)")
     q.add_argument("--suite", default=None, help="every generated dataset of this suite (e.g. maze2d-local)")
-    q.add_argument("--preset", default=None, help="tiny | small | full (default: small, or the suite's)")
-    q.add_argument("--size", type=int, default=None, help="explicit size (steps for pointmaze-*, episodes for ogbench-*)")
-    q.add_argument("--seed", type=int, default=None, help="generation seed (default 0, or the suite's)")
-    q.add_argument("--reference-episodes", type=int, default=None, help="episodes per reference return (default: by preset)")
+    q.add_argument("--preset", default=None, choices=("tiny", "small", "full"), help="dataset size preset (default: small, or the suite's)")
+    q.add_argument("--size", type=positive_int, default=None, help="explicit size (steps for pointmaze-*, episodes for ogbench-*)")
+    q.add_argument("--generation-seed", dest="seed", type=seed_value, default=None, metavar="S",
+                   help="seed of the generated data (default 0, or the suite's)")
+    q.deprecated(("--seed",), "seed", "--generation-seed", type=seed_value)
+    q.add_argument("--reference-episodes", type=positive_int, default=None, help="episodes per reference return (default: by preset)")
     q.add_argument("--force", action="store_true", help="regenerate even if present")
     q.set_defaults(handler=cmd_generate)
 
@@ -81,7 +83,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         low, high = task.reference_returns(data)
         print(f"reference       random {low:.4f}, expert {high:.4f} (normalised = 100 (R - random) / (expert - random))")
     print(f"terminals       {int(data.terminals.sum())}, timeouts {int(data.timeouts.sum())}")
-    print(f"action range    [{float(np.min(data.actions)):.3f}, {float(np.max(data.actions)):.3f}]")
+    print(f"action range    [{float(data.actions.min()):.3f}, {float(data.actions.max()):.3f}]")
     record = _generation_record(task)
     if record:
         print("LOCAL dataset   generated on this machine (not the published data):")

@@ -124,6 +124,24 @@ def register_envs() -> None:
     import_robotics()
 
 
+# `module:Env` ids the user typed on this process's command line (`--env`). gymnasium imports the
+# module before the colon; an id read from a checkpoint, a config or a suite file never may.
+_ENV_MODULES_ALLOWED: set[str] = set()
+
+
+def allow_env_module(env_id: str) -> None:
+    """Let this process import the module of `env_id` (a `module:Env` id the user typed)."""
+    _ENV_MODULES_ALLOWED.add(env_id)
+
+
+def check_env_id(env_id: str) -> str:
+    """`env_id`, unless it names a module to import (`module:Env`) that the user did not type."""
+    if ":" in str(env_id) and env_id not in _ENV_MODULES_ALLOWED:
+        raise ConfigError(f"env id {env_id!r} would import the module {env_id.split(':', 1)[0]!r}; an env id from a "
+                          f"file never imports code: pass --env {env_id} on the command line to allow it")
+    return env_id
+
+
 def flatten_dict_obs(env: gym.Env) -> gym.Env:
     if isinstance(env.observation_space, gym.spaces.Dict):
         return gym.wrappers.FlattenObservation(env)
@@ -230,7 +248,7 @@ class GymSource(Source):
         from modebench.benchmarks.tasks import toy
 
         toy.register_envs()
-        return gym.make(id, **kwargs)
+        return gym.make(check_env_id(id), **kwargs)
 
 
 class MinariSource(Source):
@@ -478,7 +496,7 @@ class GymnasiumSource(Source):
 
         register_envs()
         with quiet_ogbench():
-            return flatten_dict_obs(gym.make(id, **kwargs))
+            return flatten_dict_obs(gym.make(check_env_id(id), **kwargs))
 
 
 class MinariRecordedSource(Source):

@@ -26,7 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
-from modebench.algorithms.config import ConfigError, check_keys, load_mapping
+from modebench.algorithms.config import ConfigError, check_keys, close_matches, load_mapping
 from modebench.benchmarks.data.dataset import TransitionDataset
 from modebench.benchmarks.tasks import sources
 
@@ -97,15 +97,29 @@ def override_tables() -> dict[str, dict[str, dict]]:
 
 @cache
 def _read_suite(name: str) -> dict:
-    path = SUITES_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise UnknownNameError(f"unknown suite {name!r}; valid suites: {', '.join(suite_names())}")
-    return load_mapping(path, SUITE_KEYS, "suite file")
+    if name not in suite_names():  # a name never leaves SUITES_DIR ('../x' is not a name)
+        raise UnknownNameError(f"unknown suite {name!r}{close_matches(name, suite_names())}; valid suites: "
+                               f"{', '.join(suite_names())}; your own suite file is passed as a path ending in .yaml")
+    return load_mapping(SUITES_DIR / f"{name}.yaml", SUITE_KEYS, "suite file")
+
+
+def _suite_file(path_text: str) -> tuple[str, dict]:
+    """(suite name, contents) of a user's own suite file: the file's stem names the suite."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise UnknownNameError(f"suite file {path_text} does not exist")
+    if path.stem in suite_names() and path.resolve() != (SUITES_DIR / f"{path.stem}.yaml").resolve():
+        raise ConfigError(f"suite file {path_text}: its name {path.stem!r} is a built-in suite's; rename the file")
+    return path.stem, load_mapping(path, SUITE_KEYS, "suite file")
 
 
 def load_suite(name: str) -> dict[str, Task]:
-    """All tasks of a suite, in file order."""
-    raw = _read_suite(name)
+    """All tasks of a suite, in file order: a suite name (`suite_names()`) or the path of a
+    user's own suite file (ending in .yaml or .yml; its stem names the suite)."""
+    if name.endswith((".yaml", ".yml")):
+        name, raw = _suite_file(name)
+    else:
+        raw = _read_suite(name)
     defaults = raw.get("defaults", {}) or {}
     check_keys(defaults, TASK_KEYS, "default", where=f"suite {name}")
     tasks: dict[str, Task] = {}
@@ -129,6 +143,9 @@ def load_suite(name: str) -> dict[str, Task]:
         missing = {"dataset", "env", "horizon", "score"} - set(merged)
         if missing:
             raise ConfigError(f"suite {name}, task {task_name}: missing key(s) {sorted(missing)}")
+        for key in ("id", "env_id"):  # a suite file is a file: its env ids never import a module
+            if isinstance(merged["env"], dict) and key in merged["env"]:
+                sources.check_env_id(merged["env"][key])
         tasks[task_name] = Task(suite=name, name=task_name, **merged)
     return tasks
 
@@ -140,5 +157,5 @@ def get_task(task_id: str) -> Task:
     suite, name = task_id.split("/", 1)
     tasks = load_suite(suite)
     if name not in tasks:
-        raise UnknownNameError(f"unknown task {name!r} in suite {suite!r}; valid tasks: {', '.join(tasks)}")
+        raise UnknownNameError(f"unknown task {name!r} in suite {suite!r}{close_matches(name, tasks)}; valid tasks: {', '.join(tasks)}")
     return tasks[name]

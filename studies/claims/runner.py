@@ -47,7 +47,7 @@ def measurement_path(root: str | Path, claim_id: str, scale: Scale, seed: int) -
 
 
 def reproduce_command(claim_id: str, seeds: int, scale: Scale) -> str:
-    return f"modebench claims --claims {claim_id} --seeds {seeds}" + (" --quick" if scale is QUICK else "")
+    return f"modebench claims --claims {claim_id} --num-seeds {seeds}" + (" --quick" if scale is QUICK else "")
 
 
 def _train(spec, store: Path) -> tuple[str, str | None]:
@@ -153,28 +153,16 @@ def measurements_dir(root: str | Path) -> Path:
     return claims_store(root) / MEASUREMENTS_DIR
 
 
-def add_arguments(p) -> None:
-    """The options of `modebench claims` (the command itself lives in the command-line root)."""
-    p.add_argument("--claims", default=None, help="comma-separated claim ids or methods (gem, lom, isep, drol); default: all")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every claim (default 3)")
-    p.add_argument("--quick", action="store_true", help="a smoke run at 2%% of the steps: the harness end to end, numbers meaningless")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes of one thread each (default 2)")
-    p.add_argument("--root", default=None, help="results store (default: results/ or $MODEBENCH_RESULTS)")
-    p.add_argument("--device", default="cpu", help="cpu (default: the toy nets are fastest there) or cuda")
-    p.add_argument("--render-only", action="store_true", help="run nothing: render the report from the stored records")
-
-
 def run_from_args(args) -> tuple[Path, Scale]:
     """Run what `modebench claims` asked for; (results root, scale) for the renderer."""
     from modebench.algorithms.config import ConfigError
     from modebench.benchmarks.store import DEFAULT_ROOT
 
-    for name in ("seeds", "jobs"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    root = Path(args.root) if args.root else DEFAULT_ROOT
+    if args.seeds is not None and args.seeds != list(range(len(args.seeds))):
+        raise ConfigError(f"claims are measured on seeds 0..N-1: give --num-seeds N, not --seeds {','.join(map(str, args.seeds))}")
+    root = Path(args.results) if args.results else DEFAULT_ROOT
     scale = QUICK if args.quick else FULL
     claims = select_claims(args.claims)
     if not args.render_only:
-        run_claims(claims, args.seeds, root, scale, args.jobs, args.device)
+        run_claims(claims, len(args.seeds) if args.seeds else args.num_seeds or 3, root, scale, args.jobs, args.device)
     return root, scale
