@@ -40,6 +40,7 @@ import seaborn as sns
 from modebench.analysis import facts, stats
 from modebench.analysis.records import (
     ScoreRule,
+    by_length,
     default_root,
     load_records,
     main_runs,
@@ -124,6 +125,7 @@ class Plotter:
         if len(protocols) > 1:
             raise ValueError(f"a Plotter was given records of protocols {protocols}; give it one protocol's records")
         self.protocol = protocols[0] if protocols else "unknown"
+        frame = by_length(frame).kept  # only runs of their cell's length, as in the tables (left_out_runs lists the rest)
         self.frame = frame
         self.rule = ScoreRule.parse(rule)
         self.sweep_scores = select_scores(frame, self.rule)
@@ -150,7 +152,8 @@ class Plotter:
         for fmt in self.formats:
             path = self.out / f"{name}.{fmt}"
             buffer = io.BytesIO()
-            fig.savefig(buffer, format=fmt, dpi=150)
+            # no creation date in PDF / SVG: the same records give byte-identical figures
+            fig.savefig(buffer, format=fmt, dpi=150, metadata={"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt))
             atomic_write_bytes(path, buffer.getvalue())
             self.written.append(path)
         plt.close(fig)
@@ -371,9 +374,11 @@ class Plotter:
     # ------------------------------------------------------------------ rliable plots
 
     def rliable_plots(self) -> None:
-        from modebench.analysis.tables import _plural, _suite_sets
+        from modebench.analysis.tables import _plural, _suite_sets, finite_runs
 
-        sets = _suite_sets(self.scores, self.methods)
+        scores = finite_runs(self.scores)  # failed runs: counted in the tables, left out of the estimates
+
+        sets = _suite_sets(scores, self.methods)
         if not sets:
             self.skip("aggregates / performance_profile / probability_of_improvement", "no task that every method has")
             return
@@ -381,7 +386,7 @@ class Plotter:
             if missing:
                 self.log(f"plots: aggregates for {label} leave out {', '.join(missing)} (they lack some of its tasks)")
             scope = label.replace(" ", "_")
-            data = stats.score_dict(self.scores, ms, tasks)
+            data = stats.score_dict(scores, ms, tasks)
             agg = stats.aggregate_metrics(data, reps=self.reps, seed=self.seed)
             fig, axes = plt.subplots(1, 4, figsize=(13, 0.45 * len(ms) + 1.6), sharey=True)
             for ax, metric in zip(axes, stats.METRICS):
@@ -403,8 +408,8 @@ class Plotter:
             fig.tight_layout()
             self.save(fig, f"aggregates_{scope}", agg)
 
-            high = max(100.0, float(np.nanmax(self.scores["score"])))
-            low = min(0.0, float(np.nanmin(self.scores["score"])))
+            high = max(100.0, float(np.max(scores["score"])))
+            low = min(0.0, float(np.min(scores["score"])))
             taus = np.linspace(low, high, 101)
             profiles = stats.performance_profile(data, taus, reps=self.reps, seed=self.seed)
             fig, ax = plt.subplots(figsize=(5.6, 3.8))
