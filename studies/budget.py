@@ -261,7 +261,7 @@ def budget_tables(frame: pd.DataFrame, reps: int = BANDIT_REPS, seed: int = 0) -
         for (method, family), rows in part.groupby(["method", "family"], sort=False):
             cells = {r.budget: r for r in rows.itertuples(index=False)}
             first = rows.iloc[0]
-            out: list[Cell | str] = [method, family, str(first["n_configs"]), str(first["n_sets"])]
+            out: list[Cell | str] = [facts.display(method), family, str(first["n_configs"]), str(first["n_sets"])]
             for c in columns:
                 r = cells.get(c)
                 if r is None:
@@ -360,7 +360,7 @@ def cross_selection_tables(frame: pd.DataFrame) -> list[Table]:
                 best = max(tuned, key=lambda n: cells[n][0]) if tuned else None
                 gain = cells[best][0] - alone[0] if best is not None else math.nan
                 top = max([alone[0]] + [cells[n][0] for n in ns])
-                row: list[Cell | str] = [method, Cell(mean_std(*alone, decimals=1), bold=alone[0] == top)]
+                row: list[Cell | str] = [facts.display(method), Cell(mean_std(*alone, decimals=1), bold=alone[0] == top)]
                 row += [Cell(mean_std(*cells[n], decimals=1), bold=cells[n][0] == top) for n in ns]
                 row.append(f"{num(gain, 1, signed=True)} (N={best})" if best is not None else "")
                 table.add(*row)
@@ -424,7 +424,7 @@ def plot_budget(frame: pd.DataFrame, out: Path, formats: Sequence[str]) -> list[
             for (method, family), rows in sub.groupby(["method", "family"], sort=True):
                 curve = rows[rows["budget"].str.isdigit()].sort_values("episodes")
                 x = [position[int(b)] for b in curve["episodes"]]
-                label = method if kind == "seeds" else f"{method} ({family.split(': ', 1)[-1]})"
+                label = facts.display(method) if kind == "seeds" else f"{facts.display(method)} ({family.split(': ', 1)[-1]})"
                 ax.plot(x, curve["score"], marker="o", color=colors[method], label=label)
                 ax.fill_between(x, curve["low"], curve["high"], color=colors[method], alpha=0.15, linewidth=0)
                 oracle = rows[rows["budget"] == "oracle"]["score"]
@@ -467,7 +467,7 @@ def plot_cross_selection(frame: pd.DataFrame, out: Path, formats: Sequence[str])
                 per_seed = m.groupby(["seed", "N"])[["score", "alone"]].mean().reset_index()
                 curve = per_seed.groupby("N")["score"].agg(["mean", "std"]).reindex(ns)
                 x = [position[n] for n in curve.index]
-                ax.plot(x, curve["mean"], marker="o", color=colors[method], label=method)
+                ax.plot(x, curve["mean"], marker="o", color=colors[method], label=facts.display(method))
                 ax.fill_between(x, curve["mean"] - curve["std"].fillna(0), curve["mean"] + curve["std"].fillna(0),
                                 color=colors[method], alpha=0.12, linewidth=0)
                 ax.axhline(float(per_seed.groupby("seed")["alone"].first().mean()), color=colors[method], linestyle="--", linewidth=1)

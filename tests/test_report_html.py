@@ -95,7 +95,12 @@ def build_methods_store(root: Path) -> Path:
                 store = RunStore(root, f"{method}__{task.replace('/', '-')}__seed{seed}__h")
                 for step in (500, 1000):
                     score = 10.0 * m + seed + (task == "toy/branch") - (step == 500) * 20
-                    store.write_record(_record(method, task, seed, step, score, {}, {"lr": 0.001}, "train"))
+                    record = _record(method, task, seed, step, score, {}, {"lr": 0.001}, "train")
+                    # per-episode scores: the seeds of a config are a configuration set (the online-budget study)
+                    record["episodes"] = [{"return": score / 100, "normalized_score": score + e - 2, "length": 1, "success": False}
+                                          for e in range(5)]
+                    record.update(eval_episodes=5, default_run={"steps": 1000, "eval_episodes": 5})
+                    store.write_record(record)
     return root
 
 
@@ -160,7 +165,11 @@ def test_report_says_what_each_cell_is_made_of_with_display_names(report):
     cells = text[text.index('data-table="controlled/cells"'):]
     cells = cells[:cells.index("</table>")]
     assert "<td>ISEP-FM</td><td>toy/four-goal</td><td>3</td><td>0, 1, 2</td><td>1000</td>" in cells
-    assert "<td>isep-fm</td>" not in cells and "<td>gem</td>" not in text
+    assert "<td>isep-fm</td>" not in cells
+    # display names in every table, the studies' included (online_budget_toy lists methods)
+    assert 'data-table="controlled/online_budget_toy"' in text
+    for method in METHODS:
+        assert f"<th>{method}</th>" not in text and f"<td>{method}</td>" not in text
 
 
 def test_report_opens_in_headless_chromium_with_every_image_decoded(report, tmp_path):
