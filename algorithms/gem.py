@@ -1,7 +1,6 @@
 """GEM: Guided Expectation-Maximization with behaviour-normalised candidate selection.
 
-Wang et al. 2026 (arXiv 2603.23232), seeds/GEM-guided-em-candidate-selection.txt. Equation
-numbers below are the paper's.
+Wang et al. 2026 (arXiv 2603.23232). Equation numbers below are the paper's.
 
 Phase I, training (Algorithm 2). Three models with disjoint parameters, one optimizer and ONE
 backward per update: each loss sees the other models' outputs detached, so summing them gives

@@ -9,7 +9,14 @@ Parameters are updated simultaneously from the same batch (CORL updates V, then 
 in sequence; the simultaneous step is the documented difference and saves two backward passes).
 Defaults: 2 x 256 ReLU nets, twin Q, expectile 0.7, beta 3 (antmaze: 0.9 / 10 via the suite
 file), Gaussian actor with tanh mean and state-independent log-std in [-20, 2], cosine LR on the
-actor, evaluation at the mean.
+actor, evaluation at the mean. Each published code's network is a set of config fields
+(`activation`, `actor_tanh_mean`, `actor_std`, `log_std_min/max`, `advantage_q`, `actor_cosine_lr`,
+`actor_dropout`, `critic_layer_norm`), set per suite by benchmarks/tasks/published_settings.csv:
+the IQL authors' (ReLU, tanh mean, learned log-std clamped at -5, cosine actor LR) and FQL's IQL
+agent (GELU, plain mean, constant std 1, constant Adam, post-activation LayerNorm in Q and V,
+the online critic in the advantage). Not matched: initialisation (PyTorch's Linear default; the
+authors use orthogonal(sqrt 2), FQL variance scaling fan_avg with a 1e-2 mean head) and the update
+order (the authors update V, then pi with the new V, then Q; here all from one batch at once).
 
 Actor dropout (`actor_dropout`, default 0 = CORL's effective behaviour): the IQL paper (App. B)
 and its code (configs/kitchen_config.py, which the README also runs on Adroit) put dropout 0.1 on
@@ -24,11 +31,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
-from modebench.algorithms.config import MAX_ENSEMBLE, MAX_WIDTH, field
-from modebench.algorithms.critics import ExpectileCritic, awr_weight
+from modebench.algorithms.config import MAX_ENSEMBLE, MAX_WIDTH, ConfigError, field
+from modebench.algorithms.critics import ExpectileCritic, aggregate, awr_weight
 from modebench.algorithms.nets import GaussianPolicy, LayerNormPlacement
 from modebench.algorithms.optim import make_adam
 from modebench.algorithms.seeds import seed_mean
@@ -46,6 +54,20 @@ class IQLConfig(AlgoConfig):
     actor_cosine_lr: bool = field(True, help="cosine-decay the actor's LR over the run (CORL)")
     actor_dropout: float = field(0.0, help="dropout after each hidden activation of the actor, training only (IQL App. B: 0.1 kitchen/adroit)", ge=0.0, lt=1.0)
     critic_layer_norm: bool = field(False, help="LayerNorm in Q and V (FQL's IQL agent: on; IQL authors, CORL: off)")
+    # The network and parameterisation of each published code (tests/test_protocols.py checks the rows):
+    activation: Literal["relu", "gelu"] = field(
+        "relu", help="hidden activation of actor, Q and V (IQL authors common.py MLP, CORL: relu; FQL utils/networks.py MLP: gelu)")
+    actor_tanh_mean: bool = field(
+        True, help="tanh on the actor's mean (IQL authors policy.py tanh_squash_distribution=False -> tanh(means), CORL; "
+                   "FQL utils/networks.py Actor tanh_squash=False: a plain mean)")
+    actor_std: Literal["learned", "constant"] = field(
+        "learned", help='"learned": a state-independent log-std parameter (IQL authors, CORL); '
+                        '"constant": std 1, nothing learned (FQL agents/iql.py const_std=True)')
+    log_std_min: float = field(-20.0, help="lower clamp of the actor's log-std (CORL -20; IQL authors learner.py log_std_min=-5.0)")
+    log_std_max: float = field(2.0, help="upper clamp of the actor's log-std (CORL, IQL authors policy.py LOG_STD_MAX, FQL: 2)")
+    advantage_q: Literal["target", "online"] = field(
+        "target", help="Q of the AWR advantage: the target critic (IQL authors learner.py/actor.py, CORL) or the online "
+                       "one (FQL agents/iql.py actor_loss: network.select('critic'))")
     layer_norm_placement: LayerNormPlacement = field("pre_act", help='hidden LayerNorms: "pre_act" Linear->LN->act, "post_act" Linear->act->LN, learned scale+bias (FQL code)')
 
 
@@ -60,11 +82,16 @@ class IQL(Algorithm):
 
     def __init__(self, config: IQLConfig, spec: EnvSpec, device="cpu"):
         super().__init__(config, spec, device)
+        if config.log_std_min >= config.log_std_max:
+            raise ConfigError(f"iql: log_std_min ({config.log_std_min}) must be below log_std_max ({config.log_std_max})")
         self.critic = ExpectileCritic(
             spec.obs_dim, spec.act_dim, config.hidden_dims, config.num_q, config.expectile, config.target_tau,
-            layer_norm=config.critic_layer_norm, layer_norm_placement=config.layer_norm_placement,
+            act=config.activation, layer_norm=config.critic_layer_norm, layer_norm_placement=config.layer_norm_placement,
         )
-        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, config.hidden_dims, dropout=config.actor_dropout)
+        self.actor = GaussianPolicy(spec.obs_dim, spec.act_dim, config.hidden_dims, act=config.activation,
+                                    log_std_min=config.log_std_min, log_std_max=config.log_std_max,
+                                    tanh_mean=config.actor_tanh_mean, dropout=config.actor_dropout,
+                                    learn_std=config.actor_std == "learned")
         self.to(self.device)
         self.optimizer = make_adam(
             [{"params": self.critic.parameters()}, {"params": self.actor.parameters()}],
@@ -77,6 +104,10 @@ class IQL(Algorithm):
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         critic_loss, metrics, advantage = self.critic.losses(batch, cfg.discount, return_advantage=True)
+        if cfg.advantage_q == "online":  # FQL's IQL: the online critic's min over members, this step's V
+            with torch.no_grad():
+                q = aggregate(self.critic.q(batch.observations, batch.actions), "min")
+                advantage = q - self.critic.value(batch.observations)
         weight = awr_weight(advantage, cfg.beta, cfg.max_weight)
         actor_loss = -seed_mean(weight * self.actor.log_prob(batch.observations, batch.actions), self.seeds)
         metrics["training/actor_loss"] = actor_loss.detach()

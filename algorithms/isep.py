@@ -1,8 +1,7 @@
 """ISEP and ISEP-FM: Implicit Support Expansion via stochastic Policy optimization.
 
-Paper: seeds/ISEP-implicit-support-expansion.txt (arXiv 2605.18320; no public code). The
-extraction lost every formula; the equations below are SPEC.md's reconstruction from the text
-and from CFGRL (Frans et al. 2025), which ISEP-FM builds on. Each reconstructed choice is a
+Paper: arXiv 2605.18320 (no public code). Its text extraction lost every formula; the equations
+below are reconstructed from the text and from CFGRL (Frans et al. 2025), which ISEP-FM builds on. Each reconstructed choice is a
 config value.
 
 Shared by both variants (Sec. 4.1):

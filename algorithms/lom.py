@@ -1,4 +1,4 @@
-"""LOM: weighted imitation Learning on One Mode (Wang et al., ICLR 2025; seeds/LOM-*.txt).
+"""LOM: weighted imitation Learning on One Mode (Wang, Jin & Montana, ICLR 2025).
 
 Losses, top to bottom, as Algorithm 1 schedules them:
 

@@ -325,7 +325,8 @@ class GMMPolicy(nn.Module):
 
 
 class GaussianPolicy(nn.Module):
-    """Diagonal Gaussian with tanh mean and state-independent log-std (CORL's IQL actor)."""
+    """Diagonal Gaussian with a tanh (or plain) mean and a state-independent log-std, learned
+    (CORL's and the IQL authors' IQL actor) or constant at 0 (FQL's IQL actor, `learn_std=False`)."""
 
     seeds: int | None = None
 
@@ -339,10 +340,14 @@ class GaussianPolicy(nn.Module):
         log_std_max: float = 2.0,
         tanh_mean: bool = True,
         dropout: float = 0.0,
+        learn_std: bool = True,
     ):
         super().__init__()
         self.net = MLP(obs_dim, hidden_dims, act_dim, act, dropout=dropout)  # dropout: train mode only
-        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        if learn_std:
+            self.log_std = nn.Parameter(torch.zeros(act_dim))
+        else:  # a constant std of 1 (FQL's Actor const_std=True): a buffer, never trained
+            self.register_buffer("log_std", torch.zeros(act_dim))
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.tanh_mean = tanh_mean
 

@@ -1,6 +1,6 @@
 """GEM: the selection rule's equations, the actor loss by hand, knobs, checkpoints, mechanism.
 
-Equation numbers are those of seeds/GEM-guided-em-candidate-selection.txt.
+Equation numbers are those of the GEM paper (arXiv 2603.23232).
 """
 
 from __future__ import annotations

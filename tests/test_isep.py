@@ -1,7 +1,7 @@
 """ISEP / ISEP-FM: equations against hand-computed values, the Bernoulli gate, the guided
 Euler sampler, and the mechanism on the sparse-optimum toy (slow).
 
-Reconstructed equations: SPEC.md, ISEP section (the paper's formulas were lost in extraction).
+Reconstructed equations: algorithms/isep.py's docstring (the paper's formulas were lost in extraction).
 """
 
 from __future__ import annotations

@@ -79,17 +79,25 @@ def test_normalisation_constants_match_spec():
     for task in load_suite("kitchen").values():
         assert task.reference_returns() == D4RL_REFERENCE["kitchen"]
         checked += 1
-    for task in load_suite("maze2d").values():  # Minari metadata scores; D4RL's constants recorded beside
+    for task in load_suite("maze2d").values():  # Minari metadata scores (controlled); D4RL's under published
         ref = task.score["d4rl_reference"]
         assert (ref["random"], ref["expert"]) == D4RL_REFERENCE[f"maze2d-{task.name}"]
-        assert task.score["kind"] == "dataset"
+        assert task.score["kind"] == "dataset" and task.score["normaliser"] == "minari"
+        published = task.for_protocol("published")
+        assert published.reference_returns() == D4RL_REFERENCE[f"maze2d-{task.name}"]
+        assert published.score["normaliser"] == "d4rl" and "infos.py" in published.score["source"]
+        assert task.for_protocol("controlled") is task
         checked += 1
     for task in load_suite("antmaze").values():  # 0 / 1 on a 0/1 return == success x 100
         assert task.score["kind"] == "success"
         assert task.normalize(0.0, successes=np.array([1.0, 0.0])).tolist() == [100.0, 0.0]
         if task.name.startswith("ogbench"):
+            assert task.normaliser()["kind"] == "ogbench-success"
             continue
-        assert (task.score["d4rl_reference"]["random"], task.score["d4rl_reference"]["expert"]) == D4RL_REFERENCE["antmaze"]
+        # D4RL's antmaze reference (0 / 1 on the 0/1 return) is the success rate: the normaliser is D4RL's
+        assert task.normaliser() == {"kind": "d4rl", "ref_min": D4RL_REFERENCE["antmaze"][0],
+                                     "ref_max": D4RL_REFERENCE["antmaze"][1], "source": task.score["source"]}
+        assert task.for_protocol("published") is task  # the success rate is already D4RL's score
         assert task.data["reward_transform"] == "antmaze"
         checked += 1
     for task in load_suite("minari-mujoco").values():
@@ -179,7 +187,7 @@ def test_gymnasium_and_declared_envs_exist_without_data(no_data):
     for task in load_suite("maze2d-local").values():
         env = task.make_env()
         obs, info = env.reset(seed=0)
-        assert obs.shape == (8,) and "success" in info
+        assert obs.shape == (4,) and "success" in info  # D4RL maze2d layout: qpos + qvel
         env.close()
 
 

@@ -245,6 +245,9 @@ class DataConfig(Checked):
     reward_scale: float = field(1.0, help="the affine transform's factor")
     reward_shift: float = field(0.0, help="the affine transform's offset")
     clip_actions: float = field(1.0, gt=0.0, le=1.0, help="clip dataset actions to +-clip (FQL, DROL: 1 - 1e-5)")
+    observation_layout: str = field(
+        "", help="the task's named observation layout: which keys of a dict observation the policy sees "
+                 "(suite file `observation:`; '' for a task that declares none: its observation as given)")
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Minari keeps datasets under MINARI_DATASETS_PATH (default ~/.minari/datasets); a local path
 to a dataset folder (the one holding `data/`) works too. Dict observations (goal-conditioned
-datasets) are flattened in the observation space's key order, and evaluation applies the same
-flattening to the environment's observations (`FlattenObservation`), so the two always agree.
+datasets) are cut to the keys of the task's observation layout, in the layout's order (all keys
+in the space's order when the task names none), and evaluation applies the same selection to the
+environment's observations (`LayoutObservation`), so the two always agree.
 
 Every loader reads its container inside `reading` (a damaged, truncated or foreign file is one
 DatasetError line naming it) and checks the arrays as stored with benchmarks.data.validate
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,69 @@ def _read_field(file: Path, key: str, read) -> np.ndarray:
         return np.asarray(read())
 
 
-def _flatten(space: gym.Space, obs) -> np.ndarray:
-    """Flatten a batch of observations [T, ...] (dict observations in space order)."""
+def layout_keys(space: gym.Space, keys: Sequence[str] | None, where: str) -> list[str] | None:
+    """The keys of a dict observation the policy sees, in order: `keys` (each checked against the
+    space), or every key in the space's order when `keys` is None. None for a non-dict space,
+    which has nothing to select (a layout that names keys there is an error)."""
+    if not isinstance(space, gym.spaces.Dict):
+        if keys is not None:
+            raise DatasetError(f"{where}: the observation layout names keys {list(keys)}, but the observations are "
+                               f"{type(space).__name__}, not a dict; drop the task's `observation:` block")
+        return None
+    if keys is None:
+        return list(space.spaces)
+    unknown = [k for k in keys if k not in space.spaces]
+    if unknown or not keys:
+        raise DatasetError(f"{where}: observation layout keys {list(keys)}: {unknown or 'none given'} not in the "
+                           f"dict observation (its keys: {list(space.spaces)}); fix the task's `observation:` block")
+    return list(keys)
+
+
+def layout_dims(space: gym.Space, keys: Sequence[str] | None, where: str = "observation space") -> list[tuple[str, int]]:
+    """(key, flat size) of each part of the policy's observation ([("", size)] for a non-dict space)."""
+    selected = layout_keys(space, keys, where)
+    if selected is None:
+        return [("", gym.spaces.flatdim(space))]
+    return [(key, gym.spaces.flatdim(space.spaces[key])) for key in selected]
+
+
+def _flatten(space: gym.Space, obs, keys: Sequence[str] | None = None, where: str = "dataset") -> np.ndarray:
+    """Flatten a batch of observations [T, ...]: a dict observation to the layout's keys in its
+    order (nested dicts, e.g. Franka Kitchen's goals, in their space's order)."""
     if isinstance(space, gym.spaces.Dict):
-        return np.concatenate([_flatten(sub, obs[key]) for key, sub in space.spaces.items()], axis=1)
+        selected = layout_keys(space, keys, where)
+        return np.concatenate([_flatten(space.spaces[key], obs[key]) for key in selected], axis=1)
+    layout_keys(space, keys, where)
     arr = np.asarray(obs, dtype=np.float32)
     return arr.reshape(arr.shape[0], -1)
+
+
+class LayoutObservation(gym.ObservationWrapper):
+    """The env's observation as the policy sees it: a dict observation cut to the layout's keys,
+    in the layout's order, each flattened and concatenated (what `_flatten` does to the data;
+    gymnasium's FilterObservation re-sorts a sorted Dict's keys, so it cannot keep the order)."""
+
+    def __init__(self, env: gym.Env, keys: Sequence[str] | None):
+        super().__init__(env)
+        space = env.observation_space
+        self.keys = layout_keys(space, keys, f"env {env.spec.id if env.spec else type(env.unwrapped).__name__}")
+        parts = [gym.spaces.flatten_space(space.spaces[key]) for key in self.keys]
+        self.observation_space = gym.spaces.Box(
+            np.concatenate([p.low for p in parts]), np.concatenate([p.high for p in parts]),
+            dtype=np.result_type(*[p.dtype for p in parts]))
+
+    def observation(self, observation):
+        space = self.env.observation_space
+        return np.concatenate([gym.spaces.flatten(space.spaces[key], observation[key]) for key in self.keys])
+
+
+def observation_view(env: gym.Env, keys: Sequence[str] | None = None) -> gym.Env:
+    """`env` with its dict observations cut to the layout (every key when `keys` is None); a
+    non-dict observation is returned as it is (a layout naming keys there is an error)."""
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        return LayoutObservation(env, keys)
+    layout_keys(env.observation_space, keys, f"env {env.spec.id if env.spec else type(env.unwrapped).__name__}")
+    return env
 
 
 def resolve_minari(id_or_path: str):
@@ -108,7 +166,9 @@ def resolve_minari(id_or_path: str):
         ) from None
 
 
-def load_minari(id_or_path: str) -> TransitionDataset:
+def load_minari(id_or_path: str, keys: Sequence[str] | None = None) -> TransitionDataset:
+    """A Minari dataset as transitions; a dict observation cut to `keys` (the task's observation
+    layout; every key in the space's order when None)."""
     dataset = resolve_minari(id_or_path)
     where = str(dataset.storage.data_path)
     with reading(where, "the Minari dataset's spaces and episodes"):
@@ -119,7 +179,7 @@ def load_minari(id_or_path: str) -> TransitionDataset:
         episodes = [
             dict(
                 id=ep.id,
-                observations=_flatten(obs_space, ep.observations),
+                observations=_flatten(obs_space, ep.observations, keys, where),
                 actions=np.asarray(ep.actions).reshape(len(ep.rewards), -1),  # dtype kept: integer actions are refused
                 rewards=ep.rewards,
                 terminations=ep.terminations,
@@ -134,29 +194,27 @@ def load_minari(id_or_path: str) -> TransitionDataset:
         "path": where,
         "ref_min_score": meta.get("ref_min_score"),
         "ref_max_score": meta.get("ref_max_score"),
+        "observation_keys": layout_keys(obs_space, keys, where),  # None: not a dict observation
     }
     return TransitionDataset.from_episodes(
         episodes, name=str(metadata["minari_id"]), action_low=act_space.low, action_high=act_space.high, metadata=metadata
     )
 
 
-def recover_env(id_or_path: str, eval_env: bool = True) -> gym.Env:
-    """The environment a Minari dataset records, with dict observations flattened like the data."""
-    env = _recorded_env(id_or_path, eval_env)
-    if isinstance(env.observation_space, gym.spaces.Dict):
-        env = gym.wrappers.FlattenObservation(env)
-    return env
+def recover_env(id_or_path: str, eval_env: bool = True, keys: Sequence[str] | None = None) -> gym.Env:
+    """The environment a Minari dataset records, its dict observations cut to `keys` like the data."""
+    return observation_view(recorded_env(id_or_path, eval_env), keys)
 
 
 def max_episode_steps(id_or_path: str) -> int | None:
-    env = _recorded_env(id_or_path, eval_env=True)
+    env = recorded_env(id_or_path, eval_env=True)
     try:
         return env.spec.max_episode_steps if env.spec is not None else None
     finally:
         env.close()
 
 
-def _recorded_env(id_or_path: str, eval_env: bool) -> gym.Env:
+def recorded_env(id_or_path: str, eval_env: bool) -> gym.Env:
     """minari's recover_environment, or one line when the recorded env cannot be made here (its
     package is not installed, or the id is not registered)."""
     dataset = resolve_minari(id_or_path)

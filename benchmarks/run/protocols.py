@@ -45,6 +45,7 @@ from typing import Any
 from modebench.algorithms.config import ConfigError, check_keys, from_dict, to_dict
 from modebench.algorithms.registry import METHODS, base_method, get_method
 from modebench.benchmarks.data.dataset import DataConfig
+from modebench.benchmarks.tasks.sources import score as score_kind
 from modebench.benchmarks.tasks.suites import (
     Task,
     _read_suite,
@@ -365,6 +366,15 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
             run[key] = Setting(setting.value, f"{setting.source}; no published value")
         for key, setting in parts["data"].items():
             parts["data"][key] = Setting(setting.value, f"{setting.source}; no published value")
+    if task_obj.observation:  # the task's layout: the papers' data layout where the suite file says so
+        layout = task_obj.layout()
+        label = f"; {layout.label}" if layout.label else ""
+        parts["data"]["observation_layout"] = Setting(layout.name, f"suite:{task_obj.suite}.yaml observation.use "
+                                                                   f"({layout.dim}-d: {layout.source}{label})")
+    scored = task_obj.for_protocol(protocol)
+    kind, source = score_kind(scored.score).declared(task_obj.id, scored.score)
+    where = "score.d4rl_reference (the papers' normaliser, used under published)" if scored is not task_obj else "score"
+    run["normaliser"] = Setting(kind, f"suite:{task_obj.suite}.yaml {where}: {source}")
 
     layers = suite_method_layers(task_obj)
 
@@ -403,12 +413,14 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
             raise ConfigError(f"unknown run setting {key!r}; valid: {', '.join(RUN_KEYS)}")
         if value is not None:
             run[key] = Setting(value, f"user:--{key.replace('_', '-')}")
+    data = _typed(parts["data"], DataConfig, "data")
+    if data["observation_layout"].value:
+        task_obj.layout(data["observation_layout"].value)  # a name the task declares
     return Resolved(
         method=method, task_id=task_obj.id, protocol=protocol,
         config=_typed(parts["config"], cls.config_class, f"{method} config"),
         knobs=_typed(parts["knobs"], cls.knobs_class, f"{method} knob"),
-        data=_typed(parts["data"], DataConfig, "data"),
-        run=run, not_applied=tuple(not_applied),
+        data=data, run=run, not_applied=tuple(not_applied),
     )
 
 

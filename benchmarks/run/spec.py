@@ -112,9 +112,10 @@ class RunSpec:
         names = list(load_suite(self.task.suite))
         return names.index(self.task.name) if self.task.name in names else None
 
-    def info(self, dataset_name: str, obs_dim: int, act_dim: int) -> dict[str, Any]:
+    def info(self, dataset_name: str, obs_dim: int, act_dim: int, dataset: Any = None) -> dict[str, Any]:
         """The run's config.json: the resolved spec as plain data (every checkpoint keeps it too;
-        `record_fields` and `rebuild` read it back)."""
+        `record_fields` and `rebuild` read it back). With the `dataset`, the score's normaliser
+        with its reference numbers (a Minari dataset's are in its metadata)."""
         return {
             "run_id": self.run_id,
             "method": self.method,
@@ -126,6 +127,8 @@ class RunSpec:
             "obs_dim": obs_dim,
             "act_dim": act_dim,
             "seed": self.seed,
+            "observation_layout": self.task.layout().as_record(obs_dim),
+            "normaliser": self.task.normaliser(dataset) if dataset is not None else None,
             "steps": self.steps,
             "config": to_dict(self.config),
             "config_hash": self.config_hash,

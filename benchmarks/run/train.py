@@ -73,7 +73,7 @@ def prepare(spec: RunSpec, store: RunStore, dataset: TransitionDataset, resume: 
             callbacks: list[Callback] | None = None) -> TrainingRun:
     """Replay, the method (restored from the run's checkpoint when resuming) and the run's config,
     for a caller that holds the store's writer lock (`store.writing()`)."""
-    info = spec.info(dataset.name, dataset.obs_dim, dataset.act_dim)
+    info = spec.info(dataset.name, dataset.obs_dim, dataset.act_dim, dataset)
     store.write_config(info)
     seed_everything(spec.seed)
     device = torch.device(spec.device)

@@ -30,8 +30,7 @@ Dataset kinds:
 Environment kinds, every one accepting `mass_scale` (GEM A.4 MassScale, benchmarks/tasks/wrappers.py;
 also `mass_bodies`, `scale_inertia`), applied in `make_env` for all kinds:
 - `gym`: `gym.make(id, **kwargs)` with the toy envs registered.
-- `gymnasium`: `gym.make(id, **kwargs)` with gymnasium-robotics and OGBench registered, dict
-  observations flattened (in the order the Minari loader flattens data).
+- `gymnasium`: `gym.make(id, **kwargs)` with gymnasium-robotics and OGBench registered.
 - `ogbench`: an OGBench env id (`<env>-singletask-taskN-v0`: the task's fixed start and goal).
 - `minari`: the env a Minari dataset records.
 - `minari-recorded`: the evaluation env a published Minari dataset records
@@ -40,7 +39,14 @@ also `mass_bodies`, `scale_inertia`), applied in `make_env` for all kinds:
 - `generated`: the evaluation env an offline generator records in its datasets (no data needed).
 
 Score kinds: `reference` (given random / expert returns), `dataset` (the dataset's recorded
-ref_min_score / ref_max_score), `success` (success rate x 100).
+ref_min_score / ref_max_score), `success` (success rate x 100). Each names its normaliser for the
+records (`normaliser`: d4rl | minari | ogbench-success | toy | user, and `source`: where the
+reference numbers come from); the kind's default stands where the suite file names none.
+
+Dict observations (gymnasium-robotics' mazes and kitchen, their Minari datasets) reach the policy
+as the task's observation layout (suites.py `ObservationLayout`): `load_dataset` and `make_env`
+take its keys and cut data and env alike (benchmarks/data/loaders.py); a source whose
+observations are not dicts refuses a layout that names keys.
 
 Missing data is a `MissingDatasetError` naming the download command and the nearest suite that
 runs offline; `check_tasks` / `require_datasets` find every missing dataset of a suite before
@@ -142,12 +148,6 @@ def check_env_id(env_id: str) -> str:
     return env_id
 
 
-def flatten_dict_obs(env: gym.Env) -> gym.Env:
-    if isinstance(env.observation_space, gym.spaces.Dict):
-        return gym.wrappers.FlattenObservation(env)
-    return env
-
-
 @dataclass
 class DatasetStatus:
     task: str
@@ -169,9 +169,13 @@ class DatasetStatus:
 
 class Source:
     """One source kind. A kind implements the dataset side (`load`, `status`, and `download` or
-    `generator_job`), the environment side (`make_env`), or both; what it lacks is a clear error."""
+    `generator_job`), the environment side (`make_env`), or both; what it lacks is a clear error.
+    `make_env` returns the env's own observations (dicts stay dicts: the caller cuts them to the
+    task's layout); a dataset kind whose observations can be dicts sets `dict_observations` and
+    takes the layout's `keys` in `load`."""
 
     kind: ClassVar[str]
+    dict_observations: ClassVar[bool] = False
 
     @property
     def has_dataset(self) -> bool:
@@ -253,11 +257,12 @@ class GymSource(Source):
 
 class MinariSource(Source):
     kind = "minari"
+    dict_observations = True
 
-    def load(self, id: str | None = None, path: str | None = None) -> TransitionDataset:
+    def load(self, id: str | None = None, path: str | None = None, keys: list[str] | None = None) -> TransitionDataset:
         from modebench.benchmarks.data.loaders import load_minari
 
-        return load_minari(path or id)
+        return load_minari(path or id, keys)
 
     def fingerprint(self, id: str | None = None, path: str | None = None, **_):
         return content_digest(path) if path else None
@@ -278,9 +283,9 @@ class MinariSource(Source):
         return f"{task_id}: {download_minari(id, suite, force)}"
 
     def make_env(self, id: str | None = None, path: str | None = None, eval_env: bool = True) -> gym.Env:
-        from modebench.benchmarks.data.loaders import recover_env
+        from modebench.benchmarks.data.loaders import recorded_env
 
-        return recover_env(path or id, eval_env=eval_env)
+        return recorded_env(path or id, eval_env=eval_env)
 
 
 class D4RLFileSource(Source):
@@ -451,13 +456,15 @@ class OGBenchSource(Source):
 
 class GeneratedSource(Source):
     kind = "generated"
+    dict_observations = True
 
-    def load(self, generator: str, preset: str = "small", seed: int = 0, size: int | None = None) -> TransitionDataset:
+    def load(self, generator: str, preset: str = "small", seed: int = 0, size: int | None = None,
+             keys: list[str] | None = None) -> TransitionDataset:
         from modebench.benchmarks.data.loaders import load_minari
         from modebench.benchmarks.tasks.generators import generate
 
         result = generate(generator, preset, seed, size=size)
-        data = load_minari(result.name)
+        data = load_minari(result.name, keys)
         data.metadata.update({"local": True, "generator": generator, "preset": preset, "seed": seed})
         return data
 
@@ -485,7 +492,7 @@ class GeneratedSource(Source):
     def make_env(self, generator: str) -> gym.Env:
         from modebench.benchmarks.tasks.generators import make_eval_env
 
-        return flatten_dict_obs(make_eval_env(generator))
+        return make_eval_env(generator)
 
 
 class GymnasiumSource(Source):
@@ -496,7 +503,7 @@ class GymnasiumSource(Source):
 
         register_envs()
         with quiet_ogbench():
-            return flatten_dict_obs(gym.make(check_env_id(id), **kwargs))
+            return gym.make(check_env_id(id), **kwargs)
 
 
 class MinariRecordedSource(Source):
@@ -506,10 +513,10 @@ class MinariRecordedSource(Source):
                  eval_env: bool = True) -> gym.Env:
         import warnings
 
-        from modebench.benchmarks.data.loaders import recover_env
+        from modebench.benchmarks.data.loaders import recorded_env
 
         register_envs()
-        env = recover_env(dataset, eval_env=eval_env)
+        env = recorded_env(dataset, eval_env=eval_env)
         recorded = env.spec.id if env.spec is not None else None
         if env_id and recorded and recorded != env_id:
             warnings.warn(f"{dataset}: the dataset records env {recorded!r}, the suite declares {env_id!r}; "
@@ -532,11 +539,29 @@ SOURCES: tuple[Source, ...] = (
 # ---------------------------------------------------------------- score kinds
 
 
+NORMALISERS = ("d4rl", "minari", "ogbench-success", "toy", "user")
+
+
 class Score:
     """One score kind: the (random, expert) returns of the normalised score
     100 (R - random) / (expert - random), or its own normalisation."""
 
     kind: ClassVar[str]
+    default_normaliser: ClassVar[str]
+    default_source: ClassVar[str]
+
+    def declared(self, task_id: str, params: dict[str, Any]) -> tuple[str, str]:
+        """(normaliser kind, source) as the suite file declares them (no data needed)."""
+        kind = params.get("normaliser", self.default_normaliser)
+        if kind not in NORMALISERS:
+            raise ConfigError(f"{task_id}: unknown score normaliser {kind!r}; valid: {', '.join(NORMALISERS)}")
+        return kind, params.get("source", self.default_source)
+
+    def normaliser(self, task_id: str, params: dict[str, Any], dataset: Callable[[], TransitionDataset]) -> dict[str, Any]:
+        """{kind, ref_min, ref_max, source}: the reference a score is normalised with (records keep it)."""
+        kind, source = self.declared(task_id, params)
+        low, high = self.reference_returns(task_id, params, dataset)
+        return {"kind": kind, "ref_min": low, "ref_max": high, "source": source}
 
     def reference_returns(self, task_id: str, params: dict[str, Any],
                           dataset: Callable[[], TransitionDataset]) -> tuple[float, float]:
@@ -550,6 +575,8 @@ class Score:
 
 class ReferenceScore(Score):
     kind = "reference"
+    default_normaliser = "user"
+    default_source = "the suite file's random / expert returns"
 
     def reference_returns(self, task_id, params, dataset):
         return float(params["random"]), float(params["expert"])
@@ -557,6 +584,8 @@ class ReferenceScore(Score):
 
 class DatasetScore(Score):
     kind = "dataset"
+    default_normaliser = "minari"
+    default_source = "the dataset's recorded ref_min_score / ref_max_score (Minari metadata)"
 
     def reference_returns(self, task_id, params, dataset):
         meta = dataset().metadata
@@ -571,6 +600,8 @@ class DatasetScore(Score):
 
 class SuccessScore(Score):
     kind = "success"
+    default_normaliser = "ogbench-success"
+    default_source = "success rate x 100 (the env's info['success'] at the episode's end; OGBench's metric)"
 
     def reference_returns(self, task_id, params, dataset):
         return 0.0, 1.0
@@ -628,25 +659,38 @@ def dataset_fingerprint(spec: dict[str, Any]) -> str | None:
     return source.fingerprint(**params)
 
 
-def load_dataset(spec: dict[str, Any]) -> TransitionDataset:
-    """The dataset a suite's `dataset: {source: KIND, ...}` names, checked."""
+def load_dataset(spec: dict[str, Any], keys: list[str] | None = None) -> TransitionDataset:
+    """The dataset a suite's `dataset: {source: KIND, ...}` names, checked; dict observations cut
+    to `keys` (the task's observation layout; every key when None)."""
     source, params = _dataset_source(spec)
     if not source.has_dataset:
         source.load()  # the kind's one-line error
+    if source.dict_observations:
+        params["keys"] = keys
+    elif keys is not None:
+        raise ConfigError(f"dataset source {source.kind!r} holds flat observations; an observation layout cannot "
+                          f"select keys {keys} from it (drop the task's `observation:` block)")
     return source.load(**params).validate()
 
 
-def make_env(spec: dict[str, Any]) -> gym.Env:
-    """The env a suite's `env: {source: KIND, ...}` names, with MassScale when asked for."""
+def make_env(spec: dict[str, Any], keys: list[str] | None = None) -> gym.Env:
+    """The env a suite's `env: {source: KIND, ...}` names, with MassScale when asked for and dict
+    observations cut to `keys` like the data (benchmarks/data/loaders.py observation_view)."""
+    from modebench.benchmarks.data.loaders import observation_view
+
     source, params, scale = _env_source(spec)
-    return _mass_scaled(source.make_env(**params), scale)
+    return observation_view(_mass_scaled(source.make_env(**params), scale), keys)
 
 
-def declared_env(task: Task) -> gym.Env:
+def declared_env(task: Task, keys: list[str] | None = None, raw: bool = False) -> gym.Env:
     """The task's evaluation env, built without its dataset (for checks on machines without data):
-    `minari-recorded` tasks use the `env_id` / `env_kwargs` they declare."""
+    `minari-recorded` tasks use the `env_id` / `env_kwargs` they declare. Dict observations are
+    cut to `keys`, or left as dicts with `raw` (to read the layout's parts from the space)."""
+    from modebench.benchmarks.data.loaders import observation_view
+
     source, params, scale = _env_source(task.env)
-    return _mass_scaled(source.declared_env(**params), scale)
+    env = _mass_scaled(source.declared_env(**params), scale)
+    return env if raw else observation_view(env, keys)
 
 
 def _mass_scaled(env: gym.Env, scale: dict[str, Any]) -> gym.Env:

@@ -7,8 +7,21 @@ override files by task, the task's own `methods` in the suite file.
 
 A suite file names its tasks, and for each the dataset source, the evaluation environment,
 the episode horizon, the score normalisation, the number of evaluation episodes, data
-preprocessing and per-method overrides (config: training hyperparameters, knobs: inference
-knobs). Keys are checked: an unknown key is an error. Suite-level `defaults` and `methods`
+preprocessing, per-method overrides (config: training hyperparameters, knobs: inference
+knobs) and, for dict observations, the observation layouts the policy may see.
+
+Observation layouts (`observation: {use: NAME, layouts: {NAME: {keys, dim, source, label}}}`):
+which keys of a dict observation the policy sees, in which order. `use` is the layout of the
+data the papers trained on (D4RL antmaze: the ant's 29-d state, no goal); any other layout
+(a goal-conditioned one) is chosen by name (`--data observation_layout=NAME`) and carries a
+`label` saying what it changes. `dim` is the papers' number with its `source`; the dimension
+the policy gets is read from the env's spaces (`observation_dims`, no data needed). A task
+without the block sees its env's observation as it is (every key of a dict, in space order).
+
+Score normalisers: `score: {kind, ..., normaliser, source}` names the reference a score is
+normalised with (d4rl | minari | ogbench-success | toy | user) and where its numbers come
+from; `d4rl_reference: {random, expert, source}` beside a task's own reference is D4RL's,
+which the published protocol uses (`Task.for_protocol`). Keys are checked: an unknown key is an error. Suite-level `defaults` and `methods`
 apply to every task; a task's own entries win.
 
 Dataset, environment and score kinds are classes listed in benchmarks/tasks/sources.py (one
@@ -18,6 +31,7 @@ explicit list each), so the core never branches on a suite's name or a source's 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,18 +40,50 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
-from modebench.algorithms.config import ConfigError, check_keys, close_matches, load_mapping
+from modebench.algorithms.config import (
+    ConfigError,
+    check_keys,
+    close_matches,
+    load_mapping,
+)
 from modebench.benchmarks.data.dataset import TransitionDataset
 from modebench.benchmarks.tasks import sources
 
 SUITES_DIR = Path(__file__).parent / "suites"
-TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default"}
+TASK_KEYS = {"dataset", "env", "horizon", "score", "eval_episodes", "data", "methods", "description", "default",
+             "observation"}
+OBSERVATION_KEYS = {"use", "layouts"}
+LAYOUT_KEYS = {"keys", "dim", "source", "label"}
+# The layout of a task that declares none: its env's observation as given.
+AS_GIVEN = "as-given"
+AS_GIVEN_SOURCE = "the env's observation as it is (every key of a dict observation, in the space's order)"
 SUITE_KEYS = {"name", "description", "defaults", "methods", "tasks", "controlled"}  # controlled: benchmarks/run/protocols.py
 
 
 class UnknownNameError(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """Which keys of a dict observation the policy sees, in order (None: the observation as the
+    env gives it), the dimension the papers' data had (`dim`, from `source`), and a `label` for
+    a layout that is a choice beyond the papers' (shown wherever the layout is)."""
+
+    name: str
+    keys: tuple[str, ...] | None
+    source: str
+    dim: int | None = None
+    label: str = ""
+
+    def as_record(self, dim: int) -> dict[str, Any]:
+        """What a record keeps: {name, keys, dim (what the policy saw), source}."""
+        out = {"name": self.name, "keys": list(self.keys) if self.keys is not None else None, "dim": int(dim),
+               "source": self.source}
+        if self.label:
+            out["label"] = self.label
+        return out
 
 
 @dataclass
@@ -53,16 +99,70 @@ class Task:
     methods: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
     default: bool = False
+    observation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return f"{self.suite}/{self.name}"
 
+    @property
+    def layout_names(self) -> list[str]:
+        return list(self.observation.get("layouts") or {}) or [AS_GIVEN]
+
+    def layout(self, name: str | None = None) -> ObservationLayout:
+        """The named observation layout (default: the one the task uses)."""
+        layouts = self.observation.get("layouts") or {}
+        if not layouts:
+            if name not in (None, AS_GIVEN):
+                raise ConfigError(f"task {self.id} declares no observation layouts; {name!r} is not one "
+                                  f"(its observation is used as the env gives it)")
+            return ObservationLayout(AS_GIVEN, None, AS_GIVEN_SOURCE)
+        name = self.observation.get("use") if name is None else name
+        if name not in layouts:
+            raise ConfigError(f"task {self.id}: unknown observation layout {name!r}; valid: {', '.join(layouts)}")
+        spec = layouts[name]
+        return ObservationLayout(name, tuple(spec["keys"]), spec["source"], spec.get("dim"), spec.get("label", ""))
+
+    def with_layout(self, name: str) -> Task:
+        """This task with the policy seeing layout `name` (its data and env cut to it)."""
+        self.layout(name)  # checked
+        if not self.observation:
+            return self
+        return dataclasses.replace(self, observation={**self.observation, "use": name})
+
+    def observation_dims(self, name: str | None = None) -> list[tuple[str, int]]:
+        """(key, size) of each part of the policy's observation under the layout, read from the
+        evaluation env's spaces (built without the dataset; nothing is downloaded)."""
+        from modebench.benchmarks.data.loaders import layout_dims
+
+        layout = self.layout(name)
+        env = sources.declared_env(self, raw=True)
+        try:
+            return layout_dims(env.observation_space, layout.keys, f"task {self.id}")
+        finally:
+            env.close()
+
     def load_dataset(self) -> TransitionDataset:
-        return sources.load_dataset(self.dataset)
+        keys = self.layout().keys
+        return sources.load_dataset(self.dataset, list(keys) if keys is not None else None)
 
     def make_env(self) -> gym.Env:
-        return sources.make_env(self.env)
+        keys = self.layout().keys
+        return sources.make_env(self.env, list(keys) if keys is not None else None)
+
+    def for_protocol(self, protocol: str) -> Task:
+        """This task scored as `protocol` compares it: under `published`, with D4RL's reference
+        returns where the task lists them (`score.d4rl_reference`), as the papers' tables are."""
+        reference = self.score.get("d4rl_reference")
+        if protocol != "published" or not reference:
+            return self
+        return dataclasses.replace(self, score={
+            "kind": "reference", "random": reference["random"], "expert": reference["expert"], "normaliser": "d4rl",
+            "source": reference["source"]})
+
+    def normaliser(self, dataset: TransitionDataset | None = None) -> dict[str, Any]:
+        """{kind, ref_min, ref_max, source} of the score normalisation (what records keep)."""
+        return sources.score(self.score).normaliser(self.id, self.score, lambda: dataset if dataset is not None else self.load_dataset())
 
     def reference_returns(self, dataset: TransitionDataset | None = None) -> tuple[float, float]:
         """(random, expert) returns for the normalised score 100 (R - random) / (expert - random)."""
@@ -143,11 +243,26 @@ def load_suite(name: str) -> dict[str, Task]:
         missing = {"dataset", "env", "horizon", "score"} - set(merged)
         if missing:
             raise ConfigError(f"suite {name}, task {task_name}: missing key(s) {sorted(missing)}")
+        _check_observation(merged.get("observation") or {}, f"suites/{name}.yaml task {task_name}")
         for key in ("id", "env_id"):  # a suite file is a file: its env ids never import a module
             if isinstance(merged["env"], dict) and key in merged["env"]:
                 sources.check_env_id(merged["env"][key])
         tasks[task_name] = Task(suite=name, name=task_name, **merged)
     return tasks
+
+
+def _check_observation(block: dict, where: str) -> None:
+    """An `observation:` block: `use` names one of its `layouts`, each with keys, dim and source."""
+    if not block:
+        return
+    check_keys(block, OBSERVATION_KEYS, "observation", where=where)
+    layouts = block.get("layouts") or {}
+    if block.get("use") not in layouts:
+        raise ConfigError(f"{where}: observation.use {block.get('use')!r} must name one of its layouts ({', '.join(layouts)})")
+    for name, spec in layouts.items():
+        check_keys(spec or {}, LAYOUT_KEYS, f"observation layout {name}", where=where)
+        if not spec.get("keys") or not spec.get("source"):
+            raise ConfigError(f"{where}: observation layout {name!r} needs `keys` (a list) and `source`")
 
 
 def get_task(task_id: str) -> Task:
