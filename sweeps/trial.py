@@ -42,6 +42,7 @@ from modebench.sweeps.grid import TrialSpec
 
 if TYPE_CHECKING:  # annotations only: the core is imported where a trial runs
     from modebench.benchmarks.run.spec import RunSpec
+    from modebench.benchmarks.store import RunStore
 
 # report(metrics, checkpoints): checkpoints maps run id -> its checkpoint.pt, for Tune to keep
 ReportFn = Callable[[dict[str, Any], "dict[str, Path] | None"], None]
@@ -69,12 +70,19 @@ class PlannedRun:
         return self.run.run_id
 
     @property
+    def store(self) -> RunStore:
+        """The run's folder in the results store (the store alone knows its layout)."""
+        from modebench.benchmarks.store import RunStore
+
+        return RunStore(self.root, self.run_id)
+
+    @property
     def run_dir(self) -> Path:
-        return self.root / "runs" / self.run_id
+        return self.store.path
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
+        return self.store.checkpoint_path
 
     def final_keys(self) -> list[str]:
         from modebench.benchmarks.store import record_key
@@ -82,20 +90,21 @@ class PlannedRun:
         return [record_key(self.run_id, self.steps, s) for s in self.settings]
 
     def missing(self, step: int | None = None) -> list[dict[str, Any]]:
-        """The inference settings without a record at `step` (default: the final step)."""
-        from modebench.benchmarks.store import record_key
-
+        """The inference settings without a valid record at `step` (default: the final step); a
+        damaged record counts as missing (it is evaluated again)."""
         step = self.steps if step is None else step
-        records = self.run_dir / "records"
-        return [s for s in self.settings if not (records / f"{record_key(self.run_id, step, s)}.json").exists()]
+        store = self.store
+        return [s for s in self.settings if not store.has_record(step, s)]
 
     @property
     def diverged_path(self) -> Path:
-        return self.run_dir / "diverged.json"
+        return self.store.diverged_path
 
     def status(self) -> str:
-        """finished | diverged | todo, read from the results store."""
-        if not self.missing():
+        """finished | diverged | todo, read from the results store. A run whose final records are
+        all there but whose checkpoint is not (lost when a run was stopped between the two) is todo:
+        training it again restores the checkpoint with the same numbers."""
+        if not self.missing() and self.checkpoint_path.exists():
             return "finished"
         if self.diverged_path.exists():
             return "diverged"
@@ -177,12 +186,7 @@ def plan(spec: TrialSpec) -> PlannedTrial:
 
 
 def _log(run: PlannedRun, event: str, **extra: Any) -> None:
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    line = {"event": event, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname(), **extra}
-    with open(run.run_dir / "sweep_attempts.jsonl", "a") as fh:
-        fh.write(json.dumps(line, sort_keys=True, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    run.store.log_attempt({"event": event, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname(), **extra})
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -289,12 +293,9 @@ def execute(spec_dict: dict[str, Any], report: ReportFn, tune_checkpoint: Any = 
 
 
 def _mark_diverged(trial: PlannedTrial, run: PlannedRun, reason: str) -> None:
-    from modebench.benchmarks.store import atomic_write_json
-
     spec = trial.spec
-    atomic_write_json(run.diverged_path, {"run_id": run.run_id, "reason": reason, "time": time.time(),
-                                          "method": spec.method, "task": spec.task, "seed": run.seed,
-                                          "config": spec.config, "trial": spec.label})
+    run.store.mark_diverged({"reason": reason, "time": time.time(), "method": spec.method, "task": spec.task,
+                             "seed": run.seed, "config": spec.config, "trial": spec.label})
     _log(run, "diverged", reason=reason)
 
 

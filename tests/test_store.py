@@ -91,11 +91,102 @@ def test_v1_records_are_read_with_what_their_identity_implies_and_the_rest_marke
     record = read_record(path)
     assert record["kind"] == "evaluation" and record["protocol"] == store.LEGACY_PROTOCOL == "controlled"
     assert record["suite_default"] is None and record["task_order"] is None
-    assert record["missing_fields"] == ["suite_default", "task_order"]
-    # a v2 record that carries the fields is read as written, nothing marked
-    fresh = read_record(RunStore(tmp_path, "new").write_record(_evaluation(protocol="published", suite_default=False,
-                                                                           task_order=0)))
+    assert record["missing_fields"] == ["suite_default", "task_order", "eval_episodes", "provenance"]
+    assert record["status"] == "ok"  # derived from its finite score, not guessed
+    # a record that carries the fields is read as written, nothing marked
+    fresh = read_record(RunStore(tmp_path, "new").write_record(_evaluation(
+        protocol="published", suite_default=False, task_order=0, eval_episodes=10, provenance={"command": "x"})))
     assert fresh["protocol"] == "published" and fresh["suite_default"] is False and "missing_fields" not in fresh
+    # v2 records lack eval_episodes: the length of their episodes list is the count
+    v2 = _evaluation(schema_version=2, run_id="v2", episodes=[{"return": 1.0}] * 7)
+    path.write_text(json.dumps(v2))
+    assert read_record(path)["eval_episodes"] == 7 and "eval_episodes" not in read_record(path)["missing_fields"]
+
+
+def test_one_reader_names_and_counts_every_damaged_record_and_keeps_non_finite_scores(tmp_path):
+    run = RunStore(tmp_path, "gem__run")
+    run.write_record(_evaluation())
+    nan_path = run.write_record(_evaluation(step=50, normalized_score=float("nan")))
+    assert json.loads(nan_path.read_text().replace("NaN", "null"))["status"] == "non_finite"
+    records = run.records_dir
+    bad = {
+        "truncated.json": (b'{"method": "gem", "seed', "file"),
+        "empty-object.json": (b"{}", "method"),
+        "latin1.json": (b'{"method": "g\xe9m"}', "file"),
+        "list.json": (b"[1, 2]", "file"),
+        "string-score.json": (json.dumps(_evaluation(normalized_score="42")).encode(), "normalized_score"),
+        "float-seed.json": (json.dumps(_evaluation(seed=0.5)).encode(), "seed"),
+        "nan-said-ok.json": (json.dumps(_evaluation(normalized_score=float("inf"), status="ok")).encode(), "normalized_score"),
+    }
+    for name, (content, _) in bad.items():
+        (records / name).write_bytes(content)
+    (records / "folder.json").mkdir()
+    scan = store.scan_store(tmp_path)
+    assert sorted(r["step"] for _, r in scan.records) == [50, 100]
+    assert [r["status"] for _, r in scan.records] == ["non_finite", "ok"]  # a NaN score is kept, marked failed
+    found = {d.path.name: d.field for d in scan.damaged}
+    assert found == {**{name: field for name, (_, field) in bad.items()}, "folder.json": "file"}
+    assert all("\n" not in d.line() and str(d.path) in d.line() for d in scan.damaged)
+    assert scan.summary().startswith("8 damaged records (left out): ")
+    damaged: list = []
+    assert len(list(store.iter_stored(tmp_path, damaged=damaged))) == 2 and len(damaged) == 8
+    with pytest.raises(store.DamagedRecordError, match=r"damaged record .*\.json: "):
+        list(iter_records(tmp_path))  # a reader that keeps no list is told, not silently short
+    # the run's own lookups treat a damaged record as not written: it is evaluated again
+    (records / f"{record_key('gem__run', 100, {'N': 64})}.json").write_bytes(b'{"trunc')
+    assert not run.has_record(100, {"N": 64}) and run.read_record(100, {"N": 64}) is None
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    previous = os.umask(0o002)
+    try:
+        atomic_write_bytes(tmp_path / "shared.json", b"{}")
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "private.json", b"{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_writer_lock_is_gone_when_a_run_ends_and_stale_temporaries_with_it(tmp_path):
+    run = RunStore(tmp_path, "gem__run")
+    run.records_dir.mkdir(parents=True)
+    stale = [run.path / ".config.json.x1.tmp", run.records_dir / ".step1.json.x2.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    with run.writing():
+        assert run.lock_path.exists() and not any(path.exists() for path in stale)
+        with run.writing():  # re-entrant
+            pass
+        assert run.lock_path.exists()
+    assert not run.lock_path.exists()
+    with run.writing():  # and taken again
+        assert "pid" in run.lock_path.read_text()
+
+
+def test_resuming_rewinds_metrics_to_the_checkpoint(tmp_path):
+    run = RunStore(tmp_path, "gem__run")
+    for step in (100, 200, 300):
+        run.append_metrics({"step": step, "training/loss": 1.0})
+    with open(run.metrics_path, "a") as fh:
+        fh.write('{"step": 40')  # torn last line of a killed writer
+    run.rewind_metrics(200)
+    assert [json.loads(line)["step"] for line in run.metrics_path.read_text().splitlines()] == [100, 200]
+
+
+def test_run_ids_never_name_a_folder_outside_the_root(tmp_path):
+    for bad in ("../escape", "a/b", ".hidden", "", None):
+        with pytest.raises(StoreError, match="is not a run folder name"):
+            RunStore(tmp_path, bad)
+    assert RunStore.of_checkpoint(tmp_path, {"run_id": "gem__x"}).path == tmp_path / "runs" / "gem__x"
+
+
+def test_provenance_names_versions_commit_device_and_command():
+    prov = store.provenance("cpu-name")
+    assert set(prov) == {"modebench", "git_commit", "git_dirty", "python", "torch", "numpy", "gymnasium", "mujoco",
+                         "minari", "ogbench", "device_name", "command"}
+    assert prov["device_name"] == "cpu-name" and prov["torch"] and prov["python"] and prov["command"]
 
 
 def test_newer_or_damaged_records_are_one_line_errors(tmp_path):

@@ -260,17 +260,11 @@ def to_dict_value(value: Any) -> Any:
     return [to_dict_value(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
-_CONTENT: dict[str, str | None] = {}  # dataset block -> digest, per process (bench resolves each task once per seed)
-
-
 def dataset_content(task: Task) -> str | None:
     """The task's dataset content digest where its name does not fix it (sources.dataset_fingerprint)."""
     from modebench.benchmarks.tasks.sources import dataset_fingerprint
 
-    key = stable_hash(task.dataset)
-    if key not in _CONTENT:
-        _CONTENT[key] = dataset_fingerprint(task.dataset)
-    return _CONTENT[key]
+    return dataset_fingerprint(task.dataset)
 
 
 def _positive(name: str, value: int) -> int:
