@@ -44,7 +44,7 @@ nav ol { columns: 2; font-size: .92em; }
 table { border-collapse: collapse; margin: .8em 0 1.4em; font-size: .88em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
 th, td { border-bottom: 1px solid #ddd; padding: .25em .6em; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, th.l, td.l { text-align: left; }
 thead th { border-bottom: 2px solid #888; }
 tr.section th { text-align: left; font-style: italic; background: #f4f4f4; }
 ul.notes { font-size: .85em; color: #444; margin-top: -.8em; }
@@ -95,8 +95,10 @@ def _cells(frame: pd.DataFrame, rule: ScoreRule, key: str) -> str:
             "provenance": _values(runs["provenance"].map(_provenance_id)) if "provenance" in runs else "not recorded",
         })
     table = pd.DataFrame(rows)
-    head = "".join(f"<th>{escape(c)}</th>" for c in table.columns)
-    body = "\n".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in table.itertuples(index=False))
+    numeric = {"runs", "steps", "eval episodes"}
+    head = "".join(f'<th class="{"" if c in numeric else "l"}">{escape(c)}</th>' for c in table.columns)
+    body = "\n".join("<tr>" + "".join(f'<td class="{"" if c in numeric else "l"}">{escape(str(v))}</td>'
+                                       for c, v in zip(table.columns, row)) + "</tr>" for row in table.itertuples(index=False))
     return (f'<div class="wide" id="{_slug("table-" + key)}"><table data-table="{escape(key)}"><caption>What each cell of the main tables is made of: runs '
             f"(one per seed), training steps, evaluation episodes per record, normaliser, protocol and provenance "
             f"(see below)</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>")
@@ -151,7 +153,8 @@ def _provenance(frame: pd.DataFrame) -> str:
         group["methods"].add(facts.display(method))
         if spec.get("command"):
             group["commands"].add(spec["command"])
-    head = "".join(f"<th>{escape(c)}</th>" for c in ("code and device", "runs", "methods", "versions", "a command that wrote them"))
+    head = "".join(f'<th class="{"" if c == "runs" else "l"}">{escape(c)}</th>'
+                   for c in ("code and device", "runs", "methods", "versions", "a command that wrote them"))
     rows = []
     for group in groups.values():
         spec = group["spec"]
@@ -159,7 +162,7 @@ def _provenance(frame: pd.DataFrame) -> str:
             "not recorded (record older than schema 3)" if spec.get("_older") else "")
         command = min(group["commands"]) if group["commands"] else "not recorded"
         cells = [_provenance_id(spec), str(len(group["runs"])), ", ".join(sorted(group["methods"])), versions, command]
-        rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+        rows.append("<tr>" + "".join(f'<td class="{"" if i == 1 else "l"}">{escape(c)}</td>' for i, c in enumerate(cells)) + "</tr>")
     return ('<div class="wide" id="table-provenance"><table data-table="provenance"><caption>Where the runs came from: '
             "code commit, device, package versions and command, from each record's provenance</caption>\n"
             f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>")
