@@ -45,7 +45,13 @@ import numpy as np
 import pandas as pd
 from modebench.analysis import facts
 from modebench.analysis.errors import AnalysisError
-from modebench.benchmarks.store import DEFAULT_ROOT, PROTOCOLS, iter_stored, run_config
+from modebench.benchmarks.store import (
+    DEFAULT_ROOT,
+    LEGACY_PROTOCOL,
+    PROTOCOLS,
+    run_config,
+    scan_store,
+)
 
 IDENTITY = ["run_id", "method", "base_method", "protocol", "suite", "task", "dataset", "seed", "step", "total_steps",
             "source"]
@@ -155,12 +161,46 @@ def _setting_label(knobs: dict[str, Any], run_knobs: dict[str, Any] | None) -> s
     return ", ".join(f"{k}={v}" for k, v in sorted(diff.items()))
 
 
+DAMAGED_COLUMNS = ["path", "field", "problem", "line", "run_id", "protocol", "method", "task"]
+
+
+def _damaged_rows(damaged: list) -> tuple[dict[str, Any], ...]:
+    """The store reader's damaged files, each with the cell it would have entered as far as its
+    run's config.json tells (protocol, method, task; None where it cannot be told)."""
+    rows = []
+    for d in damaged:
+        config = run_config(d.path) or {}
+        task = config.get("task") if isinstance(config.get("task"), dict) else {}
+        identity = {"protocol": config.get("protocol", LEGACY_PROTOCOL) if config else None, "method": config.get("method"),
+                    "task": task.get("id")}
+        identity = {k: v if isinstance(v, str) else None for k, v in identity.items()}
+        rows.append({"path": str(d.path), "field": d.field, "problem": d.problem, "line": d.line(),
+                     "run_id": Path(d.path).parent.parent.name, **identity})
+    return tuple(rows)  # a tuple of dicts: frame.attrs must compare with == when pandas concatenates frames
+
+
+def damaged_in(frame: pd.DataFrame, protocol: str | None = None) -> pd.DataFrame:
+    """The damaged records `load_records` met (frame.attrs["damaged"]) that would have entered
+    the tables of `protocol`: its own, and those whose protocol cannot be told."""
+    damaged = pd.DataFrame(list(frame.attrs.get("damaged") or ()), columns=DAMAGED_COLUMNS)
+    if protocol is None:
+        return damaged
+    return damaged[damaged["protocol"].isna() | (damaged["protocol"] == protocol)].reset_index(drop=True)
+
+
 def load_records(root: str | Path | None = None) -> pd.DataFrame:
-    """Every evaluation record under `root` as one row (see the module docstring for columns)."""
+    """Every evaluation record under `root` as one row (see the module docstring for columns).
+    Files the store reader finds damaged (benchmarks/store.py scan_store) are not rows: they
+    travel in `frame.attrs["damaged"]` (one row each: path, field, problem, and the cell they
+    would have entered) for the tables and the report to name and count."""
     root = Path(root) if root is not None else default_root()
-    raw = list(iter_stored(root, "evaluation"))
+    scan = scan_store(root, "evaluation")
+    raw = scan.records
+    damaged = _damaged_rows(scan.damaged)
     if not raw:
-        return pd.DataFrame(columns=IDENTITY + SCALARS + META + KEYS + DERIVED)
+        empty = pd.DataFrame(columns=IDENTITY + SCALARS + META + KEYS + DERIVED)
+        empty.attrs["damaged"] = damaged
+        return empty
     configs: dict[Path, dict[str, Any] | None] = {}  # records folder -> its run's config.json (read once per run)
     for path, _ in raw:
         if path.parent not in configs:
@@ -208,8 +248,10 @@ def load_records(root: str | Path | None = None) -> pd.DataFrame:
     frame["task_order"] = pd.to_numeric(frame["task_order"], errors="coerce")
     front = [c for c in IDENTITY + SCALARS if c in frame]
     rest = sorted(c for c in frame if c not in front)
-    return frame[front + rest].sort_values(["protocol", "suite", "task", "method", "seed", "step", "knob_key"],
-                                           kind="stable").reset_index(drop=True)
+    frame = frame[front + rest].sort_values(["protocol", "suite", "task", "method", "seed", "step", "knob_key"],
+                                            kind="stable").reset_index(drop=True)
+    frame.attrs["damaged"] = damaged
+    return frame
 
 
 def protocols_in(frame: pd.DataFrame) -> list[str]:

@@ -146,7 +146,7 @@ class Table:
             return f"<{tag}>{text}</{tag}>"
 
         width = len(self.header)
-        lines = [f'<table data-table="{escape(self.name)}">', f"<caption>{escape(self.title)}</caption>", "<thead>"]
+        lines = [f'<table data-table="{escape(self.name)}">', f"<caption>{'<br>'.join(escape(line) for line in [self.title, *self.about])}</caption>", "<thead>"]
         if self.groups:
             lines.append("<tr>" + "".join(f'<th colspan="{span}">{escape(label)}</th>' for label, span in self.groups) + "</tr>")
         lines += ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in self.header) + "</tr>", "</thead>", "<tbody>"]

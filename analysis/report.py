@@ -10,6 +10,7 @@ import pandas as pd
 from modebench.analysis import stats
 from modebench.analysis.records import (
     ScoreRule,
+    damaged_in,
     default_root,
     describe_protocol,
     load_records,
@@ -22,7 +23,7 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start).replace(os.sep, "/")
 
 
-def _summary(frame: pd.DataFrame, rule: ScoreRule) -> list[str]:
+def _summary(frame: pd.DataFrame, rule: ScoreRule, methods: Sequence[str] | None = None) -> list[str]:
     runs = frame["run_id"].nunique()
     revisions = sorted(set(frame["git_revision"].dropna().astype(str)))
     lines = [
@@ -37,6 +38,11 @@ def _summary(frame: pd.DataFrame, rule: ScoreRule) -> list[str]:
         + (" -- uncommitted changes (+dirty)." if any(r.endswith("+dirty") for r in revisions) else ""),
         f"- Devices: {', '.join(sorted(frame['device'].dropna().astype(str).unique()))}.",
     ]
+    # the tables' own counts, so report and tables agree
+    from modebench.analysis.tables import store_counts
+
+    lines += [f"- Counted, {line}." for line in store_counts(frame, rule=rule, methods=methods)]
+    lines += [f"- Damaged record (in no table): {line}" for line in damaged_in(frame)["line"]]
     return lines
 
 
@@ -65,6 +71,7 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
              f"Regenerated from the stored evaluation records under `{root}/` by `modebench report` (no training).", ""]
     if frame.empty:
         lines += ["No evaluation records yet: run `make bench SUITE=toy` (or `modebench train ...`), then `make tables plots`."]
+        lines += [f"- Damaged record (not read): {line}" for line in damaged_in(frame)["line"]]
         atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
         log(f"report: {report} (empty store)")
         if html:
@@ -76,7 +83,7 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
                           log=collect)
     plots = build_plots(root, rule=rule, methods=methods, formats=formats, reps=reps, seed=seed, frame=frame,
                         study_plots=study_plots, log=collect)
-    lines += ["## What is in the store", ""] + _summary(frame, rule) + [""]
+    lines += ["## What is in the store", ""] + _summary(frame, rule, methods) + [""]
 
     def inline(path: Path, heading: str) -> None:
         if path.exists():

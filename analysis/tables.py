@@ -35,6 +35,7 @@ from modebench.analysis.records import (
     UNKNOWN_NORMALISER,
     ScoreRule,
     by_length,
+    damaged_in,
     describe_protocol,
     load_records,
     main_runs,
@@ -869,9 +870,13 @@ def nll_gap_table(per_run: pd.DataFrame) -> Table:
 # ---------------------------------------------------------------------- deployment profile (GEM Table 3)
 
 
-def load_profiles(root: str | Path) -> pd.DataFrame:
-    """Every profile record under `root` (benchmarks/run/profile.py writes them), one row each."""
-    rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in iter_records(root, "profile")]
+def load_profiles(root: str | Path, log=print) -> pd.DataFrame:
+    """Every profile record under `root` (benchmarks/run/profile.py writes them), one row each;
+    a damaged one is named in the log and left out."""
+    damaged: list = []
+    rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in iter_records(root, "profile", damaged)]
+    for d in damaged:
+        log(f"tables: damaged profile record {d.line()} (left out of the latency tables)")
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
@@ -926,7 +931,7 @@ def base_methods(scores: pd.DataFrame) -> list[str]:
 
 
 def protocol_tables(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None, methods: Sequence[str] | None = None,
-                    reps: int = stats.REPS, seed: int = 0, log=print) -> list[Table]:
+                    reps: int = stats.REPS, seed: int = 0, log=print, damaged: pd.DataFrame | None = None) -> list[Table]:
     """Every table of ONE protocol's evaluation records (`frame` must hold a single protocol).
     Only runs of each cell's own length enter them (`by_length`); the others go to
     `left_out_runs`, a table of their own, written only when there are any."""
@@ -970,12 +975,40 @@ def protocol_tables(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None,
         log(f"tables ({protocol}): nll_gap skipped: no record carries a diagnostics/..._gap field (GEM runs write one when they evaluate)")
     else:
         tables.append(nll_gap_table(gaps))
+    if damaged is not None and not damaged.empty:
+        for table in tables:
+            table.notes.append(damaged_note(damaged))
     if not membership.left_out.empty:
         tables.append(left_out_table(membership.left_out, protocol))
     return tables
 
 
+def damaged_note(damaged: pd.DataFrame, shown: int = 3) -> str:
+    """One note counting the damaged records that would have entered a table, naming the first few."""
+    lines = list(damaged["line"])
+    more = f"; +{len(lines) - shown} more (each named in the log)" if len(lines) > shown else ""
+    return (f"{len(lines)} damaged record(s) of this protocol's runs could not be read and are in none of these numbers: "
+            + "; ".join(lines[:shown]) + more + ".")
+
+
 LEFT_OUT_NAME = "left_out_runs"
+
+
+def store_counts(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None, methods: Sequence[str] | None = None) -> list[str]:
+    """Per protocol, one line: the runs the main tables hold (failed ones among them), the runs
+    left out for their length or episodes, the damaged records. `tables` logs these lines and
+    `report` prints them, computed by the same functions as the tables themselves."""
+    lines = []
+    for protocol in protocols_in(frame):
+        membership = by_length(frame[frame["protocol"] == protocol])
+        scores = select_scores(membership.kept, rule)
+        chosen = list(methods) if methods else base_methods(scores)
+        main, _ = main_runs(scores[scores["method"].isin(chosen)])
+        n_failed = int(failed(main).sum()) if not main.empty else 0
+        lines.append(f"{protocol}: {main['run_id'].nunique()} runs in the main tables ({n_failed} failed: score not finite, "
+                     f"counted in their cells), {len(membership.left_out)} run(s) of another length or episode count left "
+                     f"out (left_out_runs), {len(damaged_in(frame, protocol))} damaged record(s)")
+    return lines
 
 
 def left_out_table(left_out: pd.DataFrame, protocol: str) -> Table:
@@ -1009,13 +1042,18 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
     root = Path(root) if root is not None else default_root()
     out = Path(out) if out is not None else root / "tables"
     frame = frame if frame is not None else load_records(root)
-    profiles = load_profiles(root)
+    profiles = load_profiles(root, log)
+    damaged = damaged_in(frame)
+    for line in damaged["line"]:
+        log(f"tables: damaged record {line} (in no table; each table it would have entered counts it)")
     if frame.empty and profiles.empty:
-        log(f"tables: no evaluation records under {root}/ (run `make bench SUITE=toy` or `modebench train ...` first); nothing written")
+        log(f"tables: no evaluation records under {root}/ (run `make bench SUITE=toy` or `modebench train ...` first)"
+            + (f"; {len(damaged)} damaged record(s) named above" if len(damaged) else "") + "; nothing written")
         return []
     written: list[Path] = []
     for protocol in protocols_in(frame):
-        tables = protocol_tables(frame[frame["protocol"] == protocol], rule=rule, methods=methods, reps=reps, seed=seed, log=log)
+        tables = protocol_tables(frame[frame["protocol"] == protocol], rule=rule, methods=methods, reps=reps, seed=seed, log=log,
+                                 damaged=damaged_in(frame, protocol))
         for table in tables:
             written += table.write(out / protocol)
         if not any(t.name == LEFT_OUT_NAME for t in tables):  # none now: an earlier listing is stale
@@ -1024,6 +1062,8 @@ def build_tables(root: str | Path | None = None, out: str | Path | None = None, 
         for write in study_tables:
             written += write(root, out / protocol, protocol=protocol, seed=seed, log=log)
         log(f"tables: {len(tables)} tables ({', '.join(t.name for t in tables)}) -> {out / protocol}/ (.md, .tex, .csv)")
+    for line in store_counts(frame, rule=rule, methods=methods):
+        log(f"tables: {line}")
     if profiles.empty:
         log(f"tables: latency skipped: no profile records under {root}/ (run `make profile`)")
     else:

@@ -488,7 +488,7 @@ def test_profile_tables_render_the_stored_profile_records(tmp_path):
     write_profile(tmp_path, _profile("bc", "default", 0.125))
     write_profile(tmp_path, _profile("bc", "default", 0.5, device="cuda"))
     written = build_tables(tmp_path, reps=10, log=lambda _: None)
-    assert {p.name for p in written} == {f"latency_{d}{s}" for d in ("cpu", "cuda") for s in (".md", ".tex", ".csv")}
+    assert {p.name for p in written} == {f"latency_{d}{s}" for d in ("cpu", "cuda") for s in (".md", ".tex", ".csv", ".html")}
     md = (tmp_path / "tables" / "profile" / "latency_cpu.md").read_text()
     assert "| GEM | N64 | 1 | 2.500 [2.400, 2.600] | 2.500 ± 0.200 | 3.50 |  | 0.250 |" in md
     assert "| BC | default | 1 | 0.125 [0.025, 0.225] |" in md and "0.500" not in md  # the cuda record is in its own table

@@ -247,10 +247,100 @@ def test_config_command_json(capsys):
     assert out["config"]["alpha"] == {"value": 10000.0, "source": out["config"]["alpha"]["source"]}
     assert out["config"]["alpha"]["source"].startswith("code:seohongpark/fql:README.md")
     assert set(out) == {"config", "knobs", "data", "run", "protocol"}
-    assert all(set(entry) == {"value", "source"} for part in ("config", "knobs", "data", "run") for entry in out[part].values())
+    assert all(set(entry) - {"other"} == {"value", "source"} for part in ("config", "knobs", "data", "run")
+               for entry in out[part].values())
     assert main(["config", "--algo", "fql", "--task", "toy/four-goal", "--protocol", "bogus"]) == 2
     err = capsys.readouterr().err  # one line naming the bad value and the valid ones
     assert "'bogus'" in err and "controlled" in err and "published" in err
+
+
+FQL_IQL = "code:seohongpark/fql:"
+
+
+def test_config_shows_the_fql_repos_iql_network_with_sources(capsys):
+    """Issue 25: IQL under `published` on OGBench is FQL's agents/iql.py network, each field cited."""
+    from modebench.cli import main
+
+    assert main(["config", "--algo", "iql", "--task", "ogbench-humanoidmaze-medium/task1", "--protocol", "published",
+                 "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    expected = {"activation": "gelu", "actor_tanh_mean": False, "actor_std": "constant", "actor_cosine_lr": False,
+                "advantage_q": "online", "critic_layer_norm": True, "layer_norm_placement": "post_act",
+                "hidden_dims": [512, 512, 512, 512], "actor_dropout": 0.0}
+    for key, value in expected.items():
+        assert config[key]["value"] == value, key
+        assert config[key]["source"].startswith(FQL_IQL), (key, config[key]["source"])
+    # the IQL authors' network on the D4RL suites they ran, CORL's on maze2d
+    authors = resolve("iql", "antmaze/umaze", "published").config
+    assert (authors["log_std_min"].value, authors["activation"].value, authors["actor_tanh_mean"].value) == (-5.0, "relu", True)
+    assert authors["log_std_min"].source.startswith("code:ikostrikov/implicit_q_learning:learner.py")
+    assert resolve("iql", "maze2d/umaze", "published").config["log_std_min"].value == -20.0
+
+
+def test_iql_builds_the_network_its_config_names():
+    """The fields change the network: FQL's IQL has GELU, a plain mean, a constant (untrained) std
+    and uses the online critic in its advantage; the authors' a tanh mean and a learned log-std."""
+    import torch
+    from modebench.algorithms.base import EnvSpec
+    from modebench.algorithms.iql import IQL, IQLConfig
+
+    fql = IQL(IQLConfig(activation="gelu", actor_tanh_mean=False, actor_std="constant", advantage_q="online",
+                        hidden_dims=(8,)), EnvSpec(3, 2, 10, 100))
+    assert any(isinstance(m, torch.nn.GELU) for m in fql.actor.modules())
+    assert not any(isinstance(m, torch.nn.ReLU) for m in fql.modules())
+    assert "log_std" not in dict(fql.actor.named_parameters()) and "log_std" in dict(fql.actor.named_buffers())
+    obs = torch.randn(5, 3) * 10
+    assert fql.actor.mean(obs).abs().max() > 1.0 or not torch.allclose(fql.actor.mean(obs), torch.tanh(fql.actor.mean(obs)))
+    authors = IQL(IQLConfig(log_std_min=-5.0, hidden_dims=(8,)), EnvSpec(3, 2, 10, 100))
+    with torch.no_grad():
+        authors.actor.log_std.fill_(-9.0)
+    assert torch.allclose(authors.actor(obs).stddev, torch.full((5, 2), float(torch.tensor(-5.0).exp())))
+    assert authors.actor.mean(obs).abs().max() <= 1.0
+    with pytest.raises(ConfigError, match="log_std_min"):
+        IQL(IQLConfig(log_std_min=3.0, hidden_dims=(8,)), EnvSpec(3, 2, 10, 100))
+
+
+# Issue 25 item 4: the conflicts between two primary sources the issue names, as the resolution shows them
+ISSUE_CONFLICTS = [
+    ("drol", "antmaze/umaze", "num_candidates", 16, 2),
+    ("drol", "antmaze/medium-play", "num_candidates", 16, 32),
+    ("drol", "adroit/pen-human", "num_candidates", 4, 16),
+    ("drol", "adroit/pen-human-v1", "num_candidates", 4, 16),
+    ("drol", "adroit/hammer-cloned", "num_candidates", 16, 8),
+    ("drol", "adroit/hammer-expert-v1", "num_candidates", 16, 8),
+    ("lom", "locomotion/halfcheetah-medium-expert", "num_modes", 1, "one of {2, 5, 10, 15, 20}"),
+    ("lom-code", "locomotion/halfcheetah-medium-expert", "num_modes", 1, "one of {2, 5, 10, 15, 20}"),
+]
+
+
+@pytest.mark.parametrize("method,task,key,used,other", ISSUE_CONFLICTS)
+def test_source_conflicts_show_both_values_under_both_protocols(method, task, key, used, other):
+    for protocol in PROTOCOLS:
+        setting = resolve(method, task, protocol).config[key]
+        assert (setting.value, setting.other.other) == (used, other), protocol
+        assert setting.other.source.startswith(("code:", "paper:")) and setting.other.why
+        assert setting.as_json()["other"]["value"] == other
+
+
+def test_every_recorded_conflict_is_real_and_in_the_one_docs_table(capsys):
+    """Each `conflicts:` entry names a setting of its method whose used value differs from the
+    other source's (else it is no conflict), and the docs page's one table lists it."""
+    from modebench.cli import main
+
+    table = "\n".join(protocols.conflict_table())
+    seen = 0
+    for suite in suite_names():
+        for task in load_suite(suite).values():
+            for method in METHODS:
+                for key, (other, where) in protocols.conflicts_for(method, task).items():
+                    setting = resolve(method, task, "controlled").config[key]
+                    assert setting.value != other.other, where
+                    assert f"| {key} | {protocols._fmt(setting.value)} |" in table, where
+                    seen += 1
+    assert seen >= len(ISSUE_CONFLICTS)
+    assert main(["config", "--algo", "drol", "--task", "antmaze/umaze", "--protocol", "published"]) == 0
+    out = capsys.readouterr().out
+    assert "other source: 2 (code:muzhancun/DROL:scripts/production_run_commands.sh" in out
 
 
 def test_every_method_on_every_suite_resolves_with_sources():

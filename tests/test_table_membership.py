@@ -104,3 +104,90 @@ def test_cell_length_follows_default_run_not_the_majority(tmp_path):
     write_run(legacy, "gem", "toy/four-goal", 2, 10.0, run_id="short", steps=200, default_run=False)
     split = by_length(load_records(legacy))
     assert list(split.left_out["run_id"]) == ["short"] and "predate `default_run`" in split.notes[0]
+
+
+# ---------------------------------------------------------------------------- what a cell says about its runs
+
+
+def test_damaged_records_and_failed_runs_are_named_and_counted(tmp_path):
+    from modebench.analysis.report import build_report
+
+    root = build_store(tmp_path / "results")
+    # a truncated record in a run whose config.json says which cell it would have entered, and a
+    # bare {} in a folder without one (its cell cannot be told: every table counts it)
+    gem = RunStore(root, "gem__toy-four-goal__seed1__h")
+    gem.write_config({"method": "gem", "protocol": "controlled", "task": {"id": "toy/four-goal"}})
+    truncated = gem.records_dir / "step000000500-truncated.json"
+    truncated.write_text('{"method": "gem", "normalized_')
+    stray = root / "runs" / "stray" / "records" / "x.json"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("{}")
+    # a diverged run: NaN score, status non_finite (kept, shown as failed, never dropped)
+    write_run(root, "iql", "toy/branch", 2, float("nan"), extra={"status": "non_finite"})
+    log: list[str] = []
+    build_tables(root, reps=200, log=log.append)
+    named = [line for line in log if line.startswith("tables: damaged record")]
+    assert len(named) == 2 and all("\n" not in line for line in named)
+    assert any(str(truncated) in line and ": file: not JSON" in line for line in named)
+    assert any(str(stray) in line for line in named)
+    out = root / "tables" / "controlled"
+    for name in ("main_gem_layout", "main_drol_layout", "main_lom_layout", "aggregates", "probability_of_improvement"):
+        text = (out / f"{name}.md").read_text()
+        assert "2 damaged record(s) of this protocol's runs could not be read" in text and str(truncated) in text, name
+    gem_md = (out / "main_gem_layout.md").read_text()
+    assert "43.00 ± 2.83 (2, 1 failed)" in gem_md  # iql branch: 41 and 45; the NaN run counted, not averaged
+    assert "1 failed run(s)" in gem_md
+    aggregates = pd.read_csv(out / "aggregates.csv")
+    iql = aggregates[(aggregates["method"] == "iql") & (aggregates["metric"] == "mean")].iloc[0]
+    assert (iql["n_runs"], iql["n_failed"]) == (4, 1) and iql["low"] <= iql["point"] <= iql["high"]
+    counts = [line for line in log if line.startswith("tables: controlled:")]
+    assert counts == [("tables: controlled: 9 runs in the main tables (1 failed: score not finite, counted in their cells), "
+                      "0 run(s) of another length or episode count left out (left_out_runs), 2 damaged record(s)")]
+    # the report prints the same counts and names the same files
+    report = build_report(root, reps=100, formats=("png",), log=lambda _: None).read_text()
+    assert counts[0].removeprefix("tables: ") in report and str(stray) in report
+
+
+def test_cells_mark_mixed_commits_unconverged_fits_and_other_normalisers(tmp_path):
+    from modebench.analysis.records import select_scores
+    from modebench.analysis.tables import aggregate_layout, gem_layout
+
+    root = tmp_path / "results"
+    phases = [{"name": "behaviour GMM", "field": "gmm_pretrain_steps", "steps": 100, "final_nll": 1.0, "slope": -0.5,
+               "window": 10, "converged": False}]
+    for (method, task), finals in SCORES.items():
+        for seed, final in enumerate(finals):
+            extra = {}
+            if method == "gem" and task == "toy/four-goal":  # two commits in one cell; one unconverged fit phase
+                extra = {"provenance": {"git_commit": f"c{seed}", "git_dirty": False}}
+                extra["fit_phases"] = phases if seed == 1 else [{**phases[0], "converged": True}]
+            if task == "toy/branch" and method == "iql":  # another normaliser on one row
+                extra["normaliser"] = {"kind": "minari", "ref_min": 0.0, "ref_max": 5.0, "source": "test"}
+            write_run(root, method, task, seed, final, extra=extra)
+    scores = select_scores(load_records(root))
+    table = gem_layout(scores)
+    rows = {row[0].text: {h: c.text for h, c in zip(table.header, row)} for row in table.rows}
+    assert rows["four-goal"]["GEM"] == "93.00 ± 4.24 (2)†§" and rows["four-goal"]["IQL"] == "62.00 ± 2.83 (2)"
+    assert rows["four-goal"]["Normaliser"] == "toy refs" and rows["branch"]["Normaliser"] == "mixed normalisers ‡"
+    assert "Sum‡" in rows and "Avg‡" in rows  # a sum over rows of different normalisers says so
+    notes = " ".join(table.notes)
+    assert "† : the cell's runs were written by more than one git commit".replace(" :", ":") in notes
+    assert "§: a run of the cell froze a fit phase" in notes and "‡: numbers on different normalisers" in notes
+    assert "\\dag{}\\S{}" in table.latex()
+    agg = aggregate_layout(scores, reps=100)
+    assert agg.sections[0] == "toy (2 tasks; mixed normalisers ‡)"
+    # records without a normaliser: said, never derived
+    plain = gem_layout(scores.assign(normaliser_kind="", normaliser_key=""))
+    assert {row[1].text for row in plain.rows if row[0].text in ("four-goal", "branch")} == {"normaliser unknown"}
+
+
+def test_a_paper_number_on_another_normaliser_is_marked_and_gets_no_delta():
+    from modebench.analysis.tables import _paper_cells
+
+    # GEM Table 1's maze2d numbers are D4RL-normalised; a run scored with Minari's references is not comparable
+    cells, extra = _paper_cells("gem", "maze2d-umaze-v1", 100.0, "gem", 2, ours="minari")
+    assert cells[0].text.endswith("‡") and cells[1].text == "" and extra["paper_normaliser"] == "d4rl"
+    cells, extra = _paper_cells("gem", "maze2d-umaze-v1", 100.0, "gem", 2, ours="d4rl")
+    assert not cells[0].text.endswith("‡") and cells[1].text.startswith(("+", "-")) and extra["comparable"]
+    cells, _ = _paper_cells("gem", "maze2d-umaze-v1", 100.0, "gem", 2, ours="")  # normaliser unknown: not comparable
+    assert cells[0].text.endswith("‡") and cells[1].text == ""

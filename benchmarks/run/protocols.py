@@ -93,13 +93,35 @@ NO_PUBLISHED_RUN = {
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """The value a second primary source gives for a setting, where it and the source used disagree
+    (an override file's `conflicts:` entry: DROL's Table 3 vs its run script, LOM's paper vs code)."""
+
+    other: Any
+    source: str
+    why: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"value": self.other, "source": self.source, "why": self.why}
+
+
+def not_applicable(method: str, key: str) -> str | None:
+    """Why a published row (method, key) applies nothing, or None when it applies."""
+    return INFORMATIONAL_KEYS.get(key) or get_method(method).published_not_applicable.get(key)
+
+
+@dataclass(frozen=True)
 class Setting:
     value: Any
     source: str
+    other: Conflict | None = None  # the other source's value, where two primary sources disagree
 
     def as_json(self) -> dict[str, Any]:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
-        return {"value": value, "source": self.source}
+        out = {"value": value, "source": self.source}
+        if self.other is not None:
+            out["other"] = self.other.as_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -248,6 +270,18 @@ def suite_method_layers(task: Task) -> list[tuple[str, dict]]:
     spec = (raw.get("tasks") or {}).get(task.name) or {}
     layers.append((f"suite:{file} tasks.{task.name}.methods", spec.get("methods") or {}))
     return layers
+
+
+def conflicts_for(method: str, task: Task) -> dict[str, tuple[Conflict, str]]:
+    """{setting: (the other source's value, the file entry that records it)} for the method (and
+    its base method) on `task`, from the suite and override files' `conflicts:` entries."""
+    names = [base_method(method)] + ([method] if method != base_method(method) else [])
+    out: dict[str, tuple[Conflict, str]] = {}
+    for where, methods in suite_method_layers(task):
+        for name in names:
+            for key, entry in ((methods.get(name) or {}).get("conflicts") or {}).items():
+                out[key] = (Conflict(entry["other"], entry["source"], entry["why"]), f"{where} {name} conflicts.{key}")
+    return out
 
 
 def controlled_block(suite: str) -> dict[str, Any]:
@@ -416,10 +450,16 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
     data = _typed(parts["data"], DataConfig, "data")
     if data["observation_layout"].value:
         task_obj.layout(data["observation_layout"].value)  # a name the task declares
+    typed = {"config": _typed(parts["config"], cls.config_class, f"{method} config"),
+             "knobs": _typed(parts["knobs"], cls.knobs_class, f"{method} knob")}
+    for key, (conflict, where) in conflicts_for(method, task_obj).items():
+        part = next((p for p in ("config", "knobs") if key in typed[p]), None)
+        if part is None:
+            raise ConfigError(f"{where}: {method} has no config field or knob {key!r}")
+        setting = typed[part][key]
+        typed[part][key] = Setting(setting.value, setting.source, conflict)
     return Resolved(
-        method=method, task_id=task_obj.id, protocol=protocol,
-        config=_typed(parts["config"], cls.config_class, f"{method} config"),
-        knobs=_typed(parts["knobs"], cls.knobs_class, f"{method} knob"),
+        method=method, task_id=task_obj.id, protocol=protocol, config=typed["config"], knobs=typed["knobs"],
         data=data, run=run, not_applied=tuple(not_applied),
     )
 
@@ -448,6 +488,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         width = max(len(k) for k in settings)
         for key, setting in settings.items():
             print(f"  {key:<{width}} = {_fmt(setting.value):<24} {setting.source}")
+            if setting.other is not None:  # two primary sources disagree: the other one beside it
+                other = setting.other
+                print(f"  {'':<{width}}   other source: {_fmt(other.other)} ({other.source}); used: the value above, "
+                      f"because {other.why}")
     for key, value, reason in resolved.not_applied:
         print(f"published, not applied: {key} = {value} ({reason})")
     return 0
@@ -535,6 +579,31 @@ def _pair_section(method: str, suite: str, base_resolved: dict[str, dict[str, Re
     return lines
 
 
+def conflict_table() -> list[str]:
+    """Every conflict between two primary sources, one row per (method, setting, values, sources,
+    reason) with the tasks it covers: the value used and its source (as `resolve` gives it: the
+    published protocol where the method has one on the task, else the controlled one), the other
+    value and its source, and why the one is used. Presets inherit their base method's rows."""
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for suite in suite_names():
+        for task in load_suite(suite).values():
+            for method in sorted(METHODS):
+                conflicts = conflicts_for(method, task)
+                if not conflicts or (method != base_method(method) and conflicts == conflicts_for(base_method(method), task)):
+                    continue
+                resolved = resolve(method, task, "published" if has_published(method, task) else "controlled")
+                for key, (other, _) in conflicts.items():
+                    used = (resolved.config.get(key) or resolved.knobs[key])
+                    ident = (method, key, _fmt(used.value), used.source, _fmt(other.other), other.source, other.why)
+                    rows.setdefault(ident, []).append(task.id)
+    lines = ["| method | tasks | setting | used | its source | other value | its source | why the used one |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (method, key, used, used_source, other, other_source, why), tasks in rows.items():
+        lines.append(f"| {method} | {', '.join(tasks)} | {key} | {_cell(used)} | {_cell(used_source)} | {_cell(other)} | "
+                     f"{_cell(other_source)} | {_cell(why)} |")
+    return lines
+
+
 def render_docs() -> str:
     """The whole docs/run-settings.md page, deterministic."""
     out = [
@@ -578,6 +647,20 @@ def render_docs() -> str:
         "Suites without any published run:",
         "",
         *[f"- {suite}: {reason}" for suite, reason in sorted(NO_PUBLISHED_RUN.items())],
+        "",
+        "## Source conflicts",
+        "",
+        "Where two primary sources (a paper's table and the authors' run script, a paper and its code) give",
+        "different values for a setting a method here takes, the override file records the other value as",
+        "data (`conflicts: {KEY: {other, source, why}}` in `benchmarks/tasks/suites/*_overrides.yaml`) and",
+        "`modebench config` prints it beside the value used. Every such conflict:",
+        "",
+        *conflict_table(),
+        "",
+        "Not conflicts of one method: LOM's paper values against its code's (beta, C, learning rates, ...) are",
+        "two methods, `lom` (the paper) and `lom-code` (the code); DROL's run script runs its DROL(16) section on",
+        "D4RL antmaze-large-* with bc_coef 0.1 where Table 3's DROL(16) column gives 0.03, a column no method",
+        "here runs.",
         "",
     ]
     for suite in suite_names():

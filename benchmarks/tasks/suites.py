@@ -173,15 +173,26 @@ class Task:
                                                    lambda: dataset if dataset is not None else self.load_dataset())
 
 
+CONFLICT_KEYS = ("other", "source", "why")
+
+
 def _merge_methods(*blocks: dict, where: str = "suite") -> dict:
-    """{method: {config, knobs}} merged in order (later blocks win per key)."""
+    """{method: {config, knobs}} merged in order (later blocks win per key). A method entry may
+    also hold `conflicts: {KEY: {other, source, why}}`: the value a second primary source gives
+    for a setting the entry (or the published table) sets, read by benchmarks/run/protocols.py;
+    it sets nothing, so it is checked here and left out of the merge."""
     out: dict[str, dict[str, dict]] = {}
     for block in blocks:
         for method, entry in (block or {}).items():
-            check_keys(entry or {}, ("config", "knobs"), where=f"{where}: method {method!r} overrides")
+            check_keys(entry or {}, ("config", "knobs", "conflicts"), where=f"{where}: method {method!r} overrides")
+            for key, conflict in ((entry or {}).get("conflicts") or {}).items():
+                check_keys(conflict or {}, CONFLICT_KEYS, f"conflict {key}", where=f"{where}: method {method!r}")
+                if set(conflict or {}) != set(CONFLICT_KEYS):
+                    raise ConfigError(f"{where}: method {method!r} conflict {key!r} needs {', '.join(CONFLICT_KEYS)}")
             slot = out.setdefault(method, {})
             for part, values in (entry or {}).items():
-                slot.setdefault(part, {}).update(values or {})
+                if part != "conflicts":
+                    slot.setdefault(part, {}).update(values or {})
     return out
 
 
