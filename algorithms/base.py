@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from modebench.algorithms.config import MAX_BATCH, Checked, ConfigError, field
+from modebench.algorithms.config import MAX_BATCH, Checked, field
+from modebench.algorithms.phases import FitRecorder, Phase, check_phases  # noqa: F401 (check_phases: the run resolver imports it from here)
 from modebench.algorithms.seeds import SeedRandom
 from torch import nn
 
@@ -83,40 +84,6 @@ class NoKnobs(Checked):
     """Methods without inference-only knobs."""
 
 
-@dataclass(frozen=True)
-class Phase:
-    """A stretch of a run that a method's config fixes in absolute updates (LOM's MDN fit, GEM's
-    behaviour-GMM fit), declared by the method's `phases(config)` so the core can check it.
-
-    `blocking`: the method's other losses wait for this phase to end (LOM trains Q, hyper-Q and the
-    policy only after the MDN), so it must end BEFORE the run does or they never train.
-    Otherwise it runs alongside the main training and must end no later than the run (GEM's
-    behaviour GMM would otherwise never be frozen, silently a different method)."""
-
-    name: str  # what the phase does, for the message
-    field: str  # the config field that sets its length (the fix names it)
-    steps: int  # its length in updates
-    blocking: bool
-
-
-def check_phases(algorithm_class: type[Algorithm], config: AlgoConfig, total_steps: int, method: str | None = None) -> None:
-    """The one rule for every method: a run whose updates do not cover a declared phase is
-    refused at start (ConfigError, one line naming the phase and the fix). Phases never scale
-    with the run, so a config value means the same in every run. `method` names the run's
-    method or preset in the message (default: the class's name)."""
-    for phase in algorithm_class.phases(config):
-        if phase.blocking and phase.steps >= total_steps:
-            why, limit, need = "must end before the run does, or the rest of the method never trains", total_steps - 1, phase.steps + 1
-        elif not phase.blocking and phase.steps > total_steps:
-            why, limit, need = "must end within the run", total_steps, phase.steps
-        else:
-            continue
-        raise ConfigError(
-            f"{method or algorithm_class.name}: the {phase.name} phase ({phase.field}={phase.steps}) {why} "
-            f"({total_steps} updates): pass --set {phase.field}=N with N <= {max(limit, 0)}, or --steps {need} or more"
-        )
-
-
 class Algorithm(nn.Module, abc.ABC):
     """Base class of every method. Subclasses set the class attributes and the abstract methods."""
 
@@ -137,6 +104,10 @@ class Algorithm(nn.Module, abc.ABC):
         self.config = config
         self.spec = spec
         self.device = torch.device(device)
+        # the loss curve of every fit phase the config declares (algorithms/phases.py): its summary at
+        # the phase's end goes into the metrics and into every record of the run (`fit_report`)
+        phases = [phase for phase in self.phases(config) if phase.loss]
+        self.fits = FitRecorder(phases, self.name, spec.total_steps, spec.act_dim) if phases else None
 
     @property
     def rng(self) -> SeedRandom:
@@ -180,6 +151,8 @@ class Algorithm(nn.Module, abc.ABC):
         if self.scheduler is not None:
             self.scheduler.step()
         self.after_step(step)
+        if self.fits is not None:
+            metrics.update(self.fits.observe(step, metrics))
         return metrics
 
     @abc.abstractmethod
@@ -211,8 +184,15 @@ class Algorithm(nn.Module, abc.ABC):
 
     @classmethod
     def phases(cls, config: AlgoConfig) -> list[Phase]:
-        """The phases `config` fixes in absolute updates (checked by `check_phases`); none by default."""
+        """The phases `config` fixes in absolute updates, none by default: `check_phases` refuses a
+        run that cannot cover them, and a phase naming its `loss` metric has its fit recorded when
+        it ends (algorithms/phases.py)."""
         return []
+
+    def fit_report(self, step: int) -> dict[str, Any]:
+        """The record field of the fit phases that had ended by update `step`: `fit_phases`, a list
+        of {name, field, steps, final_nll, slope, window, converged} (empty without any)."""
+        return {"fit_phases": self.fits.record(step) if self.fits is not None else []}
 
     def default_knobs(self) -> Any:
         return self.knobs_class()

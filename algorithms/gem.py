@@ -225,7 +225,9 @@ class GEM(Algorithm):
         mu_phi is frozen after it."""
         if not config.gmm_freeze_after_pretrain:
             return []
-        return [Phase("behaviour-GMM fit", "gmm_pretrain_steps", config.gmm_pretrain_steps, blocking=False)]
+        # the paper gives no length (App. D.3: "gmm pretrain steps iterations"): none published
+        return [Phase("behaviour-GMM fit", "gmm_pretrain_steps", config.gmm_pretrain_steps, blocking=False,
+                      loss="training/behavior_nll", instead="gmm_freeze_after_pretrain=false")]
 
     def training_behavior(self, step: int) -> bool:
         return step < self.config.gmm_pretrain_steps or not self.config.gmm_freeze_after_pretrain

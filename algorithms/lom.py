@@ -112,12 +112,20 @@ from modebench.algorithms.base import (
     Algorithm,
     Batch,
     EnvSpec,
-    Phase,
 )
-from modebench.algorithms.config import MAX_CANDIDATES, MAX_COMPONENTS, MAX_ENSEMBLE, MAX_WIDTH, Checked, field, require
+from modebench.algorithms.config import (
+    MAX_CANDIDATES,
+    MAX_COMPONENTS,
+    MAX_ENSEMBLE,
+    MAX_WIDTH,
+    Checked,
+    field,
+    require,
+)
 from modebench.algorithms.critics import TDCritic, aggregate
 from modebench.algorithms.nets import MLP, DiagonalGMM, GaussianPolicy
 from modebench.algorithms.optim import make_adam
+from modebench.algorithms.phases import Phase, PublishedLength
 from modebench.algorithms.seeds import SeedRandom, seed_mean
 from torch import nn
 
@@ -317,7 +325,10 @@ class LOM(Algorithm):
     @classmethod
     def phases(cls, config: LOMConfig) -> list[Phase]:
         """Q_psi (by default), the hyper-Q and the policy wait for the MDN: a blocking phase."""
-        return [Phase("MDN fit", "mdn_steps", config.mdn_steps, blocking=True)] if config.mdn_steps else []
+        if not config.mdn_steps:
+            return []
+        return [Phase("MDN fit", "mdn_steps", config.mdn_steps, blocking=True, loss="training/mdn_nll",
+                      published=PublishedLength(200_000, 1_000_000, "the authors' code"))]
 
     # ----- pieces of the losses, each usable on its own (tests, analysis) -----
 

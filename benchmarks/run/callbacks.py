@@ -254,6 +254,7 @@ class Evaluator(Callback):
             **record_fields(run.info, step, to_dict(spec.knobs)),
             "source": "train",
             **result.summary(),
+            **run.algorithm.fit_report(step),  # how each fit phase ended (algorithms/phases.py)
             **diagnostics(run),
             **extra,
         }

@@ -377,7 +377,8 @@ def evaluate_checkpoint(
             result = evaluate(loaded.algorithm, loaded.task, knobs, episodes or loaded.task.eval_episodes,
                               run["seed"] if seed is None else seed, loaded.normalizer, loaded.action_low, loaded.action_high)
             record = {**record_fields(run, loaded.step, to_dict(knobs)), "source": "eval",
-                      "eval_seed": run["seed"] if seed is None else seed, **result.summary()}
+                      "eval_seed": run["seed"] if seed is None else seed, **result.summary(),
+                      **loaded.algorithm.fit_report(loaded.step)}
             store.write_record(record)
             records.append(record)
     return records
