@@ -707,7 +707,8 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
         t6.add(*cells)
     t6.data = pd.DataFrame(data6)
     t6.notes = _base_notes(rows) + ["Δ = mean over seeds of the paired (variant - base) difference, (n) = pairs; paper Δ: GEM Table 6 (empty for tasks it does not report)."]
-    return t5, t6
+    cells = task_stats(rows)
+    return finish(t5, rows, cells), finish(t6, rows, cells)
 
 
 # ---------------------------------------------------------------------- aggregates (rliable)
@@ -826,7 +827,8 @@ def nll_gap_frame(scores: pd.DataFrame) -> pd.DataFrame:
     if scores.empty or not gaps:
         return pd.DataFrame()
     rows = scores[scores[gaps].notna().any(axis=1)]
-    return rows[["run_id", "protocol", "method", "task", "dataset", "seed", *gaps]].reset_index(drop=True)
+    lengths = [c for c in ("cell_steps", "cell_episodes") if c in rows]
+    return rows[["run_id", "protocol", "method", "task", "dataset", "seed", *lengths, *gaps]].reset_index(drop=True)
 
 
 def nll_gap_table(per_run: pd.DataFrame) -> Table:
@@ -864,7 +866,8 @@ def nll_gap_table(per_run: pd.DataFrame) -> Table:
          "(empty for tasks it does not report)." if with_paper else
          "paper gap: none of these tasks is in GEM Table 9 (toy and unmapped tasks have no published gap)."),
     ]
-    return table
+    cells = per_run.rename(columns={"cell_steps": "steps", "cell_episodes": "episodes"})
+    return finish(table, per_run.iloc[0:0], cells.assign(**{c: np.nan for c in ("steps", "episodes") if c not in cells}))
 
 
 # ---------------------------------------------------------------------- deployment profile (GEM Table 3)
