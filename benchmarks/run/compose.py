@@ -41,7 +41,8 @@ from modebench.benchmarks.run.train import (
     knob_settings,
     load_run,
 )
-from modebench.benchmarks.store import RunStore
+from modebench.benchmarks.store import RunStore, results_root
+from modebench.benchmarks.store import stored_runs as store_runs
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -159,7 +160,7 @@ def evaluate_selection(
     settings = selection_settings(selector, knob_grid)
     policy = SelectedProposals(proposer.algorithm, selector.algorithm, proposer.knobs)
     eval_seed = proposer.run["seed"] if seed is None else seed
-    store = RunStore(Path(out) if out else proposer.path.resolve().parents[2], proposer.run_id)
+    store = RunStore(results_root(out), proposer.run_id)  # the proposer's own run folder under the results root
     names = {
         "proposer_run_id": proposer.run_id, "proposer_checkpoint": str(proposer.path), "proposer_method": proposer.run["method"],
         "proposer_step": proposer.step, "proposer_knobs": to_dict(proposer.knobs),
@@ -199,12 +200,12 @@ class StoredRun:
 
 
 def stored_runs(root: str | Path) -> list[StoredRun]:
-    """Every run folder under `root` with a config.json and a checkpoint."""
+    """Every run folder under `root` with a readable config.json and a checkpoint (store.stored_runs)."""
     out = []
-    for config in sorted(Path(root).glob("**/runs/*/config.json")):
-        checkpoint = config.parent / "checkpoint.pt"
-        if checkpoint.exists():
-            out.append(StoredRun(config.parent.name, checkpoint, json.loads(config.read_text())))
+    for run in store_runs(root):
+        config = run.read_config()
+        if config is not None and run.checkpoint_path.exists():
+            out.append(StoredRun(run.run_id, run.checkpoint_path, config))
     return out
 
 
