@@ -1,12 +1,16 @@
 """The results store: the one contract between writers (runs, sweeps, profiling) and readers (analysis).
+docs/results-store.md is the user's page (identity, layout, schema, durability, resume and repair).
 
-Layout under a results root (default `results/`, or $MODEBENCH_RESULTS):
+Layout under a results root (`results_root()`: --results, else $MODEBENCH_RESULTS, else results/),
+computed here and nowhere else (RunStore's paths, `stored_runs`):
 
     runs/<run_id>/config.json           the full resolved run (method, task, config, knobs, data)
     runs/<run_id>/checkpoint.pt         latest checkpoint (written by benchmarks/run/checkpoints.py)
     runs/<run_id>/metrics.jsonl         training metrics, one line per logging interval
     runs/<run_id>/records/<key>.json    one evaluation record (training step x knob setting)
-    runs/<run_id>/writer.lock           held (flock) by the one process writing the run (RunStore.writing)
+    runs/<run_id>/writer.lock           exists while the one process writing the run holds it (RunStore.writing)
+    runs/<run_id>/diverged.json         a sweep's mark: the seed diverged
+    runs/<run_id>/sweep_attempts.jsonl  a sweep's log of a run's starts, skips and ends
     profiles/<key>.json                 one profile record (method x setting x device x batch)
 
 Sweeps write the same layout under their own root; readers glob `**/records/*.json` and
@@ -15,17 +19,22 @@ Sweeps write the same layout under their own root; readers glob `**/records/*.js
 A record's file name is a stable hash of its identity (for evaluations: run, step, knobs), so
 writing the same evaluation twice (a resumed run, a retried sweep trial) replaces it with the
 same content and every evaluation is stored exactly once. Writes go to a temporary file in the
-same folder, are fsync'ed and renamed into place: a crash never leaves a half-written record.
+same folder, are fsync'ed, given the umask's mode and renamed into place: a crash never leaves a
+half-written record (and the next writer of the run removes the temporary file).
 
-Schema (SCHEMA_VERSION = 2; every field is documented in EVALUATION_FIELDS and PROFILE_FIELDS):
+Schema (SCHEMA_VERSION = 3; every field is documented in EVALUATION_FIELDS and PROFILE_FIELDS):
 
+- v3 added `eval_episodes`, `status` ("ok" | "non_finite"), `provenance`, and the hooked fields
+  `normaliser`, `observation_layout`, `fit_phases`.
 - v2 added `kind`, `protocol`, `suite_default`, `default_knobs`, `data`, `task_default`,
   `task_order`, the `diagnostics/<name>` values (evaluation records) and profile records.
-  Version 1 records (written before) are READ, not refused: `read_record` fills what the run
-  identity implies (`kind = "evaluation"`, `protocol = LEGACY_PROTOCOL`) and sets each field of
-  UPGRADE_MARKED that the record lacks to None, listing it under `missing_fields`, so a reader
-  sees "unknown" rather than a guess. Analysis documents what it does with each missing field
-  (analysis/records.py).
+- Older records are READ, not refused: `read_record` fills what the run identity implies
+  (`kind = "evaluation"`, `protocol = LEGACY_PROTOCOL`), counts `eval_episodes` from the record's
+  `episodes` list, derives `status` from its scores, and sets each field of UPGRADE_MARKED that the
+  record still lacks to None, listing it under `missing_fields`, so a reader sees "unknown" rather
+  than a guess. Analysis documents what it does with each missing field (analysis/records.py).
+- Every record read is checked (`record_problem`): a file that is not a record of the schema is a
+  DamagedRecord (path, field, problem) that `scan_store` lists and counts, never a crash.
 - A record of a NEWER schema than this reader is refused with a one-line StoreError.
 
 This module imports nothing of the project and no torch: analysis reads the store through it alone.
