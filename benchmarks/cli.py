@@ -435,5 +435,33 @@ def cmd_suites(args: argparse.Namespace) -> int:
         for task in tasks.values():
             marker = " (default)" if task.default else ""
             print(f"  {task.id}{marker}  {task.description}")
+            if args.name:  # one suite: what the policy sees and how its score is normalised
+                for line in task_details(task):
+                    print(f"      {line}")
     return 0
+
+
+def task_details(task) -> list[str]:
+    """The policy's observation (each layout's parts and dimension, read from the evaluation env's
+    spaces without any data) and the score's normaliser under each protocol, with their sources."""
+    from modebench.benchmarks.tasks.sources import score
+
+    lines = []
+    for name in task.layout_names:
+        layout = task.layout(name)
+        try:
+            parts = task.observation_dims(name)
+            dim = sum(size for _, size in parts)
+            shape = " + ".join(f"{key} {size}" if key else str(size) for key, size in parts) + f" = {dim}"
+        except Exception as err:  # an env that does not build here (kitchen under MuJoCo 4): say so, go on
+            why = (str(err).splitlines() or [""])[0][:120] or type(err).__name__
+            shape = f"{layout.dim} declared (the env does not build here: {why})"
+        used = " (used)" if name == task.layout().name and len(task.layout_names) > 1 else ""
+        label = f" [{layout.label}]" if layout.label else ""
+        lines.append(f"observation {name}{used}: {shape}{label}; source: {layout.source}")
+    for protocol in ("controlled", "published"):
+        scored = task.for_protocol(protocol)
+        kind, source = score(scored.score).declared(task.id, scored.score)
+        lines.append(f"score ({protocol}): {kind}; source: {source}")
+    return lines
 

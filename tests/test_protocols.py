@@ -246,7 +246,9 @@ def test_config_command_json(capsys):
     assert out["protocol"] == "published"
     assert out["config"]["alpha"] == {"value": 10000.0, "source": out["config"]["alpha"]["source"]}
     assert out["config"]["alpha"]["source"].startswith("code:seohongpark/fql:README.md")
-    assert set(out) == {"config", "knobs", "data", "run", "protocol"}
+    assert set(out) == {"config", "knobs", "data", "run", "protocol", "observation"}
+    assert out["observation"] == {"layout": "as-given", "keys": None, "parts": [["", 45]], "dim": 45,
+                                  "source": out["observation"]["source"]}
     assert all(set(entry) - {"other"} == {"value", "source"} for part in ("config", "knobs", "data", "run")
                for entry in out[part].values())
     assert main(["config", "--algo", "fql", "--task", "toy/four-goal", "--protocol", "bogus"]) == 2
@@ -263,7 +265,9 @@ def test_config_shows_the_fql_repos_iql_network_with_sources(capsys):
 
     assert main(["config", "--algo", "iql", "--task", "ogbench-humanoidmaze-medium/task1", "--protocol", "published",
                  "--json"]) == 0
-    config = json.loads(capsys.readouterr().out)["config"]
+    out = json.loads(capsys.readouterr().out)
+    config = out["config"]
+    assert out["observation"]["dim"] == 69 and out["observation"]["layout"] == "as-given"  # OGBench's own
     expected = {"activation": "gelu", "actor_tanh_mean": False, "actor_std": "constant", "actor_cosine_lr": False,
                 "advantage_q": "online", "critic_layer_norm": True, "layer_norm_placement": "post_act",
                 "hidden_dims": [512, 512, 512, 512], "actor_dropout": 0.0}
@@ -341,6 +345,7 @@ def test_every_recorded_conflict_is_real_and_in_the_one_docs_table(capsys):
     assert main(["config", "--algo", "drol", "--task", "antmaze/umaze", "--protocol", "published"]) == 0
     out = capsys.readouterr().out
     assert "other source: 2 (code:muzhancun/DROL:scripts/production_run_commands.sh" in out
+    assert "observation: d4rl, achieved_goal 2 + observation 27 = 29 (suite:antmaze.yaml observation.use (29-d: " in out
 
 
 def test_every_method_on_every_suite_resolves_with_sources():

@@ -476,10 +476,13 @@ def cmd_config(args: argparse.Namespace) -> int:
         "config": parse_assignments(args.set), "knobs": parse_assignments(args.knob, "--knob"),
         "data": parse_assignments(args.data, "--data"),
     })
+    observation = policy_observation(args.task, resolved)
     if args.json:
-        print(json.dumps(resolved.as_json(), indent=2))
+        print(json.dumps({**resolved.as_json(), "observation": observation}, indent=2))
         return 0
     print(f"{resolved.method} on {resolved.task_id}, protocol {resolved.protocol}")
+    parts = " + ".join(f"{key} {size}" if key else str(size) for key, size in observation["parts"])
+    print(f"observation: {observation['layout']}, {parts} = {observation['dim']} ({observation['source']})")
     for part in ("config", "knobs", "data", "run"):
         settings = getattr(resolved, part)
         if not settings:
@@ -495,6 +498,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     for key, value, reason in resolved.not_applied:
         print(f"published, not applied: {key} = {value} ({reason})")
     return 0
+
+
+def policy_observation(task: str | Task, resolved: Resolved) -> dict[str, Any]:
+    """What the policy of a resolved run sees: {layout, keys, parts: [[key, size]], dim, source},
+    read from the task's evaluation env's spaces (no data needed; nothing is downloaded)."""
+    task_obj = get_task(task) if isinstance(task, str) else task
+    layout = task_obj.layout(resolved.data["observation_layout"].value or None)
+    parts = task_obj.observation_dims(layout.name)
+    source = f"{resolved.data['observation_layout'].source}" if task_obj.observation else layout.source
+    return {"layout": layout.name, "keys": list(layout.keys) if layout.keys is not None else None,
+            "parts": [list(part) for part in parts], "dim": sum(size for _, size in parts), "source": source}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -136,7 +137,9 @@ class Task:
         from modebench.benchmarks.data.loaders import layout_dims
 
         layout = self.layout(name)
-        env = sources.declared_env(self, raw=True)
+        with warnings.catch_warnings():  # gymnasium-robotics' "-v4 is out of date" notice: the suite names the version
+            warnings.simplefilter("ignore", DeprecationWarning)
+            env = sources.declared_env(self, raw=True)
         try:
             return layout_dims(env.observation_space, layout.keys, f"task {self.id}")
         finally:
