@@ -24,9 +24,10 @@ from modebench.algorithms.config import ConfigError, check_keys, close_matches
 
 METHODS_FILE = Path(__file__).resolve().parent / "methods.yaml"
 REQUIRED = ("class", "description", "display", "color", "policy_class")  # every method's keys
-OPTIONAL = ("paper", "published_as", "presets")
+PROTOCOL = ("own_protocol", "published_not_applicable", "protocol_note")  # the published protocol's facts
+OPTIONAL = ("paper", "published_as", "presets", *PROTOCOL)
 PRESET_REQUIRED = ("description", "display", "color")  # a preset inherits class and policy_class
-PRESET_OPTIONAL = ("config", "knobs", "policy_class")
+PRESET_OPTIONAL = ("config", "knobs", "policy_class", *PROTOCOL)
 
 
 class UnknownMethodError(KeyError):
@@ -43,6 +44,9 @@ class MethodEntry:
     knobs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     base: str | None = None  # the method a preset varies (None: a method of its own)
+    own_protocol: str = ""  # why its published protocol is its own rows only ("" : it takes its base's too)
+    published_not_applicable: dict[str, str] = field(default_factory=dict)  # published-table key -> why it cannot apply
+    protocol_note: str = ""  # what docs/run-settings.md says about its published rows
 
     @property
     def is_base(self) -> bool:
@@ -57,6 +61,11 @@ class MethodEntry:
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:
     """YAML lists as tuples: the config dataclasses' sequence fields are tuples (hidden_dims)."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _protocol_facts(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"own_protocol": spec.get("own_protocol", ""), "protocol_note": spec.get("protocol_note", ""),
+            "published_not_applicable": dict(spec.get("published_not_applicable") or {})}
 
 
 def load_methods(path: Path = METHODS_FILE) -> dict[str, MethodEntry]:
@@ -80,7 +89,7 @@ def load_methods(path: Path = METHODS_FILE) -> dict[str, MethodEntry]:
             raise ConfigError(f"{where}: missing key(s) {missing}")
         if len(str(spec["class"]).split(":")) != 2:
             raise ConfigError(f"{where}: class {spec['class']!r} must be module:Class")
-        add(name, MethodEntry(spec["class"], description=spec["description"]))
+        add(name, MethodEntry(spec["class"], description=spec["description"], **_protocol_facts(spec)))
         for preset, overrides in (spec.get("presets") or {}).items():
             at = f"{path}: preset {preset!r} of {name!r}"
             if not isinstance(overrides, dict):
@@ -90,7 +99,7 @@ def load_methods(path: Path = METHODS_FILE) -> dict[str, MethodEntry]:
             if missing:
                 raise ConfigError(f"{at}: missing key(s) {missing}")
             add(preset, MethodEntry(spec["class"], _tuples(overrides.get("config") or {}), _tuples(overrides.get("knobs") or {}),
-                                    overrides["description"], base=name))
+                                    overrides["description"], base=name, **_protocol_facts(overrides)))
     return entries
 
 

@@ -12,8 +12,9 @@ from modebench.algorithms.config import ConfigError, coerce
 from modebench.algorithms.registry import METHODS, base_method
 from modebench.benchmarks.run import protocols
 from modebench.benchmarks.run.protocols import (
-    NOT_APPLICABLE,
+    INFORMATIONAL_KEYS,
     PROTOCOLS,
+    not_applicable,
     published_rows,
     resolve,
 )
@@ -51,7 +52,7 @@ def _typed(method: str, part: str, name: str, value):
 def test_every_published_row_matches_the_published_resolution():
     """THE table test: each row of benchmarks/tasks/published_settings.csv, on every task its scope
     covers, is the value and the source `resolve(method, task, "published")` gives -- or its
-    (method, key) is in protocols.NOT_APPLICABLE, and then the resolution lists it as not applied.
+    (method, key) is one protocols.not_applicable names, and then the resolution lists it as not applied.
     No row is skipped silently."""
     checked = not_applied = 0
     for row in published_rows():
@@ -59,8 +60,8 @@ def test_every_published_row_matches_the_published_resolution():
             if _overridden_by_task_row(row, task_id):
                 continue
             resolved = _resolved(row.method, task_id)
-            if (row.method, row.key) in NOT_APPLICABLE:
-                assert (row.key, json.dumps(row.value), NOT_APPLICABLE[(row.method, row.key)]) in resolved.not_applied, (row, task_id)
+            if not_applicable(row.method, row.key):
+                assert (row.key, json.dumps(row.value), not_applicable(row.method, row.key)) in resolved.not_applied, (row, task_id)
                 not_applied += 1
                 continue
             part, name = protocols._split_key(row.method, row.key)
@@ -73,15 +74,19 @@ def test_every_published_row_matches_the_published_resolution():
 
 
 def test_not_applicable_entries_are_still_needed():
-    """An entry of NOT_APPLICABLE names a setting ModeBench cannot take and that the table has.
-    Once a field exists (e.g. an IQL actor dropout), its entry must go so its rows apply."""
+    """A method's published_not_applicable (algorithms/methods.yaml) names a setting ModeBench cannot
+    take and that the table has; an informational key is one the table has. Once a field exists
+    (e.g. an IQL actor dropout), its entry must go so its rows apply."""
     keys_in_table = {(r.method, r.key) for r in published_rows()}
-    for (method, key), reason in NOT_APPLICABLE.items():
+    for key, reason in INFORMATIONAL_KEYS.items():
+        assert reason and any(k == key for _, k in keys_in_table), f"{key}: no row uses this entry; remove it"
+    entries = [(method, key, reason) for method, entry in METHODS.items() for key, reason in entry.published_not_applicable.items()]
+    assert entries
+    for method, key, reason in entries:
         assert reason
         assert (method, key) in keys_in_table, f"{method} {key}: no row uses this entry; remove it"
-        if key != "data.dataset_version":  # informational: the authors' dataset ids
-            part, _ = protocols._split_key(method, key)
-            assert part is None, f"{method} now has {key!r}: remove it from protocols.NOT_APPLICABLE so its rows apply"
+        part, _ = protocols._split_key(method, key)
+        assert part is None, f"{method} now has {key!r}: remove it from its published_not_applicable so its rows apply"
 
 
 def test_table_scopes_name_existing_suites_and_tasks(tmp_path, monkeypatch):

@@ -67,22 +67,17 @@ RUN_KEYS = ("steps", "eval_episodes", "eval_every", "seeds")
 CONTROLLED_KEYS = {"steps", "seeds", "eval_every", "note"}
 AT_THE_END = "ours: evaluate once, at the end (scores are the final policy's)"
 
-# Published rows ModeBench cannot apply, each with its reason. Keyed by (method, key); a row
-# matching an entry is kept in the table (the fact stays recorded) but applies nothing. The
-# table test checks each entry is still needed: once the field exists, the entry must go and
-# the row then applies and is checked like any other.
-NOT_APPLICABLE: dict[tuple[str, str], str] = {
-    **{(m, "data.dataset_version"): (
+# Published rows ModeBench cannot apply, each with its reason: a row matching one is kept in the
+# table (the fact stays recorded) but applies nothing. Keys no method applies are here; a method's
+# own are its `published_not_applicable` in algorithms/methods.yaml (`not_applicable`). The table
+# test checks each entry is still needed: once the field exists, the entry must go and the row
+# then applies and is checked like any other. A preset whose published protocol is its own rows
+# only, never its base method's, says why in its `own_protocol` there (CFGRL's authors ran no ISEP-FM task).
+INFORMATIONAL_KEYS: dict[str, str] = {
+    "data.dataset_version": (
         "informational: the dataset ids the authors trained on; each task's `dataset` says what ModeBench "
-        "loads, and where the two differ (Minari re-releases, D4RL -v2 for -v0) scores compare only approximately")
-       for m in ("drol", "fql", "gem", "iql", "isep", "isep-fm")},
-    ("lom-code", "hyper_q_batch_size"): "LOM's losses share one batch here; the code draws 1024 for the hyper-Q",
-    ("lom-code", "mdn_batch_size"): "LOM's losses share one batch here; the code draws 512 for the MDN",
+        "loads, and where the two differ (Minari re-releases, D4RL -v2 for -v0) scores compare only approximately"),
 }
-
-# Presets that are another paper's method run on this method's class: their published protocol
-# is their own rows only, never the base method's (CFGRL's authors ran no ISEP-FM task).
-OWN_PROTOCOL_PRESETS = {"cfgrl": "CFGRL (kvfrans/cfgrl_submit) is its own method; its authors' runs are not ISEP-FM's"}
 
 # Suites no published run exists for, and why (the docs page states it; `published` is refused there).
 NO_PUBLISHED_RUN = {
@@ -103,6 +98,11 @@ class Conflict:
 
     def as_json(self) -> dict[str, Any]:
         return {"value": self.other, "source": self.source, "why": self.why}
+
+
+def not_applicable(method: str, key: str) -> str | None:
+    """Why a published row (method, key) applies nothing, or None when it applies."""
+    return INFORMATIONAL_KEYS.get(key) or get_method(method).published_not_applicable.get(key)
 
 
 def not_applicable(method: str, key: str) -> str | None:
@@ -169,7 +169,7 @@ def _where(row: Row) -> str:
 @cache
 def published_rows() -> tuple[Row, ...]:
     """Every row of the published table, checked: a known method, a scope that names an existing
-    suite or task, a key the method can take (or an entry of NOT_APPLICABLE), a value its field
+    suite or task, a key the method can take (or one `not_applicable` names), a value its field
     accepts. One bad row is a one-line error naming the line and the fix."""
     with PUBLISHED_TABLE.open(newline="") as handle:
         reader = csv.DictReader(handle)
@@ -201,13 +201,13 @@ def _check_row(row: Row) -> None:
     if task and task not in load_suite(suite):
         raise ConfigError(f"{_where(row)}: scope {row.scope!r}: suite {suite!r} has no task {task!r}; "
                           f"fix the scope or add the task to suites/{suite}.yaml")
-    if (row.method, row.key) in NOT_APPLICABLE:
+    if not_applicable(row.method, row.key):
         return
     part, name = _split_key(row.method, row.key)
     if part is None:
         raise ConfigError(f"{_where(row)}: {row.method} has no setting {row.key!r}; use a config field, a knob, "
                           f"data.<{'|'.join(f.name for f in dataclasses.fields(DataConfig))}>, run.<{'|'.join(RUN_KEYS)}>, "
-                          "or list it in protocols.NOT_APPLICABLE with the reason")
+                          "or list it in the method's published_not_applicable (algorithms/methods.yaml) with the reason")
     if part in ("config", "knobs", "data"):
         cls = _part_class(row.method, part)
         from_dict(cls, {name: row.value}, what=f"{_where(row)} {row.method}")
@@ -247,7 +247,7 @@ def rows_for(method: str, task: Task) -> list[Row]:
 
 def has_published(method: str, task: Task) -> bool:
     """Whether the method (or the base method of a preset) has a published protocol on the task."""
-    return bool(rows_for(method, task) or (method not in OWN_PROTOCOL_PRESETS and rows_for(base_method(method), task)))
+    return bool(rows_for(method, task) or (not get_method(method).own_protocol and rows_for(base_method(method), task)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,8 +420,9 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
 
     def published_layer(name: str) -> None:
         for row in rows_for(name, task_obj):
-            if (name, row.key) in NOT_APPLICABLE:
-                not_applied.append((row.key, json.dumps(row.value), NOT_APPLICABLE[(name, row.key)]))
+            why = not_applicable(name, row.key)
+            if why:
+                not_applied.append((row.key, json.dumps(row.value), why))
                 continue
             part, key = _split_key(name, row.key)
             if part in ("config", "knobs"):
@@ -431,11 +432,11 @@ def resolve(method: str, task: str | Task, protocol: str = "controlled", overrid
                 target[key] = Setting(row.value, row.source)
 
     suite_layer(base)
-    if method not in OWN_PROTOCOL_PRESETS:
+    if not entry.own_protocol:
         published_layer(base)
     if method != base:
-        _apply(parts["config"], entry.config, f"preset:{method} (algorithms/registry.py)", classes["config"])
-        _apply(parts["knobs"], entry.knobs, f"preset:{method} (algorithms/registry.py)", classes["knobs"])
+        _apply(parts["config"], entry.config, f"preset:{method} (algorithms/methods.yaml)", classes["config"])
+        _apply(parts["knobs"], entry.knobs, f"preset:{method} (algorithms/methods.yaml)", classes["knobs"])
         suite_layer(method)
         published_layer(method)
 
@@ -573,7 +574,7 @@ def _pair_section(method: str, suite: str, base_resolved: dict[str, dict[str, Re
     resolved = _resolutions(method, tasks)
     lines = [f"#### {method} on {suite}", ""]
     if not resolved["published"]:
-        why = OWN_PROTOCOL_PRESETS.get(method) or NO_PUBLISHED_RUN.get(suite, "no published run of this method on this suite")
+        why = get_method(method).own_protocol or NO_PUBLISHED_RUN.get(suite, "no published run of this method on this suite")
         lines += [f"Published: none ({why}); `--protocol published` is refused.", ""]
     elif len(resolved["published"]) < len(tasks):
         missing = [t.name for t in tasks if t.name not in resolved["published"]]
@@ -641,10 +642,7 @@ def render_docs() -> str:
         "",
         "## Decisions",
         "",
-        "- `drol-eq8` (the paper's Eq. 8 loss form) has no published run. Its rows are `derived:`: DROL's",
-        "  Table 3 alpha is the code's BC coefficient, and the code's loss divided by bc_coef / d_a is Eq. 8",
-        "  with alpha = d_a / bc_coef on the normalised Q (`normalize_q_loss = true`), the same minimiser.",
-        "  Both protocols use them, so drol-eq8 never weighs the raw Q by DROL's BC coefficient.",
+        *[f"- `{name}`: {entry.protocol_note}" for name, entry in METHODS.items() if entry.protocol_note],
         "- Per-method preprocessing (`data.*` rows) and run settings (`run.*` rows) apply under `published`",
         "  only; `controlled` gives every method the suite's. Hyperparameter rows apply under both.",
         "- Under `published`, a data or run setting without a row is the suite's, and its source says",
@@ -652,11 +650,13 @@ def render_docs() -> str:
         "",
         "Published rows that do not apply, and why:",
         "",
-        *[f"- {method} `{key}`: {reason}" for (method, key), reason in sorted(NOT_APPLICABLE.items())],
+        *[f"- every method `{key}`: {reason}" for key, reason in sorted(INFORMATIONAL_KEYS.items())],
+        *[f"- {name} `{key}`: {reason}" for name, entry in sorted(METHODS.items())
+          for key, reason in sorted(entry.published_not_applicable.items())],
         "",
         "Methods whose published protocol is their own rows only:",
         "",
-        *[f"- {method}: {reason}" for method, reason in sorted(OWN_PROTOCOL_PRESETS.items())],
+        *[f"- {name}: {entry.own_protocol}" for name, entry in sorted(METHODS.items()) if entry.own_protocol],
         "",
         "Suites without any published run:",
         "",
