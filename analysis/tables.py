@@ -128,6 +128,14 @@ def cell_text(r: Any, decimals: int) -> str:
     return text + cell_marks(r)
 
 
+def cell_data(r: Any | None) -> dict[str, Any]:
+    """A cell's numbers for a layout's CSV row (a `task_stats` row, or None for an empty cell)."""
+    if r is None:
+        return {"std": math.nan, "n": None, "failed": None, "steps": math.nan, "episodes": math.nan, "marks": ""}
+    return {"std": float(r.std), "n": int(r.n), "failed": int(r.failed), "steps": r.steps, "episodes": r.episodes,
+            "marks": cell_marks(r)}
+
+
 def cell_marks(r: Any) -> str:
     return (MIXED_COMMITS if int(r.commits) > 1 else "") + (UNCONVERGED_FIT if bool(r.unconverged) else "")
 
@@ -352,10 +360,7 @@ def gem_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bo
                 cells += pcells
             r = look.get((task_id, m))
             rows.append({"section": section, "row": label, "kind": kind, "task": task_id, "reference_id": ref or "",
-                         "normaliser": normaliser, "method": m, "mean": mean, "std": float(r.std) if r is not None else math.nan,
-                         "n": n, "failed": int(r.failed) if r is not None else None,
-                         "steps": r.steps if r is not None else math.nan, "episodes": r.episodes if r is not None else math.nan,
-                         "marks": cell_marks(r) if r is not None else "", "bold": bold, **extra})
+                         "normaliser": normaliser, "method": m, "mean": mean, **cell_data(r), "n": n, "bold": bold, **extra})
         table.add(*cells)
 
     for section, section_tasks in sections.items():
@@ -459,11 +464,8 @@ def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, b
                 cells += pcells
             r = look.get((task_id, m))
             rows.append({"family": family, "row": label, "kind": kind, "task": task_id, "reference_id": ref or "",
-                         "normaliser": normaliser, "method": m, "mean": mean,
-                         "std": float(r.std) if r is not None else math.nan, "n": n,
-                         "failed": int(r.failed) if r is not None else None, "steps": r.steps if r is not None else math.nan,
-                         "episodes": r.episodes if r is not None else math.nan, "marks": cell_marks(r) if r is not None else "",
-                         "bold": bold, "underline": underline, **extra})
+                         "normaliser": normaliser, "method": m, "mean": mean, **cell_data(r), "n": n, "bold": bold,
+                         "underline": underline, **extra})
         table.add(*cells)
 
     for family, members in families.items():
@@ -545,11 +547,7 @@ def lom_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, de
                     pcells, extra = _paper_cells(m, refs[task], mean, "lom", decimals, kinds.get(task, ""))
                     cells += pcells
                 rows.append({"dataset_type": kind, "env": env, "task": task, "reference_id": refs[task] or "",
-                             "normaliser": normaliser, "method": m, "mean": mean,
-                             "std": float(r.std) if r is not None else math.nan, "n": int(r.n) if r is not None else None,
-                             "failed": int(r.failed) if r is not None else None, "steps": r.steps if r is not None else math.nan,
-                             "episodes": r.episodes if r is not None else math.nan,
-                             "marks": cell_marks(r) if r is not None else "", "bold": bold, **extra})
+                             "normaliser": normaliser, "method": m, "mean": mean, **cell_data(r), "bold": bold, **extra})
             table.add(*cells)
     table.data = pd.DataFrame(rows)
     table.notes = _base_notes(scores) + [_marks_note("Bold: the highest mean of the row (LOM's rule)", min_runs)] + (
