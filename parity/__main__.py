@@ -15,6 +15,7 @@ updates: the drift. Then training throughput, ours and theirs in alternating blo
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -57,9 +58,11 @@ def reference_server(python: str, repo: Path, spec: MethodSpec, dataset, threads
             np.savez(path, observations=dataset.observations, actions=dataset.actions, rewards=dataset.rewards,
                      terminals=dataset.terminals.astype(np.float32), next_observations=dataset.next_observations)
             self._stderr = open(Path(self._tmp.name) / "stderr.txt", "w+")  # noqa: SIM115 - closed in close()
-            script = Path(__file__).with_name("reference_jax.py")
+            script = Path(__file__).with_name(spec.reference_script)
+            interpreter = sys.executable if spec.torch_reference else python
+            config = json.dumps({**(spec.drift or spec).reference_config, **spec.throughput_config})  # no check-only controls
             self.process = subprocess.Popen(
-                [python, str(script), "serve", str(repo), spec.reference_module, spec.reference_class, str(path), "{}"],
+                [interpreter, str(script), "serve", str(repo), spec.reference_module, spec.reference_class, str(path), config],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=reference_env(threads))
             self._answer()
 
@@ -101,7 +104,7 @@ def verdict_line(spec: MethodSpec, commit: str, result: ParityResult, ratios: di
     return line
 
 
-def details(result: ParityResult) -> list[str]:
+def details(result: ParityResult, drift: ParityResult | None, widths: tuple[int, ...]) -> list[str]:
     """The figures docs/parity.md tabulates."""
     out = []
     for prefix in ("loss", "grad", "param", "act"):
@@ -111,9 +114,12 @@ def details(result: ParityResult) -> list[str]:
                f"{result.comparison.ill_conditioned}")
     for name, value in sorted(result.listed.rows.items(), key=lambda kv: -kv[1])[:1]:
         out.append(f"  listed difference, worst: {value:.1e} ({name})")
-    name, worst = result.drift.worst()
-    out.append(f"  drift after {result.updates} updates: parameters {worst:.1e} ({name}); loss terms "
-               + ", ".join(f"{k} {v:.1e}" for k, v in sorted(result.loss_drift.items())))
+    if drift is not None:
+        name, worst = drift.comparison.worst()
+        out.append(f"  hidden widths {widths}: one update worst {worst:.1e} ({name})")
+        name, worst = drift.drift.worst()
+        out.append(f"  drift after {drift.updates} updates (widths {widths}): parameters {worst:.1e} ({name}); "
+                   "loss terms, max over updates: " + ", ".join(f"{k} {v:.1e}" for k, v in sorted(drift.loss_drift.items())))
     return out
 
 
@@ -125,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in METHODS:
         parser.add_argument(f"--{name}-repo", type=Path, default=None, help=f"a checkout of {METHODS[name].owner_repo}")
     parser.add_argument("--jax-python", default=".venv-jax/bin/python", help="the reference interpreter (make jax-venv)")
-    parser.add_argument("--updates", type=int, default=100, help="updates of the drift run")
+    parser.add_argument("--updates", type=int, default=100, help="updates of the drift run (0: none)")
+    parser.add_argument("--drift-widths", default="64,64,64,64",
+                        help="hidden widths of the drift run's MLPs, both sides (the reference runs unjitted: full width is minutes)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--throughput-updates", type=int, default=30, help="updates per timed block (0: no throughput)")
     parser.add_argument("--repeats", type=int, default=5, help="timed blocks per side")
@@ -148,7 +156,7 @@ def run(args) -> int:
     chosen = {name: getattr(args, f"{name}_repo") for name in METHODS if getattr(args, f"{name}_repo") is not None}
     if not chosen:
         raise UsageError("no reference checkout given: pass " + " ".join(f"--{n}-repo DIR" for n in METHODS))
-    if not Path(args.jax_python).exists():
+    if not Path(args.jax_python).exists() and any(not METHODS[n].torch_reference for n in chosen):
         raise UsageError(f"reference interpreter {args.jax_python} not found: run `make jax-venv`")
     torch.set_num_threads(1)
     all_hold = True
@@ -157,17 +165,20 @@ def run(args) -> int:
         if not (repo / spec.reference_module.replace(".", "/")).with_suffix(".py").exists():
             raise UsageError(f"{repo} has no {spec.reference_module.replace('.', '/')}.py: pass a checkout of {spec.owner_repo}")
         commit = repository_commit(repo)
-        result = check(spec, args.jax_python, str(repo.resolve()), updates=args.updates, batch=args.batch)
+        result = check(spec, args.jax_python, str(repo.resolve()), updates=1, batch=args.batch)
+        widths = tuple(int(w) for w in args.drift_widths.split(","))
+        drift = (check((spec.drift or spec).narrowed(widths), args.jax_python, str(repo.resolve()), updates=args.updates, batch=args.batch)
+                 if args.updates > 0 else None)
         ratios = None
         if args.throughput_updates > 0:
             ratios = throughput(spec, args.jax_python, repo.resolve(), args.throughput_updates, args.repeats,
                                 args.device, args.compile)
         print(verdict_line(spec, commit, result, ratios), flush=True)
         if args.verbose:
-            print("\n".join(details(result)))
+            print("\n".join(details(result, drift, widths)))
             if ratios is not None:
                 print("  updates/s " + ", ".join(f"{k} {v:.1f}" for k, v in ratios.items() if " " in k))
-        all_hold &= result.holds()
+        all_hold &= result.holds() and (drift is None or drift.comparison.worst()[1] <= LOSS_TOLERANCE)
     return 0 if all_hold else 1
 
 

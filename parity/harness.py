@@ -17,8 +17,10 @@ Relative difference of a tensor: max_i |ours_i - theirs_i| / max_i |theirs_i| (f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from parity.convert import flax_layers, flax_to_torch, torch_to_flax, unflatten
+from parity.reference_jax import same_but_unit_axes
 
 LOSS_TOLERANCE = 1e-5  # relative, float32: every loss term, gradient, one-step parameter and action
 SIGN_DEFINED = 1e-4  # gradient entries below this fraction of their tensor's largest: see well_conditioned
@@ -67,9 +70,12 @@ class ScriptedRandom:
         if not self.queue:
             raise RuntimeError(f"drew {kind}{shape} beyond the scripted draws")
         draw = self.queue.pop(0)
-        if draw.kind != kind or tuple(draw.value.shape) != shape:
+        value = draw.value
+        if draw.kind == kind and same_but_unit_axes(value.shape, shape):
+            value = value.reshape(shape)  # the same draws with a length-1 axis more or less (LOM's n = 1)
+        if draw.kind != kind or tuple(value.shape) != shape:
             raise RuntimeError(f"drew {kind}{shape} where the script has {draw.kind}{tuple(draw.value.shape)}")
-        return torch.as_tensor(draw.value, dtype=dtype or torch.float32, device=device)
+        return torch.as_tensor(value, dtype=dtype or torch.float32, device=device)
 
     def randn(self, *shape: int, device=None, dtype=None) -> torch.Tensor:
         return self._next("normal", shape, device, dtype)
@@ -153,7 +159,7 @@ def export_flax(module: nn.Module, flax_mlp: dict, grads: bool = False) -> dict[
     out = {}
     for name, kind, ensemble, m in paired_layers(flax_mlp, module):
         tensors = {p: getattr(m, p).grad if grads else getattr(m, p) for p in ("weight", "bias")}
-        arrays = {p: (np.zeros(tuple(getattr(m, p).shape), np.float32) if t is None else t.detach().cpu().numpy())
+        arrays = {p: (np.zeros(tuple(getattr(m, p).shape), np.float32) if t is None else t.detach().cpu().numpy().copy())
                   for p, t in tensors.items()}
         out[name] = torch_to_flax(kind, arrays, ensemble)
     return out
@@ -237,6 +243,30 @@ class MethodSpec:
     adjust: Callable[[nn.Module], None] | None = None
     # compared tensors whose difference is a listed one (docs/parity.md): name prefix -> cause
     listed: dict[str, str] = field(default_factory=dict)
+    # the configs' hidden-width keys (reference's, ours): the drift run uses narrower nets
+    width_keys: tuple[tuple[str, ...], str] = (("actor_hidden_dims", "value_hidden_dims"), "hidden_dims")
+    reference_act_kwargs: dict = field(default_factory=dict)  # e.g. temperature 0: the mean, as our act
+    reference_script: str = "reference_jax.py"  # run by the JAX interpreter; reference_lom.py by this one
+    compare_steps: tuple[int, ...] = (0,)  # updates (0-based) whose gradients and parameters are compared
+    draw_free_steps: int = 0  # the first updates take no draws on either side (LOM's MDN phase)
+    skip_grads: dict[int, tuple[str, ...]] = field(default_factory=dict)  # step -> networks whose grads are not this update's
+    drift: MethodSpec | None = None  # the spec of the drift run when the one-update check controls something
+    # the reference's config in the throughput blocks: the shapes of our registry default (perf.speed.measure)
+    throughput_config: dict = field(default_factory=dict)
+
+    @property
+    def torch_reference(self) -> bool:
+        return self.reference_script != "reference_jax.py"
+
+    def narrowed(self, widths: tuple[int, ...] | None) -> MethodSpec:
+        """The same comparison with every MLP's hidden widths set to `widths` on both sides."""
+        if widths is None:
+            return self
+        if not self.width_keys[0]:  # widths fixed in the reference's code
+            return self
+        theirs, ours = self.width_keys
+        return dataclasses.replace(self, reference_config={**self.reference_config, **{k: list(widths) for k in theirs}},
+                                   our_config={**self.our_config, ours: tuple(widths)})
 
     def module(self, algorithm: nn.Module, path: str) -> nn.Module:
         for part in path.split("."):
@@ -263,6 +293,7 @@ def make_batches(steps: int, batch: int, obs_dim: int, act_dim: int, rng: np.ran
         "rewards": rng.standard_normal((steps, batch)).astype(np.float32),
         "masks": (rng.uniform(size=(steps, batch)) > 0.05).astype(np.float32),
         "next_observations": rng.standard_normal((steps, batch, obs_dim)).astype(np.float32),
+        "next_actions": rng.uniform(-limit, limit, (steps, batch, act_dim)).astype(np.float32),
     }
 
 
@@ -272,16 +303,19 @@ def build_ours(spec: MethodSpec, obs_dim: int, act_dim: int):
 
     entry = get_method(spec.name)
     cls = entry.load()
+    config = {**(entry.config or {}), **spec.our_config}  # a preset's values, then the task's
     context = spec.patches() if spec.patches else contextlib.nullcontext()
     with context:
-        algorithm = cls(cls.config_class(**spec.our_config), EnvSpec(obs_dim, act_dim, 1000, 1_000_000), "cpu")
+        algorithm = cls(cls.config_class(**config), EnvSpec(obs_dim, act_dim, 1000, 1_000_000), "cpu")
     return algorithm
 
 
 def run_reference(python: str, repo: str, spec: MethodSpec, inputs: dict[str, np.ndarray], workdir: Path) -> dict[str, np.ndarray]:
     in_path, out_path = workdir / f"{spec.name}-in.npz", workdir / f"{spec.name}-out.npz"
     np.savez(in_path, **inputs)
-    script = Path(__file__).with_name("reference_jax.py")
+    script = Path(__file__).with_name(spec.reference_script)
+    if spec.torch_reference:  # a PyTorch reference: this interpreter
+        python = sys.executable
     proc = subprocess.run([python, str(script), "parity", repo, spec.reference_module, spec.reference_class,
                            str(in_path), str(out_path)], check=False, capture_output=True, text=True,
                           env=reference_env())
@@ -316,14 +350,14 @@ def check(spec: MethodSpec, python: str, repo: str, updates: int = 100, batch: i
     """Run the reference and ours on the same `updates` batches and draws; compare."""
     rng = np.random.default_rng(seed)
     batches = make_batches(updates, batch, obs_dim, act_dim, rng)
-    step_draws = [make_draws(spec.draws(batch, act_dim), rng) for _ in range(updates)]
+    step_draws = [make_draws(spec.draws(batch, act_dim) if step >= spec.draw_free_steps else {}, rng) for step in range(updates)]
     act_obs = rng.standard_normal((batch, obs_dim)).astype(np.float32)
     act_draws = make_draws(spec.act_draws(batch, act_dim), rng)
     inputs: dict[str, np.ndarray] = {"config": np.array(json.dumps(spec.reference_config)), "seed": np.array(seed),
-                                     "act/observations": act_obs}
+                                     "act/observations": act_obs, "act/kwargs": np.array(json.dumps(spec.reference_act_kwargs))}
     inputs.update({f"batch/{k}": v for k, v in batches.items()})
     for step, draws in enumerate(step_draws):
-        for i, role in enumerate(spec.reference_order):
+        for i, role in enumerate(spec.reference_order if step >= spec.draw_free_steps else []):
             inputs[f"draw/{step}/{i}"] = draws[role].value
             inputs[f"draw/{step}kind/{i}"] = np.array(draws[role].kind)
     for i, role in enumerate(spec.act_reference_order):
@@ -352,28 +386,32 @@ def compare(spec: MethodSpec, ref: dict[str, np.ndarray], batches, step_draws, a
     context = spec.patches() if spec.patches else contextlib.nullcontext()
     with context:
         for step in range(updates):
-            script.load([step_draws[step][role] for role in spec.our_order])
+            script.load([step_draws[step][role] for role in (spec.our_order if step >= spec.draw_free_steps else [])])
             batch = Batch(*(torch.as_tensor(batches[k][step]) for k in ("observations", "actions", "rewards", "next_observations")),
-                          dones=1.0 - torch.as_tensor(batches["masks"][step]), next_actions=torch.as_tensor(batches["actions"][step]))
+                          dones=1.0 - torch.as_tensor(batches["masks"][step]), next_actions=torch.as_tensor(batches["next_actions"][step]))
             metrics = algorithm.update(batch, step)
             script.done()
+            at = "" if step == 0 else f" @{step + 1}"  # rows of a later compared update say which
             for their_key, (our_key, scale) in spec.losses.items():
+                theirs = float(ref.get(f"losses/{their_key}", np.full(updates, np.nan))[step])
+                if our_key not in metrics or np.isnan(theirs):  # a term of another phase
+                    continue
                 ours = float(metrics[our_key]) / scale
-                theirs = float(ref[f"losses/{their_key}"][step])
                 loss_drift[their_key] = max(loss_drift.get(their_key, 0.0), relative_difference(ours, theirs))
-                if step == 0:
-                    comparison.add(f"loss {their_key}", ours, theirs)
-            if step == 0:
-                grads, params = unflatten(ref, "grad1/"), unflatten(ref, "param1/")
+                if step in spec.compare_steps:
+                    comparison.add(f"loss {their_key}{at}", ours, theirs)
+            if step in spec.compare_steps:
+                grads, params = unflatten(ref, f"grad{step + 1}/"), unflatten(ref, f"param{step + 1}/")
                 for flax_path, ours in spec.networks.items():
                     module = spec.module(algorithm, ours)
                     online = spec.targets.get(flax_path, flax_path)  # a target moves where its source does
-                    if flax_path not in spec.targets:
+                    if flax_path not in spec.targets and flax_path not in spec.skip_grads.get(step, ()):
                         scale = spec.grad_scale.get(flax_path, 1.0)
-                        _compare_tree(comparison, f"grad {flax_path}", export_flax(module, _subtree(grads, flax_path), grads=True),
+                        _compare_tree(comparison, f"grad {flax_path}{at}", export_flax(module, _subtree(grads, flax_path), grads=True),
                                       _subtree(grads, flax_path), scale)
-                    _compare_tree(comparison, f"param {flax_path}", export_flax(module, _subtree(params, flax_path)),
+                    _compare_tree(comparison, f"param {flax_path}{at}", export_flax(module, _subtree(params, flax_path)),
                                   _subtree(params, flax_path), masks=_subtree(grads, online))
+            if step == 0:
                 act_script = ScriptedRandom([act_draws[role] for role in spec.act_our_order])
                 with scripted_torch_draws(act_script):  # acting after the first update, as the reference does
                     actions = algorithm.act(torch.as_tensor(act_obs), torch.zeros(len(act_obs), dtype=torch.long),
@@ -391,6 +429,18 @@ def compare(spec: MethodSpec, ref: dict[str, np.ndarray], batches, step_draws, a
 
 
 def _subtree(tree: dict, path: str) -> dict:
+    """The flax MLP dict at `path`; "a+b" appends the single Dense at b (a Gaussian actor's
+    mean_net) to MLP a as its next Dense_i: the layer our one MLP runs last."""
+    first, *rest = path.split("+")
+    node = _walk(tree, first)
+    if rest:
+        node = dict(node)
+        for extra in rest:
+            node[f"Dense_{sum(1 for k in node if k.startswith('Dense_'))}"] = _walk(tree, extra)
+    return node
+
+
+def _walk(tree: dict, path: str) -> dict:
     for part in path.split("/"):
         tree = tree[part]
     return tree

@@ -45,6 +45,11 @@ def load_agent(repo: str, module: str, cls: str, config: dict, example_obs, exam
     return agent
 
 
+def same_but_unit_axes(a, b) -> bool:
+    """Shapes equal once their length-1 axes are dropped: the same draws laid out another way."""
+    return [n for n in a if n != 1] == [n for n in b if n != 1]
+
+
 class ScriptedDraws:
     """Replaces jax.random.normal / uniform with the next scripted array of the same kind and shape."""
 
@@ -66,6 +71,8 @@ class ScriptedDraws:
                 if not self.queue:
                     raise RuntimeError(f"the reference drew jax.random.{kind}{tuple(shape)} beyond the scripted draws")
                 want_kind, value = self.queue.pop(0)
+                if want_kind == kind and value.size == int(np.prod(shape)) and same_but_unit_axes(value.shape, shape):
+                    value = value.reshape(shape)  # e.g. distrax's sample_shape (1,) in front
                 if want_kind != kind or tuple(value.shape) != tuple(shape):
                     raise RuntimeError(f"the reference drew jax.random.{kind}{tuple(shape)} where the script has "
                                        f"{want_kind}{tuple(value.shape)}")
@@ -130,7 +137,8 @@ def parity(repo: str, module: str, cls: str, in_path: str, out_path: str) -> Non
                 out.update({f"param1/{k}": v for k, v in flatten(agent.network.params).items()})
                 out.update({f"loss1/{k}": np.float32(v) for k, v in info.items()})
                 draws.load(scripted(inputs, "act/draw"))  # acting after the first update
-                actions = agent.sample_actions(jnp.asarray(inputs["act/observations"]), seed=jax.random.PRNGKey(1))
+                actions = agent.sample_actions(jnp.asarray(inputs["act/observations"]), seed=jax.random.PRNGKey(1),
+                                               **json.loads(str(inputs["act/kwargs"])))
                 draws.done()
                 out["act/actions"] = np.asarray(actions)
     out.update({f"final/{k}": v for k, v in flatten(agent.network.params).items()})

@@ -211,10 +211,32 @@ def test_one_update_matches_the_authors_code(method):
     """Needs the authors' checkout and the reference interpreter; a few updates (make parity runs 100)."""
     from parity.harness import check
 
+    spec = METHODS[method]
     variable = f"PARITY_{method.upper()}_REPO"
     repo = os.environ.get(variable)
-    if not repo or not JAX_PYTHON.exists():
-        pytest.skip(f"needs a checkout of {METHODS[method].owner_repo} and the reference venv: "
-                    f"make jax-venv && {variable}=/path/to/checkout .venv/bin/python -m pytest tests/test_parity.py")
-    result = check(METHODS[method], str(JAX_PYTHON), repo, updates=2)
+    if not repo or not (spec.torch_reference or JAX_PYTHON.exists()):
+        venv = "" if spec.torch_reference else "make jax-venv && "
+        pytest.skip(f"needs a checkout of {spec.owner_repo}{'' if spec.torch_reference else ' and the reference venv'}: "
+                    f"{venv}{variable}=/path/to/checkout .venv/bin/python -m pytest tests/test_parity.py")
+    result = check(spec, str(JAX_PYTHON), repo, updates=2)
     assert result.holds(), result.comparison.worst()
+
+
+def test_torch_reference_nets_stack_into_our_ensemble():
+    """LOM's code keeps K separate Q nets (nn.Sequential): exported in the flax layout and stacked,
+    they load into our ensemble, member k computing what net k computes."""
+    from parity.reference_lom import mlp, stacked
+
+    torch.manual_seed(2)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 7), torch.nn.ReLU(),
+                                torch.nn.Linear(7, 1)) for _ in range(3)]
+    ours = EnsembleMLP(3, 5, (7, 7), 1, "relu")
+    load_flax(ours, stacked([mlp(net) for net in nets]))
+    x = torch.randn(4, 5)
+    out = ours(x)
+    for k, net in enumerate(nets):
+        torch.testing.assert_close(out[k], net(x))
+    exported = mlp(nets[0])
+    with torch.no_grad():
+        nets[0][0].weight.add_(1.0)  # an export is a copy, not a view of the live weights
+    assert not np.allclose(exported["Dense_0"]["kernel"], nets[0][0].weight.detach().numpy().T)
