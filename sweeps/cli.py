@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from modebench.benchmarks.grammar import positive_int
 
@@ -61,16 +62,48 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.grid:
         raise ConfigError("give a GRID (file or name; `modebench sweep --list` shows the built-in grids)")
     from modebench.benchmarks.cli import count_notice
+    from modebench.benchmarks.run.workers import ProgressLines
     from modebench.sweeps.runner import print_summary, run_sweep
 
     count_notice(args, "sweep")
     seeds = args.seeds or (list(range(args.num_seeds)) if args.num_seeds else None)
-    summary = run_sweep(
-        args.grid, out=args.results, address=args.address, seeds=seeds, resume=args.resume,
-        storage=args.storage, steps=args.steps, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent,
-        dry_run=args.dry_run, verbose=0 if args.quiet else 1, protocol=args.protocol,
-    )
+    progress = None if args.dry_run else ProgressLines(trial_watch(args.grid, args.results, seeds, args.steps, args.protocol),
+                                                        f"sweep {args.grid}", every=PROGRESS_LINE_S)
+    if progress:
+        progress.start()
+    try:
+        summary = run_sweep(
+            args.grid, out=args.results, address=args.address, seeds=seeds, resume=args.resume,
+            storage=args.storage, steps=args.steps, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent,
+            dry_run=args.dry_run, verbose=0 if args.quiet else 1, protocol=args.protocol,
+        )
+    finally:
+        if progress:
+            progress.stop()
     if args.dry_run:
         return 0
     print_summary(summary)
+    print(f"results in {summary.root}/; `modebench report --results {summary.root}` writes the tables to "
+          f"{summary.root}/tables/ and the plots to {summary.root}/plots/")
     return 0 if summary.ok else 1
+
+
+PROGRESS_LINE_S = 30.0  # seconds between the sweep's progress lines (Ray Tune's own tables come between)
+
+
+def trial_watch(grid_ref: str, results: str | None, seeds: list[int] | None, steps: int | None, protocol: str | None):
+    """The sweep's trials as jobs to watch: each trial's first run's metrics.jsonl (its seeds train together)."""
+    import dataclasses
+
+    from modebench.benchmarks.run.workers import JobWatch
+    from modebench.benchmarks.store import DEFAULT_ROOT, RunStore
+    from modebench.sweeps.grid import load_grid
+    from modebench.sweeps.runner import plan_grid
+
+    grid = load_grid(grid_ref)
+    if protocol is not None:
+        grid = dataclasses.replace(grid, protocol=protocol)
+    root = Path(results or DEFAULT_ROOT).expanduser().resolve()
+    planned = plan_grid(grid, root, seeds, steps)
+    return JobWatch([(trial.label, RunStore(root, trial.runs[0].run_id).path / "metrics.jsonl", trial.runs[0].steps)
+                     for trial in planned if trial.runs])

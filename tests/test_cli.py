@@ -6,10 +6,13 @@ spellings as noticed aliases, one-line errors with "did you mean", `--version`, 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from modebench.benchmarks.grammar import seed_list
@@ -154,3 +157,69 @@ def test_help_is_fast():
         subprocess.run([sys.executable, "-m", "modebench.cli", "--help"], capture_output=True, check=True, timeout=60)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.5, f"modebench --help took {times} s"
+
+
+# ------------------------------------------------------------------ metric sinks: one run per seed
+
+SINKS_INSTALL = ".venv/bin/pip install tensorboard==2.21.0 wandb==0.31.0 (the optional extras of pyproject.toml)"
+
+
+def wandb_history(path: Path) -> tuple[str, list[dict]]:
+    """(run id, history rows) of an offline W&B run file: LevelDB-log records (32 KiB blocks of
+    checksum, length, type headers after a 7-byte ':W&B' file header) holding wandb's protobuf Records."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, chunks, pending = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # the block's tail is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:  # a whole record
+            chunks.append(chunk)
+        elif kind in (2, 3):  # its first or a middle part
+            pending = (b"" if kind == 2 else pending) + chunk
+        elif kind == 4:  # its last part
+            chunks.append(pending + chunk)
+    run_id, rows = "", []
+    for chunk in chunks:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(chunk)
+        if record.WhichOneof("record_type") == "run":
+            run_id = record.run.run_id
+        elif record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+    return run_id, rows
+
+
+def test_tensorboard_and_wandb_get_one_run_per_seed(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboard", reason=f"needs tensorboard: {SINKS_INSTALL}")
+    pytest.importorskip("wandb", reason=f"needs wandb: {SINKS_INSTALL}")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    argv = ["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "20", "--seeds", "4,5", "--eval-episodes", "2",
+            "--log", "tensorboard", "--log", "wandb", "--log-every", "5", "--no-progress", "--results", str(tmp_path / "r")]
+    assert main(argv) == 0
+    losses = {}
+    for seed in (4, 5):
+        (run,) = (tmp_path / "r" / "runs").glob(f"bc__toy-four-goal__seed{seed}__*")
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        expected = [(m["step"], m["training/actor_loss"]) for m in lines if "training/actor_loss" in m]
+        assert [step for step, _ in expected] == [5, 10, 15, 20]  # --log-every 5
+        board = EventAccumulator(str(run / "tensorboard"))
+        board.Reload()
+        assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in board.Scalars("training/actor_loss")] == expected
+        (offline,) = run.glob("wandb/offline-run-*/*.wandb")  # one W&B run in this seed's own folder
+        run_id, rows = wandb_history(offline)
+        assert run_id == run.name
+        logged = [(row["_step"], pytest.approx(row["training/actor_loss"], rel=1e-6)) for row in rows if "training/actor_loss" in row]
+        assert logged == expected, f"seed {seed}'s W&B run does not hold its own metrics"
+        losses[seed] = [value for _, value in expected]
+    assert losses[4] != losses[5]  # two seeds, two series: never merged

@@ -150,3 +150,38 @@ class JobWatch:
             if 0 < step < steps:
                 running.append(f"{label} {step}/{steps}" + ("" if math.isnan(rate) else f" {rate:.0f} upd/s"))
         return done, total, running
+
+    def line(self, started: float, done_at_start: int) -> str:
+        """'N of M updates (P%), ETA ...; under way: ...': one progress line (ETA from the rate since `started`)."""
+        done, total, running = self.snapshot()
+        gained, elapsed = done - done_at_start, time.monotonic() - started
+        eta = f", ETA {format_seconds(elapsed * (total - done) / gained)}" if gained > 0 and done < total else ""
+        under_way = f"; under way: {'; '.join(running)}" if running else ""
+        return f"{done} of {total} updates ({100 * done / max(total, 1):.0f}%){eta}{under_way}"
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+class ProgressLines:
+    """A daemon thread that prints `watch.line(...)` every `every` seconds (to stderr) until stopped:
+    progress for a driver whose own output is someone else's (a sweep under Ray Tune)."""
+
+    def __init__(self, watch: JobWatch, prefix: str, every: float = 30.0):
+        self.watch, self.prefix, self.every = watch, prefix, every
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="progress-lines", daemon=True)
+
+    def _run(self) -> None:
+        started, done_at_start = time.monotonic(), self.watch.snapshot()[0]
+        while not self.stop_event.wait(self.every):
+            print(f"{self.prefix}: {self.watch.line(started, done_at_start)}", file=sys.stderr, flush=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
