@@ -268,7 +268,9 @@ def _varying(cells: pd.DataFrame, column: str, unit: str) -> str:
         if (values.groupby(key)["_v"].nunique() == 1).all():
             by = values.groupby("_v", sort=False)[key].unique()
             return f"{unit} " + "; ".join(f"{v} ({', '.join(name(k) for k in keys)})" for v, keys in by.items())
-    by = values.groupby("_v", sort=False).apply(lambda p: [f"{facts.display(m)} on {_short(t)}" for m, t in zip(p["method"], p["task"])])
+    by: dict[str, list[str]] = {}
+    for v, m, t in zip(values["_v"], values["method"], values["task"]):
+        by.setdefault(v, []).append(f"{facts.display(m)} on {_short(t)}")
     return f"{unit} " + "; ".join(f"{v} ({', '.join(cells_)})" for v, cells_ in by.items())
 
 

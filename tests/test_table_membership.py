@@ -191,3 +191,14 @@ def test_a_paper_number_on_another_normaliser_is_marked_and_gets_no_delta():
     assert not cells[0].text.endswith("‡") and cells[1].text.startswith(("+", "-")) and extra["comparable"]
     cells, _ = _paper_cells("gem", "maze2d-umaze-v1", 100.0, "gem", 2, ours="")  # normaliser unknown: not comparable
     assert cells[0].text.endswith("‡") and cells[1].text == ""
+
+
+def test_the_header_line_names_each_length_where_methods_or_tasks_differ():
+    from modebench.analysis.tables import length_line
+
+    cells = pd.DataFrame({"method": ["gem", "gem", "iql", "iql"], "task": ["a/x", "a/y", "a/x", "a/y"],
+                          "steps": [1e6, 1e6, 5e5, 5e5], "episodes": [10, 100, 10, 100]})
+    assert length_line(cells).startswith("Every cell: runs of training steps 1000000 (GEM); 500000 (IQL), each scored "
+                                         "over evaluation episodes 10 (x); 100 (y); (n) = runs in the cell.")
+    mixed = length_line(cells.assign(steps=[1e6, 2e6, 5e5, 5e5]))
+    assert "training steps 1000000 (GEM on x); 2000000 (GEM on y); 500000 (IQL on x, IQL on y)" in mixed
