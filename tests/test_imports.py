@@ -1,10 +1,17 @@
-"""The import rules of the four parts, read from the source with `ast` (nothing is imported).
+"""The import rules of the parts, read from the source with `ast` (nothing is imported). Every
+import counts wherever it is written: at module level, inside a function or a class (a lazy
+import is still a dependency); only `if TYPE_CHECKING:` blocks are left out.
 
-- algorithms imports nothing of benchmarks, sweeps, analysis, modebench or perf;
-- benchmarks nothing of sweeps, analysis, modebench or perf;
-- sweeps nothing of analysis or modebench;
+- algorithms imports nothing of benchmarks, sweeps, analysis, studies, modebench or perf;
+- benchmarks nothing of sweeps, analysis, studies, modebench or perf;
+- sweeps nothing of analysis, studies or modebench; analysis nothing of studies or modebench;
+- studies (claims, cross-selection, the online-tuning budget) anything below; only modebench/cli.py imports them;
 - analysis only the results store (`benchmarks.store`) and its own files;
-- no import cycles among files (module-level imports; `if TYPE_CHECKING:` blocks excepted);
+- the core (benchmarks/) never imports a method file (a module algorithms/methods.yaml names as a
+  method's class): it reaches methods through the registry and the plugin interface (algorithms/base.py);
+  the kit (base, config, nets, critics, seeds, registry, ...) is fine;
+- the core names no method as a string (a method is data: algorithms/methods.yaml, the suite files);
+- no import cycles among files;
 - no `importlib.import_module` / `__import__` of a project module outside the one explicit
   registry that loads classes lazily by name: algorithms/registry.py (method classes, so that
   `modebench --help` imports no torch model code). The source kinds need no such loading: they
@@ -19,6 +26,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("algorithms", "benchmarks", "sweeps", "analysis", "studies", "modebench", "perf")
@@ -61,16 +69,16 @@ def folder_name(name: str) -> str:
     return rest if head == "modebench" and rest.split(".", 1)[0] in MAPPED_PARTS else name
 
 
-def imports(source: str, module: str, modules: set[str], top_level_only: bool = False,
-            as_written: bool = False) -> list[tuple[int, str]]:
-    """(line, imported module) for every import of `source`, named by folder (see folder_name)
+def imports(source: str, module: str, modules: set[str], as_written: bool = False) -> list[tuple[int, str]]:
+    """(line, imported module) for every import of `source` wherever it is written (module level,
+    function, class; `if TYPE_CHECKING:` blocks excepted), named by folder (see folder_name)
     unless `as_written`; `from pkg import name` names the submodule pkg.name when that is a
     module of the project."""
     out: list[tuple[int, str]] = []
     name_of = (lambda n: n) if as_written else folder_name
     package = module if module in {m.rsplit(".", 1)[0] for m in modules if "." in m} else module.rsplit(".", 1)[0]
 
-    def visit(node: ast.AST, top: bool) -> None:
+    def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if _type_checking_block(child):
                 continue
@@ -84,11 +92,9 @@ def imports(source: str, module: str, modules: set[str], top_level_only: bool = 
                 for alias in child.names:
                     candidate = name_of(f"{base}.{alias.name}")
                     out.append((child.lineno, candidate if candidate in modules else base))
-            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
-            if not (top_level_only and nested):
-                visit(child, top and not nested)
+            visit(child)
 
-    visit(ast.parse(source), True)
+    visit(ast.parse(source))
     return out
 
 
@@ -121,10 +127,11 @@ def analysis_violations(sources: dict[str, str]) -> list[str]:
 
 
 def import_cycles(sources: dict[str, str]) -> list[list[str]]:
-    """Strongly connected components (more than one file) of the module-level import graph."""
+    """Strongly connected components (more than one file) of the import graph, every import
+    counted wherever it is written (a function-level import too)."""
     modules = {module_name(p): p for p in sources}
     graph = {
-        name: sorted({target for _, target in imports(sources[path], name, set(modules), top_level_only=True)
+        name: sorted({target for _, target in imports(sources[path], name, set(modules))
                       if target in modules and target != name})
         for name, path in modules.items()
     }
@@ -170,6 +177,41 @@ def bare_import_violations(sources: dict[str, str]) -> list[str]:
             if name.split(".", 1)[0] in MAPPED_PARTS]
 
 
+def _declared(declarations: str | None) -> dict:
+    path = ROOT / "algorithms" / "methods.yaml"
+    return yaml.safe_load(declarations if declarations is not None else path.read_text())
+
+
+def method_modules(declarations: str | None = None) -> set[str]:
+    """The method files, by folder name (`algorithms.gem`): the modules of algorithms/methods.yaml's `class` entries."""
+    return {folder_name(spec["class"].split(":")[0]) for spec in _declared(declarations).values()}
+
+
+def registered_names(declarations: str | None = None) -> set[str]:
+    """Every method and preset name of algorithms/methods.yaml."""
+    declared = _declared(declarations)
+    return set(declared) | {p for spec in declared.values() for p in (spec.get("presets") or {})}
+
+
+def core_method_import_violations(sources: dict[str, str], methods: set[str]) -> list[str]:
+    """Imports of a method file by the core (benchmarks/), wherever they are written."""
+    known = {module_name(p) for p in sources} | methods
+    return [f"{path}:{line} imports {name}" for path, source in sources.items() if path.startswith("benchmarks/")
+            for line, name in imports(source, module_name(path), known)
+            if any(_within(name, m) for m in methods)]
+
+
+def method_name_strings(sources: dict[str, str], names: set[str]) -> list[str]:
+    """String constants of the core (benchmarks/) that are a method's name (`"gem"`, `"lom-code"`):
+    prose naming a method (a docstring, a help text) is fine, a name used as a value is not."""
+    found = []
+    for path, source in sources.items():
+        if path.startswith("benchmarks/"):
+            found += [f"{path}:{node.lineno} {node.value!r}" for node in ast.walk(ast.parse(source))
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names]
+    return found
+
+
 def dynamic_import_violations(sources: dict[str, str]) -> list[str]:
     """importlib.import_module / __import__ calls outside the registry, unless their argument is a
     string naming a module outside the project."""
@@ -204,6 +246,16 @@ def test_analysis_reads_only_the_results_store():
 
 def test_no_import_cycles_among_files():
     assert import_cycles(project_sources()) == []
+
+
+def test_the_core_never_imports_a_method_file():
+    methods = method_modules()
+    assert {"algorithms.gem", "algorithms.lom", "algorithms.isep"} <= methods and "algorithms.base" not in methods
+    assert core_method_import_violations(project_sources(), methods) == []
+
+
+def test_the_core_names_no_method_as_a_string():
+    assert method_name_strings(project_sources(), registered_names()) == []
 
 
 def test_every_part_is_imported_through_the_one_package_name():
@@ -244,14 +296,45 @@ def test_a_planted_analysis_import_of_the_core_is_found():
     assert analysis_violations(sources) == ["analysis/bad.py:1 imports benchmarks.run.spec"]
 
 
-def test_a_planted_cycle_is_found_and_a_function_level_or_type_checking_import_is_not_one():
+def test_a_planted_cycle_is_found_a_function_level_one_too_and_a_type_checking_import_is_not_one():
     cycle = {"benchmarks/a.py": "from benchmarks import b\n", "benchmarks/b.py": "import benchmarks.c\n",
              "benchmarks/c.py": "from benchmarks.a import x\n"}
     assert import_cycles(cycle) == [["benchmarks.a", "benchmarks.b", "benchmarks.c"]]
-    lazy = dict(cycle, **{"benchmarks/c.py": "def f():\n    from benchmarks.a import x\n"})
-    assert import_cycles(lazy) == []
+    lazy = dict(cycle, **{"benchmarks/c.py": "def f():\n    from modebench.benchmarks.a import x\n"})
+    assert import_cycles(lazy) == [["benchmarks.a", "benchmarks.b", "benchmarks.c"]]
+    in_a_method = {"benchmarks/cli.py": "def register(p):\n    from modebench.benchmarks.run import compose\n",
+                   "benchmarks/run/compose.py": "class C:\n    def f(self):\n        from modebench.benchmarks.cli import parse\n"}
+    assert import_cycles(in_a_method) == [["benchmarks.cli", "benchmarks.run.compose"]]
     typed = dict(cycle, **{"benchmarks/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from benchmarks.a import x\n"})
     assert import_cycles(typed) == []
+
+
+def test_a_planted_core_import_of_a_method_file_is_found():
+    declarations = ("gem: {class: 'modebench.algorithms.gem:GEM', presets: {gem-no-pw: {}}}\n"
+                    "bc: {class: 'modebench.algorithms.bc:BC'}\n")
+    methods = method_modules(declarations)
+    assert methods == {"algorithms.gem", "algorithms.bc"}
+    sources = {
+        "benchmarks/run/compose.py": "from modebench.algorithms.base import Algorithm\nfrom modebench.algorithms.gem import GEM\n",
+        "benchmarks/run/lazy.py": "def f():\n    from modebench.algorithms import bc\n",
+        "benchmarks/run/kit.py": "from modebench.algorithms.registry import get_method\nfrom modebench.algorithms.nets import MLP\n",
+        "studies/claims/probes.py": "from modebench.algorithms.gem import GEM\n",  # a study may
+        "algorithms/gem.py": "", "algorithms/bc.py": "", "algorithms/base.py": "", "algorithms/registry.py": "",
+        "algorithms/nets.py": "",
+    }
+    assert core_method_import_violations(sources, methods) == ["benchmarks/run/compose.py:2 imports algorithms.gem",
+                                                               "benchmarks/run/lazy.py:2 imports algorithms.bc"]
+
+
+def test_a_planted_method_name_string_in_the_core_is_found():
+    names = registered_names("gem: {class: 'modebench.algorithms.gem:GEM', presets: {gem-no-pw: {}}}\n"
+                             "bc: {class: 'modebench.algorithms.bc:BC'}\n")
+    assert names == {"gem", "gem-no-pw", "bc"}
+    sources = {"benchmarks/run/protocols.py": 'OWN = {"gem-no-pw": "its own rows"}\n'
+                                              'def f(m):\n    """The gem rows."""\n    return m == "bc" or "gem rows" in m\n',
+               "studies/cross_select.py": 'SELECTOR = "gem"\n'}
+    assert method_name_strings(sources, names) == ["benchmarks/run/protocols.py:1 'gem-no-pw'",
+                                                   "benchmarks/run/protocols.py:4 'bc'"]
 
 
 def test_a_planted_bare_import_is_found():

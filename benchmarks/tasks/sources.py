@@ -108,22 +108,11 @@ def nearest_local_suite(suite: str) -> str:
     return "toy"
 
 
-def import_robotics():
-    """gymnasium_robotics, registered, without the version notice it prints to stderr on import
-    (its Adroit reward-change notice: documented in benchmarks/tasks/suites/adroit.yaml)."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stderr(io.StringIO()):
-        import gymnasium_robotics
-    gym.register_envs(gymnasium_robotics)
-    return gymnasium_robotics
-
-
 def register_envs() -> None:
     """The toy envs, gymnasium-robotics and OGBench into gymnasium's registry (lazily: the last
     two are slow to import), before a `gym.make` by id."""
     from modebench.benchmarks.tasks import toy
+    from modebench.benchmarks.tasks.generators.common import import_robotics
     from modebench.benchmarks.tasks.generators.ogbench_gen import import_ogbench
 
     toy.register_envs()

@@ -30,6 +30,18 @@ LOCAL_NAMESPACE = "modebench-local"
 MARKER = "modebench.json"
 
 
+def import_robotics():
+    """gymnasium_robotics, registered, without the version notice it prints to stderr on import
+    (its Adroit reward-change notice: documented in benchmarks/tasks/suites/adroit.yaml). Here,
+    below both the generators (maze2d's envs) and the sources (every env by id), so neither imports the other."""
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gymnasium_robotics
+    gym.register_envs(gymnasium_robotics)
+    return gymnasium_robotics
+
+
 def local_root() -> Path:
     """Root of locally generated non-Minari files (OGBench npz): $MODEBENCH_DATA or ~/.modebench/datasets."""
     return Path(os.environ.get("MODEBENCH_DATA", "~/.modebench/datasets")).expanduser()

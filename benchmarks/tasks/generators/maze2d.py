@@ -39,6 +39,7 @@ from modebench.benchmarks.tasks.generators.common import (
     GenerationResult,
     Timer,
     file_lock,
+    import_robotics,
     local_root,
     minari_dataset_dir,
     random_policy,
@@ -72,8 +73,6 @@ MAZES: dict[str, MazeSpec] = {
 
 
 def _register() -> None:
-    from modebench.benchmarks.tasks.sources import import_robotics
-
     import_robotics()
 
 
