@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
-from modebench.analysis import stats
+from modebench.analysis import facts, stats
 from modebench.analysis.records import (
     ScoreRule,
     damaged_in,
     default_root,
     describe_protocol,
     load_records,
+    method_order,
     protocols_in,
 )
 from modebench.benchmarks.store import atomic_write_bytes
@@ -29,7 +30,7 @@ def _summary(frame: pd.DataFrame, rule: ScoreRule, methods: Sequence[str] | None
     lines = [
         f"- {len(frame)} evaluation records from {runs} runs; {rule.describe()}.",
         f"- Protocols: {', '.join(protocols_in(frame))} (each shown on its own, never mixed).",
-        f"- Methods: {', '.join(sorted(frame['method'].unique()))}.",
+        f"- Methods: {', '.join(facts.display(m) for m in method_order(frame))}.",
         f"- Tasks: {', '.join(sorted(frame['task'].unique()))}.",
         (f"- Seeds: {', '.join(str(s) for s in sorted(frame['seed'].unique()))}; "
         f"training steps: {', '.join(str(s) for s in sorted(frame['total_steps'].dropna().astype(int).unique()))}."),

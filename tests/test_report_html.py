@@ -114,7 +114,7 @@ def report(tmp_path_factory) -> Path:
     root = build_methods_store(tmp_path_factory.mktemp("results"))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["report", "--root", str(root), "--html", "--reps", "100", "--formats", "png"]) == 0
+        assert main(["report", "--results", str(root), "--html", "--reps", "100", "--formats", "png"]) == 0
     page = root / "report.html"
     assert f"report: {page} (" in out.getvalue() and "one self-contained file" in out.getvalue(), out.getvalue()
     assert (root / "report.md").exists()
@@ -173,6 +173,7 @@ def test_report_says_what_each_cell_is_made_of_with_display_names(report):
     assert "<td>isep-fm</td>" not in row
     # display names in every table, the studies' included (online_budget_toy lists methods)
     assert 'data-table="controlled/online_budget_toy"' in text
+    assert "<li>Methods: BC, IQL, GEM, ISEP, ISEP-FM, DROL, FQL, LOM.</li>" in text
     plain = re.sub(r"<(t[dh])[^>]*>", r"<\1>", text)
     for method in METHODS:
         assert f"<th>{method}</th>" not in plain and f"<td>{method}</td>" not in plain
