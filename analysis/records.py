@@ -21,6 +21,13 @@ benchmarks/store.py) into one row per record:
 the final evaluation (default), the mean of the last k evaluations, or -- only when asked for by
 name -- the best one. The rule's description travels with every table and plot.
 
+Derived per record (`_derived`): eval_episodes (the field, else the length of the episode
+list), cell_steps / cell_episodes (the protocol's own length, `default_run`), commit (provenance,
+else git_revision), status ("non_finite" for a score that is not a finite number), normaliser_kind
+/ normaliser_key, unconverged_fits (fit phases that ended with converged false, marked on every
+record of the run). `by_length` splits the records into what the tables hold (runs of their
+cell's length) and what is listed apart; damaged files travel in `frame.attrs["damaged"]`.
+
 Everything here is decided from the records (and their run's config.json), never from today's
 code or suite files, so the same records give the same tables at any code revision. Fields an
 older record lacks (the store marks them, see benchmarks/store.py) are handled so:

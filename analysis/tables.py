@@ -15,6 +15,16 @@
 Every function takes `select_scores(...)` output (one row per run) and returns a `Table`;
 `build_tables` writes them all as Markdown, LaTeX and CSV. Std is the sample std (ddof = 1)
 over seeds; a cell with one seed prints no std.
+
+What a cell holds and says (docs/reading-results.md):
+- only runs of its protocol's own steps and evaluation episodes (records.by_length); the rest
+  are listed in `left_out_runs`, never averaged in; the header line (`Table.about`) states the
+  steps, episodes and that (n) counts runs;
+- failed runs (non-finite score) are counted, '(2, 1 failed)', and left out of every statistic;
+- bold / underline / significance marks only where every compared cell has >= 5 runs;
+- † the cell mixes git commits, § a run froze a fit phase unconverged, ‡ numbers on different
+  normalisers (a paper number on another normaliser than the row's gets no Δ); each table's
+  notes explain the markers it shows, and count the damaged records of its protocol.
 """
 
 from __future__ import annotations
