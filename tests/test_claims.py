@@ -94,6 +94,7 @@ def test_report_rows_from_hand_made_records(tmp_path):
     text = md.read_text()
     assert "| **GEM** rises statement |" in text and "`modebench claims --claims rises --seeds 3`" in text
     assert "known finding: a known finding" in text and HOLDS in text and INCONCLUSIVE in text
+    assert "| Could fail here |" in text and "unknown (record predates the field)" in text
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["claim"] for r in rows] == ["straddles", "rises"]
     assert {"paper", "where", "paper_says", "mean", "ci_low", "ci_high", "verdict", "command"} <= set(rows[0])
@@ -127,6 +128,17 @@ def test_catalogue_covers_every_method_and_the_known_findings():
     assert len(findings) == 4  # GEM no-pw Violation, ISEP-FM lam at w = 1, DROL spread beyond 16, LOM obstacle argmax
     for claim in CLAIMS:
         assert claim.runs and claim.paper and claim.where and claim.paper_says and claim.quantity
+        assert claim.could_fail.startswith(("yes", "no")) and len(claim.could_fail) > 4  # and says why
+    # issue 25: held to the papers' own numbers and settings
+    by_id = {c.id: c for c in CLAIMS}
+    assert by_id["drol-candidates-cover-modes"].expect.threshold == 0.0  # coverage minus Prop. 4.4's own bound
+    assert all(by_id[i].expect.to_dict() == {"op": ">=", "threshold": 0.0, "high": None}  # the theorems' inequality
+               for i in ("lom-greedy-mode-beats-behaviour", "lom-policy-beats-greedy-mode",
+                         "lom-greedy-mode-beats-behaviour-obstacle", "lom-policy-beats-greedy-mode-obstacle"))
+    assert {c.id for c in CLAIMS if c.ours} == {"isep-fm-lam-moves-flow-to-optimum", "drol-spread-rises-beyond-16"}
+    assert all(c.deviation for c in CLAIMS if c.ours)
+    assert by_id["gem-nll-gap-positive"].could_fail.startswith("no")
+    assert by_id["gem-score-plateaus-in-n"].runs["gem"].task == "toy/obstacle"  # GEM's anchor is not saturated there
     assert select_claims("drol") == [c for c in CLAIMS if c.method == "DROL"]
     with pytest.raises(Exception, match="unknown claim"):
         select_claims("no-such-claim")
@@ -145,7 +157,7 @@ def test_two_claims_end_to_end_into_a_temporary_store(tmp_path):
     ]
     for record in records:
         assert record["kind"] == "claim" and record["scale"] == "quick" and math.isfinite(record["value"])
-        assert record["command"] == f"modebench claims --claims {record['claim']} --seeds 2 --quick"
+        assert record["command"] == f"modebench claims --claims {record['claim']} --num-seeds 2 --quick"
         assert measurement_path(tmp_path, record["claim"], QUICK, record["seed"]).exists()
     gem = next(r for r in records if r["claim"] == "gem-no-pw-raises-violation")
     assert gem["value"] == pytest.approx(gem["details"]["violation no-pw"] - gem["details"]["violation GEM"])
@@ -160,8 +172,8 @@ def test_two_claims_end_to_end_into_a_temporary_store(tmp_path):
     # the command: a second run trains nothing (the store holds the runs), then renders every stored claim
     from modebench.cli import main
 
-    assert main(["claims", "--claims", "drol-spread-rises-with-k", "--seeds", "2", "--quick", "--jobs", "1",
-                 "--root", str(tmp_path)]) == 0
+    assert main(["claims", "--claims", "drol-spread-rises-with-k", "--num-seeds", "2", "--quick", "--jobs", "1",
+                 "--results", str(tmp_path)]) == 0
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
     rows = list(csv.DictReader((tmp_path / "claims.csv").open()))
     assert [r["claim"] for r in rows] == ["gem-no-pw-raises-violation", "drol-spread-rises-with-k"]

@@ -6,6 +6,11 @@ results. A claim that does not hold is reported with its numbers. Rows marked `f
 known findings of earlier sessions, measured again here. After a one-seed pilot, runs at a
 method's defaults moved from 1500 to the toy's 2000 updates (to be the bench's own runs) and the
 LCB claim gained the mean-disagreement row beside the outlier-rate row (0 in every arm).
+
+Held to the papers (issue 25): a threshold is the paper's own number where the paper gives one
+(stated in the row), the experiment runs where the quantity is not saturated (`could_fail` says
+whether it could have gone against the paper here), any setting that differs from the paper's is
+named (`deviation`), and a statement the paper does not make is marked `ours`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from modebench.benchmarks.tasks.toy import (
 from modebench.studies.claims.probes import coverage, coverage_bound, mode_shares
 from modebench.studies.claims.spec import Claim, Expect, Measurement, Run, Trial
 
-TIE = 2.0  # normalised-score points within which two policies count as equally good (evaluation noise)
 MODE_SHARE = 0.05  # a mode is used by a policy when at least this share of its actions lands in the mode
 K_CANDIDATES = 16  # DROL's default K (Table 2): the candidate-set size of the coverage probes
 DATA_SHARE_BOUND = coverage_bound([0.25] * 4, K_CANDIDATES)  # Prop. 4.4 if the actor kept the data's mode shares
@@ -35,6 +39,11 @@ GEM_RUNS = {  # GEM at the toy default N = 64
     "bc": Run("bc", "toy/four-goal", TOY_STEPS, episodes=1000),
     "iql": Run("iql", "toy/four-goal", TOY_STEPS, episodes=1000),
 }
+# GEM's anchor alone (N = 0) scores 100 on every toy task after the toy's 2000 updates (measured on the
+# bench's seed-0 checkpoints: four-goal, branch, obstacle, sparse-optimum), so a budget claim cannot rise
+# there. After 200 updates on toy/obstacle it scores 0-52 (seeds 0-2), leaving room for N to matter.
+GEM_BUDGET_STEPS = 200
+GEM_BUDGET = {"gem": Run("gem", "toy/obstacle", GEM_BUDGET_STEPS, episodes=50)}
 LOM_FOUR_GOAL = Run("lom", "toy/four-goal", TOY_STEPS, episodes=200)
 LOM_OBSTACLE = Run("lom", "toy/obstacle", TOY_STEPS, episodes=50)
 ISEP_FM = {  # the paper's lam against lam = 0 (CFGRL's value), same flow and budget
@@ -98,6 +107,21 @@ def _gem_lcb(statistic: str):
         return Measurement(d[f"{statistic} N=1024 lambda=1"] - d[f"{statistic} N=1024 lambda=0"], d)
 
     return measure
+
+
+# GEM Table 7 (all sweep runs): N = 0: 64.24, N = 64: 72.32, N = 1024: 72.79. The plateau, in the paper's
+# numbers: the gain from 64 to 1024 is 0.47 / 8.08 = 5.8% of the gain from 0 to 64.
+TABLE7 = {0: 64.24, 64: 72.32, 1024: 72.79}
+PLATEAU_SHARE = (TABLE7[1024] - TABLE7[64]) / (TABLE7[64] - TABLE7[0])
+
+
+def gem_plateau(trial: Trial) -> Measurement:
+    """PLATEAU_SHARE x gain(0 -> 64) - gain(64 -> 1024): >= 0 when the later gain is no larger a share
+    of the earlier one than in Table 7."""
+    s = {n: trial.score("gem", N=n) for n in (0, 64, 1024)}
+    early, late = s[64] - s[0], s[1024] - s[64]
+    return Measurement(PLATEAU_SHARE * early - late, {f"score N={n}": v for n, v in s.items()}
+                       | {"gain 0->64": early, "gain 64->1024": late})
 
 
 def _gem_budget(low: int, high: int):
@@ -180,17 +204,21 @@ def isep_selection(trial: Trial) -> Measurement:
                        {f"% between modes, {k}": v for k, v in shares.items()})
 
 
+DIVERGED_SCORE = -100.0  # a run the divergence guard stops: the paper's "catastrophic divergence"
+
+
 def isep_lambda(trial: Trial) -> Measurement:
-    """A run stopped by the divergence guard scores the task's random-policy return (0)."""
+    """The normalised score at lam = 0.7; a run the divergence guard stops counts as DIVERGED_SCORE
+    (it diverged, which is what the paper says)."""
     scores, diverged = {}, {}
     for name in ISEP_LAMBDA:
         try:
             scores[name] = float(trial.record(name)["normalized_score"])
             diverged[name] = 0.0
         except FloatingPointError:
-            scores[name], diverged[name] = 0.0, 1.0
+            scores[name], diverged[name] = DIVERGED_SCORE, 1.0
     details = {f"score {k}": v for k, v in scores.items()} | {f"diverged {k}": v for k, v in diverged.items()}
-    return Measurement(scores["isep lam=0.7"] - scores["isep lam=0.3"], details)
+    return Measurement(scores["isep lam=0.7"], details)
 
 
 def isep_fm_guidance(trial: Trial) -> Measurement:
@@ -202,12 +230,14 @@ def isep_fm_guidance(trial: Trial) -> Measurement:
 
 
 def drol_coverage(trial: Trial) -> Measurement:
+    """Coverage minus Prop. 4.4's bound 1 - sum_m (1 - p_m)^K at the candidates' own mode shares p_m."""
     probe = trial.probe(f"drol K={K_CANDIDATES}")
     obs, _ = probe.batch(trial.samples(1000))
     sets = probe.propose(obs, K_CANDIDATES)
     shares = mode_shares(sets, FourGoalBandit.GOALS, MODE_RADIUS)
-    return Measurement(coverage(sets, FourGoalBandit.GOALS, MODE_RADIUS), {
-        "Prop. 4.4 bound at the estimated p_m": coverage_bound(shares, K_CANDIDATES),
+    covered, bound = coverage(sets, FourGoalBandit.GOALS, MODE_RADIUS), coverage_bound(shares, K_CANDIDATES)
+    return Measurement(covered - bound, {
+        "share of sets covering every mode": covered, "Prop. 4.4 bound at the estimated p_m": bound,
         **{f"p_m goal {tuple(int(x) for x in goal)}": float(p) for goal, p in zip(FourGoalBandit.GOALS, shares)},
     })
 
@@ -245,6 +275,7 @@ CLAIMS: tuple[Claim, ...] = (
         paper_says="unimodal proposals blur separated hypotheses into in-between actions; GEM selects among modes",
         quantity="score(GEM, N=64) - max(score BC, score IQL), toy/four-goal, normalised points",
         expect=Expect(">", 0.0), runs=GEM_RUNS, measure=gem_selection,
+        could_fail="yes: BC and IQL score below 100 here (their mean action lands between the goals)",
     ),
     Claim(
         id="gem-no-pw-raises-violation", **_GEM, where="Table 5",
@@ -253,6 +284,7 @@ CLAIMS: tuple[Claim, ...] = (
         quantity="Violation(no-pw) - Violation(GEM), same checkpoint, N=64, toy/four-goal (share of episodes)",
         expect=Expect(">", 0.0), runs=GEM_RUNS, measure=_gem_support_ablation("violation"),
         finding="no-pw shows no higher Violation on four-goal",
+        could_fail="yes: the difference can be <= 0 (it is: Violation is 0 in both arms, a floor)",
     ),
     Claim(
         id="gem-no-pw-lowers-support", **_GEM, where="Table 5",
@@ -260,6 +292,7 @@ CLAIMS: tuple[Claim, ...] = (
         paper_says="SupportZ 1.25 (GEM) -> -0.90 (no pw)",
         quantity="SupportZ(no-pw) - SupportZ(GEM), same checkpoint, N=64, toy/four-goal",
         expect=Expect("<", 0.0), runs=GEM_RUNS, measure=_gem_support_ablation("support_z"),
+        could_fail="yes: SupportZ is continuous and unbounded in both arms",
     ),
     Claim(
         id="gem-lcb-lowers-outlier-rate", **_GEM, where="Sec. 3 (T4), App. C",
@@ -267,6 +300,7 @@ CLAIMS: tuple[Claim, ...] = (
         paper_says="larger N raises the chance of spuriously high Q; lambda Std reduces the chance such candidates win",
         quantity="% of selections whose ensemble std exceeds the 95th percentile at data actions, N=1024: lambda=1 minus lambda=0",
         expect=Expect("<", 0.0), runs=GEM_RUNS, measure=_gem_lcb("% above it"),
+        could_fail="yes, but it cannot hold where lambda = 0 already selects no outlier (a floor at 0%)",
     ),
     Claim(
         id="gem-lcb-lowers-disagreement", **_GEM, where="Sec. 3 (T4), App. C",
@@ -274,20 +308,28 @@ CLAIMS: tuple[Claim, ...] = (
         paper_says="LCB penalizes ensemble disagreement (Eq. 3: mean - lambda Std)",
         quantity="mean ensemble std of Q at the selected action, N=1024: lambda=1 minus lambda=0, toy/four-goal",
         expect=Expect("<", 0.0), runs=GEM_RUNS, measure=_gem_lcb("mean std"),
+        could_fail="yes: the mean std is continuous in both arms",
     ),
     Claim(
         id="gem-score-rises-with-n", **_GEM, where="Table 7",
-        statement="Score rises with the candidate budget N.",
-        paper_says="N=0: 64.24, N=64: 72.32 (+8.1)",
-        quantity="score(N=64) - score(N=0) (anchor only), same checkpoint, toy/four-goal",
-        expect=Expect(">", 0.0), runs=GEM_RUNS, measure=_gem_budget(0, 64),
+        statement="Score rises with the candidate budget N (N = 0 to 64).",
+        paper_says=f"N=0: {TABLE7[0]}, N=64: {TABLE7[64]} (+{TABLE7[64] - TABLE7[0]:.2f})",
+        quantity=f"score(N=64) - score(N=0) (anchor only), same checkpoint, toy/obstacle after {GEM_BUDGET_STEPS} updates",
+        expect=Expect(">", 0.0), runs=GEM_BUDGET, measure=_gem_budget(0, 64),
+        could_fail=f"yes: after {GEM_BUDGET_STEPS} updates the anchor alone scores below 100 (0-52 on seeds 0-2)",
+        deviation=(f"{GEM_BUDGET_STEPS} updates on toy/obstacle instead of the toy's 2000: after 2000 the anchor alone "
+                   "scores 100 on every toy task, where no budget can raise the score (the paper's anchor scores 64)"),
     ),
     Claim(
         id="gem-score-plateaus-in-n", **_GEM, where="Table 7",
-        statement="Beyond moderate N the score plateaus.",
-        paper_says="N=64: 72.32, N=1024: 72.79 (+0.47), N=2048: 73.41",
-        quantity=f"score(N=1024) - score(N=64), same checkpoint, toy/four-goal; plateau = within +-{TIE:g} points",
-        expect=Expect("between", -TIE, TIE), runs=GEM_RUNS, measure=_gem_budget(64, 1024),
+        statement="Beyond moderate N the score plateaus: N = 64 to 1024 adds little next to N = 0 to 64.",
+        paper_says=(f"N=0: {TABLE7[0]}, N=64: {TABLE7[64]}, N=1024: {TABLE7[1024]}: the gain 64->1024 is "
+                    f"{PLATEAU_SHARE:.1%} of the gain 0->64"),
+        quantity=(f"{PLATEAU_SHARE:.3f} x gain(N=0->64) - gain(N=64->1024), same checkpoint, toy/obstacle after "
+                  f"{GEM_BUDGET_STEPS} updates; >= 0 when the late gain is no larger a share than in Table 7"),
+        expect=Expect(">=", 0.0), runs=GEM_BUDGET, measure=gem_plateau,
+        could_fail="yes: both gains are free to move (the anchor is below 100, N=64 below 100 on seeds 1-2)",
+        deviation=f"{GEM_BUDGET_STEPS} updates on toy/obstacle, as gem-score-rises-with-n (the paper: its D4RL sweep)",
     ),
     Claim(
         id="gem-nll-gap-positive", **_GEM, where="Table 9 (Table 2)",
@@ -295,35 +337,41 @@ CLAIMS: tuple[Claim, ...] = (
         paper_says="positive on all 18 D4RL datasets (e.g. 1.37 halfcheetah-medium-replay, 42.7 antmaze-large-diverse)",
         quantity="NLL_top1 - NLL_gmm of the behaviour GMM on the dataset's actions, toy/four-goal (nats)",
         expect=Expect(">", 0.0), runs=GEM_RUNS, measure=gem_nll_gap,
+        could_fail=("no: a statement about the data (and GEM's behaviour fit), not about GEM's selection; four-goal "
+                    "has four modes by construction, so a mixture must beat its top component"),
     ),
     Claim(
         id="lom-greedy-mode-beats-behaviour", **_LOM, where="Theorem 1",
         statement="The greedy-mode policy is at least as good as the behaviour policy.",
         paper_says="J(pi_zeta_g) >= J(pi_b)",
-        quantity=f"score(greedy mode mean) - behaviour score (dataset episodes), toy/four-goal; 'at least' = within {TIE:g} points",
-        expect=Expect(">=", -TIE), runs={"lom": LOM_FOUR_GOAL}, measure=lom_theorem1,
+        quantity="score(greedy mode mean) - behaviour score (dataset episodes), toy/four-goal",
+        expect=Expect(">=", 0.0), runs={"lom": LOM_FOUR_GOAL}, measure=lom_theorem1,
+        could_fail="yes: the greedy mode can be a lower-value goal than the data's mix",
     ),
     Claim(
         id="lom-greedy-mode-beats-behaviour-obstacle", **_LOM, where="Theorem 1",
         statement="The greedy-mode policy is at least as good as the behaviour policy (sequential task, paper's all-modes argmax).",
         paper_says="J(pi_zeta_g) >= J(pi_b)",
-        quantity=f"score(greedy mode mean) - behaviour score, toy/obstacle (horizon 60); 'at least' = within {TIE:g} points",
-        expect=Expect(">=", -TIE), runs={"lom": LOM_OBSTACLE}, measure=lom_theorem1,
+        quantity="score(greedy mode mean) - behaviour score, toy/obstacle (horizon 60)",
+        expect=Expect(">=", 0.0), runs={"lom": LOM_OBSTACLE}, measure=lom_theorem1,
         finding="the all-modes argmax picks an empty mode on obstacle",
+        could_fail="yes: the behaviour scores below 100 and a mode can collide",
     ),
     Claim(
         id="lom-policy-beats-greedy-mode", **_LOM, where="Theorem 2",
         statement="The LOM policy is at least as good as the greedy-mode policy and the behaviour policy.",
         paper_says="J(pi_L) >= J(pi_zeta_g) >= J(pi_b)",
-        quantity=f"score(LOM) - max(score greedy mode, behaviour score), toy/four-goal; within {TIE:g} points",
-        expect=Expect(">=", -TIE), runs={"lom": LOM_FOUR_GOAL}, measure=lom_theorem2,
+        quantity="score(LOM) - max(score greedy mode, behaviour score), toy/four-goal",
+        expect=Expect(">=", 0.0), runs={"lom": LOM_FOUR_GOAL}, measure=lom_theorem2,
+        could_fail="yes: LOM's policy can score below its greedy mode",
     ),
     Claim(
         id="lom-policy-beats-greedy-mode-obstacle", **_LOM, where="Theorem 2",
         statement="The LOM policy is at least as good as the greedy-mode and behaviour policies (sequential task).",
         paper_says="J(pi_L) >= J(pi_zeta_g) >= J(pi_b)",
-        quantity=f"score(LOM) - max(score greedy mode, behaviour score), toy/obstacle; within {TIE:g} points",
-        expect=Expect(">=", -TIE), runs={"lom": LOM_OBSTACLE}, measure=lom_theorem2,
+        quantity="score(LOM) - max(score greedy mode, behaviour score), toy/obstacle",
+        expect=Expect(">=", 0.0), runs={"lom": LOM_OBSTACLE}, measure=lom_theorem2,
+        could_fail="yes: LOM's policy can score below either",
     ),
     Claim(
         id="lom-more-modes-help", **_LOM, where="Fig. 3",
@@ -332,21 +380,26 @@ CLAIMS: tuple[Claim, ...] = (
         quantity="score(M=5) - score(M=1), toy/four-goal (four data modes)",
         expect=Expect(">", 0.0), runs={"lom": LOM_FOUR_GOAL, "lom M=1": Run("lom", "toy/four-goal", TOY_STEPS, config={"num_modes": 1}, episodes=200)},
         measure=lom_modes,
+        could_fail="yes: M = 5 can score no better than M = 1",
     ),
     Claim(
         id="isep-fm-lam-moves-flow-to-optimum", **_ISEP, where="Sec. 4.5, Fig. 1",
-        statement="lam > 0 moves the policy's actions onto a sparse optimum the data barely covers (unguided flow, w = 0).",
-        paper_says="the interpolated value densifies high-reward regions beyond the data's support",
+        statement="lam > 0 moves the unguided flow's (w = 0) actions onto a sparse optimum the data barely covers.",
+        paper_says="the interpolated value densifies high-reward regions beyond the data's support (at the guidance it runs)",
         quantity="% of actions on the optimum, lam=0.3 minus lam=0, w=0, toy/sparse-optimum (percentage points)",
         expect=Expect(">", 0.0), runs=ISEP_FM, measure=_isep_fm_lam(0.0),
+        could_fail="yes: the share on the optimum is below 100% in both arms",
+        deviation="w = 0 (no guidance), a setting the paper never runs (its tables use w = 0.2-3)",
+        ours=True,
     ),
     Claim(
         id="isep-fm-lam-helps-at-default-guidance", **_ISEP, where="Sec. 4.5, Fig. 1",
-        statement="lam > 0 puts more actions on the sparse optimum at the default guidance w = 1.",
+        statement="lam > 0 puts more actions on the sparse optimum (ISEP-FM at guidance w = 1).",
         paper_says="the interpolated value densifies high-reward regions beyond the data's support",
         quantity="% of actions on the optimum, lam=0.3 minus lam=0, w=1, toy/sparse-optimum (percentage points)",
         expect=Expect(">", 0.0), runs=ISEP_FM, measure=_isep_fm_lam(1.0),
         finding="ISEP-FM: lam > 0 adds nothing at w = 1",
+        could_fail="yes: the share on the optimum is below 100% in both arms",
     ),
     Claim(
         id="isep-deterministic-collapses", **_ISEP, where="Sec. 5.3.3",
@@ -354,13 +407,16 @@ CLAIMS: tuple[Claim, ...] = (
         paper_says="standard deterministic averaging leads to mode collapse and invalid actions",
         quantity="% of evaluation actions in neither data mode, deterministic minus stochastic, Gaussian ISEP, toy/sparse-optimum",
         expect=Expect(">", 0.0), runs=ISEP_SELECTION, measure=isep_selection,
+        could_fail="yes: either variant can put its actions between the modes",
     ),
     Claim(
         id="isep-large-lam-diverges", **_ISEP, where="Sec. 5.3.1",
-        statement="Excessive optimism (lam around 0.5-0.7) diverges and scores badly.",
-        paper_says="large lam leads to catastrophic divergence and negative scores across all tasks",
-        quantity="score(lam=0.7) - score(lam=0.3), Gaussian ISEP, toy/obstacle (a diverged run scores 0)",
+        statement="Excessive optimism (lam = 0.7) diverges: negative scores.",
+        paper_says="excessive lam leads to catastrophic divergence and negative scores across all tasks",
+        quantity=(f"normalised score at lam=0.7, Gaussian ISEP, toy/obstacle (0 = the random policy; a run the "
+                  f"divergence guard stops counts {DIVERGED_SCORE:g})"),
         expect=Expect("<", 0.0), runs=ISEP_LAMBDA, measure=isep_lambda,
+        could_fail="yes: the score is free to land above 0 (the random policy) and no run need diverge",
     ),
     Claim(
         id="isep-fm-guidance-helps", **_ISEP, where="Sec. 3 (Eq. 7), App. C",
@@ -368,39 +424,48 @@ CLAIMS: tuple[Claim, ...] = (
         paper_says="guidance on the optimality token steers the flow toward high value (w = 0.2-3 in the tables)",
         quantity="score(w=1) - score(w=0), ISEP-FM lam=0.3, same checkpoint, toy/sparse-optimum",
         expect=Expect(">", 0.0), runs=ISEP_FM, measure=isep_fm_guidance,
+        could_fail="yes: the unguided flow scores below 100",
     ),
     Claim(
         id="drol-candidates-cover-modes", **_DROL, where="Prop. 4.4",
-        statement=f"K = {K_CANDIDATES} one-step candidates cover every data mode in most candidate sets.",
-        paper_says=f"P(all modes covered) >= 1 - sum_m (1 - p_m)^K; = {DATA_SHARE_BOUND:.2f} at the data's shares (p_m = 1/4, K = {K_CANDIDATES})",
-        quantity=f"share of K={K_CANDIDATES} one-step candidate sets with a candidate in each goal disc, toy/four-goal",
-        expect=Expect(">", 0.5), runs={f"drol K={K_CANDIDATES}": DROL_K[f"drol K={K_CANDIDATES}"]},
+        statement=f"K = {K_CANDIDATES} one-step candidate sets cover every data mode at least as often as Prop. 4.4's bound.",
+        paper_says=(f"P(all modes covered) >= 1 - sum_m (1 - p_m)^K; {DATA_SHARE_BOUND:.2f} at the data's shares "
+                    f"(p_m = 1/4, K = {K_CANDIDATES})"),
+        quantity=(f"share of K={K_CANDIDATES} one-step candidate sets with a candidate in each goal disc minus the bound "
+                  "at the candidates' own mode shares p_m, toy/four-goal"),
+        expect=Expect(">=", 0.0), runs={f"drol K={K_CANDIDATES}": DROL_K[f"drol K={K_CANDIDATES}"]},
         measure=drol_coverage,
+        could_fail="yes: coverage is below 1 and the bound is below 1 at the measured shares",
     ),
     Claim(
         id="drol-spread-rises-with-k", **_DROL, where="Sec. 5.3, Fig. 3",
         statement="Candidate spread rises with K (K = 4 to 16).",
-        paper_says="both the pairwise spread and the centroid divergence increase with K",
+        paper_says="Fig. 3 (K in {1, 4, 8, 16}): larger K increases candidate spread",
         quantity="candidate pairwise distance / d_a at the trained K, K=16 minus K=4, toy/four-goal",
         expect=Expect(">", 0.0), runs={k: DROL_K[k] for k in ("drol K=4", "drol K=16")},
         measure=_drol_diagnostic("diagnostics/candidate_pairwise_dist", 4, 16),
+        could_fail="yes: the spread is free in both arms",
     ),
     Claim(
         id="drol-spread-rises-beyond-16", **_DROL, where="Sec. 5.3, Fig. 3",
-        statement="Candidate spread keeps rising with K beyond the default (K = 16 to 64).",
-        paper_says="both the pairwise spread and the centroid divergence increase with K",
+        statement="Candidate spread keeps rising with K beyond the range Fig. 3 plots (K = 16 to 64).",
+        paper_says="Fig. 3 plots K in {1, 4, 8, 16} only; the paper says nothing of K = 64",
         quantity="candidate pairwise distance / d_a at the trained K, K=64 minus K=16, toy/four-goal",
         expect=Expect(">", 0.0), runs={k: DROL_K[k] for k in ("drol K=16", "drol K=64")},
         measure=_drol_diagnostic("diagnostics/candidate_pairwise_dist", 16, 64),
         finding="candidate spread rises with K only up to K = 16",
+        could_fail="yes: the spread is free in both arms",
+        deviation="K = 64 lies beyond Fig. 3's K in {1, 4, 8, 16}",
+        ours=True,
     ),
     Claim(
         id="drol-routed-bc-falls-with-k", **_DROL, where="Sec. 5.3, Fig. 3",
         statement="The routed BC loss falls as K grows.",
-        paper_says="the routed BC loss decreases with K",
+        paper_says="Fig. 3 (K in {1, 4, 8, 16}): larger K lowers routed BC loss",
         quantity="routed BC loss / d_a on the data, K=16 minus K=4, toy/four-goal",
         expect=Expect("<", 0.0), runs={k: DROL_K[k] for k in ("drol K=4", "drol K=16")},
         measure=_drol_diagnostic("diagnostics/bc_loss", 4, 16),
+        could_fail="yes: the loss is free in both arms",
     ),
     Claim(
         id="drol-winner-only-owns-modes", **_DROL, where="Prop. 4.1-4.2",
@@ -409,6 +474,7 @@ CLAIMS: tuple[Claim, ...] = (
         quantity=f"data modes holding >= {MODE_SHARE:.0%} of one-step actions, K={K_CANDIDATES} minus K=1 (of 4), toy/four-goal",
         expect=Expect(">", 0.0), runs={k: DROL_K[k] for k in ("drol K=1", f"drol K={K_CANDIDATES}")},
         measure=drol_winner_only,
+        could_fail="yes: K = 16 can use as few modes as K = 1",
     ),
 )
 

@@ -30,7 +30,8 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this sca
 RECORD_KIND = "claim"
 CSV_COLUMNS = [
     "claim", "method", "statement", "paper", "where", "paper_says", "quantity", "expected", "mean", "ci_low",
-    "ci_high", "n_seeds", "verdict", "finding", "details", "command", "scale", "git_revision",
+    "ci_high", "n_seeds", "verdict", "finding", "could_fail", "deviation", "ours", "details", "command", "scale",
+    "git_revision",
 ]
 
 
@@ -126,6 +127,9 @@ def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append({
             **{k: newest[k] for k in ("claim", "method", "statement", "paper", "where", "paper_says", "quantity", "finding",
                                         "command", "scale")},
+            # records written before these fields: unknown, shown as such
+            "could_fail": newest.get("could_fail", "unknown (record predates the field)"),
+            "deviation": newest.get("deviation", ""), "ours": bool(newest.get("ours", False)),
             "expected": describe(newest["expect"]),
             "mean": mean, "ci_low": low, "ci_high": high, "n_seeds": len(group),
             "verdict": verdict(low, high, newest["expect"]),
@@ -159,14 +163,20 @@ def render_markdown(table: pd.DataFrame) -> str:
         "**inconclusive at this scale** otherwise. Small nets and short runs: a verdict is about this scale.",
         f"Scale: {', '.join(scales)}" + ("  (QUICK: a smoke run, the numbers mean nothing)" if "quick" in scales else "") + ".",
         "",
-        "| Claim | Paper, where | Paper says | Quantity | Ours, 95% CI | Expected | Verdict | Reproduce |",
-        "|---|---|---|---|---|---|---|---|",
+        "A claim marked *(ours)* is not the paper's: an extrapolation kept as a probe. *Could fail* says whether",
+        "the quantity could have gone against the paper at this scale (a saturated quantity cannot);",
+        "*deviation* names where the experiment's settings differ from the paper's.",
+        "",
+        "| Claim | Paper, where | Paper says | Quantity | Ours, 95% CI | Expected | Verdict | Could fail here | Reproduce |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in table.iterrows():
-        claim = f"**{row['method']}** {row['statement']}" + (f" *(known finding: {row['finding']})*" if row["finding"] else "")
+        claim = (f"**{row['method']}** {row['statement']}" + (" *(ours)*" if row["ours"] else "")
+                 + (f" *(known finding: {row['finding']})*" if row["finding"] else ""))
+        quantity = row["quantity"] + (f" *Deviation: {row['deviation']}*" if row["deviation"] else "")
         lines.append(
-            f"| {claim} | {row['paper']}, {row['where']} | {row['paper_says']} | {row['quantity']} | {_ours(row)} "
-            f"| {row['expected']} | {row['verdict']} | `{row['command']}` |"
+            f"| {claim} | {row['paper']}, {row['where']} | {row['paper_says']} | {quantity} | {_ours(row)} "
+            f"| {row['expected']} | {row['verdict']} | {row['could_fail']} | `{row['command']}` |"
         )
     lines += ["", "## The numbers behind each row (means over seeds)", ""]
     for _, row in table.iterrows():

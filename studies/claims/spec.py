@@ -80,12 +80,20 @@ class Claim:
     runs: dict[str, Run]
     measure: Callable[[Trial], Measurement]
     finding: str = ""  # set when the row reports a known finding of earlier sessions
+    could_fail: str = ""  # whether the quantity can go against the paper at this scale (not saturated), and why
+    deviation: str = ""  # where the experiment's settings differ from the paper's, and why
+    ours: bool = False  # a statement the paper does not make (an extrapolation of ours), kept as a probe
+
+    def __post_init__(self) -> None:
+        if not self.could_fail.startswith(("yes", "no")):
+            raise ConfigError(f"claim {self.id}: could_fail must start with 'yes' or 'no' and say why")
 
     def metadata(self) -> dict[str, Any]:
         return {
             "claim": self.id, "method": self.method, "statement": self.statement, "paper": self.paper,
             "where": self.where, "paper_says": self.paper_says, "quantity": self.quantity,
-            "expect": self.expect.to_dict(), "finding": self.finding,
+            "expect": self.expect.to_dict(), "finding": self.finding, "could_fail": self.could_fail,
+            "deviation": self.deviation, "ours": self.ours,
         }
 
 
