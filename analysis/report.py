@@ -26,7 +26,8 @@ def _rel(path: Path, start: Path) -> str:
 
 def _summary(frame: pd.DataFrame, rule: ScoreRule, methods: Sequence[str] | None = None) -> list[str]:
     runs = frame["run_id"].nunique()
-    revisions = sorted(set(frame["git_revision"].dropna().astype(str)))
+    commits = frame["commit"] if "commit" in frame else frame["git_revision"]  # provenance's commit, else the older field
+    revisions = sorted(set(commits.dropna().astype(str)) - {"unknown"})
     lines = [
         f"- {len(frame)} evaluation records from {runs} runs; {rule.describe()}.",
         f"- Protocols: {', '.join(protocols_in(frame))} (each shown on its own, never mixed).",
@@ -35,7 +36,7 @@ def _summary(frame: pd.DataFrame, rule: ScoreRule, methods: Sequence[str] | None
         (f"- Seeds: {', '.join(str(s) for s in sorted(frame['seed'].unique()))}; "
         f"training steps: {', '.join(str(s) for s in sorted(frame['total_steps'].dropna().astype(int).unique()))}."),
         f"- Code revisions: {', '.join(revisions) or 'unknown'}"
-        + (" -- more than one: results from different code are mixed." if len(revisions) > 1 else "")
+        + (" -- more than one: results from different code are mixed (tables mark such cells †)." if len(revisions) > 1 else "")
         + (" -- uncommitted changes (+dirty)." if any(r.endswith("+dirty") for r in revisions) else ""),
         f"- Devices: {', '.join(sorted(frame['device'].dropna().astype(str).unique()))}.",
     ]
