@@ -53,6 +53,11 @@ def test_plugin_contract(name):
     if cls.can_propose:
         proposals = algo.propose(obs, 5)
         assert proposals.shape == (7, 5, ACT) and proposals.abs().max() <= 1.0 + 1e-6
+    if cls.can_select:  # scores any method's candidates (benchmarks/run/compose.py): its own here
+        candidates = algo.selection_candidates(algo, obs, t, knobs, knobs)
+        assert candidates.dim() == 3 and candidates.shape[0] == 7 and candidates.shape[2] == ACT
+        picked = algo.select(obs, t, candidates, knobs).actions
+        assert picked.shape == (7, ACT) and ((candidates - picked.unsqueeze(1)).abs().sum(-1) < 1e-6).any(-1).all()
     buffer = io.BytesIO()
     torch.save(algo.state_dict(), buffer)
     buffer.seek(0)
@@ -145,3 +150,40 @@ def test_methods_command_prints_each_fields_help_default_and_source(capsys):
     assert "  lcb_lambda = 0.0  [preset gem-no-lcb]  lambda, pessimism of LCB = mean - lambda std (Eq. 3)" in out
     assert "  expectile = 0.7  [default]  tau of the expectile value loss (Eq. 65)" in out and "(in (0.0, 1.0))" in out
     assert "anchor = mode  [default]" in out and "(one of ['mode', 'off', 'bary'])" in out
+
+
+def test_the_registry_is_built_from_the_methods_file():
+    """Every method and preset of algorithms/methods.yaml is registered, presets after their method."""
+    import yaml
+    from modebench.algorithms.registry import METHODS_FILE, base_method
+
+    declared = yaml.safe_load(METHODS_FILE.read_text())
+    expected = [n for name, spec in declared.items() for n in [name, *(spec.get("presets") or {})]]
+    assert list(METHODS) == expected
+    for name, spec in declared.items():
+        assert METHODS[name].is_base and METHODS[name].target == spec["class"]
+        for preset in spec.get("presets") or {}:
+            assert base_method(preset) == name and METHODS[preset].target == spec["class"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bc: {class: 'm:BC', description: d, display: BC, color: '#000', policy_class: gaussian, colour: red}\n",
+     r"methods.yaml: method 'bc': unknown key\(s\) \['colour'\]"),
+    ("bc: {class: 'm:BC', description: d, display: BC, policy_class: gaussian}\n", r"method 'bc': missing key\(s\) \['color'\]"),
+    ("bc: {class: m.BC, description: d, display: BC, color: '#000', policy_class: gaussian}\n", r"must be module:Class"),
+    ("bc: {class: 'm:BC', description: d, display: BC, color: '#000', policy_class: gaussian, presets: {bc: {}}}\n",
+     r"preset 'bc' of 'bc': missing key"),
+    (("bc: {class: 'm:BC', description: d, display: BC, color: '#000', policy_class: gaussian,\n"
+     "     presets: {bc: {description: d, display: B, color: '#111'}}}\n"), r"method 'bc' is declared twice"),
+    (("bc: {class: 'm:BC', description: d, display: BC, color: '#000', policy_class: gaussian,\n"
+     "     presets: {bc-x: {description: d, display: B, color: '#111', knob: {}}}}\n"), r"preset 'bc-x' of 'bc': unknown key"),
+])
+def test_a_malformed_methods_file_is_one_line_naming_the_entry(tmp_path, text, message):
+    from modebench.algorithms.config import ConfigError
+    from modebench.algorithms.registry import load_methods
+
+    path = tmp_path / "methods.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_methods(path)
+    assert "\n" not in str(err.value)
