@@ -27,13 +27,13 @@ mutants: setup  ## one-line mutants of algorithms/ against the fast tests, in a 
 	$(PY) tools/mutants.py
 
 bench: setup  ## train + evaluate every method on every task of SUITE, print the table
-	$(VENV)/bin/modebench bench --suite $(SUITE) --seeds $(SEEDS) --jobs $(JOBS)
+	$(VENV)/bin/modebench bench --suite $(SUITE) --num-seeds $(SEEDS) --jobs $(JOBS)
 
 docs: setup  ## regenerate docs/run-settings.md (every method x suite, both protocols, each value's source)
 	$(PY) -m modebench.benchmarks.run.protocols --write-docs
 
 claims: setup  ## each paper's mechanism claims measured on the toy suite -> results/claims.md, results/claims.csv
-	$(VENV)/bin/modebench claims --seeds $(SEEDS) --jobs $(JOBS)
+	$(VENV)/bin/modebench claims --num-seeds $(SEEDS) --jobs $(JOBS)
 
 lint: setup
 	$(PY) -m ruff check algorithms benchmarks sweeps analysis modebench perf tools tests
@@ -66,8 +66,8 @@ datasets: setup  ## download a suite's datasets (needs network)
 generate: setup  ## build a local suite's datasets offline
 	$(VENV)/bin/modebench datasets generate --suite $(SUITE)
 
-sweep: setup  ## run a grid under Ray Tune: make sweep GRID=... [ADDRESS=auto] [SEEDS=0,1,2] [RESUME=1] [OUT=dir]
-	$(VENV)/bin/modebench sweep $(GRID) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RESUME),--resume) $(if $(OUT),--out $(OUT))
+sweep: setup  ## run a grid under Ray Tune: make sweep GRID=... [ADDRESS=auto] [SEEDS=0,1,2 (a list)] [RESUME=1] [OUT=dir]
+	$(VENV)/bin/modebench sweep $(GRID) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(filter command line environment,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RESUME),--resume) $(if $(OUT),--results $(OUT))
 
 tables: setup  ## paper-layout tables from stored records only -> results/tables/<protocol>/ (+ profile/)
 	$(VENV)/bin/modebench tables

@@ -75,7 +75,8 @@ def seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated seeds, e.g. 0,1,2")
     seeds = [seed_value(v) for v in items]
     if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"{text!r}: a seed is given twice")
+        twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be distinct ({', '.join(map(str, twice))} given twice)")
     return seeds
 
 

@@ -53,7 +53,7 @@ def _train(task: str, m: int, seed: int, steps: int, out: str, sets: list[str],
            eval_episodes: int | None) -> tuple[str, int, int, int]:
     cmd = [
         sys.executable, "-m", "modebench.cli", "train", "--algo", "gem", "--task", task, "--steps", str(steps),
-        "--seed", str(seed), "--set", f"num_q={m}", "--out", out, "--no-progress",
+        "--seed", str(seed), "--set", f"num_q={m}", "--results", out, "--no-progress",
     ]
     if eval_episodes:
         cmd += ["--eval-episodes", str(eval_episodes)]

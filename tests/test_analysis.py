@@ -504,7 +504,7 @@ def test_cli_tables_report_and_errors(store, tmp_path, capsys):
     from modebench.cli import main
 
     out = tmp_path / "tables"
-    assert main(["tables", "--root", str(store), "--out", str(out), "--reps", "200"]) == 0
+    assert main(["tables", "--results", str(store), "--output-dir", str(out), "--reps", "200"]) == 0
     out = out / "controlled"
     for stem in ("main_gem_layout", "main_drol_layout", "main_lom_layout", "aggregates", "probability_of_improvement",
                  "ablations_gem", "ablation_deltas_gem", "nll_gap"):
@@ -519,16 +519,16 @@ def test_cli_tables_report_and_errors(store, tmp_path, capsys):
         for method, score in (("gem", gem), ("iql", iql)):
             RunStore(root, f"{method}-{seed}").write_record(
                 _record(method, "toy/four-goal", seed, 1000, score, {}, IQL_CONFIG, "train"))
-    assert main(["report", "--root", str(root), "--reps", "200", "--formats", "png,pdf"]) == 0
+    assert main(["report", "--results", str(root), "--reps", "200", "--formats", "png,pdf"]) == 0
     report = (root / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
     assert "plots/controlled/aggregates_toy.png" in links and "tables/controlled/main_gem_layout.md" in links
     for link in links:
         assert (root / link).exists(), link
     assert "| four-goal | toy refs | 65.00 ± 7.07 (2) |" in report  # iql: mean of 60, 70; sample std 7.07
-    assert main(["tables", "--root", str(root), "--score", "max"]) == 2
+    assert main(["tables", "--results", str(root), "--score", "max"]) == 2
     assert "--score 'max'" in capsys.readouterr().err
-    assert main(["tables", "--root", str(tmp_path / "empty"), "--reps", "10"]) == 0
+    assert main(["tables", "--results", str(tmp_path / "empty"), "--reps", "10"]) == 0
     assert "no evaluation records" in capsys.readouterr().out
 
 

@@ -74,7 +74,7 @@ def test_a_sweep_survives_the_loss_of_a_worker_node(tmp_path, monkeypatch):
         nodes = [cluster.add_node(num_cpus=1, temp_dir=ray_tmp) for _ in range(2)]  # one trial at a time on each
         t_cluster = time.monotonic()
         driver = subprocess.Popen(
-            [sys.executable, "-m", "modebench.cli", "sweep", str(grid), "--address", cluster.address, "--out", str(root),
+            [sys.executable, "-m", "modebench.cli", "sweep", str(grid), "--address", cluster.address, "--results", str(root),
              "--quiet"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

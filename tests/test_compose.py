@@ -122,7 +122,7 @@ def test_eval_select_with_writes_records_naming_both_checkpoints(runs, capsys):
     out, r = runs
     drol, gem = r["drol"], r["gem"]
     assert main(["eval", "--checkpoint", str(drol.checkpoint), "--select-with", str(gem.checkpoint),
-                 "--knob", "N=0,4", "--knob", "lambda=0.5", "--knob", "w_end=0.2", "--knob", "k_smooth=2", "--episodes", "6", "--device", "cpu"]) == 0
+                 "--knob", "N=0,4", "--knob", "lambda=0.5", "--knob", "w_end=0.2", "--knob", "k_smooth=2", "--eval-episodes", "6", "--device", "cpu"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if "normalized_score" in x]
     assert len(lines) == 2 and all(x.split("normalized_score ")[1].split()[0] for x in lines)
     records = sorted((r for r in _records(out, drol.run_dir.name) if r["source"] == "select"), key=lambda r: r["selection"]["knobs"]["N"])

@@ -257,7 +257,7 @@ ROWS = [
     Fault("unknown device", [*TRAIN, "--device", "gpu"], 2, "unknown device 'gpu'"),
     Fault("negative seed", [*TRAIN, "--seed", "-1"], 2, "seed -1 is out of range"),
     Fault("seed beyond 32 bits", [*TRAIN, "--seed", "4294967296"], 2, "out of range"),
-    Fault("seed given twice", [*TRAIN, "--seeds", "0,0"], 2, "a seed is given twice"),
+    Fault("seed given twice", [*TRAIN, "--seeds", "0,0"], 2, "seeds must be distinct (0 given twice)"),
     Fault("non-integer seed", [*TRAIN, "--seeds", "0,x"], 2, "seed 'x' is not an integer"),
     Fault("zero steps", [*TRAIN, "--steps", "0"], 2, "must be an integer >= 1, got 0"),
     Fault("episodes beyond memory", [*TRAIN, "--eval-episodes", "100000000"], 2, "in [1, 10000]"),

@@ -190,7 +190,7 @@ def train_argv(dataset: Path, out: Path, extra: tuple[str, ...] = ()) -> list[st
     options = {"--env": "Pendulum-v1", "--ref-min": "0", "--ref-max": "1"}
     for flag, value in zip(extra[::2], extra[1::2]):
         options[flag] = value
-    argv = ["train", "--algo", "bc", "--dataset", str(dataset), "--steps", "10", "--out", str(out), "--no-progress"]
+    argv = ["train", "--algo", "bc", "--dataset", str(dataset), "--steps", "10", "--results", str(out), "--no-progress"]
     for flag, value in options.items():
         argv += [flag, value]
     return argv
@@ -347,7 +347,7 @@ def test_malformed_minari_dataset_is_one_line_naming_it(case, minari_folder, tmp
     shutil.copytree(minari_folder, folder)
     case.write(folder)
     out = tmp_path / "results"
-    line = run_cli(["train", "--algo", "bc", "--dataset", str(folder), "--steps", "10", "--out", str(out), "--no-progress"], capsys)
+    line = run_cli(["train", "--algo", "bc", "--dataset", str(folder), "--steps", "10", "--results", str(out), "--no-progress"], capsys)
     assert str(folder) in line
     for part in case.expect:
         assert part in line, line
@@ -361,7 +361,7 @@ def test_malformed_minari_dataset_by_id_is_one_line_naming_it(minari_folder, tmp
     (root / "modebench-test" / "malformed-v0" / "data" / "main_data.hdf5").write_bytes(b"\x89HDF")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     out = tmp_path / "results"
-    line = run_cli(["train", "--algo", "bc", "--dataset", "modebench-test/malformed-v0", "--steps", "10", "--out", str(out),
+    line = run_cli(["train", "--algo", "bc", "--dataset", "modebench-test/malformed-v0", "--steps", "10", "--results", str(out),
                     "--no-progress"], capsys)
     assert "malformed-v0" in line and "cannot read the Minari dataset" in line, line
     assert_nothing_written(out)
@@ -421,7 +421,7 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
     runs = {}
     for steps in ("10", "12"):
         with redirect_stdout(io.StringIO()):
-            assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", steps, "--out", str(root),
+            assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", steps, "--results", str(root),
                          "--eval-episodes", "2", "--no-progress"]) == 0
         runs[steps] = next(p for p in (root / "runs").iterdir() if p.name not in {r.name for r in runs.values()})
     return runs
@@ -500,9 +500,9 @@ def test_malformed_checkpoint_is_one_line_naming_it(kind, damage, command, expec
     records_before = sorted(p.name for p in (run / "records").iterdir())
     checkpoint = run / "checkpoint.pt"
     if command == "eval":
-        argv = ["eval", "--checkpoint", str(checkpoint), "--episodes", "2"]
+        argv = ["eval", "--checkpoint", str(checkpoint), "--eval-episodes", "2"]
     else:  # the run's own command again: it resumes from the (damaged) checkpoint in its folder
-        argv = ["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "10", "--out", str(tmp_path),
+        argv = ["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "10", "--results", str(tmp_path),
                 "--eval-episodes", "2", "--no-progress"]
     line = run_cli(argv, capsys)
     assert line.startswith(f"modebench {command}: error: {checkpoint}"), line

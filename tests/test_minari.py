@@ -51,7 +51,7 @@ def test_load_minari_by_id_and_path(local_minari):
 
 def test_train_on_any_minari_dataset(local_minari, tmp_path, capsys):
     code = main(["train", "--algo", "bc", "--dataset", "modebench-local/obstacle-expert-v0", "--steps", "40",
-                 "--out", str(tmp_path / "res"), "--eval-episodes", "4", "--no-progress"])
+                 "--results", str(tmp_path / "res"), "--eval-episodes", "4", "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("normalized_score ")

@@ -258,7 +258,7 @@ def new_dataset(tmp_path, monkeypatch):
 
 def test_ten_thousand_update_lom_on_a_new_dataset_is_refused_in_one_line(new_dataset, tmp_path, capsys):
     out = tmp_path / "results"
-    code = main(["train", "--algo", "lom", "--dataset", new_dataset, "--steps", "10000", "--out", str(out), "--no-progress"])
+    code = main(["train", "--algo", "lom", "--dataset", new_dataset, "--steps", "10000", "--results", str(out), "--no-progress"])
     err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if " note: " not in line)
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "MDN fit phase (mdn_steps=200000)" in err and "use --set mdn_steps=2000 (" in err and "any N <= 9999" in err
@@ -268,7 +268,7 @@ def test_ten_thousand_update_lom_on_a_new_dataset_is_refused_in_one_line(new_dat
 def test_lom_on_a_new_dataset_trains_the_policy_once_the_mdn_fits(new_dataset, tmp_path, capsys):
     """The fix the message names: a shorter MDN phase; the policy then trains (tiny nets, 30 updates)."""
     out = tmp_path / "results"
-    code = main(["train", "--algo", "lom", "--dataset", new_dataset, "--steps", "30", "--out", str(out),
+    code = main(["train", "--algo", "lom", "--dataset", new_dataset, "--steps", "30", "--results", str(out),
                  "--set", "mdn_steps=10", "--set", "hidden_dims=16,16", "--set", "mdn_hidden_dims=16,16",
                  "--eval-episodes", "1", "--no-progress"])
     assert code == 0, capsys.readouterr().err

@@ -167,7 +167,7 @@ def test_modebench_train_seeds_trains_one_run_folder_per_seed(tmp_path, capsys):
     from modebench.cli import main
 
     status = main(["train", "--algo", "bc", "--task", "toy/four-goal", "--seeds", "3,5", "--steps", "40",
-                   "--eval-episodes", "5", "--no-progress", "--out", str(tmp_path)])
+                   "--eval-episodes", "5", "--no-progress", "--results", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "seed 3:" in out and "seed 5:" in out
@@ -176,7 +176,7 @@ def test_modebench_train_seeds_trains_one_run_folder_per_seed(tmp_path, capsys):
         (record,) = [p for p in (tmp_path / "runs" / run_id / "records").glob("*.json")]
         assert f'"seed": {seed}' in record.read_text()
     for bad, why in (("0,0", "distinct"), ("0,x", "integer")):
-        assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--seeds", bad, "--out", str(tmp_path)]) == 2
+        assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--seeds", bad, "--results", str(tmp_path)]) == 2
         assert why in capsys.readouterr().err
 
 

@@ -263,7 +263,7 @@ def test_profile_harness_times_every_registered_base_method_into_profile_records
 def test_profile_knob_option_and_cli_errors(tmp_path, capsys):
     from modebench.cli import main
 
-    args = ["profile", "--out", str(tmp_path), "--methods", "isep-fm", "--batch-sizes", "1", "--repeats", "2",
+    args = ["profile", "--results", str(tmp_path), "--methods", "isep-fm", "--batch-sizes", "1", "--repeats", "2",
             "--warmup", "0", "--devices", "cpu"]
     assert main(args + ["--knob", "w=1"]) == 0
     records = list(iter_records(tmp_path, "profile"))
@@ -272,9 +272,9 @@ def test_profile_knob_option_and_cli_errors(tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ["--knob", "lambda_typo=3"]) == 2
     assert "--knob lambda_typo: no profiled method has such a knob" in capsys.readouterr().err
-    assert main(["profile", "--methods", "nope", "--out", str(tmp_path)]) == 2
+    assert main(["profile", "--methods", "nope", "--results", str(tmp_path)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
-    assert main(["profile", "--batch-sizes", "0", "--out", str(tmp_path)]) == 2
+    assert main(["profile", "--batch-sizes", "0", "--results", str(tmp_path)]) == 2
     assert "--batch-sizes '0'" in capsys.readouterr().err
 
 

@@ -133,7 +133,7 @@ def test_cluster_recipes_run_the_gem_table1_grid_on_shared_storage():
     assert any("/mnt/shared" in c and "mount" in c for c in cluster["initialization_commands"])
     assert "-v /mnt/shared:/mnt/shared" in cluster["docker"]["run_options"]
     header = (REPO / "sweeps/cluster/aws-gpu.yaml").read_text()
-    assert "modebench sweep gem_table1 --address auto --out /mnt/shared/results --resume" in header
+    assert "modebench sweep gem_table1 --address auto --results /mnt/shared/results --resume" in header
 
     job = yaml.safe_load((REPO / "sweeps/cluster/rayjob-gem-table1.yaml").read_text())
     pvc = yaml.safe_load((REPO / "sweeps/cluster/shared-pvc.yaml").read_text())
@@ -143,10 +143,10 @@ def test_cluster_recipes_run_the_gem_table1_grid_on_shared_storage():
     assert argv[0] == "modebench" and args.grid == "gem_table1" and args.address == "auto" and args.resume
     spec = job["spec"]["rayClusterSpec"]
     pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
-    for pod in pods:  # every pod mounts the shared claim where --out points
+    for pod in pods:  # every pod mounts the shared claim where --results points
         claim = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
         mounts = {m["mountPath"]: claim[m["name"]] for m in pod["containers"][0]["volumeMounts"]}
-        assert any(args.out.startswith(path) and name == pvc["metadata"]["name"] for path, name in mounts.items())
+        assert any(args.results.startswith(path) and name == pvc["metadata"]["name"] for path, name in mounts.items())
     gpus = [g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu") for g in spec["workerGroupSpecs"]]
     assert all(gpus) and load_grid("gem_table1").resources["gpu"] > 0
 
@@ -200,7 +200,7 @@ def test_sweep_protocol_flag_overrides_the_grid_and_keeps_its_own_state(tmp_path
 
     from modebench.cli import main
 
-    assert main(["sweep", "ci_toy", "--protocol", "published", "--dry-run", "--out", str(tmp_path)]) == 2
+    assert main(["sweep", "ci_toy", "--protocol", "published", "--dry-run", "--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no published protocol on toy/four-goal" in err and "--protocol controlled" in err
     lines: list[str] = []
@@ -663,7 +663,7 @@ def test_ci_grid_under_ray_survives_a_dead_trial_and_a_killed_driver(tmp_path):
     root = tmp_path / "results"
     tag = f"MODEBENCH_TEST_TAG={uuid.uuid4().hex}"
     env = {**os.environ, "MODEBENCH_TEST_TAG": tag.split("=", 1)[1], "PYTHONUNBUFFERED": "1"}
-    command = [*MODEBENCH, "sweep", "ci_toy", "--out", str(root), "--quiet"]
+    command = [*MODEBENCH, "sweep", "ci_toy", "--results", str(root), "--quiet"]
     trials = plan_grid(load_grid("ci_toy"), root)
     assert len(trials) == 2 and all(len(t.runs) == 2 for t in trials)
     final = {r.run_id: r for t in trials for r in t.runs}

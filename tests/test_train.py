@@ -107,7 +107,7 @@ def test_bad_config_values_are_refused(results_root):
 
 def test_cli_train_contract(results_root, capsys):
     code = main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "30", "--seed", "0",
-                 "--out", str(results_root), "--eval-episodes", "3", "--no-progress"])
+                 "--results", str(results_root), "--eval-episodes", "3", "--no-progress"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     name, value = lines[-1].split()
@@ -121,7 +121,7 @@ def test_cli_errors_are_one_line_not_tracebacks(capsys):
     assert main(["bench", "--suite", "nosuch"]) == 2
     assert "valid suites" in capsys.readouterr().err
     assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "0"]) == 2
-    assert "--steps must be >= 1" in capsys.readouterr().err
+    assert "argument --steps: must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_missing_minari_dataset_offline_says_what_to_do(tmp_path, monkeypatch, capsys):
@@ -173,9 +173,10 @@ def test_a_run_is_resolved_once_into_a_frozen_spec_that_names_its_folder(tmp_pat
 def test_unknown_protocol_is_a_one_line_error(capsys):
     assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--protocol", "nope"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "modebench train: error: unknown protocol 'nope'; valid: controlled, published"
-    assert main(["bench", "--suite", "toy", "--protocol", "nope", "--seeds", "1"]) == 2
-    assert "unknown protocol 'nope'" in capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.startswith("modebench train: error: argument --protocol: invalid choice 'nope' (choose from controlled, published)")
+    assert main(["bench", "--suite", "toy", "--protocol", "nope", "--num-seeds", "1"]) == 2
+    assert "invalid choice 'nope'" in capsys.readouterr().err
 
 
 def test_records_say_whether_the_run_is_the_suite_default_and_carry_diagnostics(tmp_path):
@@ -220,10 +221,10 @@ def test_optional_metric_sinks_need_their_package(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(builtins, "__import__", no_sinks)
     for sink in ("tensorboard", "wandb"):
-        assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--out", str(tmp_path),
+        assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--results", str(tmp_path),
                      "--log", sink, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"modebench train: error: --log {sink} needs the {sink} package: pip install 'modebench-rl[{sink}]'"
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/checkpoint.pt"))  # refused before training
     assert main(["train", "--algo", "bc", "--task", "toy/four-goal", "--steps", "5", "--log", "mlflow"]) == 2
-    assert "unknown --log ['mlflow']; valid: tensorboard, wandb" in capsys.readouterr().err
+    assert "argument --log: invalid choice 'mlflow' (choose from tensorboard, wandb)" in capsys.readouterr().err

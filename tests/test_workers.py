@@ -94,8 +94,8 @@ def test_bench_skips_a_run_another_process_writes(tmp_path, capsys):
     spec = resolve_run("bc", "toy/four-goal", steps=30, seed=0)
     holder = _hold_lock(tmp_path, spec.run_id)
     try:
-        status = main(["bench", "--suite", "toy", "--methods", "bc", "--tasks", "four-goal", "--seeds", "2",
-                       "--steps", "30", "--jobs", "1", "--out", str(tmp_path)])
+        status = main(["bench", "--suite", "toy", "--methods", "bc", "--tasks", "four-goal", "--num-seeds", "2",
+                       "--steps", "30", "--jobs", "1", "--results", str(tmp_path)])
     finally:
         holder.kill()
         holder.wait()
@@ -117,8 +117,8 @@ def test_killed_bench_leaves_no_worker_and_a_rerun_completes_only_what_is_missin
     parent), no run folder's writer lock is still held, and the same command run again trains
     only the unfinished runs, leaving each run with its one record."""
     seeds, steps, tasks = 2, 200, ("four-goal", "branch", "sparse-optimum", "obstacle")
-    bench = ["bench", "--suite", "toy", "--methods", "bc", "--tasks", ",".join(tasks), "--seeds", str(seeds),
-             "--steps", str(steps), "--jobs", "2", "--out", str(tmp_path)]
+    bench = ["bench", "--suite", "toy", "--methods", "bc", "--tasks", ",".join(tasks), "--num-seeds", str(seeds),
+             "--steps", str(steps), "--jobs", "2", "--results", str(tmp_path)]
     runs = {resolve_run("bc", f"toy/{task}", steps=steps, seed=s).run_id for task in tasks for s in range(seeds)}
     total = len(runs)
     driver = subprocess.Popen([*MODEBENCH, *bench], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
