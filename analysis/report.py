@@ -79,7 +79,9 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
         if html:
             from modebench.analysis.report_html import write_html_report
 
-            return write_html_report(root, frame, rule, [], [], [lines[-1].replace("`", "")], [])
+            page = write_html_report(root, frame, rule, [], [], [lines[-1].replace("`", "")], [])
+            log(f"report: {page} (empty store)")
+            return page
         return report
     tables = build_tables(root, rule=rule, methods=methods, reps=reps, seed=seed, frame=frame, study_tables=study_tables,
                           log=collect)

@@ -27,10 +27,11 @@ from modebench.analysis.records import (
     ScoreRule,
     describe_protocol,
     main_runs,
+    method_order,
     protocols_in,
     select_scores,
 )
-from modebench.benchmarks.store import atomic_write_bytes
+from modebench.benchmarks.store import atomic_write_bytes, read_record
 
 MAIN_TABLES = (("main_gem_layout", "Scores per task"), ("aggregates", "Aggregate scores"))
 PROVENANCE_KEYS = ("git_commit", "git_dirty", "modebench", "python", "torch", "numpy", "gymnasium", "mujoco", "minari",
@@ -77,11 +78,11 @@ def _table(fragment: Path, key: str) -> str:
         f'data-table="{fragment.stem}"', f'data-table="{escape(key)}"', 1) + "</div>"
 
 
-def _cells(frame: pd.DataFrame, rule: ScoreRule, key: str) -> str:
+def _cells(frame: pd.DataFrame, rule: ScoreRule, key: str, provenances: dict[str, dict]) -> str:
     """One row per (method, task) of the main tables: what its number is made of."""
     main, _ = main_runs(select_scores(frame, rule))
     if main.empty:
-        return "<p>No run is in the main tables.</p>"
+        return f'<div id="{_slug("table-" + key)}"><table data-table="{escape(key)}"><tr><td>No run is in the main tables.</td></tr></table></div>'
     records = frame[frame["run_id"].isin(set(main["run_id"]))]
     rows = []
     for (method, task), part in main.groupby(["method", "task"], sort=False):
@@ -89,68 +90,66 @@ def _cells(frame: pd.DataFrame, rule: ScoreRule, key: str) -> str:
         rows.append({
             "method": facts.display(method), "task": task, "runs": part["run_id"].nunique(),
             "seeds": ", ".join(str(int(s)) for s in sorted(part["seed"].unique())),
-            "steps": _values(runs["total_steps"]), "eval episodes": _values(_episodes(runs)),
-            "normaliser": _values(runs["normaliser"].map(_normaliser)) if "normaliser" in runs else "not recorded",
+            "steps": _values(runs["total_steps"]), "eval episodes": _values(runs["eval_episodes"]),
+            "normaliser": _values(runs["normaliser_key"].map(_normaliser)),
             "protocol": _values(runs["protocol"]),
-            "provenance": _values(runs["provenance"].map(_provenance_id)) if "provenance" in runs else "not recorded",
+            "provenance": _values(pd.Series([_provenance_id(provenances[r]) for r in part["run_id"].unique()])),
         })
     table = pd.DataFrame(rows)
     numeric = {"runs", "steps", "eval episodes"}
     head = "".join(f'<th class="{"" if c in numeric else "l"}">{escape(c)}</th>' for c in table.columns)
     body = "\n".join("<tr>" + "".join(f'<td class="{"" if c in numeric else "l"}">{escape(str(v))}</td>'
                                        for c, v in zip(table.columns, row)) + "</tr>" for row in table.itertuples(index=False))
-    return (f'<div class="wide" id="{_slug("table-" + key)}"><table data-table="{escape(key)}"><caption>What each cell of the main tables is made of: runs '
-            f"(one per seed), training steps, evaluation episodes per record, normaliser, protocol and provenance "
-            f"(see below)</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>")
+    return (f'<div class="wide" id="{_slug("table-" + key)}"><table data-table="{escape(key)}"><caption>What each cell of the '
+            "main tables is made of: runs (one per seed), training steps, evaluation episodes per record, normaliser, "
+            f"protocol and provenance (code and device; details below)</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
+            f"{body}\n</tbody></table></div>")
 
 
 def _values(column: pd.Series) -> str:
-    values = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in column.dropna()})
+    values = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in column.dropna() if v != ""})
     return ", ".join(values) if values else "not recorded"
 
 
-def _episodes(runs: pd.DataFrame) -> pd.Series:
-    if "eval_episodes" in runs:
-        return runs["eval_episodes"].fillna(runs["n_episodes"])
-    return runs["n_episodes"]
-
-
-def _load(value) -> dict | None:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value.startswith("{"):
-        return json.loads(value)
-    return None
-
-
-def _normaliser(value) -> str | None:
-    spec = _load(value)
-    if spec is None:
+def _normaliser(key: str) -> str | None:
+    """records' normaliser_key (canonical [kind, ref_min, ref_max]) as 'kind [min, max]'; None where not recorded."""
+    if not key:
         return None
-    return f"{spec.get('kind')} [{spec.get('ref_min'):.4g}, {spec.get('ref_max'):.4g}]" if isinstance(
-        spec.get("ref_min"), (int, float)) and isinstance(spec.get("ref_max"), (int, float)) else str(spec.get("kind"))
+    kind, low, high = json.loads(key)
+    numbers = all(isinstance(v, (int, float)) for v in (low, high))
+    return f"{kind} [{low:.4g}, {high:.4g}]" if numbers else str(kind)
 
 
-def _provenance_id(value) -> str | None:
-    spec = _load(value)
-    if spec is None:
-        return None
+def _provenances(frame: pd.DataFrame) -> dict[str, dict]:
+    """Each run's provenance, read from one of its records (the frame keeps only the commit); a record
+    older than schema 3 has none and says what it can: its code revision and device."""
+    out: dict[str, dict] = {}
+    for run_id, path, revision, device in zip(frame["run_id"], frame["path"], frame["git_revision"], frame["device"]):
+        if run_id in out:
+            continue
+        spec = read_record(path).get("provenance")
+        if not isinstance(spec, dict):
+            revision = str(revision)
+            spec = {"git_commit": revision.removesuffix("+dirty"), "git_dirty": revision.endswith("+dirty"),
+                    "device_name": str(device), "command": None, "_older": True}
+        out[run_id] = spec
+    return out
+
+
+def _provenance_id(spec: dict) -> str:
     commit = (spec.get("git_commit") or "unknown")[:10] + ("+dirty" if spec.get("git_dirty") else "")
     return f"{commit} on {spec.get('device_name') or 'unknown device'}"
 
 
-def _provenance(frame: pd.DataFrame) -> str:
-    """One row per distinct provenance (code, packages, device) with its runs and a command that wrote them;
-    records written before schema 3 carry none and are grouped by their code revision and device instead."""
+def _provenance(frame: pd.DataFrame, provenances: dict[str, dict]) -> str:
+    """One row per distinct provenance (code, packages, device) with its runs and a command that wrote them."""
     groups: dict[str, dict] = {}
-    specs = frame["provenance"].map(_load) if "provenance" in frame else pd.Series([None] * len(frame), index=frame.index)
-    for spec, revision, device, run_id, method in zip(specs, frame["git_revision"], frame["device"], frame["run_id"], frame["method"]):
-        if spec is None:  # an older record: what it does say
-            spec = {"git_commit": str(revision), "device_name": str(device), "command": None, "_older": True}
+    methods = dict(zip(frame["run_id"], frame["method"]))
+    for run_id, spec in provenances.items():
         key = json.dumps({k: spec.get(k) for k in PROVENANCE_KEYS}, sort_keys=True)
         group = groups.setdefault(key, {"spec": spec, "runs": set(), "methods": set(), "commands": set()})
         group["runs"].add(run_id)
-        group["methods"].add(facts.display(method))
+        group["methods"].add(methods[run_id])
         if spec.get("command"):
             group["commands"].add(spec["command"])
     head = "".join(f'<th class="{"" if c == "runs" else "l"}">{escape(c)}</th>'
@@ -161,10 +160,11 @@ def _provenance(frame: pd.DataFrame) -> str:
         versions = ", ".join(f"{k} {spec[k]}" for k in PROVENANCE_KEYS[2:-1] if spec.get(k)) or (
             "not recorded (record older than schema 3)" if spec.get("_older") else "")
         command = min(group["commands"]) if group["commands"] else "not recorded"
-        cells = [_provenance_id(spec), str(len(group["runs"])), ", ".join(sorted(group["methods"])), versions, command]
+        names = ", ".join(facts.display(m) for m in method_order(pd.DataFrame({"method": sorted(group["methods"])})))
+        cells = [_provenance_id(spec), str(len(group["runs"])), names, versions, command]
         rows.append("<tr>" + "".join(f'<td class="{"" if i == 1 else "l"}">{escape(c)}</td>' for i, c in enumerate(cells)) + "</tr>")
     return ('<div class="wide" id="table-provenance"><table data-table="provenance"><caption>Where the runs came from: '
-            "code commit, device, package versions and command, from each record's provenance</caption>\n"
+            "code commit, device, package versions and command, from each run's records</caption>\n"
             f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>")
 
 
@@ -176,6 +176,7 @@ def write_html_report(root: Path, frame: pd.DataFrame, rule: ScoreRule, tables: 
     fragments = {p.with_suffix(""): p for p in tables if p.suffix == ".html"}
     pngs = sorted(p for p in plots if p.suffix == ".png")
     number = 0
+    provenances = _provenances(frame)
     for protocol in protocols_in(frame):
         blocks: list[str] = []
         folder = root / "tables" / protocol
@@ -188,7 +189,7 @@ def write_html_report(root: Path, frame: pd.DataFrame, rule: ScoreRule, tables: 
                 contents.append((_slug("table-" + key), f"Table {key}"))
                 shown.add(fragment)
         key = f"{protocol}/cells"
-        blocks += ["<h3>What each cell is made of</h3>", _cells(frame[frame["protocol"] == protocol], rule, key)]
+        blocks += ["<h3>What each cell is made of</h3>", _cells(frame[frame["protocol"] == protocol], rule, key, provenances)]
         contents.append((_slug("table-" + key), f"Table {key}"))
         figures = [p for p in pngs if p.parent.name == protocol]
         if figures:
@@ -216,7 +217,7 @@ def write_html_report(root: Path, frame: pd.DataFrame, rule: ScoreRule, tables: 
         blocks = [("<p>Not measured yet: <code>make profile</code> (or <code>modebench profile</code>) stores act latency / "
                    "memory records; <code>modebench report --html</code> then shows them here.</p>")]
     sections.append(("deployment-profile", "Deployment profile", blocks))
-    sections.append(("provenance", "Provenance of the runs", [_provenance(frame)]))
+    sections.append(("provenance", "Provenance of the runs", [_provenance(frame, provenances)]))
     contents.append(("table-provenance", "Table provenance"))
     if notes:
         sections.append(("not-shown", "Not shown, and why", ["<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"]))

@@ -20,6 +20,10 @@ from test_analysis import _record
 
 CHROMIUM_INSTALL = "apt-get update && apt-get install -y chromium"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NORMALISER = {"kind": "toy", "ref_min": -1.0, "ref_max": 2.0, "source": "closed-form returns"}
+PROVENANCE = {"modebench": "0.1.0", "git_commit": "0123456789abcdef", "git_dirty": False, "python": "3.11.2", "torch": "2.13.0",
+              "numpy": "2.4.6", "gymnasium": "1.4.0", "mujoco": None, "minari": None, "ogbench": None, "device_name": "cpu",
+              "command": "modebench bench --suite toy"}
 METHODS = ("bc", "iql", "gem", "isep", "isep-fm", "drol", "fql", "lom")  # 8 methods: 28 probability-of-improvement pairs
 
 
@@ -101,7 +105,8 @@ def build_methods_store(root: Path) -> Path:
                     # per-episode scores: the seeds of a config are a configuration set (the online-budget study)
                     record["episodes"] = [{"return": score / 100, "normalized_score": score + e - 2, "length": 1, "success": False}
                                           for e in range(5)]
-                    record.update(eval_episodes=5, default_run={"steps": 1000, "eval_episodes": 5})
+                    record.update(eval_episodes=5, default_run={"steps": 1000, "eval_episodes": 5}, normaliser=NORMALISER,
+                                  provenance={**PROVENANCE, "git_dirty": method == "lom"})
                     store.write_record(record)
     return root
 
@@ -169,7 +174,12 @@ def test_report_says_what_each_cell_is_made_of_with_display_names(report):
     cells = text[text.index('data-table="controlled/cells"'):]
     cells = cells[:cells.index("</table>")]
     row = re.sub(r"<td[^>]*>", "<td>", cells)
-    assert "<td>ISEP-FM</td><td>toy/four-goal</td><td>3</td><td>0, 1, 2</td><td>1000</td><td>5</td>" in row
+    assert ("<td>ISEP-FM</td><td>toy/four-goal</td><td>3</td><td>0, 1, 2</td><td>1000</td><td>5</td><td>toy [-1, 2]</td>"
+            "<td>controlled</td><td>0123456789 on cpu</td>") in row
+    assert "<td>LOM</td><td>toy/four-goal</td>" in row and "<td>0123456789+dirty on cpu</td>" in row
+    provenance = re.sub(r"<td[^>]*>", "<td>", text[text.index('data-table="provenance"'):])
+    assert ("<td>0123456789 on cpu</td><td>42</td><td>BC, IQL, GEM, ISEP, ISEP-FM, DROL, FQL</td><td>modebench 0.1.0, "
+            "python 3.11.2, torch 2.13.0, numpy 2.4.6, gymnasium 1.4.0</td><td>modebench bench --suite toy</td>") in provenance
     assert "<td>isep-fm</td>" not in row
     # display names in every table, the studies' included (online_budget_toy lists methods)
     assert 'data-table="controlled/online_budget_toy"' in text
