@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
+    from modebench.benchmarks.store import DISTRIBUTION
+
     try:
-        return version("modebench")
+        return version(DISTRIBUTION)  # the distribution's name (modebench-rl), not the import name
     except PackageNotFoundError:  # run from a checkout that is not installed
         return "unknown (not installed)"
 
