@@ -1019,8 +1019,8 @@ def store_counts(frame: pd.DataFrame, *, rule: ScoreRule | str | None = None, me
         main, _ = main_runs(scores[scores["method"].isin(chosen)])
         n_failed = int(failed(main).sum()) if not main.empty else 0
         lines.append(f"{protocol}: {main['run_id'].nunique()} runs in the main tables ({n_failed} failed: score not finite, "
-                     f"counted in their cells), {len(membership.left_out)} run(s) of another length or episode count left "
-                     f"out (left_out_runs), {len(damaged_in(frame, protocol))} damaged record(s)")
+                     f"counted in their cells), {len(membership.left_out)} run(s) of another length or episode count set "
+                     f"apart (left_out_runs), {len(damaged_in(frame, protocol))} damaged record(s)")
     return lines
 
 

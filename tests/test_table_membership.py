@@ -144,7 +144,7 @@ def test_damaged_records_and_failed_runs_are_named_and_counted(tmp_path):
     assert (iql["n_runs"], iql["n_failed"]) == (4, 1) and iql["low"] <= iql["point"] <= iql["high"]
     counts = [line for line in log if line.startswith("tables: controlled:")]
     assert counts == [("tables: controlled: 9 runs in the main tables (1 failed: score not finite, counted in their cells), "
-                      "0 run(s) of another length or episode count left out (left_out_runs), 2 damaged record(s)")]
+                      "0 run(s) of another length or episode count set apart (left_out_runs), 2 damaged record(s)")]
     # the report prints the same counts and names the same files
     report = build_report(root, reps=100, formats=("png",), log=lambda _: None).read_text()
     assert counts[0].removeprefix("tables: ") in report and str(stray) in report
