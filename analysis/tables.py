@@ -656,6 +656,11 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
     data5 = []
 
     def add_row(name: str, score: pd.Series, delta: pd.Series | None, frame: pd.DataFrame) -> None:
+        # a pair with a failed run (non-finite score) is counted, not averaged
+        ok = np.isfinite(score.to_numpy(float)) & (np.isfinite(delta.to_numpy(float)) if delta is not None else True)
+        n_failed = int((~ok).sum())
+        score, frame = score[ok], frame[ok]
+        delta = delta[ok] if delta is not None else None
         dmean = float(delta.mean()) if delta is not None else 0.0
         dstd = float(delta.std(ddof=1)) if delta is not None and len(delta) > 1 else (0.0 if delta is None else math.nan)
         cells = [Cell(name), Cell(num(float(score.mean()), decimals)),
@@ -663,7 +668,7 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
         values = {a: float(frame[a].mean()) if a in frame else math.nan for a in audits}
         cells += [Cell(num(values[a], 4 if "violation" in a else 3)) for a in audits]
         speed = float(frame["eval_env_steps_per_second"].mean()) if "eval_env_steps_per_second" in frame else math.nan
-        cells += [Cell(num(speed, 0)), Cell(str(len(score)))]
+        cells += [Cell(num(speed, 0)), Cell(str(len(score)) + (f" ({n_failed} failed)" if n_failed else ""))]
         pdelta = math.nan
         if paper5 is not None:
             if name == base:
@@ -673,7 +678,8 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
             cells += [Cell(num(pdelta, decimals, signed=True)), Cell(num(dmean - pdelta, decimals, signed=True))]
         t5.add(*cells)
         data5.append({"variant": name, "score": float(score.mean()), "delta_mean": dmean, "delta_std": dstd, **values,
-                      "eval_env_steps_per_second": speed, "n": len(score), "paper_delta": pdelta, "delta_minus_paper": dmean - pdelta})
+                      "eval_env_steps_per_second": speed, "n": len(score), "failed": n_failed, "paper_delta": pdelta,
+                      "delta_minus_paper": dmean - pdelta})
 
     add_row(base, rows["score"], None, rows)
     for v, p in pairs.items():

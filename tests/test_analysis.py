@@ -300,6 +300,14 @@ def test_ablation_tables_paired_deltas(frame):
     row = t5_d4rl.data.set_index("variant").loc["no pw"]
     assert row["paper_delta"] == pytest.approx(-11.57) and row["delta_minus_paper"] == pytest.approx(1.57)
     assert ablation_layouts(every, "iql") is None
+    # a failed variant evaluation (NaN score) is counted beside n, never averaged
+    broken = every.copy()
+    hit = broken.index[(broken["knob/use_pw"] == False) & (broken["task"] == "toy/branch") & (broken["seed"] == 0)]
+    broken.loc[hit, "score"] = float("nan")
+    t5_broken, _ = ablation_layouts(broken, "gem", [Variant("no pw", knobs={"use_pw": False})])
+    row = t5_broken.data.set_index("variant").loc["no pw"]
+    assert (row["n"], row["failed"]) == (8, 1) and np.isfinite(row["delta_mean"])
+    assert t5_broken.rows[1][-1].text == "8 (1 failed)"
 
 
 # ---------------------------------------------------------------------------- aggregates vs rliable
