@@ -711,8 +711,11 @@ def ablation_layouts(all_scores: pd.DataFrame, base: str = "gem", variants: Iter
         cells = [Cell(_short(task)), Cell(mean_std(float(base_scores.mean()), float(base_scores.std(ddof=1)), len(base_scores), decimals))]
         for v, p in pairs.items():
             d = p[p["task"] == task]["delta"]
+            bad = int((~np.isfinite(d.to_numpy(float))).sum())  # pairs with a failed run: counted, not averaged
+            d = d[np.isfinite(d.to_numpy(float))]
             dmean = float(d.mean()) if len(d) else math.nan
-            cells.append(Cell(num(dmean, decimals, signed=True) + (f" ({len(d)})" if len(d) else "")))
+            count = f"{len(d)}, {bad} failed" if bad else f"{len(d)}"
+            cells.append(Cell(num(dmean, decimals, signed=True) + (f" ({count})" if len(d) or bad else "")))
             pvalue = math.nan
             if paper6 is not None and v.table6:
                 if ref is not None and ref in paper6.index:
