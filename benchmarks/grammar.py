@@ -168,7 +168,7 @@ class CommandParser(argparse.ArgumentParser):
         group.add_argument("--seeds", metavar="S1,S2,...", type=seed_list, default=None,
                            help="a list of seeds, e.g. 0,1,2 (integers in [0, 2**32-1])")
         if single:
-            group.add_argument("--seed", type=seed_value, default=None, help="one seed (same as --seeds S; default 0)")
+            group.add_argument("--seed", type=seed_value, default=None, metavar="S", help="one seed (same as --seeds S; default 0)")
         if count_default is not None:
             group.add_argument("--num-seeds", metavar="N", type=seed_count, default=None,
                                help="seeds 0..N-1" + (f" (default {count_default})" if count_default else " (default: the protocol's)"))

@@ -393,7 +393,7 @@ RUN_FILES = {"config": "config.json", "checkpoint": "checkpoint.pt", "metrics": 
 
 
 def results_root(out: Path | str | None = None) -> Path:
-    """The results root: `out` (--out) when given, else $MODEBENCH_RESULTS (read now), else results/."""
+    """The results root: `out` (--results) when given, else $MODEBENCH_RESULTS (read now), else results/."""
     if out is not None:
         return Path(out)
     return Path(os.environ.get("MODEBENCH_RESULTS", "results"))

@@ -1,17 +1,18 @@
-"""`modebench`: the command-line root, above the four parts.
+"""`modebench`: the command-line root, above the parts.
 
-    modebench train --algo NAME (--task SUITE/TASK | --dataset ID_OR_PATH) --steps N --seed S [--out DIR]
-    modebench eval --checkpoint PATH [--knob NAME=V1,V2,...]...
-    modebench bench --suite toy [--methods a,b] [--seeds 3] [--steps N]
-    modebench methods | suites | datasets ...        (benchmarks.cli)
-    modebench sweep GRID ...                          (sweeps.cli)
-    modebench tables | plots | profile | report ...   (analysis.cli)
-    modebench claims [--claims ID,...] [--seeds 3] [--quick]   (studies.claims runs and renders)
-    modebench cross-select [--root results] [--proposers a,b] [--knob N=0,16]   (studies.cross_select)
+    modebench train --algo NAME (--task SUITE/TASK | --dataset ID_OR_PATH) [--steps N] [--seeds 0,1,2] [--results DIR]
+    modebench eval --checkpoint PATH [--knob NAME=V1,V2,...]... [--eval-episodes N]
+    modebench bench [--suite toy | --suite FILE.yaml] [--methods a,b] [--num-seeds 3 | --seeds 0,1,2] [--steps N]
+    modebench tables | plots | report [--results DIR]     (analysis.cli)
+    modebench sweep GRID [--seeds 0,1,2] [--results DIR]  (sweeps.cli)
+    modebench claims | cross-select ...                   (studies.cli)
+    modebench profile | config | methods | suites | datasets ...   (benchmarks.cli)
 
 Each part exposes `register(subparsers)` and `user_errors()`; only this module imports them
-all, and no part imports it. Errors a user can fix (unknown names, bad values, missing data)
-print one clear line and exit with status 2, never a traceback.
+all, and no part imports it. Every parser is a `CommandParser` (benchmarks/grammar.py: the
+shared flags, defined once). Every fault a user can act on is one line on stderr and an exit
+status (docs/command-line.md): 2 bad input, 3 a file that cannot be written or read, 4 out of
+memory, 130 interrupted; never a traceback.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     studies_cli.extend_analysis(subparsers)  # the study tables and figures beside the analysis's own
     rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
     subparsers._choices_actions.sort(key=lambda a: rank.get(a.dest, len(rank)))  # argparse keeps the help rows here
+    ordered = sorted(subparsers.choices.items(), key=lambda item: rank.get(item[0], len(rank)))
+    subparsers.choices.clear()  # and the names an error lists
+    subparsers.choices.update(ordered)
     return parser
 
 
@@ -80,13 +84,15 @@ def package_version() -> str:
 def fault_message(err: OSError) -> tuple[int, str]:
     """(exit status, one line) for an operating-system error: what failed, on which file, the fix."""
     where = f" {err.filename}" if err.filename else ""
+    if err.errno == errno.EFBIG and where:
+        where = f" to{where}"
     fixes = {
         errno.ENOSPC: "disk full: no space left to write{}; free space or pass --results DIR on another disk",
         errno.EDQUOT: "disk quota exceeded writing{}; free space or pass --results DIR elsewhere",
         errno.EROFS: "read-only file system: cannot write{}; pass --results DIR on a writable disk",
         errno.EACCES: "permission denied:{}; pass --results DIR you may write, or fix the folder's permissions",
         errno.EPERM: "operation not permitted:{}; pass --results DIR you may write, or fix the folder's permissions",
-        errno.EFBIG: "file too large:{} exceeds the file-size limit (`ulimit -f`); raise the limit or free the run",
+        errno.EFBIG: "file too large: a write{} went past the file-size limit (`ulimit -f`); raise the limit",
         errno.ENOTDIR: "not a folder:{} (a file stands where the results store needs a folder); pass --results DIR",
         errno.EEXIST: "not a folder:{} (a file stands where the results store needs a folder); pass --results DIR",
         errno.EISDIR: "is a folder:{} (the store expected a file there); move it aside",

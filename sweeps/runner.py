@@ -355,7 +355,7 @@ def _collect_errors(results, summary: SweepSummary, planned: dict[str, PlannedTr
         elif metrics.get("status") in ("finished", "diverged") and trial is not None and todo:
             message = (
                 f"the trial finished on {metrics.get('hostname', 'a worker')} but its records are not under "
-                f"{trial.root}: on a cluster --out must be a file system every node and the driver mount"
+                f"{trial.root}: on a cluster --results must be a file system every node and the driver mount"
             )
         else:
             continue

@@ -326,7 +326,9 @@ ROWS = [
     Fault("eval --checkpoint outside runs/", ["eval", "--checkpoint", "{outside}", "--results", "{root}"], 0, "",
           setup=set_placeholder("outside", lambda ctx: (ctx.tmp / "inputs").mkdir() or shutil.copy(ctx.checkpoint("bc"),
                                                                                                     ctx.tmp / "inputs" / "x.pt")),
-          check=records_land_under_the_root),
+          damaged=("bc",), check=records_land_under_the_root),  # its own run's folder: the next row checks what it keeps
+    Fault("eval of a finished run keeps its training record", ["eval", "--checkpoint", "{bc}", "--results", "{root}"], 0, "",
+          setup=set_placeholder("bc", lambda ctx: ctx.checkpoint("bc"))),
     Fault("--dataset file changed", DATASET_TRAIN, 0, "", setup=set_placeholder("dataset", pendulum_npz),
           check=dataset_changed_gives_a_new_run),
 ]

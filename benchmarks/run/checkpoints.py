@@ -78,7 +78,7 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     and the same run as the config.json beside it."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; `modebench train ... --out DIR` writes DIR/runs/<run>/checkpoint.pt")
+        raise FileNotFoundError(f"checkpoint {path} does not exist; `modebench train ... --results DIR` writes DIR/runs/<run>/checkpoint.pt")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give its checkpoint file, DIR/runs/<run>/checkpoint.pt")
     try:

@@ -229,7 +229,7 @@ def cross_pairs(runs: list[StoredRun], proposers: list[str], selector: str,
         matches = selectors.get(r.pairing, [])
         if len(matches) > 1:
             raise ConfigError(f"{r.run_id}: {len(matches)} {selector} runs share its task, data, seed and steps "
-                              f"({', '.join(m.run_id for m in matches)}); keep one per results root (--root)")
+                              f"({', '.join(m.run_id for m in matches)}); keep one per results root (--results)")
         if matches:
             pairs.append((r, matches[0]))
     return pairs

@@ -1,6 +1,6 @@
 """Timing `act` is a run: latency, peak memory and parameter count of every method (GEM Table 3).
 
-    modebench profile [--devices cpu,cuda] [--batch-sizes 1,64] [--repeats 50] [--methods a,b] [--out results]
+    modebench profile [--devices cpu,cuda] [--batch-sizes 1,64] [--repeats 50] [--methods a,b] [--results DIR]
 
 One harness, the same conditions for every registered base method (algorithms.registry.METHODS
 entries without preset overrides): the method is built from its config class's defaults with
