@@ -68,12 +68,17 @@ def seed_value(text: str) -> int:
     return seed
 
 
+def comma_items(text: str, what: str) -> list[str]:
+    """`a, b,` -> ['a', 'b']; nothing at all is an error asking for `what`."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated {what}")
+    return items
+
+
 def seed_list(text: str) -> list[int]:
     """`0,1,2` -> [0, 1, 2]: distinct seeds in [0, 2**32 - 1]."""
-    items = [v.strip() for v in text.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated seeds, e.g. 0,1,2")
-    seeds = [seed_value(v) for v in items]
+    seeds = [seed_value(item) for item in comma_items(text, "seeds, e.g. 0,1,2")]
     if len(set(seeds)) != len(seeds):
         twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
         raise argparse.ArgumentTypeError(f"{text!r}: seeds must be distinct ({', '.join(map(str, twice))} given twice)")
@@ -111,10 +116,7 @@ def results_dir(text: str) -> str:
 
 
 def method_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated method names (`modebench methods` lists them)")
-    return names
+    return comma_items(text, "method names (`modebench methods` lists them)")
 
 
 # ----------------------------------------------------------------------------- the parser
