@@ -79,10 +79,6 @@ class Scores:
     def rectangular(self) -> bool:
         return len({len(c) for c in self.per_task}) == 1
 
-    @property
-    def finite(self) -> bool:
-        return all(np.isfinite(c).all() for c in self.per_task)
-
     def matrix(self) -> np.ndarray:
         """[runs, tasks]; a ragged matrix is padded with zeros where `mask` is False."""
         n = max(len(c) for c in self.per_task)
