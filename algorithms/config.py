@@ -21,8 +21,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 T = TypeVar("T")
 
 
@@ -217,6 +215,8 @@ def check_keys(values: Mapping[str, Any], allowed: Iterable[str], what: str = ""
 
 def load_mapping(path: Path, allowed: Iterable[str], what: str) -> dict[str, Any]:
     """A YAML data file (suite, overrides, grid) whose top level is a mapping with known keys."""
+    import yaml  # here, not at the top: `modebench --help` imports this module and needs no YAML
+
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

@@ -14,11 +14,13 @@ import argparse
 from pathlib import Path
 
 from modebench.analysis.errors import AnalysisError
-from modebench.benchmarks.store import StoreError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors a user can fix: a bad option value, a record the store cannot read, a missing file."""
+    """Errors a user can fix: a bad option value, a record the store cannot read, a missing file.
+    (The store is imported here, not at the top: `modebench --help` builds this parser.)"""
+    from modebench.benchmarks.store import StoreError
+
     return (AnalysisError, StoreError, FileNotFoundError)
 
 

@@ -31,7 +31,6 @@ from modebench.benchmarks.grammar import (
     EXIT_USAGE,
     CommandParser,
 )
-from modebench.benchmarks.run.workers import keep_freed_memory
 from modebench.studies import cli as studies_cli
 from modebench.sweeps import cli as sweeps_cli
 
@@ -57,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                "written or read (disk full, read-only, permissions, file-size limit), 4 out of memory, "
                "130 interrupted. docs/command-line.md describes every command.",
     )
-    parser.add_argument("--version", action="version", version=f"modebench {package_version()}")
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="print the installed version and exit")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for part in PARTS:
         part.register(subparsers)
@@ -68,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.choices.clear()  # and the names an error lists
     subparsers.choices.update(ordered)
     return parser
+
+
+class VersionAction(argparse.Action):
+    """`--version`, reading the installed version only when asked (importlib.metadata costs `--help` time)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"modebench {package_version()}")
+        parser.exit()
 
 
 def package_version() -> str:
@@ -119,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a command-line error already printed as one line
         return done.code if isinstance(done.code, int) else EXIT_USAGE
+    # imported here, not at the top: it brings multiprocessing, which `--help` does not need
+    from modebench.benchmarks.run.workers import keep_freed_memory
+
     keep_freed_memory()  # allocator settings for the whole process (benchmarks/run/workers.py)
     # past a file-size limit (ulimit -f) a write fails with EFBIG instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
