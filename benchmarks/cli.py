@@ -387,10 +387,11 @@ class JobProgress:
 
 
 def count_notice(args: argparse.Namespace, command: str) -> None:
-    """`--seeds 3` was a count in `bench`, `claims` and `sweep` before it became a list everywhere: say so."""
-    if args.seeds is not None and len(args.seeds) == 1 and args.seeds[0] > 1:
-        print(f"modebench {command}: note: --seeds {args.seeds[0]} is the one seed {args.seeds[0]}; "
-              f"--num-seeds {args.seeds[0]} runs seeds 0..{args.seeds[0] - 1}", file=sys.stderr)
+    """`--seeds 3` was a count in `bench` and `sweep` before it became a list everywhere: say so."""
+    if args.seeds is not None and len(args.seeds) == 1 and args.seeds[0] >= 1:
+        n = args.seeds[0]
+        print(f"modebench {command}: note: --seeds {n} is the one seed {n}; --num-seeds {n} runs "
+              f"{'seed 0' if n == 1 else f'seeds 0..{n - 1}'}", file=sys.stderr)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
