@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 
@@ -43,6 +44,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 # `modebench --help` lists the commands in the order a user needs them; a part's command not
 # named here follows, in registration order.
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a Unix tool killed by a closed pipe reports
+
 COMMAND_ORDER = ("train", "eval", "bench", "tables", "plots", "report", "sweep", "claims", "cross-select", "profile",
                  "config", "methods", "suites", "datasets")
 
@@ -141,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted: finished evaluations are stored; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `modebench suites | head`: the reader left; say nothing, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return EXIT_BROKEN_PIPE
     except OSError as err:
         status, message = fault_message(err)
         print(f"{name}: error: {message}", file=sys.stderr)
