@@ -94,6 +94,9 @@ EVALUATION_FIELDS: dict[str, str] = {
     "suite_default": ("bool: the run's config and data settings equal the suite's resolved default for this method "
                       "and protocol (what the main tables show). v1: None, marked missing"),
     "default_knobs": "dict: the suite's resolved default knobs for this method and protocol",
+    "default_run": ("dict {steps, eval_episodes}: the protocol's own length for this method and task, whatever --steps / "
+                    "--eval-episodes asked; a table cell holds only runs of it (analysis/records.py by_length). "
+                    "Absent before v3: tables take the length most of the cell's runs have"),
     "data": "dict: the run's data settings (observation normalisation, reward transform, clipping)",
     "task_default": "bool: the suite marks this task its default (DROL Table 4's (*) rows)",
     "task_order": "int | None: position of the task in its suite file (table row order); None for ad-hoc datasets",
@@ -310,7 +313,7 @@ EVALUATION_TYPES: dict[str, tuple[str, bool]] = {
     **{k: (_INT, False) for k in ("seed", "step", "total_steps")},
     "eval_episodes": (_INT, True), "task_order": (_INT, True),
     **{k: (_DICT, False) for k in ("knobs", "config")},
-    **{k: (_DICT, True) for k in ("provenance", "data", "default_knobs", "audits", "training_metrics", "selection",
+    **{k: (_DICT, True) for k in ("provenance", "data", "default_knobs", "default_run", "audits", "training_metrics", "selection",
                                   "normaliser", "observation_layout")},
     **{k: (_LIST, True) for k in ("episodes", "fit_phases")},
     **{k: (_BOOL, True) for k in ("suite_default", "task_default", "compiled")},
