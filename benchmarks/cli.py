@@ -257,7 +257,12 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from modebench.benchmarks.run.workers import JobWatch, stop_workers, worker_pool
+    from modebench.benchmarks.run.workers import (
+        JobWatch,
+        resolve_watched,
+        stop_workers,
+        worker_pool,
+    )
     from modebench.benchmarks.store import DEFAULT_ROOT, RunStore
     from modebench.benchmarks.tasks.suites import load_suite
 
@@ -272,7 +277,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     require_datasets(suite, [tasks[name] for name in selected])  # missing data: one clear error now, not one per worker
     from modebench.benchmarks.run.protocols import has_published, resolve
-    from modebench.benchmarks.run.spec import resolve_run
 
     pairs = [(m, t) for t in selected for m in methods]
     if args.protocol == "published" and not args.methods:  # the default methods: those with a published run here
@@ -283,11 +287,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     count_notice(args, "bench")
     seeds = {(m, t): args.seeds or list(range(args.num_seeds or resolve(m, tasks[t], args.protocol).run["seeds"].value))
              for m, t in pairs}
-    # one job per (method, task): its seeds train as one seed-batched model in one worker; about 20
-    # metrics lines per run, which the driver reads to show each job's progress
+    # one job per (method, task): its seeds train as one seed-batched model in one worker, writing
+    # the metrics lines the driver reads to show each job's progress
     jobs = [
-        [resolve_run(m, tasks[t], protocol=args.protocol, seed=s, steps=args.steps, device=args.device,
-                     log_every=max(1, min(DEFAULT_LOG_EVERY, (args.steps or DEFAULT_LOG_EVERY * 20) // 20)))
+        [resolve_watched(m, tasks[t], protocol=args.protocol, seed=s, steps=args.steps, device=args.device)
          for s in seeds[m, t]]
         for m, t in pairs
     ]

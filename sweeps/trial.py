@@ -157,7 +157,7 @@ def resolve_task_fields(task_id: str) -> dict[str, Any]:
 def plan(spec: TrialSpec) -> PlannedTrial:
     """The trial's resolved runs, one per seed (benchmarks.run.spec.resolve_run, the resolver
     `modebench train` uses) and the records each must write."""
-    from modebench.benchmarks.run.spec import resolve_run
+    from modebench.benchmarks.run.workers import resolve_watched
     from modebench.benchmarks.tasks.suites import Task
 
     if spec.task_fields is None or spec.out is None:
@@ -165,7 +165,7 @@ def plan(spec: TrialSpec) -> PlannedTrial:
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
         raise ValueError(f"a trial needs distinct seeds, got {spec.seeds}")
     task = Task(**spec.task_fields)
-    specs = [resolve_run(
+    specs = [resolve_watched(  # resolve_run, logging often enough for the sweep driver's progress lines
         spec.method, task, protocol=spec.protocol, config=spec.config, knobs=spec.knobs,
         data=spec.data, seed=int(seed), steps=spec.steps, eval_every=spec.eval_every,
         eval_episodes=spec.eval_episodes, checkpoint_every=spec.checkpoint_every, device=spec.device or "auto",

@@ -99,6 +99,21 @@ def _watch_parent(driver: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+PROGRESS_POINTS = 20  # metrics lines per run that a driver can show progress from
+
+
+def resolve_watched(*args, **kwargs):
+    """`resolve_run(*args, **kwargs)` writing its training metrics about PROGRESS_POINTS times, for
+    a driver that watches it from another process (JobWatch). The logging interval is no part of a
+    run's identity and leaves its numbers unchanged (GEM, two seeds seed-batched: bit-identical
+    weights at log_every 5 and 1000); the run's length is the protocol's, so it resolves twice."""
+    from modebench.benchmarks.run.spec import resolve_run
+
+    spec = resolve_run(*args, **kwargs)
+    every = max(1, min(spec.log_every, spec.steps // PROGRESS_POINTS))
+    return spec if every == spec.log_every else resolve_run(*args, **kwargs, log_every=every)
+
+
 class JobWatch:
     """What a driver shows of jobs running in other processes (`bench` workers): each job's
     progress, read from the metrics.jsonl its first run appends every logging interval (the
