@@ -230,6 +230,18 @@ def _paper_summary(method: str, tasks: Sequence[str], refs: dict[str, str | None
                    "paper_normaliser": "/".join(sorted(paper_kinds)), "comparable": comparable, "delta": delta}
 
 
+def paper_header(method: str, refs: Iterable[str | None], layout: str) -> list[str]:
+    """'GEM paper [D4RL refs]', 'GEM Δ': the paper column names the normaliser of its numbers
+    when one normaliser holds for all of them (else each source's is named under Sources)."""
+    kinds = set()
+    for ref in refs:
+        pub = published_value(method, ref, layout) if ref is not None else None
+        if pub is not None:
+            kinds.add(paper_normaliser(pub[2], ref)[0])
+    name = facts.display(method)
+    return [f"{name} paper" + (f" [{normaliser_label(kinds.pop())}]" if len(kinds) == 1 else ""), f"{name} Δ"]
+
+
 NO_PAPER: dict[str, Any] = {"paper": math.nan, "paper_std": math.nan, "paper_source": "", "paper_normaliser": "",
                             "comparable": False, "delta": math.nan}
 
@@ -349,7 +361,7 @@ def gem_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, bo
     for m in methods:
         header.append(facts.display(m))
         if m in paper_methods:
-            header += [f"{facts.display(m)} paper", f"{facts.display(m)} Δ"]
+            header += paper_header(m, refs.values(), "gem")
     table = Table(name, _title("Normalised score per task (GEM Table 1 layout)", scores), header)
     look = _lookup(st)
     sections: dict[str, list[str]] = {}
@@ -449,7 +461,7 @@ def drol_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, b
     for m in ordered:
         header.append(facts.display(m))
         if m in paper_methods:
-            header += [f"{facts.display(m)} paper", f"{facts.display(m)} Δ"]
+            header += paper_header(m, refs.values(), "drol")
     table = Table(name, _title("Task-level normalised score (DROL Table 4 layout)", scores), header, groups=groups)
     look = _lookup(st)
     default = dict(zip(st["task"], st["task_default"]))
@@ -532,7 +544,7 @@ def lom_layout(scores: pd.DataFrame, methods: Sequence[str] | None = None, *, de
     for m in methods:
         header.append(facts.display(m))
         if m in paper_methods:
-            header += [f"{facts.display(m)} paper", f"{facts.display(m)} Δ"]
+            header += paper_header(m, refs.values(), "lom")
     table = Table(name, _title("Normalised score by dataset type and environment (LOM Table 1 layout)", scores), header)
     look = _lookup(st)
     kind_order = ["medium", "medium-replay", "medium-expert", "expert", "full-replay"]

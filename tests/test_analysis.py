@@ -218,10 +218,10 @@ def test_gem_layout_means_stds_bold_sums_and_published(scores):
     assert avgs["gem"] == 66.0 and avgs["iql"] == 55.5
     # published: hopper-medium-v2 is in GEM Table 1 (GEM 100.08, IQL 67.53), toy tasks are empty
     hopper = _cells(table, "hopper-medium-v2")
-    assert hopper["GEM paper"].text == "100.08" and hopper["GEM Δ"].text == "+1.92"
-    assert hopper["IQL paper"].text == "67.53" and hopper["IQL Δ"].text == "+0.47"
-    assert four["GEM paper"].text == "" and four["GEM Δ"].text == ""
-    assert "DROL paper" not in table.header  # no published DROL number for any of these tasks: no empty pair
+    assert hopper["GEM paper [D4RL refs]"].text == "100.08" and hopper["GEM Δ"].text == "+1.92"
+    assert hopper["IQL paper [D4RL refs]"].text == "67.53" and hopper["IQL Δ"].text == "+0.47"
+    assert four["GEM paper [D4RL refs]"].text == "" and four["GEM Δ"].text == ""
+    assert not any(h.startswith("DROL paper") for h in table.header)  # no published DROL number for any of these tasks: no empty pair
     assert table.sections[0] == "Locomotion"  # GEM Table 1's suite for a published task
     assert table.title.endswith("controlled protocol") and "controlled protocol" in table.notes[0]
     md, tex = table.markdown(), table.latex()
@@ -278,7 +278,7 @@ def test_lom_layout_rows_and_highest_only_bold(scores):
     assert hopper[0].text == "medium"  # hopper-medium-v2 -> dataset type medium, env hopper
     branch = {h: c for h, c in zip(table.header, next(r for r in table.rows if r[1].text == "branch"))}
     assert branch["GEM"].bold and not branch["IQL"].bold  # LOM bolds the highest mean only
-    assert "IQL paper" in table.header
+    assert "IQL paper [D4RL refs]" in table.header
 
 
 def test_ablation_tables_paired_deltas(frame):
@@ -623,7 +623,7 @@ def test_toy_only_tables_carry_no_empty_published_columns(scores):
     toy = scores[scores["suite"] == "toy"]
     for layout in (gem_layout, drol_layout, lom_layout):
         table = layout(toy)
-        assert not [h for h in table.header if h.endswith(("paper", "Δ"))], (table.name, table.header)
+        assert not [h for h in table.header if " paper" in h or h.endswith("Δ")], (table.name, table.header)
         assert table.data["paper"].isna().all()
     assert "paper / Δ: no published number for these tasks" in " ".join(gem_layout(toy).notes)
 

@@ -204,3 +204,12 @@ def test_the_header_line_names_each_length_where_methods_or_tasks_differ():
                                          "over evaluation episodes 10 (x); 100 (y); (n) = runs in the cell.")
     mixed = length_line(cells.assign(steps=[1e6, 2e6, 5e5, 5e5]))
     assert "training steps 1000000 (GEM on x); 2000000 (GEM on y); 500000 (IQL on x, IQL on y)" in mixed
+
+
+def test_paper_columns_name_their_normaliser():
+    from modebench.analysis.tables import paper_header
+
+    assert paper_header("gem", ["maze2d-umaze-v1", None], "gem") == ["GEM paper [D4RL refs]", "GEM Δ"]  # GEM Table 1: D4RL
+    ogbench = "antmaze-large-navigate-singletask-task1-v0"
+    assert paper_header("drol", [ogbench], "drol")[0] == "DROL paper [success %]"
+    assert paper_header("drol", [ogbench, "antmaze-large-diverse-v2"], "drol")[0] == "DROL paper"  # two: named under Sources
