@@ -68,6 +68,16 @@ def _protocol_facts(spec: dict[str, Any]) -> dict[str, Any]:
             "published_not_applicable": dict(spec.get("published_not_applicable") or {})}
 
 
+def _check_entry(spec: Any, required: tuple[str, ...], optional: tuple[str, ...], where: str) -> None:
+    """One ConfigError line for an entry that is not a mapping, has an unknown key or lacks a required one."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: give a mapping with the keys {list(required)}")
+    check_keys(spec, required + optional, where=where)
+    missing = [k for k in required if k not in spec]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing}")
+
+
 def load_methods(path: Path = METHODS_FILE) -> dict[str, MethodEntry]:
     """Every method and preset of the methods file, in its order (each method, then its presets);
     one ConfigError line for a malformed entry."""
@@ -81,23 +91,12 @@ def load_methods(path: Path = METHODS_FILE) -> dict[str, MethodEntry]:
 
     for name, spec in raw.items():
         where = f"{path}: method {name!r}"
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: give a mapping with the keys {list(REQUIRED)}")
-        check_keys(spec, REQUIRED + OPTIONAL, where=where)
-        missing = [k for k in REQUIRED if k not in spec]
-        if missing:
-            raise ConfigError(f"{where}: missing key(s) {missing}")
+        _check_entry(spec, REQUIRED, OPTIONAL, where)
         if len(str(spec["class"]).split(":")) != 2:
             raise ConfigError(f"{where}: class {spec['class']!r} must be module:Class")
         add(name, MethodEntry(spec["class"], description=spec["description"], **_protocol_facts(spec)))
         for preset, overrides in (spec.get("presets") or {}).items():
-            at = f"{path}: preset {preset!r} of {name!r}"
-            if not isinstance(overrides, dict):
-                raise ConfigError(f"{at}: give a mapping with the keys {list(PRESET_REQUIRED)}")
-            check_keys(overrides, PRESET_REQUIRED + PRESET_OPTIONAL, where=at)
-            missing = [k for k in PRESET_REQUIRED if k not in overrides]
-            if missing:
-                raise ConfigError(f"{at}: missing key(s) {missing}")
+            _check_entry(overrides, PRESET_REQUIRED, PRESET_OPTIONAL, f"{path}: preset {preset!r} of {name!r}")
             add(preset, MethodEntry(spec["class"], _tuples(overrides.get("config") or {}), _tuples(overrides.get("knobs") or {}),
                                     overrides["description"], base=name, **_protocol_facts(overrides)))
     return entries
