@@ -151,11 +151,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from modebench.benchmarks.data.dataset import DatasetError
     from modebench.benchmarks.data.loaders import MissingDatasetError
     from modebench.benchmarks.run.checkpoints import CheckpointError
-    from modebench.benchmarks.store import RunBusyError
+    from modebench.benchmarks.store import StoreError
     from modebench.benchmarks.tasks.suites import UnknownNameError
 
     return (ConfigError, UnknownMethodError, UnknownNameError, DatasetError, MissingDatasetError, CheckpointError,
-            RunBusyError, FileNotFoundError)
+            StoreError, FileNotFoundError)  # StoreError: RunBusyError, DamagedRecordError too
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -172,7 +172,7 @@ def test_modebench_train_seeds_trains_one_run_folder_per_seed(tmp_path, capsys):
     assert status == 0, out
     assert "seed 3:" in out and "seed 5:" in out
     for seed in (3, 5):
-        run_id = resolve_run("bc", "toy/four-goal", seed=seed, steps=40).run_id
+        run_id = resolve_run("bc", "toy/four-goal", seed=seed, steps=40, eval_episodes=5).run_id  # episodes name the run
         (record,) = [p for p in (tmp_path / "runs" / run_id / "records").glob("*.json")]
         assert f'"seed": {seed}' in record.read_text()
     for bad, why in (("0,0", "distinct"), ("0,x", "integer")):

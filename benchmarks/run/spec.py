@@ -357,7 +357,7 @@ class RunGroup:
         if not self.specs:
             raise ConfigError("a run group needs at least one seed")
         if len({spec.group_id for spec in self.specs}) != 1:
-            raise ConfigError("the seeds of one run must differ in their seed alone; these runs differ in more")
+            raise ConfigError("the seeds of one run are one run but for the seed; these specs differ in more than their seed")
         seeds = [spec.seed for spec in self.specs]
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"a seed is given twice: {seeds}")
