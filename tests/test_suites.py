@@ -357,7 +357,7 @@ def test_suites_and_grids_load_through_the_same_strict_loader(tmp_path, monkeypa
         load_grid(tmp_path / "list.yaml")
 
 
-def test_a_method_override_block_takes_only_config_and_knobs(tmp_path, monkeypatch):
+def test_a_method_override_block_takes_only_config_knobs_and_conflicts(tmp_path, monkeypatch):
     from modebench.algorithms.config import ConfigError
     from modebench.benchmarks.tasks import suites
 
@@ -368,7 +368,14 @@ def test_a_method_override_block_takes_only_config_and_knobs(tmp_path, monkeypat
     suites._read_suite.cache_clear()
     suites.override_tables.cache_clear()
     try:
-        with pytest.raises(ConfigError, match=r"^suite bad, task t: method 'gem' overrides: unknown key\(s\) \['confg'\]; valid keys: \['config', 'knobs'\]$"):
+        with pytest.raises(ConfigError, match=r"^suite bad, task t: method 'gem' overrides: unknown key\(s\) \['confg'\]; valid keys: \['config', 'conflicts', 'knobs'\]$"):
+            load_suite("bad")
+        # a conflict entry names the other source's value, its source and why (all three)
+        (tmp_path / "bad.yaml").write_text(
+            "name: bad\nmethods: {gem: {conflicts: {beta: {other: 2.0, source: 'paper:X'}}}}\n"
+            "tasks: {t: {dataset: {source: toy, task: branch}, env: {source: gym, id: x}, horizon: 1, score: {kind: success}}}\n")
+        suites._read_suite.cache_clear()
+        with pytest.raises(ConfigError, match=r"method 'gem' conflict 'beta' needs other, source, why"):
             load_suite("bad")
     finally:
         suites._read_suite.cache_clear()
