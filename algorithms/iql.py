@@ -14,9 +14,10 @@ actor, evaluation at the mean. Each published code's network is a set of config 
 `actor_dropout`, `critic_layer_norm`), set per suite by benchmarks/tasks/published_settings.csv:
 the IQL authors' (ReLU, tanh mean, learned log-std clamped at -5, cosine actor LR) and FQL's IQL
 agent (GELU, plain mean, constant std 1, constant Adam, post-activation LayerNorm in Q and V,
-the online critic in the advantage). Not matched: initialisation (PyTorch's Linear default; the
-authors use orthogonal(sqrt 2), FQL variance scaling fan_avg with a 1e-2 mean head) and the update
-order (the authors update V, then pi with the new V, then Q; here all from one batch at once).
+the online critic in the advantage), and their initialisations (`init`, `actor_head_init_scale`:
+orthogonal gain sqrt 2 / fan_avg variance scaling with a 1e-2 mean head, zero biases). Not
+matched: the update order (the authors update V, then pi with the new V, then Q; here all from
+one batch at once) and flax's tanh-approximate GELU (exact here, <= 4.7e-4 apart).
 
 Actor dropout (`actor_dropout`, default 0 = CORL's effective behaviour): the IQL paper (App. B)
 and its code (configs/kitchen_config.py, which the README also runs on Adroit) put dropout 0.1 on
@@ -37,7 +38,11 @@ import torch
 from modebench.algorithms.base import ActOutput, AlgoConfig, Algorithm, Batch, EnvSpec
 from modebench.algorithms.config import MAX_ENSEMBLE, MAX_WIDTH, ConfigError, field
 from modebench.algorithms.critics import ExpectileCritic, aggregate, awr_weight
-from modebench.algorithms.nets import GaussianPolicy, LayerNormPlacement
+from modebench.algorithms.nets import (
+    GaussianPolicy,
+    LayerNormPlacement,
+    init_linear_layers,
+)
 from modebench.algorithms.optim import make_adam
 from modebench.algorithms.seeds import seed_mean
 
@@ -65,6 +70,11 @@ class IQLConfig(AlgoConfig):
                         '"constant": std 1, nothing learned (FQL agents/iql.py const_std=True)')
     log_std_min: float = field(-20.0, help="lower clamp of the actor's log-std (CORL -20; IQL authors learner.py log_std_min=-5.0)")
     log_std_max: float = field(2.0, help="upper clamp of the actor's log-std (CORL, IQL authors policy.py LOG_STD_MAX, FQL: 2)")
+    init: Literal["torch", "orthogonal", "fan_avg"] = field(
+        "torch", help="weight initialisation of every layer (PyTorch's default, CORL; orthogonal gain sqrt 2: IQL authors "
+                      "common.py default_init; fan_avg: FQL utils/networks.py default_init); biases 0 in both JAX codes")
+    actor_head_init_scale: float = field(
+        1.0, gt=0.0, help="the actor mean head's init scale under `init` (FQL Actor final_fc_init_scale=1e-2; IQL authors 1)")
     advantage_q: Literal["target", "online"] = field(
         "target", help="Q of the AWR advantage: the target critic (IQL authors learner.py/actor.py, CORL) or the online "
                        "one (FQL agents/iql.py actor_loss: network.select('critic'))")
@@ -92,6 +102,9 @@ class IQL(Algorithm):
                                     log_std_min=config.log_std_min, log_std_max=config.log_std_max,
                                     tanh_mean=config.actor_tanh_mean, dropout=config.actor_dropout,
                                     learn_std=config.actor_std == "learned")
+        init_linear_layers(self.actor, config.init, output=self.actor.net[-1], output_scale=config.actor_head_init_scale)
+        init_linear_layers(self.critic, config.init)
+        self.critic.q_target.load_state_dict(self.critic.q.state_dict())  # the target starts as the critic
         self.to(self.device)
         self.optimizer = make_adam(
             [{"params": self.critic.parameters()}, {"params": self.actor.parameters()}],

@@ -367,6 +367,38 @@ class GaussianPolicy(nn.Module):
         return (-0.5 * z * z - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * actions.shape[-1]
 
 
+# How a JAX code initialises its Dense layers (biases at zero in both):
+#   "orthogonal": orthogonal kernels with gain sqrt(2) (the IQL authors' common.py default_init,
+#                 every layer of actor, critic and value, the mean head too);
+#   "fan_avg":    uniform in +-sqrt(3 s / ((fan_in + fan_out) / 2)), s = 1 (flax variance_scaling(1,
+#                 'fan_avg', 'uniform'): FQL utils/networks.py default_init; its Actor's mean head s = 1e-2).
+# "torch" keeps PyTorch's own Linear default.
+INIT_SCHEMES = ("torch", "orthogonal", "fan_avg")
+
+
+@torch.no_grad()
+def init_linear_layers(module: nn.Module, scheme: str, output: nn.Module | None = None, output_scale: float = 1.0) -> None:
+    """Re-initialise every nn.Linear / EnsembleLinear of `module` by `scheme` (INIT_SCHEMES), the
+    layer `output` with its scale times `output_scale` (orthogonal: the gain, fan_avg: s)."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; valid: {list(INIT_SCHEMES)}")
+    if scheme == "torch":
+        return
+    for layer in module.modules():
+        if not isinstance(layer, (nn.Linear, EnsembleLinear)):
+            continue
+        scale = output_scale if layer is output else 1.0
+        weight = layer.weight  # nn.Linear [out, in]; EnsembleLinear [M, in, out] (flax's kernel layout per member)
+        fan_in, fan_out = (weight.shape[1], weight.shape[0]) if isinstance(layer, nn.Linear) else weight.shape[-2:]
+        for kernel in (weight.reshape(-1, *weight.shape[-2:])):  # one 2-D kernel per member
+            if scheme == "orthogonal":
+                nn.init.orthogonal_(kernel, gain=math.sqrt(2.0) * scale)
+            else:
+                limit = math.sqrt(3.0 * scale / ((fan_in + fan_out) / 2.0))
+                nn.init.uniform_(kernel, -limit, limit)
+        layer.bias.zero_()
+
+
 class FlowVelocityNet(nn.Module):
     """v(x_t, t, s[, token]) for conditional flow matching; tokens are learned embeddings."""
 

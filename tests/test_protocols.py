@@ -275,7 +275,8 @@ def test_config_shows_the_fql_repos_iql_network_with_sources(capsys):
     assert out["observation"]["dim"] == 69 and out["observation"]["layout"] == "as-given"  # OGBench's own
     expected = {"activation": "gelu", "actor_tanh_mean": False, "actor_std": "constant", "actor_cosine_lr": False,
                 "advantage_q": "online", "critic_layer_norm": True, "layer_norm_placement": "post_act",
-                "hidden_dims": [512, 512, 512, 512], "actor_dropout": 0.0}
+                "hidden_dims": [512, 512, 512, 512], "actor_dropout": 0.0, "init": "fan_avg",
+                "actor_head_init_scale": 0.01}
     for key, value in expected.items():
         assert config[key]["value"] == value, key
         assert config[key]["source"].startswith(FQL_IQL), (key, config[key]["source"])
@@ -283,6 +284,7 @@ def test_config_shows_the_fql_repos_iql_network_with_sources(capsys):
     authors = resolve("iql", "antmaze/umaze", "published").config
     assert (authors["log_std_min"].value, authors["activation"].value, authors["actor_tanh_mean"].value) == (-5.0, "relu", True)
     assert authors["log_std_min"].source.startswith("code:ikostrikov/implicit_q_learning:learner.py")
+    assert authors["init"].value == "orthogonal" and authors["init"].source.startswith("code:ikostrikov")
     assert resolve("iql", "maze2d/umaze", "published").config["log_std_min"].value == -20.0
 
 
@@ -307,6 +309,14 @@ def test_iql_builds_the_network_its_config_names():
     assert authors.actor.mean(obs).abs().max() <= 1.0
     with pytest.raises(ConfigError, match="log_std_min"):
         IQL(IQLConfig(log_std_min=3.0, hidden_dims=(8,)), EnvSpec(3, 2, 10, 100))
+    # the JAX codes' initialisations: zero biases, orthogonal (gain sqrt 2) or fan_avg with FQL's 1e-2 mean head
+    orth = IQL(IQLConfig(init="orthogonal", hidden_dims=(16,)), EnvSpec(3, 2, 10, 100))
+    w = orth.actor.net[0].weight
+    assert torch.allclose(w.T @ w, 2.0 * torch.eye(3), atol=1e-5) and float(orth.actor.net[0].bias.abs().max()) == 0.0
+    fan = IQL(IQLConfig(init="fan_avg", actor_head_init_scale=0.01, hidden_dims=(16,)), EnvSpec(3, 2, 10, 100))
+    assert float(fan.actor.net[-1].weight.abs().max()) <= (3 * 0.01 / ((16 + 2) / 2)) ** 0.5
+    assert float(fan.actor.net[0].weight.abs().max()) > (3 * 0.01 / ((16 + 2) / 2)) ** 0.5
+    assert all(torch.equal(a, b) for a, b in zip(fan.critic.q.parameters(), fan.critic.q_target.parameters()))
 
 
 # Issue 25 item 4: the conflicts between two primary sources the issue names, as the resolution shows them
