@@ -301,6 +301,7 @@ def _mark_diverged(trial: PlannedTrial, run: PlannedRun, reason: str) -> None:
 
 def _execute(trial: PlannedTrial, report: ReportFn, tune_checkpoint: Any) -> dict[str, Any]:
     from modebench.benchmarks.cli import user_errors
+    from modebench.benchmarks.run.spec import RunGroup
     from modebench.benchmarks.run.train import train_seeds
 
     spec = trial.spec
@@ -352,7 +353,8 @@ def _execute(trial: PlannedTrial, report: ReportFn, tune_checkpoint: Any) -> dic
     while live:
         starts = {run.run_id: max(0, _checkpoint_step(run.checkpoint_path)) for run in live}
         try:
-            done = train_seeds([run.run for run in live], out=trial.root, resume=True, on_evaluation=on_evaluation)
+            done = train_seeds(RunGroup.of([run.run for run in live]), out=trial.root, resume=True,
+                               on_evaluation=on_evaluation)
         except FloatingPointError as err:
             # train_seeds returns a diverged seed's error in its place; one raised instead names its
             # run (`<run_id>: non-finite ...`): that seed is marked and the others train on from
