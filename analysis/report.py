@@ -71,6 +71,8 @@ def build_report(root: str | Path | None = None, *, rule: ScoreRule | str | None
     report = root / "report.md"
     lines = ["# ModeBench results report", "",
              f"Regenerated from the stored evaluation records under `{root}/` by `modebench report` (no training).", ""]
+    if html:
+        lines[-1:] = ["The same report as one self-contained file, every figure inside it: [report.html](report.html).", ""]
     if frame.empty:
         lines += ["No evaluation records yet: run `make bench SUITE=toy` (or `modebench train ...`), then `make tables plots`."]
         lines += [f"- Damaged record (not read): {line}" for line in damaged_in(frame)["line"]]

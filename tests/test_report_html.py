@@ -122,7 +122,7 @@ def report(tmp_path_factory) -> Path:
         assert main(["report", "--results", str(root), "--html", "--reps", "100", "--formats", "png"]) == 0
     page = root / "report.html"
     assert f"report: {page} (" in out.getvalue() and "one self-contained file" in out.getvalue(), out.getvalue()
-    assert (root / "report.md").exists()
+    assert "[report.html](report.html)" in (root / "report.md").read_text()  # the Markdown report points at it
     return page
 
 
