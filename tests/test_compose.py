@@ -122,7 +122,8 @@ def test_eval_select_with_writes_records_naming_both_checkpoints(runs, capsys):
     out, r = runs
     drol, gem = r["drol"], r["gem"]
     assert main(["eval", "--checkpoint", str(drol.checkpoint), "--select-with", str(gem.checkpoint),
-                 "--knob", "N=0,4", "--knob", "lambda=0.5", "--knob", "w_end=0.2", "--knob", "k_smooth=2", "--eval-episodes", "6", "--device", "cpu"]) == 0
+                 "--knob", "N=0,4", "--knob", "lambda=0.5", "--knob", "w_end=0.2", "--knob", "k_smooth=2", "--eval-episodes", "6", "--device", "cpu",
+                 "--results", str(out)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if "normalized_score" in x]
     assert len(lines) == 2 and all(x.split("normalized_score ")[1].split()[0] for x in lines)
     records = sorted((r for r in _records(out, drol.run_dir.name) if r["source"] == "select"), key=lambda r: r["selection"]["knobs"]["N"])
@@ -135,7 +136,7 @@ def test_eval_select_with_writes_records_naming_both_checkpoints(runs, capsys):
         assert rec["method"] == "drol" and len(rec["episodes"]) == TINY["eval_episodes"]
     # a resumed run leaves stored settings alone
     assert evaluate_selection(drol.checkpoint, gem.checkpoint, {"N": ["0", "4"], "lambda": ["0.5"], "w_end": ["0.2"], "k_smooth": ["2"]},
-                              episodes=6, device="cpu", skip_stored=True) == []
+                              episodes=6, out=out, device="cpu", skip_stored=True) == []
     # N = 0 is DROL alone: the same episodes as its own evaluation at the end of training
     own = next(x for x in _records(out, drol.run_dir.name) if x["source"] == "train")
     assert episodes(records[0]) == episodes(own)
@@ -144,7 +145,7 @@ def test_eval_select_with_writes_records_naming_both_checkpoints(runs, capsys):
 def test_gem_selecting_for_itself_reproduces_its_own_evaluation(runs):
     out, r = runs
     gem = r["gem"]
-    (record,) = evaluate_selection(gem.checkpoint, gem.checkpoint, episodes=TINY["eval_episodes"], device="cpu")
+    (record,) = evaluate_selection(gem.checkpoint, gem.checkpoint, episodes=TINY["eval_episodes"], out=out, device="cpu")
     own = next(x for x in _records(out, gem.run_dir.name) if x["source"] == "train")
     assert record["normalized_score"] == own["normalized_score"]
     assert episodes(record) == episodes(own)

@@ -54,11 +54,11 @@ def test_a_run_folder_has_one_writer_and_a_killed_writer_frees_it(tmp_path):
     result = train(spec, out=tmp_path)
     assert [r["step"] for r in result.records] == [40]
     with RunStore(tmp_path, spec.run_id).writing():  # re-entrant in one process: train and eval inside a trial
-        evaluate_checkpoint(result.checkpoint, None, episodes=1, seed=5)
+        evaluate_checkpoint(result.checkpoint, None, episodes=1, seed=5, out=tmp_path)
     holder = _hold_lock(tmp_path, spec.run_id)
     try:
         with pytest.raises(RunBusyError):  # a checkpoint's evaluation writes the run folder too
-            evaluate_checkpoint(result.checkpoint, None, episodes=1, seed=6)
+            evaluate_checkpoint(result.checkpoint, None, episodes=1, seed=6, out=tmp_path)
     finally:
         holder.kill()
         holder.wait()
@@ -71,7 +71,7 @@ def test_a_run_folder_has_one_writer_and_a_killed_writer_frees_it(tmp_path):
     release.start()
     try:
         started = time.monotonic()
-        (record,) = evaluate_checkpoint(result.checkpoint, None, episodes=1, seed=7, lock_wait=60)
+        (record,) = evaluate_checkpoint(result.checkpoint, None, episodes=1, seed=7, out=tmp_path, lock_wait=60)
         assert record["eval_seed"] == 7 and time.monotonic() - started >= 1.0
     finally:
         release.cancel()
