@@ -538,14 +538,15 @@ class RunStore:
         """The run's config.json, or None when it has none or it cannot be read."""
         return _read_json_object(self.config_path)
 
-    def write_record(self, record: dict[str, Any]) -> Path:
+    def write_record(self, record: dict[str, Any], key_extra: dict[str, Any] | None = None) -> Path:
         """Stamp the schema version, kind, run id and status, check the record against the schema,
-        write it atomically."""
+        write it atomically. `key_extra`: what else names this evaluation besides step and knobs (a
+        checkpoint evaluated with another seed or number of episodes than its run's own)."""
         record = {"status": "ok" if scores_finite(record) else "non_finite", **record,
                   "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run_id": self.run_id}
         _check(record, "evaluation", f"evaluation record of {self.run_id}")
-        path = self.record_path(record["step"], record.get("knobs", {}))
-        if record.get("source") != "train":
+        path = self.record_path(record["step"], {**record.get("knobs", {}), **(key_extra or {})})
+        if record.get("source") != "train" and not key_extra:
             # Re-evaluating a checkpoint at the run's own knobs lands on its training record's key:
             # keep what only training could measure (updates/s, training metrics, diagnostics).
             trained = self.read_record(record["step"], record.get("knobs", {}))

@@ -88,3 +88,13 @@ def test_a_finished_run_asked_again_says_so_in_one_line_and_rerun_trains_it(resu
     assert out[0].endswith("— pass --rerun to train it again")
     assert main([*args, "--rerun"]) == 0
     assert "normalized_score" in capsys.readouterr().out
+
+
+def test_evaluating_a_finished_run_never_replaces_its_record_with_another_evaluation(tmp_path):
+    trained = train("bc", "toy/four-goal", out=tmp_path, **RUN)
+    final = trained.records[-1]
+    (same,) = evaluate_checkpoint(trained.checkpoint, out=tmp_path)  # the run's own seed and episodes: stored already
+    assert same["source"] == "train" and same["normalized_score"] == final["normalized_score"]
+    (other,) = evaluate_checkpoint(trained.checkpoint, episodes=2, seed=9, out=tmp_path)
+    stored = {(r["source"], r["eval_episodes"]) for r in iter_records(tmp_path) if r["step"] == 40}
+    assert stored == {("train", 3), ("eval", 2)} and other["eval_seed"] == 9

@@ -369,16 +369,26 @@ def evaluate_checkpoint(
         type(loaded.algorithm).knobs_class, base_knobs, knob_grid, f"{run['method']} knob",
         lambda unknown: f"unknown knob(s) {unknown} for {run['method']}; inference-only knobs: {sorted(base_knobs) or 'none'}")
     store = RunStore(results_root(out), loaded.run_id)
+    own = {"eval_seed": run["seed"], "eval_episodes": run.get("eval_episodes") or loaded.task.eval_episodes}
+    asked = {"eval_seed": own["eval_seed"] if seed is None else seed, "eval_episodes": episodes or own["eval_episodes"]}
+    # another seed or number of episodes than the run's own is another evaluation: its own record
+    # key, so it never replaces the run's record (a table cell holds runs of the protocol's episodes)
+    other = {k: v for k, v in asked.items() if v != own[k]}
     records = []
     with store.writing(wait=lock_wait):
         if store.read_config() is None:  # a checkpoint from elsewhere: its run's description goes with its records
             store.write_config(run)
         for knobs in tqdm(settings, desc="knob grid", disable=not progress or len(settings) == 1):
-            result = evaluate(loaded.algorithm, loaded.task, knobs, episodes or loaded.task.eval_episodes,
-                              run["seed"] if seed is None else seed, loaded.normalizer, loaded.action_low, loaded.action_high)
+            stored = None if other else store.read_record(loaded.step, to_dict(knobs))
+            if stored is not None and stored.get("eval_seed", own["eval_seed"]) == asked["eval_seed"] \
+                    and stored.get("eval_episodes") == asked["eval_episodes"]:
+                records.append(stored)  # this very evaluation is stored (e.g. the run's own final record)
+                continue
+            result = evaluate(loaded.algorithm, loaded.task, knobs, asked["eval_episodes"], asked["eval_seed"],
+                              loaded.normalizer, loaded.action_low, loaded.action_high)
             record = {**record_fields(run, loaded.step, to_dict(knobs)), "source": "eval",
-                      "eval_seed": run["seed"] if seed is None else seed, **result.summary(),
+                      "eval_seed": asked["eval_seed"], **result.summary(),
                       **loaded.algorithm.fit_report(loaded.step)}
-            store.write_record(record)
+            store.write_record(record, key_extra=other)
             records.append(record)
     return records
