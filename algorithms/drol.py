@@ -26,9 +26,8 @@ code does, so the distance and BC act on in-box actions.
 Training metrics (Sec. 5.3): candidate pairwise distance mean_{i!=j} |a_i - a_j|^2 / d_a,
 centroid divergence mean_k |a_k - a_bar|^2 / d_a (per state they are tied exactly:
 pairwise = 2K/(K-1) * divergence), routed BC loss E|a_hat^{k*} - a|^2 / d_a, and winner usage
-per candidate index: its entropy and max share per step, the [K] histogram accumulated over
-training in the `winner_counts` buffer (`winner_usage()`), or on a given batch
-(`winner_usage(batch)`, `diagnostics(batch)`).
+per candidate index: its entropy and max share per step, the [K] count accumulated over
+training in the `winner_counts` buffer, and the shares on a given batch (`diagnostics(batch)`).
 Seed-batched training (algorithms/seeds.py): the latents of the updates (the K routed ones and
 the TD target's) come from each seed's own generator (`self.rng`), in the order a single seed
 draws them from torch's global stream; routing, losses and metrics are per seed, and
@@ -57,8 +56,6 @@ from modebench.algorithms.nets import (
 )
 from modebench.algorithms.optim import make_adam
 from modebench.algorithms.seeds import SeedRandom, seed_mean
-
-K_SWEEP = (1, 2, 4, 8, 16, 32, 64)  # the routing budgets of the paper's K sweeps (Fig. 3-4)
 
 
 def route(candidates: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +98,7 @@ class DROLConfig(AlgoConfig):
     num_q: int = field(2, help="critic ensemble size (Table 2)", ge=1, le=MAX_ENSEMBLE)
     lr: float = field(3e-4, help="Adam learning rate (Table 2)", gt=0.0)
     target_tau: float = field(0.005, help="Polyak rate of the target critic (Table 2)", gt=0.0, le=1.0)
-    num_candidates: int = field(16, help="K, latent draws routed per state in training (Table 2; sweep K_SWEEP)", ge=1, le=4096)
+    num_candidates: int = field(16, help="K, latent draws routed per state in training (Table 2; Fig. 3-4 sweep 1 to 64)", ge=1, le=4096)
     alpha: float = field(1.0, help="code form: BC coefficient (Table 3: 0.03-10 per family); eq8 form: Q weight", ge=0.0)
     q_coef: float = field(1.0, help="extra weight of the Q term (authors' q_coef; 0 = routed BC only)", ge=0.0)
     loss_form: Literal["code", "eq8"] = field("code", help="actor loss: authors' code (default) or paper Eq. 8")
@@ -232,17 +229,6 @@ class DROL(Algorithm):
         return self.candidates(obs, self.sample_latents((obs.shape[0], n), obs.device))
 
     # ------------------------------------------------------------------ routing analysis
-
-    @torch.no_grad()
-    def winner_usage(self, batch: Batch | None = None) -> torch.Tensor:
-        """Winner share per candidate index, [K]: accumulated over training, or on `batch` now."""
-        if batch is None:
-            counts = self.winner_counts.double()
-            return counts / counts.sum().clamp_min(1.0)
-        z = self.sample_latents((len(batch), self.config.num_candidates), batch.observations.device)
-        k_star, _ = route(self.candidates(batch.observations, z), batch.actions)
-        counts = torch.bincount(k_star, minlength=self.config.num_candidates).double()
-        return counts / counts.sum()
 
     @torch.no_grad()
     def diagnostics(self, batch: Batch) -> dict[str, float]:

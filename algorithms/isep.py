@@ -21,11 +21,9 @@ Shared by both variants (Sec. 4.1):
 Seed batching (algorithms/seeds.py): every tensor of the losses is [*lead, B, ...] with lead =
 () for one seed and (S,) for S seeds trained as one model. Each seed draws its gates, policy
 samples and flow noise from its own generator (`self.rng`), in the order and the shapes it
-draws them alone, so seed s of a batch is seed s trained alone. ISEP-FM's gated rows cannot be
-ragged across seeds: each seed's picked rows come first (in row order), padded with its
-unpicked rows to the largest count of the batch, K = max_s |rows_s|; the sampler runs on
-[*lead, K] rows (for one seed K is its own count, so one seed costs what it did before); a
-padded row gets a sample no gate reads. `training/policy_q_mean` (ISEP-FM) is logged on the
+draws them alone, so seed s of a batch is seed s trained alone. ISEP-FM samples its policy on
+the gated rows only; the kit's `PickedRows` takes them per seed (padded to the largest count of
+the batch; one seed costs what it did before). `training/policy_q_mean` (ISEP-FM) is logged on the
 updates where every seed of the batch sampled a row: a seed alone logs it when it sampled, and
 the trainer averages each metric over the updates that report it, so a batched seed's figure
 is its own mean over a subset of its updates, never a zero or NaN stand-in.
@@ -100,7 +98,7 @@ from modebench.algorithms.nets import (
     euler_integrate,
 )
 from modebench.algorithms.optim import make_adam
-from modebench.algorithms.seeds import SeedRandom, seed_mean
+from modebench.algorithms.seeds import PickedRows, SeedRandom, seed_mean
 
 # --------------------------------------------------------------------------- shared pieces
 
@@ -319,43 +317,24 @@ class ISEPFM(Algorithm):
         return loss, {"training/positive_token_rate": seed_mean(positive.float(), self.seeds),
                       "training/actor_gate_rate": seed_mean(gate.float(), self.seeds)}
 
-    def row_noise(self, counts: list[int], k: int, like: torch.Tensor) -> torch.Tensor:
-        """x_0 ~ N(0, I) of the sampler on the picked rows, [*lead, k, act_dim]: seed s draws its own
-        counts[s] rows from its own generator (what it draws alone, where k = counts[0]); zero
-        rows pad the others to k (their samples are never read)."""
-        d = self.spec.act_dim
-        draws = []
-        for s, c in enumerate(counts):  # ragged per seed: SeedRandom's draws share one shape
-            x = self.rng[s].randn(c, d, device=like.device, dtype=like.dtype) if c else like.new_zeros(0, d)
-            draws.append(x if c == k else torch.cat([x, x.new_zeros(k - c, d)]))
-        return draws[0] if self.seeds is None else torch.stack(draws)
-
     @torch.no_grad()
     def self_samples(
         self, obs: torch.Tensor, actions: torch.Tensor, picked: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """a~ from the current guided policy, detached, on the `picked` rows (a host bool mask
-        [*lead, B]); the rows no gate picked keep the dataset action or a padding sample, and no
-        gate reads them. Also returns Qtgt_min of the samples averaged over each seed's picked
-        rows (None unless every seed picked a row: a seed alone logs it only then)."""
-        counts = picked.sum(-1)
-        count_list = counts.reshape(-1).tolist()
-        k = max(count_list)
-        if k == 0:
+        [*lead, B]); the other rows keep the dataset action, and no gate reads them. Also returns
+        Qtgt_min of the samples averaged over the picked rows (None unless every seed picked a row:
+        a seed alone logs it only then)."""
+        rows = PickedRows(picked, obs.device)  # per seed when seed-batched (algorithms/seeds.py)
+        if rows.k == 0:
             return actions, None
         cfg = self.config
-        # each seed's picked rows first, in row order, then its unpicked rows as padding up to k
-        rows = torch.argsort(~picked, dim=-1, stable=True)[..., :k].unsqueeze(-1).to(obs.device, non_blocking=True)
-        obs_rows = torch.take_along_dim(obs, rows, dim=-2)
-        samples = self.sample(obs_rows, cfg.sample_guidance, cfg.sample_steps, self.row_noise(count_list, k, actions))
-        policy_actions = actions.scatter(-2, rows.expand(*rows.shape[:-1], actions.shape[-1]), samples)
-        if min(count_list) == 0:
+        obs_rows = rows.take(obs)
+        samples = self.sample(obs_rows, cfg.sample_guidance, cfg.sample_steps, rows.randn(self.rng, self.spec.act_dim, actions))
+        policy_actions = rows.put(actions, samples)
+        if not rows.every_seed_picked:
             return policy_actions, None
-        q = self.critic.target_q(obs_rows, samples)
-        if min(count_list) < k:  # padded rows count for nothing
-            valid = torch.arange(k, device=q.device) < counts.to(q.device, non_blocking=True).unsqueeze(-1)
-            return policy_actions, (q * valid).sum(-1) / counts.to(q.device, q.dtype, non_blocking=True)
-        return policy_actions, q.mean(-1)
+        return policy_actions, rows.mean(self.critic.target_q(obs_rows, samples))
 
     def losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config

@@ -246,11 +246,8 @@ def sample_each_mode(gmm: DiagonalGMM, n: int, clip: bool = True, rng: SeedRando
     carries its seed axis when `rng` is stacked) or, without one, torch's global generator."""
     mu = gmm.means.unsqueeze(-2)
     std = gmm.log_stds.exp().unsqueeze(-2)
-    shape = (*mu.shape[:-2], n, mu.shape[-1])
-    if rng is None:
-        noise = torch.randn(shape, device=mu.device, dtype=mu.dtype)
-    else:
-        noise = rng.randn(*shape[int(rng.stacked):], device=mu.device, dtype=mu.dtype)
+    each = mu.expand(*mu.shape[:-2], n, mu.shape[-1])  # [*lead, B, M, n, d], a view
+    noise = torch.randn_like(each) if rng is None else rng.randn_like(each)
     samples = mu + std * noise
     return samples.clamp(-1.0, 1.0) if clip else samples
 

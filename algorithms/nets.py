@@ -115,7 +115,10 @@ class MLP(nn.Sequential):
 
 
 class EnsembleLinear(nn.Module):
-    """M independent linear layers applied as one batched matmul: [M, B, in] -> [M, B, out]."""
+    """M independent linear layers applied as one batched matmul: [M, B, in] -> [M, B, out].
+    Seed-batched (`seeds` = S, weights [S, M, in, out]): the S x M members as one batch, [S M, B, ...]."""
+
+    seeds: int | None = None
 
     def __init__(self, num_members: int, in_dim: int, out_dim: int):
         super().__init__()
@@ -127,14 +130,17 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.dim() == 4:  # seed-batched ([S, M, in, out]): the S x M members as one batch
+        if self.seeds is not None:
             return torch.baddbmm(self.bias.flatten(0, 1), x, self.weight.flatten(0, 1))
         return torch.baddbmm(self.bias, x, self.weight)
 
 
 class EnsembleLayerNorm(nn.Module):
     """LayerNorm over the last dim of [M, B, width] with a learned scale and bias PER MEMBER
-    ([M, 1, width]; ones and zeros at init), as a vmapped flax nn.LayerNorm gives each member."""
+    ([M, 1, width]; ones and zeros at init), as a vmapped flax nn.LayerNorm gives each member.
+    Seed-batched (`seeds` = S, [S, M, 1, width]): over the S x M members of [S M, B, width]."""
+
+    seeds: int | None = None
 
     def __init__(self, num_members: int, width: int, eps: float = FLAX_LAYER_NORM_EPS):
         super().__init__()
@@ -144,14 +150,16 @@ class EnsembleLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
-        if weight.dim() == 4:  # seed-batched: [S, M, 1, width] over the S x M members of x
+        if self.seeds is not None:
             weight, bias = weight.flatten(0, 1), bias.flatten(0, 1)
         return torch.addcmul(bias, F.layer_norm(x, (self.width,), eps=self.eps), weight)
 
 
 class EnsembleMLP(nn.Module):
-    """An ensemble of MLPs with stacked weights. Input [B, in] (shared) or [M, B, in]; seed-batched
-    (algorithms/seeds.py): [S, B, in] or [S, M, B, in] -> [S, M, B, out]."""
+    """An ensemble of MLPs with stacked weights. Input [B, in] (shared) or [M, B, in] -> [M, B, out].
+    Seed-batched (algorithms/seeds.py): [S, B, in] (shared by the members) -> [M, S, B, out]. Every
+    ensemble output is member-first, [M, *lead, ...], so a reduction over members is over dim 0
+    whatever the lead (critics.aggregate)."""
 
     seeds: int | None = None
 
@@ -183,15 +191,14 @@ class EnsembleMLP(nn.Module):
             if x.dim() == 2:
                 x = x.unsqueeze(0).expand(m, -1, -1)
             return self.layers(x)
-        if x.dim() == 3:
-            x = x.unsqueeze(1).expand(-1, m, -1, -1)
+        x = x.unsqueeze(1).expand(-1, m, -1, -1)  # [S, M, B, in]: the layers batch the S x M members
         out = self.layers(x.reshape(self.seeds * m, *x.shape[2:]))
-        return out.reshape(self.seeds, m, *out.shape[1:])
+        return out.reshape(self.seeds, m, *out.shape[1:]).transpose(0, 1)
 
 
 class EnsembleCritic(nn.Module):
-    """Q_1..Q_M(s, a) as one network: forward returns [M, *lead] for inputs [*lead, d]. Seed-batched
-    (inputs [S, ..., d]) it is still [M, S, ...]: the member axis stays first."""
+    """Q_1..Q_M(s, a) as one network: forward returns [M, *lead, ...] for inputs [*lead, ..., d]
+    (lead = (S,) seed-batched): member-first, as every ensemble output (EnsembleMLP)."""
 
     seeds: int | None = None
 
@@ -215,8 +222,8 @@ class EnsembleCritic(nn.Module):
         x = torch.cat([obs, actions], dim=-1)
         if self.seeds is None:
             return self.net(x.reshape(-1, width)).squeeze(-1).reshape(self.num_members, *lead)
-        q = self.net(x.reshape(self.seeds, -1, width)).squeeze(-1)  # [S, M, N]
-        return q.transpose(0, 1).reshape(self.num_members, *lead)
+        q = self.net(x.reshape(self.seeds, -1, width)).squeeze(-1)  # [M, S, N]
+        return q.reshape(self.num_members, *lead)
 
 
 class DiagonalGMM:
@@ -250,14 +257,6 @@ class DiagonalGMM:
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.joint_log_probs(actions), dim=-1)
-
-    def expand_samples(self, n: int) -> DiagonalGMM:
-        """The same mixtures with a new axis of size n before the component axis."""
-        return DiagonalGMM(
-            self.log_weights.unsqueeze(-2).expand(*self.log_weights.shape[:-1], n, -1),
-            self.means.unsqueeze(-3).expand(*self.means.shape[:-2], n, *self.means.shape[-2:]),
-            self.log_stds.unsqueeze(-3).expand(*self.log_stds.shape[:-2], n, *self.log_stds.shape[-2:]),
-        )
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n samples per mixture: [..., n, d]."""

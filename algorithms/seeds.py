@@ -97,9 +97,6 @@ class SeedRandom:
         """N(0, 1) of x's shape, x being [*lead, ...]."""
         return self.randn(*(x.shape[1:] if self.stacked else x.shape), device=x.device, dtype=x.dtype)
 
-    def rand_like(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rand(*(x.shape[1:] if self.stacked else x.shape), device=x.device, dtype=x.dtype)
-
     def multinomial(self, probs: torch.Tensor, n: int, replacement: bool = True) -> torch.Tensor:
         """`torch.multinomial` per seed on probs [*lead, R, K] -> [*lead, R, n]."""
         gens = self._gens(probs.device)
@@ -117,6 +114,51 @@ class SeedRandom:
         if self.device is not self.host:
             for g, s in zip(self.device, state["device"]):
                 g.set_state(s)
+
+
+class PickedRows:
+    """The rows a host bool mask [*lead, B] picks, per seed, as one dense block [*lead, K, ...]: each
+    seed's picked rows first (in row order), padded with its unpicked rows up to the largest count
+    of the batch K = max_s |rows_s| (for one seed, K is its own count: exactly its picked rows).
+    Work on a random subset of a batch (ISEP-FM samples its policy only on the gated rows) is
+    then written once, for one seed: `take` the rows, compute, `put` the results back; padded rows
+    get results nobody reads, and `mean` averages over each seed's own rows only."""
+
+    def __init__(self, picked: torch.Tensor, device: torch.device | str):
+        self.counts = picked.sum(-1)  # [*lead], on the host
+        self.count_list = self.counts.reshape(-1).tolist()
+        self.k = max(self.count_list)
+        self.device = device
+        rows = torch.argsort(~picked, dim=-1, stable=True)[..., : self.k]
+        self.index = rows.unsqueeze(-1).to(device, non_blocking=True)  # [*lead, K, 1]
+
+    @property
+    def every_seed_picked(self) -> bool:
+        return min(self.count_list) > 0
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """x [*lead, B, d] -> its picked rows [*lead, K, d]."""
+        return torch.take_along_dim(x, self.index, dim=-2)
+
+    def put(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """x [*lead, B, d] with its picked rows replaced by `rows` [*lead, K, d] (a new tensor)."""
+        return x.scatter(-2, self.index.expand(*self.index.shape[:-1], x.shape[-1]), rows)
+
+    def randn(self, rng: SeedRandom, d: int, like: torch.Tensor) -> torch.Tensor:
+        """N(0, 1) for the picked rows, [*lead, K, d]: seed s draws its own count of rows from its own
+        generator (what it draws alone), zero rows pad it to K."""
+        draws = []
+        for s, c in enumerate(self.count_list):  # ragged per seed: SeedRandom's draws share one shape
+            x = rng[s].randn(c, d, device=like.device, dtype=like.dtype) if c else like.new_zeros(0, d)
+            draws.append(x if c == self.k else torch.cat([x, x.new_zeros(self.k - c, d)]))
+        return torch.stack(draws) if rng.stacked else draws[0]
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of `values` [*lead, K] over each seed's picked rows (padding counts for nothing): [*lead]."""
+        if min(self.count_list) < self.k:
+            valid = torch.arange(self.k, device=values.device) < self.counts.to(values.device, non_blocking=True).unsqueeze(-1)
+            return (values * valid).sum(-1) / self.counts.to(values.device, values.dtype, non_blocking=True)
+        return values.mean(-1)
 
 
 def seed_mean(x: torch.Tensor, seeds: int | None) -> torch.Tensor:
@@ -242,16 +284,20 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
         return LEAVES[cls](modules)
     if isinstance(first, nn.Dropout) and first.p > 0:
         raise SeedBatchingError("dropout inside a network (its masks come from torch's global generator, not one per seed)")
+    # A shallow copy keeps the module's own attributes (config, sizes, flags); its parameters,
+    # buffers and submodules are then registered anew, stacked, through torch's public API (the
+    # copy starts from empty registries: the ones it shares with `first` are left untouched).
     stacked = copy.copy(first)
-    stacked.__dict__ = dict(first.__dict__)
-    stacked._parameters = {}
+    stacked._parameters, stacked._buffers, stacked._modules = {}, {}, {}
+    stacked._non_persistent_buffers_set = set()
     for name, p in first._parameters.items():
-        stacked._parameters[name] = None if p is None else nn.Parameter(_stack([m._parameters[name] for m in modules]),
-                                                                        requires_grad=p.requires_grad)
-    stacked._buffers = {name: None if b is None else _stack([m._buffers[name] for m in modules])
-                        for name, b in first._buffers.items()}
-    stacked._modules = {name: None if sub is None else stack_modules([m._modules[name] for m in modules])
-                        for name, sub in first._modules.items()}
+        stacked.register_parameter(name, None if p is None else nn.Parameter(
+            _stack([getattr(m, name) for m in modules]), requires_grad=p.requires_grad))
+    for name, b in first._buffers.items():
+        stacked.register_buffer(name, None if b is None else _stack([getattr(m, name) for m in modules]),
+                                persistent=name not in first._non_persistent_buffers_set)
+    for name, sub in first._modules.items():
+        stacked.add_module(name, None if sub is None else stack_modules([getattr(m, name) for m in modules]))
     stacked.seeds = len(modules)
     if hasattr(stacked, "reset_caches"):
         stacked.reset_caches()

@@ -62,11 +62,6 @@ def color(method: str) -> str:
     return methods().get(method, {}).get("color", FALLBACK_COLOR)
 
 
-def base_of(method: str) -> str:
-    """The method a preset varies; a base method (or an unknown one) is its own base."""
-    return methods().get(method, {}).get("base", method)
-
-
 def paper_to_ours() -> dict[str, str]:
     """Paper method name (as in the score tables) -> our method name."""
     return {f["paper_name"]: name for name, f in methods().items() if "paper_name" in f}

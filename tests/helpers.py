@@ -98,3 +98,69 @@ def wait_for(condition, timeout: float, what: str, proc=None):
             raise AssertionError(f"{command} ended (status {proc.returncode}) before {what}:\n{proc.stdout.read()}")
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class SixModeBandit:
+    """A held-out one-step bandit (not a toy-suite task): six action modes on a circle of radius 0.6,
+    the first worth 1, the others 0.5, each a disc of radius 0.2; 2-d observations are zeros. Built
+    on the toy bandits' env class; registered nowhere: Minari datasets record it by entry point
+    (`helpers:SixModeBandit`), so a process that runs one needs tests/ on its path."""
+
+    ANGLES = tuple(k * 60.0 for k in range(6))
+    RADIUS, DISC, NOISE = 0.6, 0.2, 0.05
+    VALUES = (1.0, 0.5, 0.5, 0.5, 0.5, 0.5)
+
+    def __new__(cls):
+        import math
+
+        import numpy as np
+        from modebench.benchmarks.tasks import toy
+
+        centers = np.array([[cls.RADIUS * math.cos(math.radians(a)), cls.RADIUS * math.sin(math.radians(a))]
+                            for a in cls.ANGLES], np.float32)
+        values = np.array(cls.VALUES, np.float32)
+
+        class _SixModeBandit(toy.BanditEnv):
+            success_reward = 1.0
+
+            def reward(self, obs, action):
+                return toy._disc_reward(action, centers, values, cls.DISC)
+
+        env = _SixModeBandit()
+        env.centers = centers
+        return env
+
+
+def write_six_mode_minari(dataset_id: str, episodes: int = 20_000, seed: int = 0):
+    """`SixModeBandit` data written as a standard Minari dataset by minari's own writer (under
+    $MINARI_DATASETS_PATH): one-step episodes, the six modes equally often, actions N(mode, 0.05^2)
+    clipped to the box; normalised scores 0 (no disc hit) to 100 (the best mode every time)."""
+    import gymnasium as gym
+    import minari
+    import numpy as np
+    from minari.data_collector import EpisodeBuffer
+
+    env = SixModeBandit()
+    rng = np.random.default_rng(seed)
+    modes = env.centers[rng.integers(0, 6, episodes)]
+    actions = np.clip(modes + SixModeBandit.NOISE * rng.standard_normal(modes.shape), -1.0, 1.0).astype(np.float32)
+    zeros = np.zeros((2, 2), np.float32)
+    buffers = [EpisodeBuffer(id=i, observations=zeros, actions=actions[i:i + 1],
+                             rewards=[env.reward(zeros[0], actions[i])], terminations=[True], truncations=[False],
+                             infos={}) for i in range(episodes)]
+    spec = gym.envs.registration.EnvSpec("SixModeBandit-v0", entry_point="helpers:SixModeBandit", max_episode_steps=1)
+    return minari.create_dataset_from_buffers(
+        dataset_id=dataset_id, buffer=buffers, env=spec, algorithm_name="six equal modes, N(mode, 0.05^2)",
+        ref_min_score=0.0, ref_max_score=1.0, description="held-out six-mode bandit (tests/helpers.py)",
+    )
+
+
+def expand_samples(gmm, n: int):
+    """The same mixtures with a new axis of size n before the component axis (log_prob of [..., n, d])."""
+    from modebench.algorithms.nets import DiagonalGMM
+
+    return DiagonalGMM(
+        gmm.log_weights.unsqueeze(-2).expand(*gmm.log_weights.shape[:-1], n, -1),
+        gmm.means.unsqueeze(-3).expand(*gmm.means.shape[:-2], n, *gmm.means.shape[-2:]),
+        gmm.log_stds.unsqueeze(-3).expand(*gmm.log_stds.shape[:-2], n, *gmm.log_stds.shape[-2:]),
+    )

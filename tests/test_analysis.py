@@ -656,7 +656,7 @@ def test_facts_file_names_every_registered_method_with_its_own_colour():
     colors = [to_rgb(f["color"]) for f in known.values()]
     assert len(set(colors)) == len(colors)
     for name in METHODS:  # the facts' base matches the registry's, and presets are marked as such
-        assert facts.base_of(name) == base_method(name), name
+        assert known[name].get("base", name) == base_method(name), name
     groups = facts.policy_groups()
     assert sorted(m for members in groups.values() for m in members) == sorted(METHODS)
     tables = facts.facts()["score_tables"]

@@ -162,8 +162,8 @@ def test_support_is_scored_under_the_behavior_model_never_the_actor():
     cands, behavior = gem.candidates(obs, knobs)
     torch.manual_seed(2)
     out = gem.act(obs, t, knobs)
-    behavior_ll = behavior.expand_samples(cands.shape[1]).log_prob(cands)
-    actor_ll = gem.actor(obs).expand_samples(cands.shape[1]).log_prob(cands)
+    behavior_ll = helpers.expand_samples(behavior, cands.shape[1]).log_prob(cands)
+    actor_ll = helpers.expand_samples(gem.actor(obs), cands.shape[1]).log_prob(cands)
     rows = torch.arange(4)
     torch.testing.assert_close(out.actions, cands[rows, behavior_ll.argmax(-1)])
     torch.testing.assert_close(out.audits["support_z"], zscore(behavior_ll)[rows, behavior_ll.argmax(-1)])
@@ -174,7 +174,7 @@ def test_support_is_scored_under_the_behavior_model_never_the_actor():
     cands, behavior = gem.candidates(obs, knobs)
     torch.manual_seed(3)
     out = gem.act(obs, t, knobs)
-    behavior_ll = behavior.expand_samples(cands.shape[1]).log_prob(cands)
+    behavior_ll = helpers.expand_samples(behavior, cands.shape[1]).log_prob(cands)
     torch.testing.assert_close(out.actions, cands[rows, behavior_ll.argmax(-1)])
 
 
@@ -224,7 +224,7 @@ def test_selection_runs_on_another_methods_proposals():
     sel = rerank(obs, cands, gem.critic.q, lambda o, a: per_candidate(gem.behavior(o)).log_prob(a),
                  lcb_lambda=1.0, w_p=support_weight(torch.zeros(4), 10, 0.4), k_smooth=1)
     q = gem.critic.q(obs.unsqueeze(1).expand(-1, 16, -1), cands)
-    ll = gem.behavior(obs).expand_samples(16).log_prob(cands)
+    ll = helpers.expand_samples(gem.behavior(obs), 16).log_prob(cands)
     expected = q.mean(0) - q.std(0, correction=0) + zscore(ll)
     torch.testing.assert_close(sel.scores, expected)
     torch.testing.assert_close(sel.actions, cands[torch.arange(4), expected.argmax(-1)])
@@ -260,7 +260,7 @@ def act_by_hand(gem: GEM, obs: torch.Tensor, t: torch.Tensor, knobs: GEMKnobs, s
         q = gem.critic.q(obs.unsqueeze(1).expand(-1, c, -1), cands)  # [M, B, C]
         score = q.mean(0) - knobs.lcb_lambda * q.std(0, correction=0)
         if knobs.use_pw:
-            ll = behavior.expand_samples(c).log_prob(cands)
+            ll = helpers.expand_samples(behavior, c).log_prob(cands)
             z = (ll - ll.mean(-1, keepdim=True)) / ll.std(-1, correction=0, keepdim=True)
             score = score + cosine_w_p(t, gem.spec.horizon, knobs.w_end)[:, None] * z
         top = score.topk(min(knobs.k_smooth, c), -1).indices

@@ -180,6 +180,27 @@ def test_levelled_off_rule_on_both_sides_of_its_threshold():
     assert not summarise_curve(Phase("fit", "n", 1, blocking=False), [0.0], ACT_DIM).converged  # too short to tell
 
 
+def test_the_recorder_sums_what_the_rule_reads(capsys):
+    """FitRecorder, fed a curve one update at a time, ends with the summary of the whole curve,
+    warns once at the phase's last update, and reports nothing for updates after it."""
+    from modebench.algorithms.phases import FitRecorder
+
+    curve = exponential(1000, tau=1000 / 3)
+    recorder = FitRecorder([PHASE], "m", 2000, ACT_DIM)
+    ended = {}
+    for step, value in enumerate(curve + [5.0] * 10):
+        ended.update(recorder.observe(step, {"training/nll": torch.tensor(value, dtype=torch.float32)}))
+    expected = summarise_curve(PHASE, [float(torch.tensor(v, dtype=torch.float32)) for v in curve], ACT_DIM)
+    (summary,) = recorder.summaries(PHASE)
+    assert summary.converged is expected.converged is False
+    assert summary.final_nll == pytest.approx(expected.final_nll, abs=1e-9)
+    assert summary.slope == pytest.approx(expected.slope, abs=1e-12)
+    assert float(ended["fit/n/final_nll"]) == pytest.approx(expected.final_nll, rel=1e-6)
+    assert float(ended["fit/n/converged"]) == 0.0
+    assert capsys.readouterr().err.count("warning:") == 1
+    assert recorder.record(999) == [] and recorder.record(1000) == [summary.record()]
+
+
 # --------------------------------------------------------------------------- a fit phase in a run
 
 FIT_CONFIG = {"hidden_dims": (32, 32), "lr": 1e-2, "batch_size": 128, "gmm_freeze_after_pretrain": True}

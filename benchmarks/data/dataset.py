@@ -124,9 +124,6 @@ class TransitionDataset:
             raise DatasetError(f"{where}: field 'terminals' is set at index {index} in the middle of an episode")
         return self
 
-    def subset(self, indices: np.ndarray) -> TransitionDataset:
-        return dataclasses.replace(self, **{f: getattr(self, f)[indices] for f in FIELDS})
-
     @classmethod
     def from_episodes(
         cls,
