@@ -34,12 +34,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS_FILE = Path(__file__).with_name("mutants.yaml")
-COPIED = ("algorithms", "benchmarks", "sweeps", "analysis", "modebench", "perf", "tests", "pyproject.toml",
-          "results/reference")
+# the folders that install as modebench.<part> (pyproject's package-dir)
+PARTS = tuple(folder for name, folder in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+              ["package-dir"].items() if name.startswith("modebench."))
+COPIED = (*PARTS, "modebench", "perf", "tests", "pyproject.toml", "results/reference")
 PYTEST_ARGS = ("-q", "-x", "-p", "no:cacheprovider", "-m", "not slow and not mechanism")
 TIMEOUT_S = 300
 
@@ -76,6 +79,12 @@ def private_copy() -> Path:
             shutil.copytree(src, dest / name, ignore=ignore)
         elif src.exists():
             shutil.copy2(src, dest / name)
+    # The parts install as modebench.<part> (pyproject's package-dir maps the top-level folders):
+    # the copy's modebench/ package reaches the copy's folders through links, so the copy first on
+    # PYTHONPATH shadows the editable install of the repository
+    for part in PARTS:
+        if (dest / part).is_dir():
+            (dest / "modebench" / part).symlink_to(dest / part, target_is_directory=True)
     return dest
 
 
