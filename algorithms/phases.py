@@ -207,8 +207,10 @@ def unconverged_warning(phase: Phase, method: str, total_steps: int, summaries: 
         how = (f"its NLL still fell {-s.slope * s.window:.3g} over its last {s.window} updates (final {s.final_nll:.4g}), "
                f"{-s.slope * phase.steps:.2g} more if it ran as long again (levelled off: at most {LEVELLED_NATS:g} per action dimension)")
     longer = longer_value(phase, total_steps)
-    fix = (f"use {fix_text(phase, longer)}" if longer is not None
-           else f"use --steps {2 * total_steps} or more and a longer {phase.field}")
+    if longer is not None:
+        fix = f"use {fix_text(phase, longer)}"
+    else:  # the phase already takes all the run allows
+        fix = f"use --steps {2 * total_steps} or more and a longer {phase.field}" + (f", or --set {phase.instead}" if phase.instead else "")
     return (f"warning: {method}: the {phase.name} ({phase.field}={phase.steps}) ended before its loss levelled off{seeds}: "
             f"{how}; what reads it from here on reads an under-fit model: {fix}. This run's records carry converged: false")
 
