@@ -124,7 +124,7 @@ def hdf5(arrays):
 
 
 FILE_CASES = [
-    Case("file that does not exist", "gone.npz", lambda p: p, ("does not exist",)),
+    Case("file that does not exist", "gone.npz", lambda p: p, ("no such file or folder",)),
     Case("not HDF5 but named .hdf5", "d.hdf5", lambda p: (p.write_text("<html>404 Not Found</html>"), p)[1],
          ("cannot read the HDF5 file", "file signature not found")),
     Case("truncated HDF5", "d.hdf5", truncated(write_hdf5, pendulum_arrays()), ("cannot read the HDF5 file", "truncated")),

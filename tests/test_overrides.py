@@ -24,7 +24,7 @@ def test_override_keys_and_values_are_valid(file_name):
             assert key in suites, f"{file_name}: {key} is no suite"
         for method, block in methods.items():
             cls = get_method(method).load()
-            assert set(block) <= {"config", "knobs"}, (file_name, key, method)
+            assert set(block) <= {"config", "knobs", "conflicts"}, (file_name, key, method)
             from_dict(cls.config_class, block.get("config", {}))
             from_dict(cls.knobs_class, block.get("knobs", {}), what="knob")
 

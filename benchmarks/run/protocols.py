@@ -105,11 +105,6 @@ def not_applicable(method: str, key: str) -> str | None:
     return INFORMATIONAL_KEYS.get(key) or get_method(method).published_not_applicable.get(key)
 
 
-def not_applicable(method: str, key: str) -> str | None:
-    """Why a published row (method, key) applies nothing, or None when it applies."""
-    return INFORMATIONAL_KEYS.get(key) or get_method(method).published_not_applicable.get(key)
-
-
 @dataclass(frozen=True)
 class Setting:
     value: Any
