@@ -57,6 +57,17 @@ AUDIT_LABELS = {"score": "Normalised score", "audit/violation": "Violation", "au
                 "audit/support_z": "SupportZ"}
 
 
+def write_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write `fig` atomically in the format of `path`'s suffix, with no creation date in PDF / SVG,
+    so the same records give byte-identical figures."""
+    fmt = path.suffix.lstrip(".")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight",
+                metadata={"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt))
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A training-config sweep figure (one entry of the facts file's config_sweeps)."""
@@ -150,12 +161,7 @@ class Plotter:
         self.out.mkdir(parents=True, exist_ok=True)
         fig.text(0.01, -0.01, f"{self.protocol} protocol; {self.rule.describe()}", fontsize=7, color="0.4", ha="left", va="top")
         for fmt in self.formats:
-            path = self.out / f"{name}.{fmt}"
-            buffer = io.BytesIO()
-            # no creation date in PDF / SVG: the same records give byte-identical figures
-            fig.savefig(buffer, format=fmt, dpi=150, metadata={"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt))
-            atomic_write_bytes(path, buffer.getvalue())
-            self.written.append(path)
+            self.written.append(write_figure(fig, self.out / f"{name}.{fmt}"))
         plt.close(fig)
         if data is not None:
             path = self.out / f"{name}.csv"

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from modebench.analysis import facts
+from modebench.analysis.records import by_length, load_records
 from modebench.analysis.render import Cell, Table, mean_std, num
-from modebench.benchmarks.store import iter_stored, run_config
+from modebench.benchmarks.store import DamagedRecord, iter_stored, run_config
 
 BUDGETS = (0, 10, 50, 200, 1000)  # evaluation episodes spent on tuning (0: the default, no tuning)
 EOP_K = (1, 2, 4, 8)  # configurations drawn for Expected Online Performance
@@ -487,34 +488,44 @@ def plot_cross_selection(frame: pd.DataFrame, out: Path, formats: Sequence[str])
 
 def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    return paths
+    from modebench.analysis.plots import (
+        write_figure,  # matplotlib only where a figure is drawn
+    )
+
+    return [write_figure(fig, stem.with_suffix(f".{fmt}")) for fmt in formats]
 
 
 # ----------------------------------------------------------------------------- entry points (tables.py / plots.py call these)
 
 
-def _records(root: str | Path, protocol: str | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The evaluation records of `protocol` under `root` and each run's own knobs (its config.json)."""
+def _records(root: str | Path, protocol: str | None,
+             log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The evaluation records of `protocol` under `root` that the main tables' cells hold (runs of
+    their protocol's own length and evaluation episodes: analysis.records.by_length), and each
+    run's own knobs (its config.json). Damaged files are named in one line, never raised: the
+    studies' tables follow the same membership and store reader as every other table."""
+    damaged: list[DamagedRecord] = []
+    kept_paths = set(by_length(load_records(root)).kept["path"].astype(str))
     records, run_knobs = [], {}
-    for path, record in iter_stored(root):
+    for path, record in iter_stored(root, damaged=damaged):
+        if str(path) not in kept_paths:
+            continue
         if protocol is None or record.get("protocol") == protocol:
             records.append(record)
             if record["run_id"] not in run_knobs:
                 config = run_config(path)
                 if config is not None and "knobs" in config:
                     run_knobs[record["run_id"]] = config["knobs"]
+    if damaged:
+        log(f"cross_selection / online_budget: {len(damaged)} damaged records left out: "
+            + "; ".join(d.line() for d in damaged))
     return records, run_knobs
 
 
 def write_tables(root: str | Path, out: str | Path, *, protocol: str | None = None, seed: int = 0, reps: int = BANDIT_REPS,
                  log: Callable[[str], None] = print) -> list[Path]:
     """The cross-selection and online-budget tables from the records under `root` (of one protocol)."""
-    records, run_knobs = _records(root, protocol)
+    records, run_knobs = _records(root, protocol, log)
     tables = cross_selection_tables(cross_selection_frame(records))
     tables += budget_tables(budget_frame(config_sets(records, run_knobs), reps=reps, seed=seed), reps=reps, seed=seed)
     written = [p for table in tables for p in table.write(out)]
@@ -527,7 +538,7 @@ def write_tables(root: str | Path, out: str | Path, *, protocol: str | None = No
 def write_plots(root: str | Path, out: str | Path, formats: Sequence[str] = ("png",), *, protocol: str | None = None,
                 seed: int = 0, reps: int = BANDIT_REPS, log: Callable[[str], None] = print) -> list[Path]:
     """The cross-selection and online-budget figures from the records under `root` (of one protocol)."""
-    records, run_knobs = _records(root, protocol)
+    records, run_knobs = _records(root, protocol, log)
     written: list[Path] = []
     cross = cross_selection_frame(records)
     if not cross.empty:

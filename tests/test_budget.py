@@ -109,11 +109,12 @@ def cross_records():
     for seed in (0, 1):
         rs.append(record(f"lom-{seed}", "lom", seed, {"actor": "policy"}, {}, [40, 40 + 10 * seed]))
         for n, score in ((0, 40 + 5 * seed), (16, 70 + seed), (256, 90)):
-            rs.append(record(f"lom-{seed}", "lom", seed, {"actor": "policy", "selection": {"N": n}}, {}, [score], source="select",
+            # evaluated over the proposer's own episode count (2), as cross-select does by default
+            rs.append(record(f"lom-{seed}", "lom", seed, {"actor": "policy", "selection": {"N": n}}, {}, [score, score], source="select",
                              selection={"selector_run_id": f"gem-{seed}", "proposer_knobs": {"actor": "policy"},
                                         "knobs": {"N": n, "lcb_lambda": 1.0}}))
     # another lambda: left out of the table (the most common setting is kept)
-    rs.append(record("lom-0", "lom", 0, {"actor": "policy", "selection": {"N": 16, "l": 3}}, {}, [0], source="select",
+    rs.append(record("lom-0", "lom", 0, {"actor": "policy", "selection": {"N": 16, "l": 3}}, {}, [0, 0], source="select",
                      selection={"selector_run_id": "gem-0", "proposer_knobs": {"actor": "policy"}, "knobs": {"N": 16, "lcb_lambda": 3.0}}))
     return rs
 
@@ -153,3 +154,26 @@ def test_tables_plots_and_report_commands_carry_the_study_writers(tmp_path):
         assert "cross_selection_toy.md" in written, command
         drawn = [p.name for write in args.study_plots for p in write(tmp_path, tmp_path / command, ["png"], log=print)]
         assert "cross_selection_toy.png" in drawn, command
+
+
+def test_a_short_run_or_a_damaged_record_leaves_the_study_tables_and_figures_unchanged(tmp_path):
+    """The studies read the store as every table does: runs of their cell's length only (a short
+    try is never averaged in) and a damaged file named in one line, never a crash."""
+    def render(out: Path) -> tuple[dict[str, bytes], list[str]]:
+        log: list[str] = []
+        budget.write_tables(tmp_path / "store", out, reps=50, log=log.append)
+        budget.write_plots(tmp_path / "store", out, ["png", "pdf"], reps=50, log=log.append)
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}, log
+
+    for r in fixture_records():
+        RunStore(tmp_path / "store", r["run_id"]).write_record({k: v for k, v in r.items() if k != "run_id"})
+    before, _ = render(tmp_path / "before")
+    assert "online_budget_toy.md" in before and "online_budget_toy.pdf" in before
+    # a 10-update try of DROL K=1 seed 1 that scored 0, and a truncated record
+    short = record("drol-k1-short", "drol", 1, {}, {"K": 1}, [0, 0], step=10)
+    RunStore(tmp_path / "store", "drol-k1-short").write_record({**short, "total_steps": 10})
+    damaged = tmp_path / "store" / "runs" / "gem-0" / "records" / "truncated.json"
+    damaged.write_text('{"method": "gem", "normalized_sc')
+    after, log = render(tmp_path / "after")
+    assert [name for name in before if after.get(name) != before[name]] == []
+    assert any("1 damaged records left out" in line and "truncated.json" in line for line in log), log
