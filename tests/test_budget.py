@@ -1,9 +1,10 @@
-"""Online-tuning-budget estimators and the cross-selection table (analysis/budget.py), on tiny
+"""Online-tuning-budget estimators and the cross-selection table (studies/budget.py), on tiny
 hand-made records: the closed-form expected max, a two-arm bandit, configuration sets, files."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
