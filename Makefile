@@ -79,8 +79,8 @@ profile: setup  ## time act of every method -> profile records (results/profiles
 	$(VENV)/bin/modebench profile
 	$(VENV)/bin/modebench tables
 
-report: setup  ## tables + plots + results/report.md, from stored records only
-	$(VENV)/bin/modebench report
+report: setup  ## tables + plots + results/report.md and one self-contained results/report.html, from stored records only
+	$(VENV)/bin/modebench report --html
 
 clean:
 	rm -rf results/runs results/tables results/plots results/profiles results/report.md results/claims results/claims.md results/claims.csv
