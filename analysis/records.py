@@ -56,6 +56,7 @@ from modebench.benchmarks.store import (
     DEFAULT_ROOT,
     LEGACY_PROTOCOL,
     PROTOCOLS,
+    StoreScan,
     run_config,
     scan_store,
 )
@@ -195,13 +196,14 @@ def damaged_in(frame: pd.DataFrame, protocol: str | None = None) -> pd.DataFrame
     return damaged[damaged["protocol"].isna() | (damaged["protocol"] == protocol)].reset_index(drop=True)
 
 
-def load_records(root: str | Path | None = None) -> pd.DataFrame:
+def load_records(root: str | Path | None = None, scan: StoreScan | None = None) -> pd.DataFrame:
     """Every evaluation record under `root` as one row (see the module docstring for columns).
     Files the store reader finds damaged (benchmarks/store.py scan_store) are not rows: they
     travel in `frame.attrs["damaged"]` (one row each: path, field, problem, and the cell they
-    would have entered) for the tables and the report to name and count."""
+    would have entered) for the tables and the report to name and count. A caller that also
+    needs the raw records passes the `scan` it made of `root`, so the store is read once."""
     root = Path(root) if root is not None else default_root()
-    scan = scan_store(root, "evaluation")
+    scan = scan if scan is not None else scan_store(root, "evaluation")
     raw = scan.records
     damaged = _damaged_rows(scan.damaged)
     if not raw:

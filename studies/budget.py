@@ -39,7 +39,7 @@ import pandas as pd
 from modebench.analysis import facts
 from modebench.analysis.records import by_length, load_records
 from modebench.analysis.render import Cell, Table, mean_std, num
-from modebench.benchmarks.store import DamagedRecord, iter_stored, run_config
+from modebench.benchmarks.store import run_config, scan_store
 
 BUDGETS = (0, 10, 50, 200, 1000)  # evaluation episodes spent on tuning (0: the default, no tuning)
 EOP_K = (1, 2, 4, 8)  # configurations drawn for Expected Online Performance
@@ -504,10 +504,10 @@ def _records(root: str | Path, protocol: str | None,
     their protocol's own length and evaluation episodes: analysis.records.by_length), and each
     run's own knobs (its config.json). Damaged files are named in one line, never raised: the
     studies' tables follow the same membership and store reader as every other table."""
-    damaged: list[DamagedRecord] = []
-    kept_paths = set(by_length(load_records(root)).kept["path"].astype(str))
+    scan = scan_store(root, "evaluation")
+    kept_paths = set(by_length(load_records(root, scan)).kept["path"].astype(str))
     records, run_knobs = [], {}
-    for path, record in iter_stored(root, damaged=damaged):
+    for path, record in scan.records:
         if str(path) not in kept_paths:
             continue
         if protocol is None or record.get("protocol") == protocol:
@@ -516,9 +516,9 @@ def _records(root: str | Path, protocol: str | None,
                 config = run_config(path)
                 if config is not None and "knobs" in config:
                     run_knobs[record["run_id"]] = config["knobs"]
-    if damaged:
+    if scan.damaged:
         # counted, not named again: the tables' own reading names each damaged file on one line
-        log(f"cross_selection / online_budget: {len(damaged)} damaged record(s) left out (`modebench tables` names each)")
+        log(f"cross_selection / online_budget: {len(scan.damaged)} damaged record(s) left out (`modebench tables` names each)")
     return records, run_knobs
 
 
