@@ -278,7 +278,8 @@ def git_revision() -> str:
     return "unknown" if commit is None else commit + ("+dirty" if dirty else "")
 
 
-def _version(package: str) -> str | None:
+def installed_version(package: str) -> str | None:
+    """The installed distribution's version (importlib.metadata), None where it is not installed."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -288,8 +289,8 @@ def _version(package: str) -> str | None:
 @lru_cache(maxsize=1)
 def _static_provenance() -> dict[str, Any]:
     commit, dirty = git_state()
-    return {"modebench": _version(DISTRIBUTION), "git_commit": commit, "git_dirty": dirty,
-            "python": platform.python_version(), **{name: _version(name) for name in PROVENANCE_PACKAGES}}
+    return {"modebench": installed_version(DISTRIBUTION), "git_commit": commit, "git_dirty": dirty,
+            "python": platform.python_version(), **{name: installed_version(name) for name in PROVENANCE_PACKAGES}}
 
 
 def provenance(device_name: str) -> dict[str, Any]:

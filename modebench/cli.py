@@ -81,14 +81,10 @@ class VersionAction(argparse.Action):
 
 
 def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from modebench.benchmarks.store import DISTRIBUTION, installed_version
 
-    from modebench.benchmarks.store import DISTRIBUTION
-
-    try:
-        return version(DISTRIBUTION)  # the distribution's name (modebench-rl), not the import name
-    except PackageNotFoundError:  # run from a checkout that is not installed
-        return "unknown (not installed)"
+    # the distribution's name (modebench-rl), not the import name; None from a checkout that is not installed
+    return installed_version(DISTRIBUTION) or "unknown (not installed)"
 
 
 def fault_message(err: OSError) -> tuple[int, str]:
